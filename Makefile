@@ -1,0 +1,38 @@
+# Every target runs inside .venv, which `make install` creates and keeps in step with pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-faults lint typecheck bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install meterline with its development tools
+
+run: $(STAMP) ## Run the demo on embedded Kafka and ClickHouse and print the invoice summary
+	$(BIN)/meterline run $(ARGS)
+
+test: $(STAMP) ## Run the whole test suite (unit, property, integration against the real broker and engine)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP) ## Lint and check formatting with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## Type-check with mypy (strict)
+	$(BIN)/mypy
+
+bench: $(STAMP) ## Run the benchmarks in loadtests/ (not part of the tests)
+	$(BIN)/python -m loadtests.bench_rating
+
+clean: ## Remove .venv and the embedded data directory
+	rm -rf $(VENV) .meterline

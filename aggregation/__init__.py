@@ -1,0 +1,1 @@
+"""Streaming aggregation: dedupe and period-to-date totals, and the Faust worker around them."""

@@ -1,0 +1,1 @@
+"""ClickHouse schema migrations, the store, and invoice summaries."""

@@ -1,0 +1,197 @@
+"""The ClickHouse store: one clickhouse-connect client, chDB embedded or a server, same SQL.
+
+Writes go through Arrow so that amounts stay exact Decimal(38, 9) without a
+Python object per value; reads of money return ``decimal.Decimal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import clickhouse_connect
+import numpy as np
+import pyarrow as pa
+
+from aggregation.batch import BatchResult, RatedTotal
+from aggregation.state import Total, TotalKey
+from invoicing import migrations
+from meterline.settings import Settings
+
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_AMOUNT = pa.decimal128(38, 9)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class SubscriptionRow:
+    tenant: str
+    subscription: str
+    customer: str
+    plan: str
+    started_at: datetime
+
+
+def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:
+    """int64 nano-units as exact decimal128(38, 9): the unscaled integer is the nano count."""
+    nanos = np.ascontiguousarray(nanos, dtype=np.int64)
+    words = np.empty(nanos.shape[0] * 2, dtype=np.int64)
+    words[0::2] = nanos
+    words[1::2] = nanos >> 63  # sign extension into the high 64 bits
+    return pa.Array.from_buffers(_AMOUNT, nanos.shape[0], [None, pa.py_buffer(words)])
+
+
+class Store:
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Store:
+        if settings.clickhouse_url is None:
+            settings.chdb_path.mkdir(parents=True, exist_ok=True)
+        try:
+            client = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn())
+        except Exception as error:
+            raise StoreError(f"cannot open ClickHouse: {error}") from error
+        return cls(client, settings.clickhouse_database)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def table(self, name: str) -> str:
+        return f"{self.database}.{name}"
+
+    def migrate(self) -> list[migrations.Migration]:
+        return migrations.migrate(self.client, self.database)
+
+    def drop_database(self) -> None:
+        self.client.command(f"DROP DATABASE IF EXISTS {self.database}")
+
+    def write_subscriptions(self, rows: Sequence[SubscriptionRow], version: int) -> None:
+        table = pa.table(
+            {
+                "tenant": [row.tenant for row in rows],
+                "subscription": [row.subscription for row in rows],
+                "customer": [row.customer for row in rows],
+                "plan": [row.plan for row in rows],
+                "started_at": pa.array([row.started_at for row in rows], type=_TIMESTAMP),
+                "version": pa.array([version] * len(rows), type=pa.uint64()),
+            }
+        )
+        self.client.insert_arrow(self.table("subscriptions"), table)
+
+    def plans_by_subscription(self) -> dict[tuple[str, str], str]:
+        rows = self.client.query(
+            f"SELECT tenant, subscription, plan FROM {self.table('subscriptions')} FINAL"
+        ).result_rows
+        return {(tenant, subscription): plan for tenant, subscription, plan in rows}
+
+    def write_batch(self, result: BatchResult) -> None:
+        """Rejections, then distinct events, then totals: see aggregation.state for why
+        any prefix of these writes surviving a crash still converges."""
+        now = datetime.now(UTC)
+        if result.rejected:
+            self.client.insert_arrow(self.table("rejected_events"), _rejections(result, now))
+        if result.accepted:
+            self.client.insert_arrow(self.table("events"), _events(result, now))
+        if result.rated:
+            self.client.insert_arrow(self.table("rated_usage"), _rated(result.rated, now))
+
+    def load_marks(self, partitions: set[int]) -> Iterator[tuple[bytes, int, int]]:
+        rows = self.client.query(
+            f"SELECT dedupe_key, kafka_partition, kafka_offset FROM {self.table('events')} "
+            "WHERE kafka_partition IN {partitions:Array(UInt32)}",
+            parameters={"partitions": sorted(partitions)},
+        ).result_rows
+        for key, partition, offset in rows:
+            yield (key if isinstance(key, bytes) else bytes(key, "latin-1")), partition, offset
+
+    def load_totals(self, partitions: set[int]) -> Iterator[tuple[TotalKey, Total]]:
+        rows = self.client.query(
+            "SELECT tenant, subscription, meter, period_start, quantity, kafka_partition, "
+            f"kafka_offset FROM {self.table('rated_usage')} FINAL "
+            "WHERE kafka_partition IN {partitions:Array(UInt32)}",
+            parameters={"partitions": sorted(partitions)},
+        ).result_rows
+        for tenant, subscription, meter, period, quantity, partition, offset in rows:
+            yield (tenant, subscription, meter, period), Total(quantity, partition, offset)
+
+    def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
+        where = "period_start = {period:Date}"
+        if tenant is not None:
+            where += " AND tenant = {tenant:String}"
+        result = self.client.query(
+            "SELECT tenant, subscription, plan, meter, currency, quantity, amount "
+            f"FROM {self.table('rated_usage')} FINAL WHERE {where} "
+            "ORDER BY tenant, subscription, meter",
+            parameters={"period": period, "tenant": tenant},
+        )
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def count(self, table: str) -> int:
+        return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
+
+
+def _rejections(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.rejected
+    return pa.table(
+        {
+            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
+            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "reason": [r.reason for r in rows],
+            "detail": [r.detail for r in rows],
+            "payload": [r.payload.decode("utf-8", "replace") for r in rows],
+            "rejected_at": pa.array([now] * len(rows), type=_TIMESTAMP),
+        }
+    )
+
+
+def _events(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.accepted
+    return pa.table(
+        {
+            "tenant": [r.event.tenant for r in rows],
+            "subscription": [r.event.subscription for r in rows],
+            "meter": [r.event.meter for r in rows],
+            "source": [r.event.source for r in rows],
+            "event_id": [r.event.id for r in rows],
+            "quantity": pa.array([r.event.quantity for r in rows], type=pa.int64()),
+            "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
+            "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
+            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
+            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
+        }
+    )
+
+
+def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
+    rows = list(rows)
+    return pa.table(
+        {
+            "tenant": [r.tenant for r in rows],
+            "subscription": [r.subscription for r in rows],
+            "meter": [r.meter for r in rows],
+            "period_start": pa.array([r.period_start for r in rows], type=pa.date32()),
+            "plan": [r.plan for r in rows],
+            "currency": [r.currency for r in rows],
+            "quantity": pa.array([r.quantity for r in rows], type=pa.int64()),
+            "amount": nanos_to_decimal_array(
+                np.fromiter((r.amount_nanos for r in rows), dtype=np.int64, count=len(rows))
+            ),
+            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
+            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "updated_at": pa.array([now] * len(rows), type=_TIMESTAMP),
+        }
+    )
+
+
+def as_decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))

@@ -1,0 +1,1 @@
+"""meterline: usage metering and rating on Kafka and ClickHouse."""

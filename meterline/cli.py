@@ -1,0 +1,174 @@
+"""The ``meterline`` command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+
+from meterline.settings import Settings
+
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+
+class Period(click.ParamType):
+    name = "YYYY-MM"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            parsed = datetime.strptime(value, "%Y-%m")
+        except ValueError:
+            self.fail(f"{value!r} is not a month like 2026-10", param, ctx)
+        return date(parsed.year, parsed.month, 1)
+
+
+def previous_month() -> date:
+    today = datetime.now(UTC).date()
+    return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
+        )
+        raise click.ClickException(f"invalid settings: {problems}") from None
+
+
+def fail(message: str) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """meterline: count usage once, price it exactly, invoice it on time.
+
+    With no KAFKA_BOOTSTRAP_SERVERS set, meterline starts an embedded Kafka-protocol
+    broker on 127.0.0.1; with no CLICKHOUSE_URL set, it stores data in the embedded
+    ClickHouse engine (chDB) under ./.meterline/. Other settings come from METERLINE_*
+    variables or a TOML file named by METERLINE_CONFIG.
+    """
+
+
+@main.command()
+@click.option("--subscriptions", default=1_000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Demo subscriptions, spread over the price book's plans.")  # fmt: skip
+@click.option("--events", default=100_000, show_default=True, type=click.IntRange(1),
+              help="Events to send, duplicates included.")  # fmt: skip
+@click.option("--duplicates", default=0.05, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Share of sends that re-send an earlier event (a retrying producer).")  # fmt: skip
+@click.option("--period", type=Period(), default=None,
+              help="Billing period of the demo usage.  [default: last month]")  # fmt: skip
+@click.option("--seed", default=7, show_default=True, help="Seed: the same seed, the same demo.")
+@click.option("--partitions", type=click.IntRange(1, 64), default=None,
+              help="Partitions of the demo topic.  [default: METERLINE_TOPIC_PARTITIONS or 4]")  # fmt: skip
+@click.option("--price-book", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="YAML price book.  [default: the demo price book]")  # fmt: skip
+@click.option("--show", default=15, show_default=True, type=click.IntRange(0),
+              help="Subscriptions to list in the summary (the CSV has them all).")  # fmt: skip
+def run(
+    subscriptions: int,
+    events: int,
+    duplicates: float,
+    period: date | None,
+    seed: int,
+    partitions: int | None,
+    price_book: Path | None,
+    show: int,
+) -> None:
+    """Run the demo end to end and print the period's invoice summary.
+
+    Generates subscriptions and a month of usage (with duplicates), produces it to
+    Kafka, dedupes, aggregates and rates it in a Faust worker, writes rated totals to
+    ClickHouse, and reads the invoice summary back. Uses its own database
+    (meterline_demo), reset on each run, and a fresh topic.
+    """
+    from meterline.demo.job import DemoError, DemoOptions, run_demo
+    from meterline.demo.report import RichProgress, print_outcome
+
+    settings = load_settings(topic_partitions=partitions, price_book=price_book)
+    book = load_book(settings)
+    options = DemoOptions(subscriptions, events, duplicates, period or previous_month(), seed)
+    for name, value in settings.describe().items():
+        console.print(f"[dim]{name:>10}:[/] {value}", highlight=False)
+    try:
+        with RichProgress(console) as progress:
+            outcome = run_demo(settings, book, options, progress)
+    except DemoError as error:
+        fail(str(error))
+    print_outcome(console, outcome, settings, show)
+
+
+@main.command()
+def worker() -> None:
+    """Run one aggregation worker (Faust) until SIGTERM or Ctrl-C.
+
+    Reads usage events from the events topic, dedupes, aggregates per subscription,
+    meter and period, rates, and writes to ClickHouse. Start several with the same
+    METERLINE_CONSUMER_GROUP to share partitions. Needs KAFKA_BOOTSTRAP_SERVERS.
+    """
+    from aggregation.worker import run_worker
+
+    settings = load_settings()
+    if settings.kafka_bootstrap_servers is None:
+        fail("the worker needs KAFKA_BOOTSTRAP_SERVERS (`meterline run` starts a broker for you)")
+    assert settings.kafka_bootstrap_servers is not None
+    run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings))
+
+
+@main.group()
+def db() -> None:
+    """ClickHouse schema: numbered migrations."""
+
+
+@db.command()
+def migrate() -> None:
+    """Apply pending migrations (running it twice applies nothing the second time)."""
+    from invoicing.store import Store
+
+    store = Store.connect(load_settings())
+    try:
+        applied = store.migrate()
+    finally:
+        store.close()
+    for migration in applied:
+        console.print(f"applied {migration.version:04d}_{migration.name}")
+    if not applied:
+        console.print("nothing to apply: the schema is up to date")
+
+
+@db.command()
+def status() -> None:
+    """List applied and pending migrations."""
+    from invoicing import migrations
+    from invoicing.store import Store
+
+    store = Store.connect(load_settings())
+    try:
+        done = migrations.applied_versions(store.client, store.database)
+    finally:
+        store.close()
+    for migration in migrations.available():
+        state = "applied" if migration.version in done else "pending"
+        console.print(f"{migration.version:04d}_{migration.name}  {state}")
+
+
+def load_book(settings: Settings) -> Any:
+    from meterline.demo import PRICE_BOOK
+    from rating.plans import PriceBookError, load_price_book
+
+    try:
+        return load_price_book(settings.price_book or PRICE_BOOK)
+    except PriceBookError as error:
+        fail(str(error))

@@ -1,0 +1,86 @@
+"""Deterministic demo data: subscriptions on the demo plans and a month of usage with duplicates.
+
+Traffic is skewed (a few subscriptions send most events), as real usage is.
+Duplicates re-send an earlier event with the same id, as a retrying producer would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from meterline.events import UsageEvent
+
+TENANT = "demo"
+_QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000)}
+
+
+@dataclass(frozen=True)
+class DemoSubscription:
+    tenant: str
+    subscription: str
+    customer: str
+    plan: str
+
+
+def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubscription]:
+    rng = random.Random(seed)
+    return [
+        DemoSubscription(TENANT, f"sub-{n:06d}", f"cust-{n:06d}", rng.choice(plans))
+        for n in range(count)
+    ]
+
+
+def period_bounds(period: date) -> tuple[datetime, datetime]:
+    start = datetime(period.year, period.month, 1, tzinfo=UTC)
+    following = datetime(
+        period.year + period.month // 12, period.month % 12 + 1, 1, tzinfo=UTC
+    )
+    return start, following
+
+
+def events(
+    subs: Sequence[DemoSubscription],
+    count: int,
+    period: date,
+    duplicate_share: float,
+    seed: int,
+) -> Iterator[UsageEvent]:
+    """``count`` events in all, of which about ``duplicate_share`` are re-sends."""
+    rng = random.Random(seed + 1)
+    weights = [1.0 / (rank + 1) for rank in range(len(subs))]  # Zipf-like skew
+    start, end = period_bounds(period)
+    span_ms = int((end - start).total_seconds() * 1000) - 1
+    sent: list[UsageEvent] = []
+    chosen = rng.choices(subs, weights=weights, k=count)
+    for number, sub in enumerate(chosen):
+        if sent and rng.random() < duplicate_share:
+            event = rng.choice(sent)
+        else:
+            meter = rng.choice(tuple(_QUANTITY_RANGE))
+            low, high = _QUANTITY_RANGE[meter]
+            event = UsageEvent(
+                id=f"evt-{seed}-{number:09d}",
+                tenant=sub.tenant,
+                subscription=sub.subscription,
+                meter=meter,
+                quantity=rng.randint(low, high),
+                timestamp=start + timedelta(milliseconds=rng.randint(0, span_ms)),
+                source="demo-service",
+            )
+            sent.append(event)
+        yield event
+
+
+def distinct(sent: Sequence[UsageEvent]) -> list[UsageEvent]:
+    """What should be billed: the first of each (tenant, source, id)."""
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for event in sent:
+        identity = (event.tenant, event.source, event.id)
+        if identity not in seen:
+            seen.add(identity)
+            kept.append(event)
+    return kept

@@ -1,0 +1,188 @@
+"""The demo job behind ``meterline run``: produce a month of usage, aggregate and rate it in
+a Faust worker, and read the period's invoice summary back from ClickHouse.
+
+It resets its own database and uses a fresh topic and consumer group per run,
+so it never touches production data even when pointed at a real cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+
+from ingest.producer import produce
+from invoicing.store import Store, SubscriptionRow
+from invoicing.summary import InvoiceSummary, summarize
+from meterline.demo import generator
+from meterline.embedded_broker import EmbeddedBroker
+from meterline.events import UsageEvent
+from meterline.kafka_admin import GroupProgress, ensure_topic
+from meterline.settings import Settings
+from meterline.worker_process import WorkerProcess
+from rating.plans import PriceBook
+
+DEMO_DATABASE = "meterline_demo"
+STALL_SECONDS = 120.0
+
+
+class DemoError(RuntimeError):
+    """The demo could not complete; the message says what failed and where to look."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    subscriptions: int
+    events: int
+    duplicate_share: float
+    period: date
+    seed: int
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    summary: InvoiceSummary
+    sent: int
+    distinct: int
+    stored_events: int
+    rejected: int
+    produce_seconds: float
+    process_seconds: float
+
+
+class Progress:
+    """What the job reports while it runs; the CLI draws it, tests ignore it."""
+
+    def stage(self, description: str, total: int | None = None) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
+def demo_settings(settings: Settings) -> Settings:
+    run_id = uuid.uuid4().hex[:8]
+    return settings.model_copy(
+        update={
+            "clickhouse_database": DEMO_DATABASE,
+            "events_topic": f"{settings.events_topic}.demo-{run_id}",
+            "consumer_group": f"{settings.consumer_group}-demo-{run_id}",
+        }
+    )
+
+
+@contextmanager
+def kafka(settings: Settings) -> Iterator[str]:
+    """The configured Kafka, or the embedded broker for the duration of the block."""
+    if settings.kafka_bootstrap_servers is not None:
+        yield settings.kafka_bootstrap_servers
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=settings.data_dir / "broker.log") as broker:
+        yield broker.bootstrap_servers
+
+
+def prepare_store(
+    settings: Settings, subs: list[generator.DemoSubscription], period: date
+) -> None:
+    store = Store.connect(settings)
+    try:
+        store.drop_database()
+        store.migrate()
+        started, _ = generator.period_bounds(period)
+        store.write_subscriptions(
+            [SubscriptionRow(s.tenant, s.subscription, s.customer, s.plan, started) for s in subs],
+            version=1,
+        )
+    finally:
+        store.close()
+
+
+def run_demo(settings: Settings, book: PriceBook, options: DemoOptions, progress: Progress) -> DemoOutcome:
+    settings = demo_settings(settings)
+    progress.stage("Preparing the store")
+    subs = generator.subscriptions(options.subscriptions, [p.id for p in book.plans], options.seed)
+    prepare_store(settings, subs, options.period)
+    sent = list(
+        generator.events(subs, options.events, options.period, options.duplicate_share, options.seed)
+    )
+    with kafka(settings) as bootstrap:
+        asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))
+        worker = WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log")
+        worker.start()
+        try:
+            produce_seconds, process_seconds = asyncio.run(
+                _drive(settings, bootstrap, sent, worker, progress)
+            )
+        finally:
+            exit_code = worker.stop()
+        if exit_code not in (0, None):
+            raise DemoError(f"the worker exited with code {exit_code}:\n{worker.log_tail()}")
+    progress.stage("Reading the invoice summary")
+    store = Store.connect(settings)
+    try:
+        summary = summarize(options.period, store.rated_usage(options.period))
+        stored, rejected = store.count("events"), store.count("rejected_events")
+    finally:
+        store.close()
+    return DemoOutcome(
+        summary=summary,
+        sent=len(sent),
+        distinct=len(generator.distinct(sent)),
+        stored_events=stored,
+        rejected=rejected,
+        produce_seconds=produce_seconds,
+        process_seconds=process_seconds,
+    )
+
+
+async def _drive(
+    settings: Settings,
+    bootstrap: str,
+    sent: list[UsageEvent],
+    worker: WorkerProcess,
+    progress: Progress,
+) -> tuple[float, float]:
+    began = time.monotonic()
+    progress.stage(f"Producing {len(sent):,} events to {settings.events_topic}", len(sent))
+    produced = 0
+
+    def on_sent(count: int) -> None:
+        nonlocal produced
+        produced += count
+        progress.advance(produced)
+
+    last_offsets = await produce(bootstrap, settings.events_topic, sent, on_sent)
+    produced_at = time.monotonic()
+    progress.stage("Deduplicating, aggregating and rating in the Faust worker", len(sent))
+    await wait_until_consumed(settings, bootstrap, last_offsets, worker.exit_code, progress.advance)
+    return produced_at - began, time.monotonic() - produced_at
+
+
+async def wait_until_consumed(
+    settings: Settings,
+    bootstrap: str,
+    last_offsets: dict[int, int],
+    worker_exit_code: Callable[[], int | None],
+    on_progress: Callable[[int], None],
+) -> None:
+    """Wait until the group has committed past every produced offset. The worker commits
+    only what it made durable, so 'committed' means 'queryable in ClickHouse'."""
+    partitions = sorted(last_offsets)
+    async with GroupProgress(bootstrap, settings.consumer_group, settings.events_topic) as group:
+        last_change, last_done = time.monotonic(), -1
+        while True:
+            committed = await group.committed(partitions)
+            done = sum(min(committed[p], last_offsets[p] + 1) for p in partitions)
+            on_progress(done)
+            if all(committed[p] > last_offsets[p] for p in partitions):
+                return
+            if worker_exit_code() is not None:
+                raise DemoError(f"the worker stopped early (exit code {worker_exit_code()})")
+            if done != last_done:
+                last_change, last_done = time.monotonic(), done
+            elif time.monotonic() - last_change > STALL_SECONDS:
+                raise DemoError(f"no progress for {STALL_SECONDS:.0f} s; see the worker log")
+            await asyncio.sleep(0.2)

@@ -1,0 +1,48 @@
+"""Topic set-up and consumer-group progress.
+
+Progress is measured from the group's committed offsets against the offsets
+the producer was acknowledged, never from ``end_offsets()``: the embedded
+broker answers ListOffsets("latest") wrongly (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+class GroupProgress:
+    """Reads how far a consumer group has committed, without joining the group."""
+
+    def __init__(self, bootstrap_servers: str, group: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+        )
+        self._topic = topic
+
+    async def __aenter__(self) -> GroupProgress:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._consumer.stop()
+
+    async def committed(self, partitions: list[int]) -> dict[int, int]:
+        """Next offset to consume per partition (0 when nothing is committed yet)."""
+        result = {}
+        for partition in partitions:
+            offset = await self._consumer.committed(TopicPartition(self._topic, partition))
+            result[partition] = offset or 0
+        return result

@@ -1,0 +1,92 @@
+"""One frozen, validated settings object, read from the environment and an optional TOML file.
+
+With no ``KAFKA_BOOTSTRAP_SERVERS`` the embedded broker is started; with no
+``CLICKHOUSE_URL`` the in-process chDB engine is used on ``data_dir``. Pointing
+meterline at a real cluster is a change of these two variables, not of code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_VARIABLE = "METERLINE_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERLINE_", frozen=True, extra="forbid")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "METERLINE_KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; unset starts the embedded broker",
+    )
+    clickhouse_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLICKHOUSE_URL", "METERLINE_CLICKHOUSE_URL"),
+        description="http(s)://user:password@host:port; unset uses chDB on data_dir",
+    )
+    clickhouse_database: str = Field(default="meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    data_dir: Path = Path(".meterline")
+    events_topic: str = "usage.events"
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    consumer_group: str = "meterline-aggregator"
+    batch_max_events: int = Field(default=10_000, ge=1)
+    batch_within_seconds: float = Field(default=0.25, gt=0)
+    price_book: Path | None = Field(
+        default=None, description="YAML price book; unset uses the demo price book"
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def chdb_path(self) -> Path:
+        return (self.data_dir / "chdb").resolve()
+
+    def clickhouse_dsn(self) -> str:
+        """The clickhouse-connect DSN; the secret is revealed only here, never printed."""
+        if self.clickhouse_url is not None:
+            return self.clickhouse_url.get_secret_value()
+        return f"chdb://{self.chdb_path}"
+
+    def describe(self) -> dict[str, Any]:
+        """What is safe to show a person: no secrets."""
+        return {
+            "kafka": self.kafka_bootstrap_servers or "embedded (Tansu on 127.0.0.1)",
+            "clickhouse": "server (CLICKHOUSE_URL)"
+            if self.clickhouse_url
+            else f"embedded chDB at {self.chdb_path}",
+            "database": self.clickhouse_database,
+            "topic": f"{self.events_topic} ({self.topic_partitions} partitions)",
+        }
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)

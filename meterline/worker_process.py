@@ -1,0 +1,82 @@
+"""A Faust worker in its own process, started and stopped by PID.
+
+A separate process is what a crash looks like in production, and with chDB the
+process that opens a data directory owns it until it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from meterline.settings import Settings
+
+
+def settings_env(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
+    """The environment that makes a child process see the same settings as this one."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
+    env["METERLINE_CLICKHOUSE_DATABASE"] = settings.clickhouse_database
+    env["METERLINE_DATA_DIR"] = str(settings.data_dir.resolve())
+    env["METERLINE_EVENTS_TOPIC"] = settings.events_topic
+    env["METERLINE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
+    env["METERLINE_CONSUMER_GROUP"] = settings.consumer_group
+    env["METERLINE_BATCH_MAX_EVENTS"] = str(settings.batch_max_events)
+    env["METERLINE_BATCH_WITHIN_SECONDS"] = str(settings.batch_within_seconds)
+    if settings.price_book is not None:
+        env["METERLINE_PRICE_BOOK"] = str(settings.price_book.resolve())
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, bootstrap_servers: str, log_path: Path) -> None:
+        self._env = settings_env(settings, bootstrap_servers)
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "meterline", "worker"],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def exit_code(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Graceful stop (SIGTERM); SIGKILL if it does not exit in time."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return process.returncode if process else None
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int | None:
+        """SIGKILL: what a crash looks like."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.kill()
+        return process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
