@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -41,7 +41,9 @@ class Aggregator:
     def reload(self, partitions: set[int]) -> None:
         self.state.forget_partitions(partitions)
         self.state.restore(self.store.load_marks(partitions), self.store.load_totals(partitions))
-        log.info("restored state of partitions %s: %d totals", sorted(partitions), len(self.state.totals))
+        log.info(
+            "restored state of partitions %s: %d totals", sorted(partitions), len(self.state.totals)
+        )
 
     def handle(self, records: list[Record]) -> None:
         result = self.processor.process(records)
@@ -79,7 +81,9 @@ def faust_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]
 def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregator) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
     topic = app.topic(
-        settings.events_topic, value_serializer="raw", key_serializer="raw",
+        settings.events_topic,
+        value_serializer="raw",
+        key_serializer="raw",
         partitions=settings.topic_partitions,
     )
 
@@ -88,16 +92,16 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
         async for events in stream.take_events(
             settings.batch_max_events, within=settings.batch_within_seconds
         ):
-            aggregator.handle(
-                [(e.message.partition, e.message.offset, e.value) for e in events]
-            )
+            aggregator.handle([(e.message.partition, e.message.offset, e.value) for e in events])
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+    async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        (assigned,) = args
         mine = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
         if mine:
             aggregator.reload(mine)
 
+    # mode types receivers as a union of callables that mypy cannot match a coroutine against.
+    app.on_partitions_assigned.connect(cast(Any, on_assigned))
     return app
 
 

@@ -62,21 +62,53 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--subscriptions", default=1_000, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Demo subscriptions, spread over the price book's plans.")  # fmt: skip
-@click.option("--events", default=100_000, show_default=True, type=click.IntRange(1),
-              help="Events to send, duplicates included.")  # fmt: skip
-@click.option("--duplicates", default=0.05, show_default=True, type=click.FloatRange(0, 0.9),
-              help="Share of sends that re-send an earlier event (a retrying producer).")  # fmt: skip
-@click.option("--period", type=Period(), default=None,
-              help="Billing period of the demo usage.  [default: last month]")  # fmt: skip
+@click.option(
+    "--subscriptions",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Demo subscriptions, spread over the price book's plans.",
+)
+@click.option(
+    "--events",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Events to send, duplicates included.",
+)
+@click.option(
+    "--duplicates",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 0.9),
+    help="Share of sends that re-send an earlier event (a retrying producer).",
+)
+@click.option(
+    "--period",
+    type=Period(),
+    default=None,
+    help="Billing period of the demo usage.  [default: last month]",
+)
 @click.option("--seed", default=7, show_default=True, help="Seed: the same seed, the same demo.")
-@click.option("--partitions", type=click.IntRange(1, 64), default=None,
-              help="Partitions of the demo topic.  [default: METERLINE_TOPIC_PARTITIONS or 4]")  # fmt: skip
-@click.option("--price-book", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="YAML price book.  [default: the demo price book]")  # fmt: skip
-@click.option("--show", default=15, show_default=True, type=click.IntRange(0),
-              help="Subscriptions to list in the summary (the CSV has them all).")  # fmt: skip
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Partitions of the demo topic.  [default: METERLINE_TOPIC_PARTITIONS or 4]",
+)
+@click.option(
+    "--price-book",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML price book.  [default: the demo price book]",
+)
+@click.option(
+    "--show",
+    default=15,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Subscriptions to list in the summary (the CSV has them all).",
+)
 def run(
     subscriptions: int,
     events: int,

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-INT64_MAX = np.iinfo(np.int64).max
-
 
 @njit(cache=True, nogil=True)
 def rate_per_unit(
@@ -20,19 +18,23 @@ def rate_per_unit(
     quantity: np.ndarray,
     unit_price_nanos: np.ndarray,
     scale_divisor: np.ndarray,
+    max_quantity: np.ndarray,
     amount_out: np.ndarray,
 ) -> int:
-    """amount = quantity / 10**scale * unit price, rounded half up to the nano-unit."""
+    """amount = quantity / 10**scale * unit price, rounded half up to the nano-unit.
+
+    ``max_quantity`` is the largest quantity whose rounded product still fits in
+    int64, precomputed per charge, so the overflow check is one comparison a row.
+    """
     for row in range(charge_index.shape[0]):
         charge = charge_index[row]
         units = quantity[row]
-        price = unit_price_nanos[charge]
-        if units < 0 or (price != 0 and units > INT64_MAX // price):
+        if units < 0 or units > max_quantity[charge]:
             return row
-        product = units * price
+        product = units * unit_price_nanos[charge]
         divisor = scale_divisor[charge]
-        half = divisor // 2
-        if product > INT64_MAX - half:
-            return row
-        amount_out[row] = (product + half) // divisor
+        if divisor == 1:
+            amount_out[row] = product
+        else:
+            amount_out[row] = (product + divisor // 2) // divisor
     return -1

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import MoneyError, to_nanos
@@ -117,38 +125,53 @@ def _require_unique(what: str, ids: list[str]) -> None:
         seen.add(identifier)
 
 
+_CONTAINERS = {"plans": "plan", "charges": "charge", "meters": "meter"}
+
+
 def _describe_location(document: object, location: tuple[int | str, ...]) -> str:
-    """Turn a pydantic error location into 'plan "x", charge 2 (meter "y"), field'."""
+    """Turn a pydantic error location into "plan 'x', charge 2 (meter 'y'), field"."""
     words: list[str] = []
     node = document
     for index, step in enumerate(location):
         previous = location[index - 1] if index else None
-        child = node[step] if isinstance(node, (dict, list)) and _has(node, step) else None
-        if previous == "plans" and isinstance(child, dict):
-            words.append(f"plan {child.get('id', step)!r}")
-        elif previous == "charges" and isinstance(child, dict):
-            words.append(f"charge {int(step) + 1} (meter {child.get('meter', '?')!r})")
-        elif previous == "meters" and isinstance(child, dict):
-            words.append(f"meter {child.get('id', step)!r}")
-        elif step not in ("plans", "charges", "meters") and not isinstance(step, int):
+        child = _child(node, step)
+        following = location[index + 1] if index + 1 < len(location) else None
+        if isinstance(step, int) and previous in _CONTAINERS:
+            item = child if isinstance(child, dict) else {}
+            if previous == "charges":
+                words.append(f"charge {step + 1} (meter {item.get('meter', '?')!r})")
+            else:
+                words.append(f"{_CONTAINERS[previous]} {item.get('id', step)!r}")
+        elif step in _CONTAINERS and isinstance(following, int):
+            pass  # named by the item that follows
+        elif isinstance(node, dict) and node.get("model") == step:
+            pass  # the tag of a price model, not a field
+        else:
             words.append(str(step))
         node = child
     return ", ".join(words)
 
 
-def _has(node: dict[object, object] | list[object], step: int | str) -> bool:
-    if isinstance(node, list):
-        return isinstance(step, int) and 0 <= step < len(node)
-    return step in node
+def _child(node: object, step: int | str) -> object:
+    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
+        return node[step]
+    if isinstance(node, dict):
+        return node.get(step)
+    return None
 
 
 def parse_price_book(document: object, source: str) -> PriceBook:
     try:
         return PriceBook.model_validate(document)
     except ValidationError as error:
+        found = error.errors(include_url=False)
+        locations = [tuple(problem["loc"]) for problem in found]
         problems = []
-        for problem in error.errors(include_url=False):
-            where = _describe_location(document, tuple(problem["loc"]))
+        for problem in found:
+            loc = tuple(problem["loc"])
+            if any(other[: len(loc)] == loc and other != loc for other in locations):
+                continue  # a container failing only because an item inside it failed
+            where = _describe_location(document, loc)
             message = problem["msg"].removeprefix("Value error, ")
             problems.append(f"  {where}: {message}" if where else f"  {message}")
         raise PriceBookError(f"{source}: invalid price book\n" + "\n".join(problems)) from None

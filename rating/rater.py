@@ -18,7 +18,12 @@ def rate(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> 
     quantity = np.ascontiguousarray(quantity, dtype=np.int64)
     amounts = np.empty(charge_index.shape[0], dtype=np.int64)
     failed = rate_per_unit(
-        charge_index, quantity, table.unit_price_nanos, table.scale_divisor, amounts
+        charge_index,
+        quantity,
+        table.unit_price_nanos,
+        table.scale_divisor,
+        table.max_quantity,
+        amounts,
     )
     if failed >= 0:
         ref = table.refs[charge_index[failed]]

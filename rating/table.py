@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rating.money import to_nanos
+from rating.money import INT64_MAX, to_nanos
 from rating.plans import PriceBook
 
 
@@ -22,6 +22,7 @@ class ChargeTable:
     index: dict[tuple[str, str], int]
     unit_price_nanos: np.ndarray
     scale_divisor: np.ndarray
+    max_quantity: np.ndarray
 
     @classmethod
     def compile(cls, book: PriceBook) -> ChargeTable:
@@ -38,7 +39,18 @@ class ChargeTable:
             index={(ref.plan, ref.meter): position for position, ref in enumerate(refs)},
             unit_price_nanos=np.asarray(prices, dtype=np.int64),
             scale_divisor=np.asarray(divisors, dtype=np.int64),
+            max_quantity=np.asarray(
+                [_max_quantity(p, d) for p, d in zip(prices, divisors, strict=True)],
+                dtype=np.int64,
+            ),
         )
 
     def charge_of(self, plan: str, meter: str) -> int | None:
         return self.index.get((plan, meter))
+
+
+def _max_quantity(price_nanos: int, divisor: int) -> int:
+    """The largest quantity q with q * price + divisor // 2 <= INT64_MAX."""
+    if price_nanos == 0:
+        return INT64_MAX
+    return (INT64_MAX - divisor // 2) // price_nanos

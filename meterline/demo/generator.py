@@ -35,9 +35,7 @@ def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubsc
 
 def period_bounds(period: date) -> tuple[datetime, datetime]:
     start = datetime(period.year, period.month, 1, tzinfo=UTC)
-    following = datetime(
-        period.year + period.month // 12, period.month % 12 + 1, 1, tzinfo=UTC
-    )
+    following = datetime(period.year + period.month // 12, period.month % 12 + 1, 1, tzinfo=UTC)
     return start, following
 
 

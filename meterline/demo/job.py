@@ -84,9 +84,7 @@ def kafka(settings: Settings) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
-def prepare_store(
-    settings: Settings, subs: list[generator.DemoSubscription], period: date
-) -> None:
+def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], period: date) -> None:
     store = Store.connect(settings)
     try:
         store.drop_database()
@@ -100,13 +98,17 @@ def prepare_store(
         store.close()
 
 
-def run_demo(settings: Settings, book: PriceBook, options: DemoOptions, progress: Progress) -> DemoOutcome:
+def run_demo(
+    settings: Settings, book: PriceBook, options: DemoOptions, progress: Progress
+) -> DemoOutcome:
     settings = demo_settings(settings)
     progress.stage("Preparing the store")
     subs = generator.subscriptions(options.subscriptions, [p.id for p in book.plans], options.seed)
     prepare_store(settings, subs, options.period)
     sent = list(
-        generator.events(subs, options.events, options.period, options.duplicate_share, options.seed)
+        generator.events(
+            subs, options.events, options.period, options.duplicate_share, options.seed
+        )
     )
     with kafka(settings) as bootstrap:
         asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))

@@ -75,12 +75,14 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
             (line.meter, line.quantity, f"{line.amount:,} {line.currency}")
         )
 
-    table = Table(title=f"Invoice summary, period {period} (largest {len(largest)} of {len(totals)})")
+    table = Table(
+        title=f"Invoice summary, period {period} (largest {len(largest)} of {len(totals)})"
+    )
     for column in ("Subscription", "Plan", "Meter", "Quantity", "Amount"):
         table.add_column(column, justify="right" if column in ("Quantity", "Amount") else "left")
     for (tenant, subscription), (plan, currency, total) in largest:
-        for meter, quantity, amount in lines_by_sub[(tenant, subscription)]:
-            table.add_row(subscription, plan, meter, f"{quantity:,}", amount)
+        for meter, quantity, shown in lines_by_sub[(tenant, subscription)]:
+            table.add_row(subscription, plan, meter, f"{quantity:,}", shown)
         table.add_row("", "", "[bold]invoice total[/]", "", f"[bold]{total:,} {currency}[/]",
                       end_section=True)  # fmt: skip
     console.print(table)
@@ -88,10 +90,10 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
     by_plan = Table(title=f"Totals by plan, period {period}")
     for column in ("Plan", "Subscriptions", "Amount"):
         by_plan.add_column(column, justify="left" if column == "Plan" else "right")
-    for plan, currency, count, amount in summary.plan_totals():
-        by_plan.add_row(plan, f"{count:,}", f"{amount:,} {currency}")
-    for currency, amount in summary.currency_totals().items():
-        by_plan.add_row("[bold]all plans[/]", "", f"[bold]{amount:,} {currency}[/]")
+    for plan, currency, count, plan_amount in summary.plan_totals():
+        by_plan.add_row(plan, f"{count:,}", f"{plan_amount:,} {currency}")
+    for currency, currency_amount in summary.currency_totals().items():
+        by_plan.add_row("[bold]all plans[/]", "", f"[bold]{currency_amount:,} {currency}[/]")
     console.print(by_plan)
 
     csv_path = settings.data_dir / f"invoice-summary-{period}.csv"

@@ -1,0 +1,59 @@
+"""Shared fixtures: the real embedded broker once per session, and a fresh ClickHouse
+database (real chDB engine) and fresh topic names for each test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from invoicing.store import Store
+from meterline.embedded_broker import EmbeddedBroker
+from meterline.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("meterline")
+
+
+@pytest.fixture
+def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Settings isolated from the developer's environment, unique names per call."""
+    for variable in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "METERLINE_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def make(data_dir: Path, **overrides: Any) -> Settings:
+        unique = uuid.uuid4().hex[:10]
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "clickhouse_database": f"test_{unique}",
+            "events_topic": f"usage.events.{unique}",
+            "consumer_group": f"meterline-test-{unique}",
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def store(settings_factory: Callable[..., Settings], shared_data_dir: Path) -> Iterator[Store]:
+    """A migrated database of its own in the real chDB engine, dropped afterwards."""
+    opened = Store.connect(settings_factory(shared_data_dir))
+    opened.migrate()
+    try:
+        yield opened
+    finally:
+        opened.drop_database()
+        opened.close()

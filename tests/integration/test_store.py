@@ -1,0 +1,70 @@
+"""The store against the real ClickHouse engine (chDB through clickhouse-connect)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal, Rejection
+from aggregation.state import Total, dedupe_key
+from invoicing import migrations
+from invoicing.store import Store
+from meterline.events import UsageEvent
+from rating.money import INT64_MAX, from_nanos
+
+pytestmark = pytest.mark.integration
+
+PERIOD = date(2026, 10, 1)
+
+
+def rated(quantity: int, nanos: int, offset: int, subscription: str = "s1") -> RatedTotal:
+    return RatedTotal("t", subscription, "calls", PERIOD, "pro", "USD", quantity, nanos, 3, offset)
+
+
+def test_migrating_twice_applies_nothing_the_second_time(store: Store) -> None:
+    assert store.migrate() == []
+    assert migrations.pending(store.client, store.database) == []
+    assert {m.version for m in migrations.available()} <= migrations.applied_versions(
+        store.client, store.database
+    )
+
+
+def test_amounts_round_trip_exactly_to_the_nano_at_the_extremes(store: Store) -> None:
+    nanos = [0, 1, -1, 999_999_999, INT64_MAX, -INT64_MAX]
+    store.write_batch(
+        BatchResult(rated=[rated(1, n, i, subscription=f"s{i}") for i, n in enumerate(nanos)])
+    )
+    amounts = {row["subscription"]: row["amount"] for row in store.rated_usage(PERIOD)}
+    assert amounts == {f"s{i}": from_nanos(n) for i, n in enumerate(nanos)}
+    assert all(isinstance(a, Decimal) for a in amounts.values())
+
+
+def test_a_newer_version_of_a_total_replaces_the_older_and_a_replay_changes_nothing(
+    store: Store,
+) -> None:
+    store.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))
+    store.write_batch(BatchResult(rated=[rated(7, 70, offset=12)]))
+    store.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))  # a late replay
+    (row,) = store.rated_usage(PERIOD)
+    assert (row["quantity"], row["amount"]) == (7, from_nanos(70))
+
+
+def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
+    event = UsageEvent(id="e1", tenant="t", subscription="s1", meter="calls", quantity=5,
+                       timestamp=datetime(2026, 10, 3, 4, 5, 6, 789000, tzinfo=UTC))  # fmt: skip
+    key = dedupe_key(event)
+    store.write_batch(
+        BatchResult(
+            accepted=[AcceptedEvent(3, 41, event, key)],
+            rated=[rated(5, 50, offset=41)],
+            rejected=[Rejection(3, 42, "malformed", "bad json", b"{")],
+        )
+    )
+    assert list(store.load_marks({3})) == [(key, 3, 41)]
+    assert list(store.load_marks({0, 1})) == []
+    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD), Total(5, 3, 41))]
+    assert store.count("rejected_events") == 1
+    stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
+    assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp

@@ -1,0 +1,46 @@
+"""Settings come from the environment and a file, and never show a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from meterline.settings import Settings
+
+
+def test_defaults_select_the_embedded_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    settings = Settings()
+    assert settings.embedded_kafka
+    assert settings.clickhouse_dsn().startswith("chdb://")
+
+
+def test_the_two_standard_variables_switch_to_real_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092")
+    monkeypatch.setenv("CLICKHOUSE_URL", "https://user:hunter2@ch.internal:8443")
+    settings = Settings()
+    assert settings.kafka_bootstrap_servers == "kafka-1:9092"
+    assert settings.clickhouse_dsn() == "https://user:hunter2@ch.internal:8443"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.describe())
+
+
+def test_a_toml_file_supplies_settings_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "meterline.toml"
+    config.write_text('topic_partitions = 12\nclickhouse_database = "billing"\n')
+    monkeypatch.setenv("METERLINE_CONFIG", str(config))
+    monkeypatch.setenv("METERLINE_TOPIC_PARTITIONS", "8")
+    settings = Settings()
+    assert (settings.topic_partitions, settings.clickhouse_database) == (8, "billing")
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", "drop table;")
+    with pytest.raises(ValidationError):
+        Settings()

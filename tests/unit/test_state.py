@@ -1,0 +1,149 @@
+"""Dedupe and period-to-date totals, including what a crash and a replay leave behind."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregation.state import Total, UsageState, Verdict, dedupe_key, total_key
+from meterline.events import UsageEvent
+
+
+def event(
+    event_id: str, quantity: int = 1, subscription: str = "s1", source: str = "svc"
+) -> UsageEvent:
+    return UsageEvent(
+        id=event_id, tenant="t", subscription=subscription, meter="calls",
+        quantity=quantity, timestamp=datetime(2026, 10, 5, tzinfo=UTC), source=source,
+    )  # fmt: skip
+
+
+def apply(state: UsageState, partition: int, offset: int, e: UsageEvent) -> Verdict:
+    return state.apply(partition, offset, e, dedupe_key(e))
+
+
+def test_a_new_event_is_applied_to_its_period_total() -> None:
+    state = UsageState()
+    assert apply(state, 0, 0, event("a", 5)) is Verdict.APPLIED
+    assert state.totals[total_key(event("a"))] == Total(5, 0, 0)
+
+
+def test_the_same_event_at_another_offset_is_a_duplicate_and_not_counted() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a", 5))
+    assert apply(state, 0, 7, event("a", 5)) is Verdict.DUPLICATE
+    assert state.totals[total_key(event("a"))].quantity == 5
+
+
+def test_the_same_id_from_another_source_is_a_different_event() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a", 5, source="one"))
+    assert apply(state, 0, 1, event("a", 5, source="two")) is Verdict.APPLIED
+    assert state.totals[total_key(event("a"))].quantity == 10
+
+
+def test_an_event_replayed_at_its_own_offset_after_its_total_was_saved_is_not_counted_again() -> (
+    None
+):
+    state = UsageState()
+    apply(state, 0, 0, event("a", 5))
+    apply(state, 0, 1, event("b", 2))
+    restarted = UsageState()
+    restarted.restore([], state.totals.items())  # the marks were lost, the total survived
+    assert apply(restarted, 0, 0, event("a", 5)) is Verdict.REPLAYED
+    assert apply(restarted, 0, 1, event("b", 2)) is Verdict.REPLAYED
+    assert restarted.totals[total_key(event("a"))].quantity == 7
+
+
+def test_an_event_whose_mark_survived_but_whose_total_did_not_is_counted_on_replay() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a", 5))
+    restarted = UsageState()
+    restarted.restore([(dedupe_key(event("a")), 0, 0)], [])
+    assert apply(restarted, 0, 0, event("a", 5)) is Verdict.APPLIED
+    assert restarted.totals[total_key(event("a"))].quantity == 5
+
+
+def test_dedupe_keys_are_sixteen_bytes_whatever_the_id_length() -> None:
+    assert len(dedupe_key(event("x" * 10_000))) == 16
+
+
+def test_forgetting_a_partition_keeps_the_others() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a", subscription="s0"))
+    apply(state, 1, 0, event("b", subscription="s1"))
+    state.forget_partitions({0})
+    assert {t.partition for t in state.totals.values()} == {1}
+    assert {p for p, _ in state.marks.values()} == {1}
+
+
+# A stream on one partition: (event id, quantity, subscription); ids repeat (duplicates).
+streams = st.lists(
+    st.tuples(st.integers(0, 30), st.integers(0, 1000), st.sampled_from(["s1", "s2", "s3"])),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    stream=streams,
+    batch_size=st.integers(1, 25),
+    crash_batch=st.integers(0, 200),
+    commit_batch=st.integers(0, 200),
+    written=st.lists(st.booleans(), min_size=60, max_size=60),
+)
+def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
+    stream: list[tuple[int, int, str]],
+    batch_size: int,
+    crash_batch: int,
+    commit_batch: int,
+    written: list[bool],
+) -> None:
+    """Batches before the crash are durable; the crashed batch left any subset of its mark
+    and total writes; the committed offset is any batch boundary up to the crashed batch.
+    A restarted worker that reloads the store and replays ends with each distinct event
+    counted exactly once."""
+    first: dict[int, tuple[int, str]] = {}
+    events = []
+    for event_id, drawn_quantity, drawn_subscription in stream:
+        # A duplicate repeats its original exactly, as a retrying producer does.
+        quantity, subscription = first.setdefault(event_id, (drawn_quantity, drawn_subscription))
+        events.append(event(f"e{event_id}", quantity, subscription))
+    batches = [
+        range(i, min(i + batch_size, len(events))) for i in range(0, len(events), batch_size)
+    ]
+    crash_batch = min(crash_batch, len(batches) - 1)
+    commit_batch = min(commit_batch, crash_batch)
+
+    worker = UsageState()
+    stored_marks: dict[bytes, tuple[int, int]] = {}
+    stored_totals: dict[tuple[str, str, str, object], Total] = {}
+    choice = iter(written * 10)
+    for number, batch in enumerate(batches[: crash_batch + 1]):
+        touched = set()
+        for offset in batch:
+            apply(worker, 0, offset, events[offset])
+            touched.add(total_key(events[offset]))
+        crashed = number == crash_batch
+        for offset in batch:
+            key = dedupe_key(events[offset])
+            if key in worker.marks and (not crashed or next(choice)):
+                stored_marks[key] = worker.marks[key]
+        for key in touched:
+            if not crashed or next(choice):
+                current = worker.totals[key]
+                stored_totals[key] = Total(current.quantity, current.partition, current.offset)
+
+    restarted = UsageState()
+    restarted.restore(((k, p, o) for k, (p, o) in stored_marks.items()), stored_totals.items())
+    for offset in range(batches[commit_batch].start, len(events)):
+        apply(restarted, 0, offset, events[offset])
+
+    expected: dict[str, int] = defaultdict(int)
+    for quantity, subscription in first.values():
+        expected[subscription] += quantity
+    assert {k[1]: t.quantity for k, t in restarted.totals.items()} == dict(expected)
