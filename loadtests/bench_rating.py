@@ -60,7 +60,8 @@ def numpy_per_unit(table: ChargeTable, charges: np.ndarray, quantity: np.ndarray
                      (np.iinfo(np.int64).max - divisor // 2) // np.maximum(price, 1))  # fmt: skip
     if np.any((quantity < 0) | (quantity > limit)):
         raise OverflowError
-    return (quantity * price + divisor // 2) // divisor
+    amounts: np.ndarray = (quantity * price + divisor // 2) // divisor
+    return amounts
 
 
 def main() -> None:
