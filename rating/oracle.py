@@ -1,18 +1,120 @@
-"""The reference: every price model in plain ``decimal.Decimal``, written independently of
-the kernels, so that the kernels can be checked against it row by row."""
+"""The reference: every price model in plain ``decimal.Decimal``, written from the price
+book's definitions and independently of the kernel and its compiled tables, so that the
+kernel can be checked against it row by row. It also explains an amount, tier by tier."""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
 from rating.money import NANO
+from rating.plans import Allowance, Charge, Graduated, Package, PerUnit, Tier, Volume
 
 # Enough digits that no product of a 64-bit quantity and a price is ever rounded.
 _PRECISION = 80
 
 
+@dataclass(frozen=True)
+class Part:
+    """One line of an explanation: ``units`` at ``unit_price``, plus ``flat_fee``."""
+
+    label: str
+    units: Decimal
+    unit_price: Decimal
+    flat_fee: Decimal
+
+    @property
+    def amount(self) -> Decimal:
+        return self.units * self.unit_price + self.flat_fee
+
+
+@dataclass(frozen=True)
+class Rated:
+    amount: Decimal  # rounded half up to the nano-unit, after minimum and maximum
+    parts: tuple[Part, ...]
+    adjustment: str | None  # "minimum" or "maximum" when one applied
+
+
 def per_unit(quantity: int, scale: int, unit_price: Decimal) -> Decimal:
+    return rate_charge(
+        PerUnit(model="per_unit", meter="-", unit_price=unit_price), quantity, scale
+    ).amount
+
+
+def rate_charge(charge: Charge, quantity: int, scale: int) -> Rated:
+    """Rate ``quantity`` (an integer at the meter's ``scale``) under ``charge``."""
     with localcontext() as context:
         context.prec = _PRECISION
         units = Decimal(quantity).scaleb(-scale)
-        return (units * unit_price).quantize(NANO, rounding=ROUND_HALF_UP)
+        parts = _parts(charge, units)
+        exact = sum((part.amount for part in parts), Decimal(0))
+        amount = exact.quantize(NANO, rounding=ROUND_HALF_UP)
+        adjustment = None
+        if charge.minimum is not None and amount < charge.minimum:
+            amount, adjustment = charge.minimum, "minimum"
+        if charge.maximum is not None and amount > charge.maximum:
+            amount, adjustment = charge.maximum, "maximum"
+        return Rated(amount.quantize(NANO), tuple(parts), adjustment)
+
+
+def _parts(charge: Charge, units: Decimal) -> list[Part]:
+    if isinstance(charge, PerUnit):
+        return [Part("per unit", units, charge.unit_price, Decimal(0))]
+    if isinstance(charge, Graduated):
+        return _graduated(charge.tiers, units, Decimal(0))
+    if isinstance(charge, Volume):
+        return _volume(charge.tiers, units)
+    if isinstance(charge, Package):
+        return _package(charge, units)
+    assert isinstance(charge, Allowance)
+    return _allowance(charge, units)
+
+
+def _graduated(tiers: tuple[Tier, ...], units: Decimal, offset: Decimal) -> list[Part]:
+    """Each unit at the price of the tier it falls in; a tier's flat fee once it is reached."""
+    parts, lower = [], Decimal(0)
+    for number, tier in enumerate(tiers, start=1):
+        upper = tier.up_to
+        if units <= lower:
+            break
+        in_tier = units - lower if upper is None else min(units, upper) - lower
+        label = f"tier {number}: {offset + lower} to {'∞' if upper is None else offset + upper}"
+        parts.append(Part(label, in_tier, tier.unit_price, tier.flat_fee))
+        if upper is None:
+            break
+        lower = upper
+    return parts
+
+
+def _volume(tiers: tuple[Tier, ...], units: Decimal) -> list[Part]:
+    """All units at the price of the tier the total reaches (a boundary is in the lower tier)."""
+    if units == 0:
+        return []
+    lower = Decimal(0)
+    for number, tier in enumerate(tiers, start=1):
+        if tier.up_to is None or units <= tier.up_to:
+            label = f"tier {number}: {lower} to {'∞' if tier.up_to is None else tier.up_to}"
+            return [Part(label, units, tier.unit_price, tier.flat_fee)]
+        lower = tier.up_to
+    raise AssertionError("the last tier is open-ended")
+
+
+def _package(charge: Package, units: Decimal) -> list[Part]:
+    rounding = ROUND_CEILING if charge.rounding == "up" else ROUND_FLOOR
+    blocks = (units / charge.package_size).to_integral_value(rounding=rounding)
+    label = f"{blocks} package(s) of {charge.package_size} ({charge.rounding})"
+    return [Part(label, blocks, charge.package_price, Decimal(0))]
+
+
+def _allowance(charge: Allowance, units: Decimal) -> list[Part]:
+    included = min(units, charge.included)
+    parts = [Part(f"included: up to {charge.included}", included, Decimal(0), Decimal(0))]
+    overage = units - included
+    if overage > 0:
+        if charge.overage_tiers is not None:
+            overage_parts = _graduated(charge.overage_tiers, overage, charge.included)
+            parts.extend(overage_parts)
+        else:
+            assert charge.overage_price is not None
+            parts.append(Part("overage", overage, charge.overage_price, Decimal(0)))
+    return parts

@@ -6,7 +6,8 @@ the charge and what is wrong, so a person can fix it without a traceback.
 
 from __future__ import annotations
 
-from decimal import Decimal
+import itertools
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from rating.currencies import MINOR_UNIT_DIGITS
-from rating.money import MoneyError, to_nanos
+from rating.money import INT64_MAX, MoneyError, to_nanos
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -54,13 +55,118 @@ def _nano_price(value: Decimal) -> Decimal:
 NanoPrice = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_nano_price)]
 
 
-class PerUnit(_Frozen):
-    model: Literal["per_unit"]
+Quantity = Annotated[Decimal, Field(allow_inf_nan=False, gt=0)]
+
+
+class Tier(_Frozen):
+    """Quantities above the previous tier's ``up_to`` and up to this one's (inclusive);
+    the last tier has no ``up_to``. A tier's flat fee is charged once usage reaches it."""
+
+    up_to: Quantity | None = None
+    unit_price: NanoPrice = Decimal(0)
+    flat_fee: NanoPrice = Decimal(0)
+
+
+def _check_tiers(tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+    for number, (tier, following) in enumerate(itertools.pairwise(tiers), start=1):
+        if tier.up_to is None:
+            raise ValueError(f"tier {number + 1} comes after the open-ended tier {number}")
+        if following.up_to is not None and following.up_to <= tier.up_to:
+            raise ValueError(
+                f"tier {number + 1} (up_to {following.up_to}) does not start above "
+                f"tier {number} (up_to {tier.up_to}): tiers must be in increasing order"
+            )
+    if tiers[-1].up_to is not None:
+        raise ValueError(
+            "the last tier must be open-ended (no up_to), so every quantity has a price"
+        )
+    return tiers
+
+
+Tiers = Annotated[tuple[Tier, ...], Field(min_length=1), AfterValidator(_check_tiers)]
+
+
+class _Charge(_Frozen):
     meter: str
+    minimum: NanoPrice | None = None
+    maximum: NanoPrice | None = None
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> _Charge:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        """The quantities this charge declares, named, for the meter-scale check."""
+        return ()
+
+
+class PerUnit(_Charge):
+    model: Literal["per_unit"]
     unit_price: NanoPrice
 
 
-Charge = Annotated[PerUnit, Field(discriminator="model")]
+class Graduated(_Charge):
+    """Each unit priced at the rate of the tier it falls in."""
+
+    model: Literal["graduated"]
+    tiers: Tiers
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return _tier_quantities(self.tiers)
+
+
+class Volume(_Charge):
+    """Every unit priced at the rate of the tier the total reaches."""
+
+    model: Literal["volume"]
+    tiers: Tiers
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return _tier_quantities(self.tiers)
+
+
+class Package(_Charge):
+    """A price per block of ``package_size`` units: started blocks (up) or completed (down)."""
+
+    model: Literal["package"]
+    package_size: Quantity
+    package_price: NanoPrice
+    rounding: Literal["up", "down"] = "up"
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return (("package_size", self.package_size),)
+
+
+class Allowance(_Charge):
+    """The first ``included`` units free, the rest at an overage price or overage tiers
+    (whose ``up_to`` count overage units)."""
+
+    model: Literal["allowance"]
+    included: Annotated[Decimal, Field(allow_inf_nan=False, ge=0)]
+    overage_price: NanoPrice | None = None
+    overage_tiers: Tiers | None = None
+
+    @model_validator(mode="after")
+    def _one_overage(self) -> Allowance:
+        if (self.overage_price is None) == (self.overage_tiers is None):
+            raise ValueError("give exactly one of overage_price and overage_tiers")
+        return self
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return (("included", self.included), *_tier_quantities(self.overage_tiers or ()))
+
+
+def _tier_quantities(tiers: tuple[Tier, ...]) -> tuple[tuple[str, Decimal], ...]:
+    return tuple(
+        (f"tier {number} up_to", tier.up_to)
+        for number, tier in enumerate(tiers, start=1)
+        if tier.up_to is not None
+    )
+
+
+Charge = Annotated[PerUnit | Graduated | Volume | Package | Allowance, Field(discriminator="model")]
 
 
 class Plan(_Frozen):
@@ -102,6 +208,14 @@ class PriceBook(_Frozen):
                         f"plan {plan.id!r}: charge on meter {charge.meter!r}, "
                         "which is not declared under meters"
                     )
+                scale = self.meter(charge.meter).scale
+                for name, quantity in charge.quantities():
+                    problem = _scaled_problem(quantity, scale)
+                    if problem:
+                        raise ValueError(
+                            f"plan {plan.id!r}: charge on meter {charge.meter!r}: {name} "
+                            f"{quantity} {problem}"
+                        )
         return self
 
     def plan(self, plan_id: str) -> Plan:
@@ -115,6 +229,28 @@ class PriceBook(_Frozen):
             if meter.id == meter_id:
                 return meter
         raise KeyError(meter_id)
+
+
+def decimal_places(value: Decimal) -> int:
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing_zeros))
+
+
+def scaled(value: Decimal, scale: int) -> int:
+    """A quantity in meter units as the integer the kernels see."""
+    with localcontext() as context:
+        context.prec = 80
+        return int(value.scaleb(scale))
+
+
+def _scaled_problem(value: Decimal, scale: int) -> str | None:
+    if decimal_places(value) > scale:
+        return f"has more decimal places than the meter's scale ({scale})"
+    if abs(scaled(value, scale)) > INT64_MAX:
+        return "is too large for a 64-bit quantity at the meter's scale"
+    return None
 
 
 def _require_unique(what: str, ids: list[str]) -> None:

@@ -1,15 +1,16 @@
-"""Rate a batch of (charge, quantity) rows with the kernels; the only entry point callers need."""
+"""Rate a batch of (charge, quantity) rows with the kernel; the only entry point callers need."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from rating.kernels import rate_per_unit
+from rating.kernels import rate_batch
 from rating.table import ChargeTable
 
 
 class RatingOverflowError(ArithmeticError):
-    """An amount does not fit in 64-bit nano-units; the message names the charge."""
+    """A row cannot be billed: its amount does not fit in 64-bit nano-units, or its
+    quantity is negative. The message names the charge."""
 
 
 def rate(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> np.ndarray:
@@ -17,14 +18,7 @@ def rate(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> 
     charge_index = np.ascontiguousarray(charge_index, dtype=np.int64)
     quantity = np.ascontiguousarray(quantity, dtype=np.int64)
     amounts = np.empty(charge_index.shape[0], dtype=np.int64)
-    failed = rate_per_unit(
-        charge_index,
-        quantity,
-        table.unit_price_nanos,
-        table.scale_divisor,
-        table.max_quantity,
-        amounts,
-    )
+    failed = rate_batch(charge_index, quantity, table.charges, table.tiers, amounts)
     if failed >= 0:
         ref = table.refs[charge_index[failed]]
         raise RatingOverflowError(

@@ -1,0 +1,222 @@
+"""Every price model: a shared table of named cases, then the kernel against the Decimal
+oracle on random plans and quantities (zero, tier boundaries, the largest values, overflow)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from rating import oracle
+from rating.money import INT64_MAX, from_nanos, to_nanos
+from rating.plans import Charge, PriceBook, parse_price_book
+from rating.rater import RatingOverflowError, rate
+from rating.table import ChargeTable
+
+
+def book_for(charge: dict[str, Any], scale: int = 0) -> PriceBook:
+    return parse_price_book(
+        {
+            "meters": [{"id": "m", "scale": scale}],
+            "plans": [{"id": "p", "currency": "USD", "charges": [{"meter": "m", **charge}]}],
+        },
+        "test",
+    )
+
+
+def kernel_amount(book: PriceBook, quantity: int) -> Decimal:
+    amounts = rate(ChargeTable.compile(book), np.array([0]), np.array([quantity]))
+    return from_nanos(int(amounts[0]))
+
+
+def only_charge(book: PriceBook) -> Charge:
+    return book.plans[0].charges[0]
+
+
+def tiers(*spec: tuple[int | None, str, str]) -> list[dict[str, Any]]:
+    return [{"up_to": up, "unit_price": price, "flat_fee": flat} for up, price, flat in spec]
+
+
+GRADUATED = {"model": "graduated",
+             "tiers": tiers((100, "1", "0"), (1000, "0.5", "10"), (None, "0.1", "0"))}  # fmt: skip
+VOLUME = {
+    "model": "volume",
+    "tiers": tiers((100, "1", "0"), (1000, "0.5", "5"), (None, "0.1", "0")),
+}
+
+CASES = [
+    ("per unit, zero units cost nothing", {"model": "per_unit", "unit_price": "0.25"}, 0, "0"),
+    ("per unit, a million calls at 0.0004 cost 400",
+     {"model": "per_unit", "unit_price": "0.0004"}, 1_000_000, "400"),
+    ("graduated, zero usage reaches no tier and costs nothing", GRADUATED, 0, "0"),
+    ("graduated, inside the first tier bills the first rate", GRADUATED, 40, "40"),
+    ("graduated, quantity exactly on a tier boundary bills the lower tier only",
+     GRADUATED, 100, "100"),
+    ("graduated, one unit past a boundary adds the next rate and its flat fee",
+     GRADUATED, 101, "110.5"),
+    ("graduated, the open tier adds its rate to every lower tier in full",
+     GRADUATED, 2000, "660"),
+    ("volume, quantity exactly on a tier boundary prices all units at the lower tier",
+     VOLUME, 100, "100"),
+    ("volume, one unit past a boundary reprices every unit and adds the tier's flat fee",
+     VOLUME, 101, "55.5"),
+    ("volume, the open tier prices every unit at its rate", VOLUME, 2000, "200"),
+    ("package, a started block is billed in full when rounding up",
+     {"model": "package", "package_size": 1000, "package_price": "5"}, 1001, "10"),
+    ("package, only completed blocks are billed when rounding down",
+     {"model": "package", "package_size": 1000, "package_price": "5", "rounding": "down"},
+     1999, "5"),
+    ("package, zero usage costs nothing",
+     {"model": "package", "package_size": 10, "package_price": "5"}, 0, "0"),
+    ("allowance, usage within the allowance is free",
+     {"model": "allowance", "included": 500, "overage_price": "0.02"}, 500, "0"),
+    ("allowance, usage past the allowance pays the overage price",
+     {"model": "allowance", "included": 500, "overage_price": "0.02"}, 750, "5"),
+    ("allowance, tiered overage counts overage units from the allowance",
+     {"model": "allowance", "included": 100,
+      "overage_tiers": tiers((50, "1", "0"), (None, "0.5", "0"))}, 200, "75"),
+    ("a minimum applies when usage rates below it",
+     {"model": "per_unit", "unit_price": "0.01", "minimum": "20"}, 10, "20"),
+    ("a maximum caps what usage rates above it",
+     {"model": "per_unit", "unit_price": "1", "maximum": "500"}, 10_000, "500"),
+    ("a maximum caps an amount too large to represent instead of failing",
+     {"model": "per_unit", "unit_price": "1000", "maximum": "500"}, INT64_MAX, "500"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "charge", "quantity", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_named_cases(case: str, charge: dict[str, Any], quantity: int, expected: str) -> None:
+    book = book_for(charge)
+    assert kernel_amount(book, quantity) == Decimal(expected), case
+    assert oracle.rate_charge(only_charge(book), quantity, 0).amount == Decimal(expected), case
+
+
+@pytest.mark.parametrize(
+    ("case", "price", "quantity", "scale", "expected"),
+    [
+        ("a scaled quantity is divided by its scale", "0.5", 1_500, 3, "0.75"),
+        ("a sub-nano result rounds half up", "0.000000001", 500, 3, "0.000000001"),
+        ("just under half a nano rounds down", "0.000000001", 499, 3, "0"),
+        ("a product beyond 64 bits is exact when the amount fits",
+         "9", 10**18, 9, "9000000000"),
+    ],
+)  # fmt: skip
+def test_scaled_quantities(case: str, price: str, quantity: int, scale: int, expected: str) -> None:
+    book = book_for({"model": "per_unit", "unit_price": price}, scale)
+    assert kernel_amount(book, quantity) == Decimal(expected), case
+
+
+def test_an_amount_beyond_64_bit_nano_units_raises_and_names_the_charge() -> None:
+    with pytest.raises(RatingOverflowError, match="plan 'p', meter 'm'"):
+        kernel_amount(book_for({"model": "per_unit", "unit_price": "1"}), INT64_MAX)
+
+
+def test_a_negative_quantity_is_refused_rather_than_billed() -> None:
+    with pytest.raises(RatingOverflowError):
+        kernel_amount(book_for({"model": "per_unit", "unit_price": "1"}), -1)
+
+
+# Random plans. Prices reach 10^4 currency units so that large quantities overflow.
+nano_prices = st.one_of(st.just(0), st.integers(0, 10**6), st.integers(0, 10**13)).map(
+    lambda nanos: str(from_nanos(nanos))
+)
+
+
+@st.composite
+def tier_lists(draw: st.DrawFn, scale: int) -> list[dict[str, Any]]:
+    bounds = sorted(draw(st.sets(st.integers(1, 10**15), min_size=0, max_size=4)))
+    uppers: list[int | None] = [*bounds, None]
+    return [
+        {"up_to": None if up is None else str(Decimal(up).scaleb(-scale)),
+         "unit_price": draw(nano_prices), "flat_fee": draw(nano_prices)}
+        for up in uppers
+    ]  # fmt: skip
+
+
+@st.composite
+def charges(draw: st.DrawFn, scale: int) -> dict[str, Any]:
+    model = draw(st.sampled_from(["per_unit", "graduated", "volume", "package", "allowance"]))
+    charge: dict[str, Any] = {"model": model}
+    if model == "per_unit":
+        charge["unit_price"] = draw(nano_prices)
+    elif model in ("graduated", "volume"):
+        charge["tiers"] = draw(tier_lists(scale))
+    elif model == "package":
+        charge["package_size"] = str(Decimal(draw(st.integers(1, 10**12))).scaleb(-scale))
+        charge["package_price"] = draw(nano_prices)
+        charge["rounding"] = draw(st.sampled_from(["up", "down"]))
+    else:
+        charge["included"] = str(Decimal(draw(st.integers(0, 10**12))).scaleb(-scale))
+        if draw(st.booleans()):
+            charge["overage_price"] = draw(nano_prices)
+        else:
+            charge["overage_tiers"] = draw(tier_lists(scale))
+    bounds = sorted(draw(st.lists(nano_prices, min_size=2, max_size=2)), key=Decimal)
+    if draw(st.booleans()):
+        charge["minimum"] = bounds[0]
+    if draw(st.booleans()):
+        charge["maximum"] = bounds[1]
+    return charge
+
+
+def boundaries(charge: dict[str, Any], scale: int) -> list[int]:
+    """Quantities next to every boundary the charge declares, in scaled units."""
+    points = [0]
+    for tier in charge.get("tiers", []) + charge.get("overage_tiers", []):
+        if tier["up_to"] is not None:
+            points.append(int(Decimal(tier["up_to"]).scaleb(scale)))
+    for key in ("package_size", "included"):
+        if key in charge:
+            points.append(int(Decimal(charge[key]).scaleb(scale)))
+    offset = int(Decimal(charge.get("included", 0)).scaleb(scale))
+    points += [offset + p for p in points]
+    return [max(0, min(INT64_MAX, p + d)) for p in points for d in (-1, 0, 1)]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(data=st.data(), scale=st.sampled_from([0, 0, 3, 9]))
+def test_the_kernel_equals_the_oracle_for_random_plans_or_raises_exactly_when_it_must(
+    data: st.DataObject, scale: int
+) -> None:
+    charge = data.draw(charges(scale))
+    quantity = data.draw(
+        st.one_of(
+            st.sampled_from(boundaries(charge, scale)),
+            st.integers(0, 10**6),
+            st.integers(0, INT64_MAX),
+            st.integers(INT64_MAX - 10**6, INT64_MAX),
+        )
+    )
+    book = book_for(charge, scale)
+    expected = oracle.rate_charge(only_charge(book), quantity, scale).amount
+    if expected.scaleb(9) > INT64_MAX:
+        with pytest.raises(RatingOverflowError):
+            kernel_amount(book, quantity)
+    else:
+        assert kernel_amount(book, quantity) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_more_usage_never_costs_less_except_under_volume_pricing(data: st.DataObject) -> None:
+    charge = data.draw(charges(0))
+    assume(charge["model"] != "volume")
+    low = data.draw(st.integers(0, 10**12))
+    high = low + data.draw(st.integers(0, 10**12))
+    charge_def = only_charge(book_for(charge))
+    cheaper = oracle.rate_charge(charge_def, low, 0).amount
+    dearer = oracle.rate_charge(charge_def, high, 0).amount
+    assert dearer >= cheaper
+    if dearer.scaleb(9) <= INT64_MAX:
+        book = book_for(charge)
+        assert kernel_amount(book, high) >= kernel_amount(book, low)
+
+
+def test_prices_round_trip_as_nano_units() -> None:
+    assert to_nanos(Decimal("0.000000001")) == 1
