@@ -159,6 +159,53 @@ def worker() -> None:
     run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings))
 
 
+@main.command()
+@click.option(
+    "--plans",
+    "plans_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML price book.  [default: METERLINE_PRICE_BOOK or the demo's]",
+)
+@click.option("--plan", "plan_id", required=True, help="Plan id.")
+@click.option("--meter", default=None, help="Meter id (needed when the plan has several charges).")
+@click.option("--quantity", required=True, help="Period-to-date quantity, in the meter's units.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def price(
+    plans_path: Path | None, plan_id: str, meter: str | None, quantity: str, as_json: bool
+) -> None:
+    """Price a quantity under a plan and show the breakdown per tier.
+
+    The amount comes from the rating kernel the pipeline uses; the breakdown from the
+    Decimal oracle, which must agree with it to the nano-unit.
+    """
+    import json
+
+    from rich.table import Table
+
+    from rating.quote import QuoteError, quote
+
+    settings = load_settings(price_book=plans_path)
+    try:
+        result = quote(load_book(settings), plan_id, meter, quantity)
+    except QuoteError as error:
+        fail(str(error))
+    if as_json:
+        console.print_json(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"{result.plan} / {result.meter} ({result.model}): {result.quantity} units")
+    for column in ("Part", "Units", "Unit price", "Flat fee", "Amount"):
+        table.add_column(column, justify="left" if column == "Part" else "right")
+    for part in result.parts:
+        table.add_row(
+            part.label, f"{part.units}", f"{part.unit_price}", f"{part.flat_fee}", f"{part.amount}"
+        )
+    if result.adjustment:
+        table.add_row(f"{result.adjustment} applies", "", "", "", "")
+    table.add_row("[bold]total[/]", "", "", "", f"[bold]{result.amount} {result.currency}[/]")
+    console.print(table)
+
+
 @main.group()
 def db() -> None:
     """ClickHouse schema: numbered migrations."""

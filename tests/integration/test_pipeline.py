@@ -44,7 +44,7 @@ def expected_lines(
         plan = plan_of[subscription]
         charge = plan.charge_for(meter)
         assert charge is not None
-        exact = oracle.per_unit(total, book.meter(meter).scale, charge.unit_price)
+        exact = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
         lines[(subscription, meter)] = (total, round_to_minor_unit(exact, plan.minor_digits))
     return lines
 

@@ -1,0 +1,52 @@
+"""`meterline price`: a billing person checks a plan by hand."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from meterline.cli import main
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["price", *args])
+    return result.exit_code, result.output
+
+
+def test_a_graduated_quantity_is_priced_with_its_breakdown_per_tier() -> None:
+    code, output = run("--plan", "growth", "--meter", "api_calls", "--quantity", "12000", "--json")
+    assert code == 0
+    quote = json.loads(output)
+    assert quote["amount"] == "4.100000000"
+    assert [part["units"] for part in quote["breakdown"]] == ["1000", "9000", "2000"]
+
+
+def test_a_minimum_is_shown_when_it_applies() -> None:
+    code, output = run("--plan", "growth", "--meter", "tokens", "--quantity", "10", "--json")
+    assert code == 0
+    assert (json.loads(output)["amount"], json.loads(output)["adjustment"]) == (
+        "0.300000000",
+        "minimum",
+    )
+
+
+def test_the_table_shows_the_total_in_the_plan_currency() -> None:
+    code, output = run("--plan", "scale", "--meter", "api_calls", "--quantity", "5000")
+    assert code == 0
+    assert "1.350000000 EUR" in output
+
+
+def test_bad_requests_are_explained_without_a_traceback() -> None:
+    for args, message in [
+        (("--plan", "nope", "--quantity", "1"), "no plan 'nope'"),
+        (("--plan", "starter", "--quantity", "1"), "name one with --meter"),
+        (("--plan", "starter", "--meter", "gpu", "--quantity", "1"), "no charge on meter 'gpu'"),
+        (("--plan", "starter", "--meter", "tokens", "--quantity", "1.5"), "0 decimal places"),
+        (("--plan", "starter", "--meter", "tokens", "--quantity", "-3"), "zero or more"),
+        (("--plan", "starter", "--meter", "tokens", "--quantity", "lots"), "not a number"),
+    ]:
+        code, output = run(*args)
+        assert code == 1, args
+        assert message in output, args
+        assert "Traceback" not in output
