@@ -28,6 +28,7 @@ log = logging.getLogger("meterline.worker")
 
 WRITE_ATTEMPTS = 4
 EXIT_STORE_UNAVAILABLE = 75  # EX_TEMPFAIL: a supervisor should restart us
+EXIT_CANNOT_PROCESS = 70  # EX_SOFTWARE: a batch the code cannot handle; needs a person
 
 
 class Aggregator:
@@ -46,7 +47,12 @@ class Aggregator:
         )
 
     def handle(self, records: list[Record]) -> None:
-        result = self.processor.process(records)
+        try:
+            result = self.processor.process(records)
+        except Exception:
+            # Raising would let take_events acknowledge the batch unbilled: stop instead.
+            log.critical("cannot process a batch: exiting without acknowledging it", exc_info=True)
+            os._exit(EXIT_CANNOT_PROCESS)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 self.store.write_batch(result)
