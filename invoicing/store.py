@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 import clickhouse_connect
@@ -191,7 +190,3 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "updated_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
-
-
-def as_decimal(value: Any) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))
