@@ -76,7 +76,8 @@ def demo_settings(settings: Settings) -> Settings:
 @contextmanager
 def kafka(settings: Settings) -> Iterator[str]:
     """The configured Kafka, or the embedded broker for the duration of the block."""
-    if settings.kafka_bootstrap_servers is not None:
+    if not settings.embedded_kafka:
+        assert settings.kafka_bootstrap_servers is not None
         yield settings.kafka_bootstrap_servers
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
