@@ -15,7 +15,7 @@ import numpy as np
 
 from aggregation.state import TotalKey, UsageState, Verdict, dedupe_key, total_key
 from meterline.events import UsageEvent, decode
-from rating.plans import PriceBook
+from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 
@@ -46,6 +46,7 @@ class RatedTotal:
     meter: str
     period_start: date
     plan: str
+    plan_version: int
     currency: str
     quantity: int
     amount_nanos: int
@@ -71,53 +72,68 @@ class BatchProcessor:
     ) -> None:
         self.state = state
         self.plan_of = plan_of
+        self.book = book
         self.charges = charges
-        self.currency_of = {plan.id: plan.currency for plan in book.plans}
+        self._in_force: dict[tuple[str, date], Plan | None] = {}
 
-    def _validate(self, record: Record) -> UsageEvent | Rejection:
+    def _plan_in_force(self, plan_id: str, day: date) -> Plan | None:
+        key = (plan_id, day)
+        if key not in self._in_force:
+            self._in_force[key] = self.book.plan_at(plan_id, day)
+        return self._in_force[key]
+
+    def _validate(self, record: Record) -> tuple[UsageEvent, Plan] | Rejection:
         partition, offset, payload = record
         try:
             event = decode(payload)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             return Rejection(partition, offset, "malformed", str(error), payload)
-        plan = self.plan_of.get((event.tenant, event.subscription))
-        if plan is None:
+        plan_id = self.plan_of.get((event.tenant, event.subscription))
+        if plan_id is None:
             detail = f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
             return Rejection(partition, offset, "unknown_subscription", detail, payload)
-        if self.charges.charge_of(plan, event.meter) is None:
-            detail = f"meter {event.meter!r} is not priced by plan {plan!r}"
+        day = event.timestamp.date()
+        plan = self._plan_in_force(plan_id, day)
+        if plan is None:
+            detail = f"plan {plan_id!r} has no version in force on {day}"
+            return Rejection(partition, offset, "plan_not_in_force", detail, payload)
+        if self.charges.charge_of(plan.id, plan.version, event.meter) is None:
+            detail = f"meter {event.meter!r} is not priced by {plan.label}"
             return Rejection(partition, offset, "unpriced_meter", detail, payload)
         if event.quantity < 0:
             detail = f"quantity {event.quantity} is negative"
             return Rejection(partition, offset, "negative_quantity", detail, payload)
-        return event
+        return event, plan
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
-        changed: set[TotalKey] = set()
+        changed: dict[TotalKey, Plan] = {}
         for record in records:
             checked = self._validate(record)
             if isinstance(checked, Rejection):
                 result.rejected.append(checked)
                 continue
+            event, plan = checked
             partition, offset, _ = record
-            key = dedupe_key(checked)
-            verdict = self.state.apply(partition, offset, checked, key)
+            key = dedupe_key(event)
+            totals_key = total_key(event, plan.version)
+            verdict = self.state.apply(partition, offset, event, key, totals_key)
             if verdict is Verdict.DUPLICATE:
                 result.duplicates += 1
                 continue
-            result.accepted.append(AcceptedEvent(partition, offset, checked, key))
+            result.accepted.append(AcceptedEvent(partition, offset, event, key))
             if verdict is Verdict.APPLIED:
-                changed.add(total_key(checked))
-        result.rated = self._rate(sorted(changed))
+                changed[totals_key] = plan
+        result.rated = self._rate(sorted(changed.items()))
         return result
 
-    def _rate(self, keys: list[TotalKey]) -> list[RatedTotal]:
-        if not keys:
+    def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
+        if not changed:
             return []
-        plans = [self.plan_of[(tenant, subscription)] for tenant, subscription, _, _ in keys]
+        keys = [key for key, _ in changed]
+        plans = [plan for _, plan in changed]
         charge_index = np.fromiter(
-            (self.charges.index[(plan, key[2])] for plan, key in zip(plans, keys, strict=True)),
+            (self.charges.index[(plan.id, plan.version, key[2])] for key, plan in changed),
             dtype=np.int64,
             count=len(keys),
         )
@@ -130,8 +146,9 @@ class BatchProcessor:
                 subscription=key[1],
                 meter=key[2],
                 period_start=key[3],
-                plan=plan,
-                currency=self.currency_of[plan],
+                plan=plan.id,
+                plan_version=plan.version,
+                currency=plan.currency,
                 quantity=total.quantity,
                 amount_nanos=int(amount),
                 partition=total.partition,

@@ -23,7 +23,9 @@ from enum import Enum
 
 from meterline.events import UsageEvent
 
-TotalKey = tuple[str, str, str, date]  # tenant, subscription, meter, period start
+# tenant, subscription, meter, period start, plan version: a period's usage is split
+# where a new plan version takes effect, and each slice is rated on its own.
+TotalKey = tuple[str, str, str, date, int]
 
 
 class Verdict(Enum):
@@ -50,8 +52,8 @@ def period_start(event: UsageEvent) -> date:
     return date(event.timestamp.year, event.timestamp.month, 1)
 
 
-def total_key(event: UsageEvent) -> TotalKey:
-    return (event.tenant, event.subscription, event.meter, period_start(event))
+def total_key(event: UsageEvent, plan_version: int) -> TotalKey:
+    return (event.tenant, event.subscription, event.meter, period_start(event), plan_version)
 
 
 class UsageState:
@@ -59,13 +61,14 @@ class UsageState:
         self.marks: dict[bytes, tuple[int, int]] = {}
         self.totals: dict[TotalKey, Total] = {}
 
-    def apply(self, partition: int, offset: int, event: UsageEvent, key: bytes) -> Verdict:
+    def apply(
+        self, partition: int, offset: int, event: UsageEvent, key: bytes, totals_key: TotalKey
+    ) -> Verdict:
         position = (partition, offset)
         mark = self.marks.get(key)
         if mark is not None and mark != position:
             return Verdict.DUPLICATE
         self.marks[key] = position
-        totals_key = total_key(event)
         total = self.totals.get(totals_key)
         if total is None:
             self.totals[totals_key] = Total(event.quantity, partition, offset)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from aggregation.batch import BatchResult, RatedTotal
 from aggregation.state import Total, TotalKey
 from invoicing import migrations
+from invoicing.summary import Subscriber
 from meterline.settings import Settings
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -86,6 +87,15 @@ class Store:
         )
         self.client.insert_arrow(self.table("subscriptions"), table)
 
+    def subscribers(self) -> list[Subscriber]:
+        rows = self.client.query(
+            f"SELECT tenant, subscription, plan, started_at FROM {self.table('subscriptions')} "
+            "FINAL"
+        ).result_rows
+        return [
+            Subscriber(tenant, sub, plan, started.date()) for tenant, sub, plan, started in rows
+        ]
+
     def plans_by_subscription(self) -> dict[tuple[str, str], str]:
         rows = self.client.query(
             f"SELECT tenant, subscription, plan FROM {self.table('subscriptions')} FINAL"
@@ -114,22 +124,23 @@ class Store:
 
     def load_totals(self, partitions: set[int]) -> Iterator[tuple[TotalKey, Total]]:
         rows = self.client.query(
-            "SELECT tenant, subscription, meter, period_start, quantity, kafka_partition, "
-            f"kafka_offset FROM {self.table('rated_usage')} FINAL "
+            "SELECT tenant, subscription, meter, period_start, plan_version, quantity, "
+            f"kafka_partition, kafka_offset FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)}",
             parameters={"partitions": sorted(partitions)},
         ).result_rows
-        for tenant, subscription, meter, period, quantity, partition, offset in rows:
-            yield (tenant, subscription, meter, period), Total(quantity, partition, offset)
+        for tenant, subscription, meter, period, version, quantity, partition, offset in rows:
+            key = (tenant, subscription, meter, period, version)
+            yield key, Total(quantity, partition, offset)
 
     def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
         where = "period_start = {period:Date}"
         if tenant is not None:
             where += " AND tenant = {tenant:String}"
         result = self.client.query(
-            "SELECT tenant, subscription, plan, meter, currency, quantity, amount "
+            "SELECT tenant, subscription, plan, plan_version, meter, currency, quantity, amount "
             f"FROM {self.table('rated_usage')} FINAL WHERE {where} "
-            "ORDER BY tenant, subscription, meter",
+            "ORDER BY tenant, subscription, meter, plan_version",
             parameters={"period": period, "tenant": tenant},
         )
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
@@ -180,6 +191,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "meter": [r.meter for r in rows],
             "period_start": pa.array([r.period_start for r in rows], type=pa.date32()),
             "plan": [r.plan for r in rows],
+            "plan_version": pa.array([r.plan_version for r in rows], type=pa.uint32()),
             "currency": [r.currency for r in rows],
             "quantity": pa.array([r.quantity for r in rows], type=pa.int64()),
             "amount": nanos_to_decimal_array(

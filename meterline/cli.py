@@ -170,39 +170,54 @@ def worker() -> None:
 @click.option("--plan", "plan_id", required=True, help="Plan id.")
 @click.option("--meter", default=None, help="Meter id (needed when the plan has several charges).")
 @click.option("--quantity", required=True, help="Period-to-date quantity, in the meter's units.")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), default=None,
+    help="Plan version.  [default: the newest]",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def price(
-    plans_path: Path | None, plan_id: str, meter: str | None, quantity: str, as_json: bool
+    plans_path: Path | None,
+    plan_id: str,
+    meter: str | None,
+    quantity: str,
+    version: int | None,
+    as_json: bool,
 ) -> None:
     """Price a quantity under a plan and show the breakdown per tier.
 
-    The amount comes from the rating kernel the pipeline uses; the breakdown from the
-    Decimal oracle, which must agree with it to the nano-unit.
+    The amount and the breakdown come from the rating kernels the pipeline uses; the
+    Decimal oracle checks the amount to the nano-unit.
     """
     import json
 
     from rich.table import Table
 
+    from rating.money import plain
     from rating.quote import QuoteError, quote
 
     settings = load_settings(price_book=plans_path)
     try:
-        result = quote(load_book(settings), plan_id, meter, quantity)
+        result = quote(load_book(settings), plan_id, meter, quantity, version)
     except QuoteError as error:
         fail(str(error))
     if as_json:
         console.print_json(json.dumps(result.as_dict()))
         return
-    table = Table(title=f"{result.plan} / {result.meter} ({result.model}): {result.quantity} units")
+    table = Table(
+        title=f"{result.plan} v{result.version} / {result.meter} ({result.model}): "
+        f"{result.quantity} units"
+    )
     for column in ("Part", "Units", "Unit price", "Flat fee", "Amount"):
         table.add_column(column, justify="left" if column == "Part" else "right")
     for part in result.parts:
         table.add_row(
-            part.label, f"{part.units}", f"{part.unit_price}", f"{part.flat_fee}", f"{part.amount}"
-        )
+            part.label, *(plain(value) for value in (part.units, part.unit_price, part.flat_fee,
+                                                     part.amount))
+        )  # fmt: skip
     if result.adjustment:
         table.add_row(f"{result.adjustment} applies", "", "", "", "")
-    table.add_row("[bold]total[/]", "", "", "", f"[bold]{result.amount} {result.currency}[/]")
+    total = f"{plain(result.amount)} {result.currency}"
+    table.add_row("[bold]total[/]", "", "", "", f"[bold]{total}[/]")
     console.print(table)
 
 

@@ -1,4 +1,4 @@
-"""The Numba rating kernel: one pass over a batch of (charge index, quantity) rows.
+"""The Numba rating kernels: one pass over a batch of (charge index, quantity) rows.
 
 Every price model compiles to one of three shapes (see ``rating.table``):
 graduated tiers (per-unit and included-allowance charges are graduated tiers
@@ -13,6 +13,11 @@ remainder carries the rounding. Each tier stores the largest quantity whose
 amount still fits, so the overflow check is one comparison per row. An overflow
 returns the row's index (or, for a charge with a maximum, bills the maximum);
 nothing wraps.
+
+Graduated and volume tiers share one formula, ``(q - OFFSET) * PRICE + FIXED``:
+a graduated tier's OFFSET is its lower bound and its FIXED holds everything
+billed below it, while a volume tier's OFFSET is zero. So the rating loop has
+one multiplication per row whatever the number of tiers.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ KIND, DIVISOR, FIRST_TIER, TIER_COUNT, PACKAGE_SIZE, PACKAGE_PRICE, ROUND_UP, MA
 MINIMUM, MAXIMUM = 8, 9
 CHARGE_COLUMNS = 10
 # Columns of the per-tier parameter matrix.
-LOWER, PRICE, FLAT, BASE, BASE_REMAINDER, MAX_UNITS = range(6)
-TIER_COLUMNS = 6
+LOWER, OFFSET, PRICE, FLAT, FIXED, FIXED_REMAINDER, MAX_UNITS = range(7)
+TIER_COLUMNS = 7
 
 GRADUATED, VOLUME, PACKAGE = 0, 1, 2
 NO_MAXIMUM = -1
@@ -39,6 +44,33 @@ def _scaled_product(units: int, price: int, divisor: int) -> tuple[int, int]:
     low_product = low_units * (price % divisor)
     whole = (units // divisor) * price + low_units * (price // divisor) + low_product // divisor
     return whole, low_product % divisor
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _half_up(whole: int, remainder: int, divisor: int) -> int:
+    """whole + remainder / divisor rounded half up, for 0 <= remainder < 2 * divisor."""
+    whole += remainder // divisor
+    return whole + (1 if 2 * (remainder % divisor) >= divisor else 0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _package_blocks(charges: np.ndarray, charge: int, units: int) -> int:
+    size = charges[charge, PACKAGE_SIZE]
+    blocks = units // size
+    if charges[charge, ROUND_UP] == 1 and units % size != 0:
+        blocks += 1
+    return int(blocks)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tier_of(charges: np.ndarray, tiers: np.ndarray, charge: int, units: int) -> int:
+    """The tier a positive quantity reaches: the number of lower bounds below it (a
+    boundary belongs to the lower tier). Counting has no branch to mispredict."""
+    first = charges[charge, FIRST_TIER]
+    tier = first
+    for candidate in range(first + 1, first + charges[charge, TIER_COUNT]):
+        tier += tiers[candidate, LOWER] < units
+    return int(tier)
 
 
 @njit(cache=True, nogil=True)
@@ -55,43 +87,28 @@ def rate_batch(
         units = quantity[row]
         if units < 0:
             return row
-        kind = charges[charge, KIND]
         divisor = charges[charge, DIVISOR]
         maximum = charges[charge, MAXIMUM]
         overflow = False
         amount = 0
-        if kind == PACKAGE:
-            size = charges[charge, PACKAGE_SIZE]
-            blocks = units // size
-            if charges[charge, ROUND_UP] == 1 and units % size != 0:
-                blocks += 1
+        if charges[charge, KIND] == PACKAGE:
+            blocks = _package_blocks(charges, charge, units)
             if blocks > charges[charge, MAX_BLOCKS]:
                 overflow = True
             else:
                 amount = blocks * charges[charge, PACKAGE_PRICE]
         elif units > 0:
-            # The tier is the number of lower bounds below the quantity (a boundary belongs
-            # to the lower tier); counting them has no branch to mispredict on random usage.
-            first = charges[charge, FIRST_TIER]
-            tier = first
-            for candidate in range(first + 1, first + charges[charge, TIER_COUNT]):
-                tier += tiers[candidate, LOWER] < units
-            in_tier = units - tiers[tier, LOWER] if kind == GRADUATED else units
+            tier = _tier_of(charges, tiers, charge, units)
+            in_tier = units - tiers[tier, OFFSET]
             if in_tier > tiers[tier, MAX_UNITS]:
                 overflow = True
-            elif divisor == 1:  # whole units: no remainder to carry (BASE_REMAINDER is 0)
-                amount = in_tier * tiers[tier, PRICE] + tiers[tier, FLAT]
-                if kind == GRADUATED:
-                    amount += tiers[tier, BASE]
+            elif divisor == 1:  # whole units: no remainder to carry
+                amount = in_tier * tiers[tier, PRICE] + tiers[tier, FIXED]
             else:
                 whole, remainder = _scaled_product(in_tier, tiers[tier, PRICE], divisor)
-                whole += tiers[tier, FLAT]
-                if kind == GRADUATED:
-                    whole += tiers[tier, BASE]
-                    remainder += tiers[tier, BASE_REMAINDER]
-                whole += remainder // divisor
-                remainder = remainder % divisor
-                amount = whole + (1 if 2 * remainder >= divisor else 0)
+                amount = _half_up(
+                    whole + tiers[tier, FIXED], remainder + tiers[tier, FIXED_REMAINDER], divisor
+                )
         if overflow:
             if maximum == NO_MAXIMUM:
                 return row
@@ -100,4 +117,46 @@ def rate_batch(
         if maximum != NO_MAXIMUM:
             amount = min(amount, maximum)
         amount_out[row] = amount
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def breakdown_batch(
+    charge_index: np.ndarray,
+    quantity: np.ndarray,
+    charges: np.ndarray,
+    tiers: np.ndarray,
+    units_out: np.ndarray,
+    amount_out: np.ndarray,
+) -> int:
+    """Fill, per row, the units and amount of each of the charge's tiers (column j is the
+    charge's tier j; a package has one column, its blocks), before any minimum or maximum.
+    ``units_out`` and ``amount_out`` must be zeroed. Each tier amount is rounded half up
+    on its own. Returns -1, or the index of the first row whose amount does not fit."""
+    for row in range(charge_index.shape[0]):
+        charge = charge_index[row]
+        units = quantity[row]
+        if units < 0:
+            return row
+        if charges[charge, KIND] == PACKAGE:
+            blocks = _package_blocks(charges, charge, units)
+            if blocks > charges[charge, MAX_BLOCKS]:
+                return row
+            units_out[row, 0] = blocks
+            amount_out[row, 0] = blocks * charges[charge, PACKAGE_PRICE]
+            continue
+        if units == 0:
+            continue
+        divisor = charges[charge, DIVISOR]
+        first = charges[charge, FIRST_TIER]
+        reached = _tier_of(charges, tiers, charge, units)
+        if units - tiers[reached, OFFSET] > tiers[reached, MAX_UNITS]:
+            return row
+        lowest = first if charges[charge, KIND] == GRADUATED else reached
+        for tier in range(lowest, reached + 1):
+            upper = tiers[tier + 1, LOWER] if tier < reached else units
+            in_tier = upper - tiers[tier, OFFSET]
+            whole, remainder = _scaled_product(in_tier, tiers[tier, PRICE], divisor)
+            units_out[row, tier - first] = in_tier
+            amount_out[row, tier - first] = _half_up(whole, remainder, divisor) + tiers[tier, FLAT]
     return -1

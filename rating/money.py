@@ -36,3 +36,8 @@ def from_nanos(nanos: int) -> Decimal:
 def round_to_minor_unit(amount: Decimal, minor_digits: int) -> Decimal:
     """The declared rule for invoice lines: round half up (away from zero) to the minor unit."""
     return amount.quantize(Decimal(1).scaleb(-minor_digits), rounding=ROUND_HALF_UP)
+
+
+def plain(value: Decimal) -> str:
+    """Positional notation, never an exponent: 0.000000000 rather than 0E-9."""
+    return format(value, "f")

@@ -16,8 +16,10 @@ _PRECISION = 80
 
 @dataclass(frozen=True)
 class Part:
-    """One line of an explanation: ``units`` at ``unit_price``, plus ``flat_fee``."""
+    """One line of an explanation: ``units`` at ``unit_price``, plus ``flat_fee``. ``tier``
+    numbers the charge's tiers from 1 (an allowance's included units are its tier 1)."""
 
+    tier: int
     label: str
     units: Decimal
     unit_price: Decimal
@@ -31,6 +33,7 @@ class Part:
 @dataclass(frozen=True)
 class Rated:
     amount: Decimal  # rounded half up to the nano-unit, after minimum and maximum
+    unbounded: Decimal  # the parts' sum rounded half up to the nano-unit, before them
     parts: tuple[Part, ...]
     adjustment: str | None  # "minimum" or "maximum" when one applied
 
@@ -48,18 +51,18 @@ def rate_charge(charge: Charge, quantity: int, scale: int) -> Rated:
         units = Decimal(quantity).scaleb(-scale)
         parts = _parts(charge, units)
         exact = sum((part.amount for part in parts), Decimal(0))
-        amount = exact.quantize(NANO, rounding=ROUND_HALF_UP)
+        amount = unbounded = exact.quantize(NANO, rounding=ROUND_HALF_UP)
         adjustment = None
         if charge.minimum is not None and amount < charge.minimum:
             amount, adjustment = charge.minimum, "minimum"
         if charge.maximum is not None and amount > charge.maximum:
             amount, adjustment = charge.maximum, "maximum"
-        return Rated(amount.quantize(NANO), tuple(parts), adjustment)
+        return Rated(amount.quantize(NANO), unbounded, tuple(parts), adjustment)
 
 
 def _parts(charge: Charge, units: Decimal) -> list[Part]:
     if isinstance(charge, PerUnit):
-        return [Part("per unit", units, charge.unit_price, Decimal(0))]
+        return [Part(1, "per unit", units, charge.unit_price, Decimal(0))]
     if isinstance(charge, Graduated):
         return _graduated(charge.tiers, units, Decimal(0))
     if isinstance(charge, Volume):
@@ -70,16 +73,18 @@ def _parts(charge: Charge, units: Decimal) -> list[Part]:
     return _allowance(charge, units)
 
 
-def _graduated(tiers: tuple[Tier, ...], units: Decimal, offset: Decimal) -> list[Part]:
+def _graduated(
+    tiers: tuple[Tier, ...], units: Decimal, offset: Decimal, first: int = 1
+) -> list[Part]:
     """Each unit at the price of the tier it falls in; a tier's flat fee once it is reached."""
     parts, lower = [], Decimal(0)
-    for number, tier in enumerate(tiers, start=1):
+    for number, tier in enumerate(tiers, start=first):
         upper = tier.up_to
         if units <= lower:
             break
         in_tier = units - lower if upper is None else min(units, upper) - lower
         label = f"tier {number}: {offset + lower} to {'∞' if upper is None else offset + upper}"
-        parts.append(Part(label, in_tier, tier.unit_price, tier.flat_fee))
+        parts.append(Part(number, label, in_tier, tier.unit_price, tier.flat_fee))
         if upper is None:
             break
         lower = upper
@@ -94,7 +99,7 @@ def _volume(tiers: tuple[Tier, ...], units: Decimal) -> list[Part]:
     for number, tier in enumerate(tiers, start=1):
         if tier.up_to is None or units <= tier.up_to:
             label = f"tier {number}: {lower} to {'∞' if tier.up_to is None else tier.up_to}"
-            return [Part(label, units, tier.unit_price, tier.flat_fee)]
+            return [Part(number, label, units, tier.unit_price, tier.flat_fee)]
         lower = tier.up_to
     raise AssertionError("the last tier is open-ended")
 
@@ -103,18 +108,17 @@ def _package(charge: Package, units: Decimal) -> list[Part]:
     rounding = ROUND_CEILING if charge.rounding == "up" else ROUND_FLOOR
     blocks = (units / charge.package_size).to_integral_value(rounding=rounding)
     label = f"{blocks} package(s) of {charge.package_size} ({charge.rounding})"
-    return [Part(label, blocks, charge.package_price, Decimal(0))]
+    return [Part(1, label, blocks, charge.package_price, Decimal(0))]
 
 
 def _allowance(charge: Allowance, units: Decimal) -> list[Part]:
     included = min(units, charge.included)
-    parts = [Part(f"included: up to {charge.included}", included, Decimal(0), Decimal(0))]
+    parts = [Part(1, f"included: up to {charge.included}", included, Decimal(0), Decimal(0))]
     overage = units - included
     if overage > 0:
         if charge.overage_tiers is not None:
-            overage_parts = _graduated(charge.overage_tiers, overage, charge.included)
-            parts.extend(overage_parts)
+            parts.extend(_graduated(charge.overage_tiers, overage, charge.included, first=2))
         else:
             assert charge.overage_price is not None
-            parts.append(Part("overage", overage, charge.overage_price, Decimal(0)))
+            parts.append(Part(2, "overage", overage, charge.overage_price, Decimal(0)))
     return parts

@@ -7,7 +7,10 @@ the charge and what is wrong, so a person can fix it without a traceback.
 from __future__ import annotations
 
 import itertools
+from collections import defaultdict
+from datetime import date
 from decimal import Decimal, localcontext
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -169,12 +172,30 @@ def _tier_quantities(tiers: tuple[Tier, ...]) -> tuple[tuple[str, Decimal], ...]
 Charge = Annotated[PerUnit | Graduated | Volume | Package | Allowance, Field(discriminator="model")]
 
 
-class Plan(_Frozen):
+class FixedFee(_Frozen):
+    """A recurring amount per period, prorated by day when a subscription starts, ends or
+    changes plan version inside the period."""
+
     id: str = Field(pattern=IDENTIFIER)
     name: str = ""
+    amount: NanoPrice
+
+
+class Plan(_Frozen):
+    """One version of a plan. Versions of a plan share its id and currency; each is in
+    force from its ``effective_from`` day (UTC) until the next version's."""
+
+    id: str = Field(pattern=IDENTIFIER)
+    name: str = ""
+    version: int = Field(default=1, ge=1)
+    effective_from: date | None = None
     currency: str
     interval: Literal["month"] = "month"
-    charges: tuple[Charge, ...] = Field(min_length=1)
+    charges: tuple[Charge, ...] = ()
+    fixed_fees: tuple[FixedFee, ...] = ()
+    commitment: NanoPrice | None = Field(
+        default=None, description="minimum spend per period; a shortfall is billed as a true-up"
+    )
 
     @field_validator("currency")
     @classmethod
@@ -182,6 +203,16 @@ class Plan(_Frozen):
         if value not in MINOR_UNIT_DIGITS:
             raise ValueError(f"unknown currency {value!r} (expected an ISO 4217 code such as USD)")
         return value
+
+    @model_validator(mode="after")
+    def _bills_something(self) -> Plan:
+        if not self.charges and not self.fixed_fees:
+            raise ValueError("a plan needs at least one charge or fixed fee")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"plan {self.id!r}" + (f" version {self.version}" if self.version > 1 else "")
 
     @property
     def minor_digits(self) -> int:
@@ -198,14 +229,15 @@ class PriceBook(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> PriceBook:
         _require_unique("meter", [meter.id for meter in self.meters])
-        _require_unique("plan", [plan.id for plan in self.plans])
+        _require_unique("plan (id, version)", [f"{p.id}, {p.version}" for p in self.plans])
         known = {meter.id for meter in self.meters}
         for plan in self.plans:
-            _require_unique(f"plan {plan.id!r}: meter", [c.meter for c in plan.charges])
+            _require_unique(f"{plan.label}: meter", [c.meter for c in plan.charges])
+            _require_unique(f"{plan.label}: fixed fee", [fee.id for fee in plan.fixed_fees])
             for charge in plan.charges:
                 if charge.meter not in known:
                     raise ValueError(
-                        f"plan {plan.id!r}: charge on meter {charge.meter!r}, "
+                        f"{plan.label}: charge on meter {charge.meter!r}, "
                         "which is not declared under meters"
                     )
                 scale = self.meter(charge.meter).scale
@@ -213,22 +245,67 @@ class PriceBook(_Frozen):
                     problem = _scaled_problem(quantity, scale)
                     if problem:
                         raise ValueError(
-                            f"plan {plan.id!r}: charge on meter {charge.meter!r}: {name} "
+                            f"{plan.label}: charge on meter {charge.meter!r}: {name} "
                             f"{quantity} {problem}"
                         )
+        for versions in self.versions.values():
+            _check_versions(versions)
         return self
 
-    def plan(self, plan_id: str) -> Plan:
+    @cached_property
+    def versions(self) -> dict[str, list[Plan]]:
+        """Each plan id's versions, oldest first."""
+        by_id: dict[str, list[Plan]] = defaultdict(list)
         for plan in self.plans:
-            if plan.id == plan_id:
+            by_id[plan.id].append(plan)
+        return {plan_id: sorted(found, key=lambda p: p.version) for plan_id, found in by_id.items()}
+
+    def plan(self, plan_id: str, version: int | None = None) -> Plan:
+        """A plan's given version, or its newest."""
+        versions = self.versions.get(plan_id)
+        if not versions:
+            raise KeyError(plan_id)
+        if version is None:
+            return versions[-1]
+        for plan in versions:
+            if plan.version == version:
                 return plan
-        raise KeyError(plan_id)
+        raise KeyError(f"{plan_id} version {version}")
+
+    def plan_at(self, plan_id: str, day: date) -> Plan | None:
+        """The version of a plan in force on ``day``; None before its first version."""
+        in_force = None
+        for plan in self.versions.get(plan_id, ()):
+            if plan.effective_from is None or plan.effective_from <= day:
+                in_force = plan
+        return in_force
 
     def meter(self, meter_id: str) -> Meter:
         for meter in self.meters:
             if meter.id == meter_id:
                 return meter
         raise KeyError(meter_id)
+
+
+def _check_versions(versions: list[Plan]) -> None:
+    """Versions of one plan: numbered 1, 2, 3…, later ones dated after earlier ones."""
+    first = versions[0]
+    for number, plan in enumerate(versions, start=1):
+        if plan.version != number:
+            raise ValueError(f"plan {first.id!r}: versions must be numbered 1, 2, 3… in order")
+        if plan.currency != first.currency:
+            raise ValueError(
+                f"{plan.label}: currency {plan.currency} differs from version 1 "
+                f"({first.currency}); a plan in another currency is another plan"
+            )
+    for earlier, later in itertools.pairwise(versions):
+        if later.effective_from is None:
+            raise ValueError(f"{later.label}: needs effective_from (the day it takes effect)")
+        if earlier.effective_from is not None and later.effective_from <= earlier.effective_from:
+            raise ValueError(
+                f"{later.label}: effective_from {later.effective_from} is not after "
+                f"version {earlier.version}'s ({earlier.effective_from})"
+            )
 
 
 def decimal_places(value: Decimal) -> int:
@@ -261,7 +338,7 @@ def _require_unique(what: str, ids: list[str]) -> None:
         seen.add(identifier)
 
 
-_CONTAINERS = {"plans": "plan", "charges": "charge", "meters": "meter"}
+_CONTAINERS = {"plans": "plan", "charges": "charge", "meters": "meter", "fixed_fees": "fee"}
 
 
 def _describe_location(document: object, location: tuple[int | str, ...]) -> str:
@@ -276,6 +353,8 @@ def _describe_location(document: object, location: tuple[int | str, ...]) -> str
             item = child if isinstance(child, dict) else {}
             if previous == "charges":
                 words.append(f"charge {step + 1} (meter {item.get('meter', '?')!r})")
+            elif previous == "plans" and item.get("version", 1) != 1:
+                words.append(f"plan {item.get('id', step)!r} version {item['version']}")
             else:
                 words.append(f"{_CONTAINERS[previous]} {item.get('id', step)!r}")
         elif step in _CONTAINERS and isinstance(following, int):

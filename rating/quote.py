@@ -1,5 +1,6 @@
-"""Price one quantity under one plan's charge: the kernel's amount, explained tier by tier
-by the oracle. Behind ``meterline price``; the two must agree or it is an error."""
+"""Price one quantity under one plan's charge: the kernel's amount and its per-tier
+breakdown. Behind ``meterline price``; the Decimal oracle checks both, and a disagreement
+is an error rather than a wrong answer."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 
 from rating import oracle
-from rating.money import from_nanos
-from rating.plans import PriceBook, decimal_places, scaled
-from rating.rater import RatingOverflowError, rate
+from rating.money import from_nanos, plain
+from rating.plans import Package, PriceBook, decimal_places, scaled
+from rating.rater import RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
 
 
@@ -20,36 +21,58 @@ class QuoteError(ValueError):
 
 
 @dataclass(frozen=True)
+class QuoteLine:
+    label: str
+    units: Decimal
+    unit_price: Decimal
+    flat_fee: Decimal
+    amount: Decimal  # rounded half up to the nano-unit
+
+
+@dataclass(frozen=True)
 class Quote:
     plan: str
+    version: int
     meter: str
     model: str
     currency: str
     quantity: Decimal
     amount: Decimal
-    parts: tuple[oracle.Part, ...]
+    parts: tuple[QuoteLine, ...]
     adjustment: str | None
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "plan": self.plan, "meter": self.meter, "model": self.model,
-            "currency": self.currency, "quantity": str(self.quantity),
-            "amount": str(self.amount), "adjustment": self.adjustment,
+            "plan": self.plan, "version": self.version, "meter": self.meter, "model": self.model,
+            "currency": self.currency, "quantity": plain(self.quantity),
+            "amount": plain(self.amount), "adjustment": self.adjustment,
             "breakdown": [
-                {"label": p.label, "units": str(p.units), "unit_price": str(p.unit_price),
-                 "flat_fee": str(p.flat_fee), "amount": str(p.amount)}
+                {"label": p.label, "units": plain(p.units), "unit_price": plain(p.unit_price),
+                 "flat_fee": plain(p.flat_fee), "amount": plain(p.amount)}
                 for p in self.parts
             ],
         }  # fmt: skip
 
 
-def quote(book: PriceBook, plan_id: str, meter_id: str | None, quantity_text: str) -> Quote:
+def quote(
+    book: PriceBook,
+    plan_id: str,
+    meter_id: str | None,
+    quantity_text: str,
+    version: int | None = None,
+) -> Quote:
+    """Price under the plan's given version, or its newest."""
     try:
-        plan = book.plan(plan_id)
+        plan = book.plan(plan_id, version)
     except KeyError:
-        known = ", ".join(p.id for p in book.plans)
+        if plan_id in book.versions:
+            numbers = ", ".join(str(p.version) for p in book.versions[plan_id])
+            raise QuoteError(f"plan {plan_id!r} has no version {version} ({numbers})") from None
+        known = ", ".join(book.versions)
         raise QuoteError(f"no plan {plan_id!r} in the price book (plans: {known})") from None
     if meter_id is None:
+        if not plan.charges:
+            raise QuoteError(f"{plan.label} has fixed fees only: nothing to price by quantity")
         if len(plan.charges) != 1:
             meters = ", ".join(c.meter for c in plan.charges)
             raise QuoteError(
@@ -58,7 +81,7 @@ def quote(book: PriceBook, plan_id: str, meter_id: str | None, quantity_text: st
         meter_id = plan.charges[0].meter
     charge = plan.charge_for(meter_id)
     if charge is None:
-        raise QuoteError(f"plan {plan_id!r} has no charge on meter {meter_id!r}")
+        raise QuoteError(f"{plan.label} has no charge on meter {meter_id!r}")
     scale = book.meter(meter_id).scale
     try:
         quantity = Decimal(quantity_text)
@@ -72,17 +95,30 @@ def quote(book: PriceBook, plan_id: str, meter_id: str | None, quantity_text: st
         )
     units = scaled(quantity, scale)
     table = ChargeTable.compile(book)
-    index = table.charge_of(plan_id, meter_id)
+    index = table.charge_of(plan.id, plan.version, meter_id)
     assert index is not None
+    rows, quantities = np.array([index]), np.array([units])
     try:
-        amounts = rate(table, np.array([index]), np.array([units]))
+        amount = from_nanos(int(rate(table, rows, quantities)[0]))
+        tiers = breakdown(table, rows, quantities)
     except (RatingOverflowError, OverflowError) as error:
         raise QuoteError(str(error)) from None
+    block_units = isinstance(charge, Package)
+    lines = tuple(
+        QuoteLine(
+            column.label,
+            Decimal(int(tiers.units[0, number])).scaleb(0 if block_units else -scale),
+            column.unit_price,
+            column.flat_fee,
+            from_nanos(int(tiers.amounts[0, number])),
+        )
+        for number, column in enumerate(table.refs[index].columns)
+        if tiers.units[0, number] or tiers.amounts[0, number]
+    )
     explained = oracle.rate_charge(charge, units, scale)
-    amount = from_nanos(int(amounts[0]))
     if amount != explained.amount:
         raise QuoteError(
             f"the kernel ({amount}) and the Decimal oracle ({explained.amount}) disagree"
         )
-    return Quote(plan_id, meter_id, charge.model, plan.currency, quantity, amount,
-                 explained.parts, explained.adjustment)  # fmt: skip
+    return Quote(plan.id, plan.version, meter_id, charge.model, plan.currency, quantity,
+                 amount, lines, explained.adjustment)  # fmt: skip

@@ -9,7 +9,7 @@ from decimal import Decimal
 import numpy as np
 
 from rating import kernels as k
-from rating.money import INT64_MAX, to_nanos
+from rating.money import INT64_MAX, from_nanos, to_nanos
 from rating.plans import (
     Allowance,
     Charge,
@@ -24,9 +24,20 @@ from rating.plans import (
 
 
 @dataclass(frozen=True)
+class TierColumn:
+    """What one column of a charge's breakdown bills, for people to read."""
+
+    label: str
+    unit_price: Decimal
+    flat_fee: Decimal
+
+
+@dataclass(frozen=True)
 class ChargeRef:
     plan: str
+    version: int
     meter: str
+    columns: tuple[TierColumn, ...]
 
 
 @dataclass(frozen=True)
@@ -34,12 +45,13 @@ class _ScaledTier:
     lower: int  # exclusive lower bound, in scaled units
     price: int  # nano-units per whole unit
     flat: int  # nano-units
+    label: str
 
 
 @dataclass(frozen=True)
 class ChargeTable:
     refs: tuple[ChargeRef, ...]
-    index: dict[tuple[str, str], int]
+    index: dict[tuple[str, int, str], int]  # (plan, version, meter) -> charge row
     charges: np.ndarray
     tiers: np.ndarray
 
@@ -60,23 +72,38 @@ class ChargeTable:
                 row[k.MAX_BLOCKS] = INT64_MAX
                 if isinstance(charge, Package):
                     _package(row, charge, book.meter(charge.meter).scale)
+                    columns: tuple[TierColumn, ...] = (
+                        TierColumn(
+                            f"packages of {charge.package_size} (rounded {charge.rounding})",
+                            charge.package_price.normalize(),
+                            Decimal(0),
+                        ),
+                    )
                 else:
                     kind, tiers = _tiers_of(charge, book.meter(charge.meter).scale)
                     row[k.KIND] = kind
                     row[k.FIRST_TIER] = len(tier_rows)
                     row[k.TIER_COUNT] = len(tiers)
                     tier_rows.extend(_tier_rows(kind, tiers, divisor))
-                refs.append(ChargeRef(plan.id, charge.meter))
+                    columns = tuple(
+                        TierColumn(t.label, _price(t.price), _price(t.flat)) for t in tiers
+                    )
+                refs.append(ChargeRef(plan.id, plan.version, charge.meter, columns))
                 charge_rows.append(row)
         return cls(
             refs=tuple(refs),
-            index={(ref.plan, ref.meter): position for position, ref in enumerate(refs)},
+            index={(ref.plan, ref.version, ref.meter): row for row, ref in enumerate(refs)},
             charges=np.asarray(charge_rows, dtype=np.int64).reshape(-1, k.CHARGE_COLUMNS),
             tiers=np.asarray(tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS),
         )
 
-    def charge_of(self, plan: str, meter: str) -> int | None:
-        return self.index.get((plan, meter))
+    def charge_of(self, plan: str, version: int, meter: str) -> int | None:
+        return self.index.get((plan, version, meter))
+
+
+def _price(nanos: int) -> Decimal:
+    """A price as people write it: 0.0005, not 0.000500000."""
+    return from_nanos(nanos).normalize()
 
 
 def _package(row: list[int], charge: Package, scale: int) -> None:
@@ -88,41 +115,57 @@ def _package(row: list[int], charge: Package, scale: int) -> None:
     row[k.MAX_BLOCKS] = INT64_MAX // price if price else INT64_MAX
 
 
-def _scale_tiers(tiers: tuple[Tier, ...], offset: int, scale: int) -> list[_ScaledTier]:
+def _scale_tiers(
+    tiers: tuple[Tier, ...], offset: Decimal, scale: int, prefix: str = ""
+) -> list[_ScaledTier]:
     result, lower = [], offset
-    for tier in tiers:
-        result.append(_ScaledTier(lower, to_nanos(tier.unit_price), to_nanos(tier.flat_fee)))
+    for number, tier in enumerate(tiers, start=1):
+        upper = "∞" if tier.up_to is None else f"{offset + tier.up_to}"
+        label = f"{prefix}tier {number}: {lower} to {upper}"
+        scaled_tier = _ScaledTier(
+            scaled(lower, scale), to_nanos(tier.unit_price), to_nanos(tier.flat_fee), label
+        )
+        result.append(scaled_tier)
         if tier.up_to is not None:
-            lower = offset + scaled(tier.up_to, scale)
+            lower = offset + tier.up_to
     return result
 
 
 def _tiers_of(charge: Charge, scale: int) -> tuple[int, list[_ScaledTier]]:
     if isinstance(charge, PerUnit):
-        return k.GRADUATED, [_ScaledTier(0, to_nanos(charge.unit_price), 0)]
+        return k.GRADUATED, [_ScaledTier(0, to_nanos(charge.unit_price), 0, "per unit")]
     if isinstance(charge, Graduated):
-        return k.GRADUATED, _scale_tiers(charge.tiers, 0, scale)
+        return k.GRADUATED, _scale_tiers(charge.tiers, Decimal(0), scale)
     if isinstance(charge, Volume):
-        return k.VOLUME, _scale_tiers(charge.tiers, 0, scale)
+        return k.VOLUME, _scale_tiers(charge.tiers, Decimal(0), scale)
     assert isinstance(charge, Allowance)
-    included = scaled(charge.included, scale)
-    free = [_ScaledTier(0, 0, 0)] if included > 0 else []
-    overage = charge.overage_tiers or (Tier(unit_price=charge.overage_price or Decimal(0)),)
-    return k.GRADUATED, free + _scale_tiers(overage, included, scale)
+    # The included units are a free first tier, even when there are none, so that the
+    # overage tiers keep their numbers.
+    free = _ScaledTier(0, 0, 0, f"included: up to {charge.included}")
+    if charge.overage_price is not None:
+        overage = [_ScaledTier(
+            scaled(charge.included, scale), to_nanos(charge.overage_price), 0, "overage"
+        )]  # fmt: skip
+    else:
+        assert charge.overage_tiers is not None
+        overage = _scale_tiers(charge.overage_tiers, charge.included, scale, "overage ")
+    return k.GRADUATED, [free, *overage]
 
 
 def _tier_rows(kind: int, tiers: list[_ScaledTier], divisor: int) -> list[list[int]]:
-    """Each tier with its cumulative base (graduated) and the largest units that fit."""
+    """Each tier with its offset, its fixed part (for graduated tiers, everything billed
+    below it) and the largest units that fit."""
     rows = []
     numerator = 0  # everything below this tier, in 1/divisor nano-units
     for number, tier in enumerate(tiers):
-        base = numerator if kind == k.GRADUATED else 0
-        fixed = base + tier.flat * divisor
+        graduated = kind == k.GRADUATED
+        fixed = (numerator if graduated else 0) + tier.flat * divisor
         row = [0] * k.TIER_COLUMNS
         row[k.LOWER], row[k.PRICE], row[k.FLAT] = tier.lower, tier.price, tier.flat
+        row[k.OFFSET] = tier.lower if graduated else 0
         row[k.MAX_UNITS] = _max_units(fixed, tier.price, divisor)
         if row[k.MAX_UNITS] >= 0:
-            row[k.BASE], row[k.BASE_REMAINDER] = divmod(base, divisor)
+            row[k.FIXED], row[k.FIXED_REMAINDER] = divmod(fixed, divisor)
         if number + 1 < len(tiers):
             width = tiers[number + 1].lower - tier.lower
             numerator += width * tier.price + tier.flat * divisor

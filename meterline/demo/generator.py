@@ -23,12 +23,20 @@ class DemoSubscription:
     subscription: str
     customer: str
     plan: str
+    start_day: int  # days after the period starts; most subscriptions predate it
 
 
 def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubscription]:
+    """One in ten subscriptions starts inside the period, so its fixed fees are prorated."""
     rng = random.Random(seed)
     return [
-        DemoSubscription(TENANT, f"sub-{n:06d}", f"cust-{n:06d}", rng.choice(plans))
+        DemoSubscription(
+            tenant=TENANT,
+            subscription=f"sub-{n:06d}",
+            customer=f"cust-{n:06d}",
+            plan=rng.choice(plans),
+            start_day=rng.randint(1, 27) if rng.random() < 0.1 else 0,
+        )
         for n in range(count)
     ]
 
@@ -50,7 +58,6 @@ def events(
     rng = random.Random(seed + 1)
     weights = [1.0 / (rank + 1) for rank in range(len(subs))]  # Zipf-like skew
     start, end = period_bounds(period)
-    span_ms = int((end - start).total_seconds() * 1000) - 1
     sent: list[UsageEvent] = []
     chosen = rng.choices(subs, weights=weights, k=count)
     for number, sub in enumerate(chosen):
@@ -59,13 +66,15 @@ def events(
         else:
             meter = rng.choice(tuple(_QUANTITY_RANGE))
             low, high = _QUANTITY_RANGE[meter]
+            active_from = start + timedelta(days=sub.start_day)
+            span_ms = int((end - active_from).total_seconds() * 1000) - 1
             event = UsageEvent(
                 id=f"evt-{seed}-{number:09d}",
                 tenant=sub.tenant,
                 subscription=sub.subscription,
                 meter=meter,
                 quantity=rng.randint(low, high),
-                timestamp=start + timedelta(milliseconds=rng.randint(0, span_ms)),
+                timestamp=active_from + timedelta(milliseconds=rng.randint(0, span_ms)),
                 source="demo-service",
             )
             sent.append(event)

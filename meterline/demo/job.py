@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from ingest.producer import produce
 from invoicing.store import Store, SubscriptionRow
@@ -92,9 +92,10 @@ def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], pe
         store.migrate()
         started, _ = generator.period_bounds(period)
         store.write_subscriptions(
-            [SubscriptionRow(s.tenant, s.subscription, s.customer, s.plan, started) for s in subs],
+            [SubscriptionRow(s.tenant, s.subscription, s.customer, s.plan,
+                             started + timedelta(days=s.start_day)) for s in subs],
             version=1,
-        )
+        )  # fmt: skip
     finally:
         store.close()
 
@@ -104,7 +105,7 @@ def run_demo(
 ) -> DemoOutcome:
     settings = demo_settings(settings)
     progress.stage("Preparing the store")
-    subs = generator.subscriptions(options.subscriptions, [p.id for p in book.plans], options.seed)
+    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
     prepare_store(settings, subs, options.period)
     sent = list(
         generator.events(
@@ -126,7 +127,9 @@ def run_demo(
     progress.stage("Reading the invoice summary")
     store = Store.connect(settings)
     try:
-        summary = summarize(options.period, store.rated_usage(options.period))
+        summary = summarize(
+            options.period, store.rated_usage(options.period), book, store.subscribers()
+        )
         stored, rejected = store.count("events"), store.count("rejected_events")
     finally:
         store.close()

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from invoicing.summary import write_csv
+from invoicing.summary import USAGE, write_csv
 from meterline.demo.job import DemoOutcome
 from meterline.demo.job import Progress as JobProgress
 from meterline.settings import Settings
@@ -69,20 +69,23 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
     period = summary.period.strftime("%Y-%m")
     totals = summary.subscription_totals()
     largest = sorted(totals.items(), key=lambda item: (-item[1][2], item[0]))[:show]
-    lines_by_sub: dict[tuple[str, str], list[tuple[str, int, str]]] = {}
+    lines_by_sub: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
     for line in summary.lines:
+        plan = line.plan if line.plan_version == 1 else f"{line.plan} v{line.plan_version}"
+        item = line.item if line.kind == USAGE else f"{line.kind}: {line.item}"
+        quantity = f"{line.quantity:,}" if line.kind == USAGE else ""
         lines_by_sub.setdefault((line.tenant, line.subscription), []).append(
-            (line.meter, line.quantity, f"{line.amount:,} {line.currency}")
+            (plan, item, quantity, f"{line.amount:,} {line.currency}")
         )
 
     table = Table(
         title=f"Invoice summary, period {period} (largest {len(largest)} of {len(totals)})"
     )
-    for column in ("Subscription", "Plan", "Meter", "Quantity", "Amount"):
+    for column in ("Subscription", "Plan", "Line", "Quantity", "Amount"):
         table.add_column(column, justify="right" if column in ("Quantity", "Amount") else "left")
-    for (tenant, subscription), (plan, currency, total) in largest:
-        for meter, quantity, shown in lines_by_sub[(tenant, subscription)]:
-            table.add_row(subscription, plan, meter, f"{quantity:,}", shown)
+    for (tenant, subscription), (_, currency, total) in largest:
+        for plan, item, quantity, shown in lines_by_sub[(tenant, subscription)]:
+            table.add_row(subscription, plan, item, quantity, shown)
         table.add_row("", "", "[bold]invoice total[/]", "", f"[bold]{total:,} {currency}[/]",
                       end_section=True)  # fmt: skip
     console.print(table)

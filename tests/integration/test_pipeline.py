@@ -8,44 +8,67 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from invoicing.summary import FIXED_FEE, TRUE_UP, USAGE
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import DemoOptions, Progress, run_demo
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.settings import Settings
 from rating import oracle
 from rating.money import round_to_minor_unit
+from rating.period import Period, slices
 from rating.plans import PriceBook, load_price_book
 
 pytestmark = pytest.mark.integration
 
+LineKey = tuple[str, str, str, int]  # subscription, kind, item, plan version
 
-def expected_lines(
-    book: PriceBook, options: DemoOptions
-) -> dict[tuple[str, str], tuple[int, Decimal]]:
-    """(subscription, meter) -> (quantity, amount rounded to the minor unit), by Decimal."""
-    subs = generator.subscriptions(options.subscriptions, [p.id for p in book.plans], options.seed)
-    plan_of = {s.subscription: book.plan(s.plan) for s in subs}
+
+def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple[int, Decimal]]:
+    """Every invoice line -> (quantity, amount rounded to the minor unit), by Decimal."""
+    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
     sent = list(
         generator.events(
             subs, options.events, options.period, options.duplicate_share, options.seed
         )
     )
-    quantity: dict[tuple[str, str], int] = defaultdict(int)
+    plan_of = {s.subscription: s.plan for s in subs}
+    quantity: dict[tuple[str, str, int], int] = defaultdict(int)
     for event in generator.distinct(sent):
-        quantity[(event.subscription, event.meter)] += event.quantity
-    lines = {}
-    for (subscription, meter), total in quantity.items():
-        plan = plan_of[subscription]
+        in_force = book.plan_at(plan_of[event.subscription], event.timestamp.date())
+        assert in_force is not None
+        quantity[(event.subscription, event.meter, in_force.version)] += event.quantity
+    lines: dict[LineKey, tuple[int, Decimal]] = {}
+    for (subscription, meter, version), total in quantity.items():
+        plan = book.plan(plan_of[subscription], version)
         charge = plan.charge_for(meter)
         assert charge is not None
         exact = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
-        lines[(subscription, meter)] = (total, round_to_minor_unit(exact, plan.minor_digits))
+        amount = round_to_minor_unit(exact, plan.minor_digits)
+        lines[(subscription, USAGE, meter, version)] = (total, amount)
+    period = Period(options.period)
+    for sub in subs:
+        active_from = options.period + timedelta(days=sub.start_day)
+        for part in slices(book, sub.plan, period, active_from):
+            plan, share = part.plan, Decimal(part.days) / Decimal(period.days)
+            billed = [amount for (s, _, _, v), (_, amount) in lines.items()
+                      if s == sub.subscription and v == plan.version]  # fmt: skip
+            for fee in plan.fixed_fees:
+                label = fee.name + ("" if part.days == period.days else
+                                    f" ({part.days}/{period.days} days)")  # fmt: skip
+                amount = round_to_minor_unit(fee.amount * share, plan.minor_digits)
+                lines[(sub.subscription, FIXED_FEE, label, plan.version)] = (0, amount)
+                billed.append(amount)
+            if plan.commitment is not None:
+                committed = round_to_minor_unit(plan.commitment * share, plan.minor_digits)
+                if committed > sum(billed):
+                    key = (sub.subscription, TRUE_UP, "minimum commitment", plan.version)
+                    lines[key] = (0, committed - sum(billed))
     return lines
 
 
@@ -62,8 +85,13 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
 
     expected = expected_lines(book, options)
     lines = outcome.summary.lines
-    invoiced = {(line.subscription, line.meter): (line.quantity, line.amount) for line in lines}
+    invoiced = {
+        (line.subscription, line.kind, line.item, line.plan_version): (line.quantity, line.amount)
+        for line in lines
+    }
     assert invoiced == expected
+    kinds = {(kind, version) for _, kind, _, version in invoiced}
+    assert kinds >= {(USAGE, 1), (USAGE, 2), (FIXED_FEE, 1), (FIXED_FEE, 2), (TRUE_UP, 1)}
     assert outcome.sent == options.events
     assert outcome.stored_events == outcome.distinct < outcome.sent
     assert outcome.rejected == 0

@@ -20,7 +20,9 @@ PERIOD = date(2026, 10, 1)
 
 
 def rated(quantity: int, nanos: int, offset: int, subscription: str = "s1") -> RatedTotal:
-    return RatedTotal("t", subscription, "calls", PERIOD, "pro", "USD", quantity, nanos, 3, offset)
+    return RatedTotal(
+        "t", subscription, "calls", PERIOD, "pro", 1, "USD", quantity, nanos, 3, offset
+    )
 
 
 def test_migrating_twice_applies_nothing_the_second_time(store: Store) -> None:
@@ -64,7 +66,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     )
     assert list(store.load_marks({3})) == [(key, 3, 41)]
     assert list(store.load_marks({0, 1})) == []
-    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD), Total(5, 3, 41))]
+    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD, 1), Total(5, 3, 41))]
     assert store.count("rejected_events") == 1
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp

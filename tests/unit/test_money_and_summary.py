@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from invoicing.store import nanos_to_decimal_array
-from invoicing.summary import summarize
+from invoicing.summary import Subscriber, summarize
 from rating.money import INT64_MAX, MoneyError, from_nanos, round_to_minor_unit, to_nanos
+from rating.plans import parse_price_book
 
 
 @given(st.integers(-INT64_MAX, INT64_MAX))
@@ -43,11 +44,20 @@ def test_nano_amounts_become_exact_arrow_decimals(nanos: list[int]) -> None:
 
 def test_an_invoice_total_is_the_sum_of_its_rounded_lines() -> None:
     rows = [
-        {"tenant": "t", "subscription": "s", "plan": "p", "meter": m, "currency": "USD",
-         "quantity": 1, "amount": Decimal("0.005")}
+        {"tenant": "t", "subscription": "s", "plan": "p", "plan_version": 1, "meter": m,
+         "currency": "USD", "quantity": 1, "amount": Decimal("0.005")}
         for m in ("a", "b", "c")
     ]  # fmt: skip
-    summary = summarize(date(2026, 10, 1), rows)
-    assert [line.amount for line in summary.lines] == [Decimal("0.01")] * 3
-    assert summary.subscription_totals()[("t", "s")] == ("p", "USD", Decimal("0.03"))
-    assert summary.currency_totals() == {"USD": Decimal("0.03")}
+    book = parse_price_book(
+        {"meters": [{"id": m} for m in "abc"],
+         "plans": [{"id": "p", "currency": "USD", "fixed_fees": [{"id": "f", "amount": "1"}],
+                    "charges": [{"meter": m, "model": "per_unit", "unit_price": "1"}
+                                for m in "abc"]}]},
+        "test",
+    )  # fmt: skip
+    summary = summarize(
+        date(2026, 10, 1), rows, book, [Subscriber("t", "s", "p", date(2026, 10, 1))]
+    )
+    assert [line.amount for line in summary.lines] == [Decimal("0.01")] * 3 + [Decimal("1.00")]
+    assert summary.subscription_totals()[("t", "s")] == ("p", "USD", Decimal("1.03"))
+    assert summary.currency_totals() == {"USD": Decimal("1.03")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,39 @@ def book(**plan_overrides: Any) -> dict[str, Any]:
             "charges": [{"meter": "calls", "model": "per_unit", "unit_price": "0.01"}]}  # fmt: skip
     plan.update(plan_overrides)
     return {"meters": [{"id": "calls"}], "plans": [plan]}
+
+
+def versions(*overrides: dict[str, Any]) -> dict[str, Any]:
+    """A book whose plan 'pro' has version 1 and one more plan entry per override."""
+    document = book()
+    document["plans"] += [{**document["plans"][0], **override} for override in overrides]
+    if overrides and "effective_from" in overrides[0] and overrides[0].get("version") == 1:
+        document["plans"] = document["plans"][1:]  # the override replaces version 1
+    return document
+
+
+def test_the_version_in_force_is_the_latest_that_has_taken_effect() -> None:
+    loaded = parse_price_book(
+        versions({"version": 2, "effective_from": "2026-03-15"},
+                 {"version": 3, "effective_from": "2026-06-01"}),
+        "plans.yaml",
+    )  # fmt: skip
+    days = ("2020-01-01", "2026-03-14", "2026-03-15", "2026-05-31", "2030-01-01")
+    in_force = {}
+    for day in days:
+        plan = loaded.plan_at("pro", date.fromisoformat(day))
+        assert plan is not None
+        in_force[day] = plan.version
+    assert in_force == {"2020-01-01": 1, "2026-03-14": 1, "2026-03-15": 2, "2026-05-31": 2,
+                        "2030-01-01": 3}  # fmt: skip
+    assert loaded.plan("pro").version == 3
+    assert loaded.plan_at("absent", date(2026, 1, 1)) is None
+
+
+def test_no_version_is_in_force_before_the_first_one_takes_effect() -> None:
+    loaded = parse_price_book(book(effective_from="2026-03-01"), "plans.yaml")
+    assert loaded.plan_at("pro", date(2026, 2, 28)) is None
+    assert loaded.plan_at("pro", date(2026, 3, 1)) is not None
 
 
 def test_the_demo_price_book_loads() -> None:
@@ -40,7 +74,28 @@ def test_the_demo_price_book_loads() -> None:
         ("an unknown price model",
          book(charges=[{"meter": "calls", "model": "bogus", "unit_price": "1"}]),
          "plan 'pro', charge 1 (meter 'calls')"),
-        ("a plan without charges", book(charges=[]), "plan 'pro', charges"),
+        ("a plan without charges", book(charges=[]),
+         "plan 'pro': a plan needs at least one charge or fixed fee"),
+        ("a fixed fee declared twice",
+         book(fixed_fees=[{"id": "platform", "amount": "10"}, {"id": "platform", "amount": "5"}]),
+         "plan 'pro': fixed fee 'platform' is declared twice"),
+        ("a negative fixed fee", book(fixed_fees=[{"id": "platform", "amount": "-1"}]),
+         "plan 'pro', fee 'platform', amount: a price cannot be negative"),
+        ("a negative commitment", book(commitment="-5"),
+         "plan 'pro', commitment: a price cannot be negative"),
+        ("a later version without a date", versions({"version": 2}),
+         "plan 'pro' version 2: needs effective_from"),
+        ("versions out of date order",
+         versions({"version": 1, "effective_from": "2026-05-01"},
+                  {"version": 2, "effective_from": "2026-04-01"}),
+         "effective_from 2026-04-01 is not after version 1's (2026-05-01)"),
+        ("a gap in the version numbers", versions({"version": 3, "effective_from": "2026-05-01"}),
+         "plan 'pro': versions must be numbered 1, 2, 3"),
+        ("a version in another currency",
+         versions({"version": 2, "effective_from": "2026-05-01", "currency": "EUR"}),
+         "plan 'pro' version 2: currency EUR differs from version 1 (USD)"),
+        ("a version declared twice", versions({"version": 1, "name": "again"}),
+         "plan (id, version) 'pro, 1' is declared twice"),
     ],
 )  # fmt: skip
 def test_a_bad_price_book_is_explained(case: str, document: dict[str, Any], message: str) -> None:

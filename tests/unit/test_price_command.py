@@ -15,11 +15,21 @@ def run(*args: str) -> tuple[int, str]:
 
 
 def test_a_graduated_quantity_is_priced_with_its_breakdown_per_tier() -> None:
-    code, output = run("--plan", "growth", "--meter", "api_calls", "--quantity", "12000", "--json")
+    code, output = run("--plan", "growth", "--meter", "api_calls", "--quantity", "12000",
+                       "--version", "1", "--json")  # fmt: skip
     assert code == 0
     quote = json.loads(output)
     assert quote["amount"] == "4.100000000"
     assert [part["units"] for part in quote["breakdown"]] == ["1000", "9000", "2000"]
+    assert [part["amount"] for part in quote["breakdown"]] == [
+        "0.500000000", "3.200000000", "0.400000000",
+    ]  # fmt: skip
+
+
+def test_the_newest_version_prices_by_default() -> None:
+    code, output = run("--plan", "growth", "--meter", "api_calls", "--quantity", "12000", "--json")
+    assert code == 0
+    assert (json.loads(output)["version"], json.loads(output)["amount"]) == (2, "3.450000000")
 
 
 def test_a_minimum_is_shown_when_it_applies() -> None:
@@ -45,6 +55,10 @@ def test_bad_requests_are_explained_without_a_traceback() -> None:
         (("--plan", "starter", "--meter", "tokens", "--quantity", "1.5"), "0 decimal places"),
         (("--plan", "starter", "--meter", "tokens", "--quantity", "-3"), "zero or more"),
         (("--plan", "starter", "--meter", "tokens", "--quantity", "lots"), "not a number"),
+        (
+            ("--plan", "growth", "--version", "7", "--meter", "tokens", "--quantity", "1"),
+            "plan 'growth' has no version 7 (1, 2)",
+        ),
     ]:
         code, output = run(*args)
         assert code == 1, args

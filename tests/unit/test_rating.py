@@ -3,7 +3,7 @@ oracle on random plans and quantities (zero, tier boundaries, the largest values
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 import numpy as np
@@ -12,9 +12,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rating import oracle
-from rating.money import INT64_MAX, from_nanos, to_nanos
+from rating.money import INT64_MAX, NANO, from_nanos, to_nanos
 from rating.plans import Charge, PriceBook, parse_price_book
-from rating.rater import RatingOverflowError, rate
+from rating.rater import RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
 
 
@@ -31,6 +31,16 @@ def book_for(charge: dict[str, Any], scale: int = 0) -> PriceBook:
 def kernel_amount(book: PriceBook, quantity: int) -> Decimal:
     amounts = rate(ChargeTable.compile(book), np.array([0]), np.array([quantity]))
     return from_nanos(int(amounts[0]))
+
+
+def kernel_tiers(book: PriceBook, quantity: int) -> dict[int, tuple[int, Decimal]]:
+    """The kernel's breakdown as {tier number: (units, amount)}, leaving out empty tiers."""
+    tiers = breakdown(ChargeTable.compile(book), np.array([0]), np.array([quantity]))
+    return {
+        column + 1: (int(units), from_nanos(int(amount)))
+        for column, (units, amount) in enumerate(zip(tiers.units[0], tiers.amounts[0], strict=True))
+        if units or amount
+    }
 
 
 def only_charge(book: PriceBook) -> Charge:
@@ -113,7 +123,7 @@ def test_scaled_quantities(case: str, price: str, quantity: int, scale: int, exp
 
 
 def test_an_amount_beyond_64_bit_nano_units_raises_and_names_the_charge() -> None:
-    with pytest.raises(RatingOverflowError, match="plan 'p', meter 'm'"):
+    with pytest.raises(RatingOverflowError, match="plan 'p' \\(version 1\\), meter 'm'"):
         kernel_amount(book_for({"model": "per_unit", "unit_price": "1"}), INT64_MAX)
 
 
@@ -194,12 +204,27 @@ def test_the_kernel_equals_the_oracle_for_random_plans_or_raises_exactly_when_it
         )
     )
     book = book_for(charge, scale)
-    expected = oracle.rate_charge(only_charge(book), quantity, scale).amount
-    if expected.scaleb(9) > INT64_MAX:
+    rated = oracle.rate_charge(only_charge(book), quantity, scale)
+    if rated.amount.scaleb(9) > INT64_MAX:
         with pytest.raises(RatingOverflowError):
             kernel_amount(book, quantity)
     else:
-        assert kernel_amount(book, quantity) == expected
+        assert kernel_amount(book, quantity) == rated.amount
+    if rated.unbounded.scaleb(9) > INT64_MAX:
+        with pytest.raises(RatingOverflowError):
+            kernel_tiers(book, quantity)
+        return
+    with localcontext(prec=80):
+        expected_tiers = {
+            part.tier: (
+                int(part.units.scaleb(0 if charge["model"] == "package" else scale)),
+                part.amount.quantize(NANO, rounding=ROUND_HALF_UP),
+            )
+            for part in rated.parts
+        }
+    assert kernel_tiers(book, quantity) == {
+        tier: units_amount for tier, units_amount in expected_tiers.items() if any(units_amount)
+    }
 
 
 @settings(max_examples=400, deadline=None)

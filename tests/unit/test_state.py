@@ -22,27 +22,27 @@ def event(
 
 
 def apply(state: UsageState, partition: int, offset: int, e: UsageEvent) -> Verdict:
-    return state.apply(partition, offset, e, dedupe_key(e))
+    return state.apply(partition, offset, e, dedupe_key(e), total_key(e, 1))
 
 
 def test_a_new_event_is_applied_to_its_period_total() -> None:
     state = UsageState()
     assert apply(state, 0, 0, event("a", 5)) is Verdict.APPLIED
-    assert state.totals[total_key(event("a"))] == Total(5, 0, 0)
+    assert state.totals[total_key(event("a"), 1)] == Total(5, 0, 0)
 
 
 def test_the_same_event_at_another_offset_is_a_duplicate_and_not_counted() -> None:
     state = UsageState()
     apply(state, 0, 0, event("a", 5))
     assert apply(state, 0, 7, event("a", 5)) is Verdict.DUPLICATE
-    assert state.totals[total_key(event("a"))].quantity == 5
+    assert state.totals[total_key(event("a"), 1)].quantity == 5
 
 
 def test_the_same_id_from_another_source_is_a_different_event() -> None:
     state = UsageState()
     apply(state, 0, 0, event("a", 5, source="one"))
     assert apply(state, 0, 1, event("a", 5, source="two")) is Verdict.APPLIED
-    assert state.totals[total_key(event("a"))].quantity == 10
+    assert state.totals[total_key(event("a"), 1)].quantity == 10
 
 
 def test_an_event_replayed_at_its_own_offset_after_its_total_was_saved_is_not_counted_again() -> (
@@ -55,7 +55,7 @@ def test_an_event_replayed_at_its_own_offset_after_its_total_was_saved_is_not_co
     restarted.restore([], state.totals.items())  # the marks were lost, the total survived
     assert apply(restarted, 0, 0, event("a", 5)) is Verdict.REPLAYED
     assert apply(restarted, 0, 1, event("b", 2)) is Verdict.REPLAYED
-    assert restarted.totals[total_key(event("a"))].quantity == 7
+    assert restarted.totals[total_key(event("a"), 1)].quantity == 7
 
 
 def test_an_event_whose_mark_survived_but_whose_total_did_not_is_counted_on_replay() -> None:
@@ -64,7 +64,7 @@ def test_an_event_whose_mark_survived_but_whose_total_did_not_is_counted_on_repl
     restarted = UsageState()
     restarted.restore([(dedupe_key(event("a")), 0, 0)], [])
     assert apply(restarted, 0, 0, event("a", 5)) is Verdict.APPLIED
-    assert restarted.totals[total_key(event("a"))].quantity == 5
+    assert restarted.totals[total_key(event("a"), 1)].quantity == 5
 
 
 def test_dedupe_keys_are_sixteen_bytes_whatever_the_id_length() -> None:
@@ -127,7 +127,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         touched = set()
         for offset in batch:
             apply(worker, 0, offset, events[offset])
-            touched.add(total_key(events[offset]))
+            touched.add(total_key(events[offset], 1))
         crashed = number == crash_batch
         for offset in batch:
             key = dedupe_key(events[offset])

@@ -1,0 +1,115 @@
+"""What a billing period owes besides usage: each slice of the period under one plan
+version, recurring fixed fees prorated by day, and the minimum-commitment true-up.
+
+Pure integer arithmetic on nano-units: a prorated amount is the exact rational
+``amount * days / period_days``, rounded once, half up, to the currency's minor unit,
+which is the declared rule for every invoice line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from rating.money import NANO_DIGITS, to_nanos
+from rating.plans import Plan, PriceBook
+
+
+@dataclass(frozen=True)
+class Period:
+    """A calendar month, [start, end) in UTC days."""
+
+    start: date
+
+    @property
+    def end(self) -> date:
+        return date(self.start.year + self.start.month // 12, self.start.month % 12 + 1, 1)
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Days [start, end) of a period during which one plan version was in force."""
+
+    plan: Plan
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+
+def slices(
+    book: PriceBook,
+    plan_id: str,
+    period: Period,
+    active_from: date,
+    active_until: date | None = None,
+) -> list[Slice]:
+    """The slices of ``period`` in which a subscription on ``plan_id`` is active (from
+    ``active_from``, until ``active_until`` exclusive), cut where a version takes effect."""
+    start = max(period.start, active_from)
+    end = min(period.end, active_until) if active_until is not None else period.end
+    if start >= end:
+        return []
+    cuts = sorted(
+        {start, end}
+        | {
+            plan.effective_from
+            for plan in book.versions.get(plan_id, ())
+            if plan.effective_from is not None and start < plan.effective_from < end
+        }
+    )
+    found = []
+    for begin, finish in itertools.pairwise(cuts):
+        plan = book.plan_at(plan_id, begin)
+        if plan is not None:
+            found.append(Slice(plan, begin, finish))
+    return found
+
+
+def prorate(amount: Decimal, days: int, period_days: int, minor_digits: int) -> Decimal:
+    """``amount * days / period_days`` rounded half up to ``minor_digits`` decimals, exactly."""
+    numerator = to_nanos(amount) * days * 10**minor_digits
+    denominator = period_days * 10**NANO_DIGITS
+    whole, remainder = divmod(numerator, denominator)
+    if 2 * remainder >= denominator:
+        whole += 1
+    return Decimal(whole).scaleb(-minor_digits)
+
+
+@dataclass(frozen=True)
+class FeeLine:
+    fee: str
+    description: str
+    amount: Decimal  # rounded to the minor unit
+
+
+def fixed_fee_lines(part: Slice, period: Period) -> list[FeeLine]:
+    """The plan's recurring fees for the slice, prorated by its share of the period's days."""
+    plan = part.plan
+    share = "" if part.days == period.days else f" ({part.days}/{period.days} days)"
+    return [
+        FeeLine(
+            fee.id,
+            f"{fee.name or fee.id}{share}",
+            prorate(fee.amount, part.days, period.days, plan.minor_digits),
+        )
+        for fee in plan.fixed_fees
+    ]
+
+
+def commitment_true_up(part: Slice, period: Period, billed: Sequence[Decimal]) -> Decimal:
+    """What is missing to reach the plan's minimum commitment (prorated to the slice) once
+    the slice's rounded lines are summed; zero when there is no commitment or it is met."""
+    if part.plan.commitment is None:
+        return Decimal(0)
+    committed = prorate(part.plan.commitment, part.days, period.days, part.plan.minor_digits)
+    return max(Decimal(0), committed - sum(billed, Decimal(0)))

@@ -1,0 +1,91 @@
+"""Slices of a period under plan versions, fixed fees prorated by day, and the
+commitment true-up, each checked against a plain Decimal computation."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rating.money import from_nanos
+from rating.period import Period, commitment_true_up, fixed_fee_lines, prorate, slices
+from rating.plans import PriceBook, parse_price_book
+
+SEPTEMBER = Period(date(2026, 9, 1))
+
+
+def book(*versions: dict[str, Any]) -> PriceBook:
+    base = {"id": "pro", "currency": "USD", "fixed_fees": [{"id": "platform", "amount": "30"}],
+            "commitment": "100"}  # fmt: skip
+    return parse_price_book(
+        {"meters": [{"id": "calls"}],
+         "plans": [{**base, "version": n, **v} for n, v in enumerate(versions, start=1)]},
+        "test",
+    )  # fmt: skip
+
+
+def test_a_month_has_its_calendar_days() -> None:
+    assert (SEPTEMBER.days, Period(date(2028, 2, 1)).days, Period(date(2026, 12, 1)).end) == (
+        30, 29, date(2027, 1, 1),
+    )  # fmt: skip
+
+
+def test_a_version_taking_effect_mid_period_cuts_it_in_two() -> None:
+    found = slices(book({}, {"effective_from": "2026-09-21", "commitment": "200"}), "pro",
+                   SEPTEMBER, active_from=date(2026, 1, 1))  # fmt: skip
+    assert [(s.plan.version, s.start, s.end, s.days) for s in found] == [
+        (1, date(2026, 9, 1), date(2026, 9, 21), 20),
+        (2, date(2026, 9, 21), date(2026, 10, 1), 10),
+    ]
+
+
+def test_a_subscription_starting_and_ending_inside_the_period_is_billed_for_its_days() -> None:
+    found = slices(book({}), "pro", SEPTEMBER, date(2026, 9, 16), date(2026, 9, 26))
+    assert [(s.start, s.days) for s in found] == [(date(2026, 9, 16), 10)]
+    (fee,) = fixed_fee_lines(found[0], SEPTEMBER)
+    assert (fee.amount, fee.description) == (Decimal("10.00"), "platform (10/30 days)")
+
+
+def test_no_slice_outside_the_active_days_or_before_the_first_version() -> None:
+    assert slices(book({}), "pro", SEPTEMBER, date(2026, 10, 1)) == []
+    late = book({"effective_from": "2026-09-11"})
+    assert [s.days for s in slices(late, "pro", SEPTEMBER, date(2026, 1, 1))] == [20]
+
+
+def test_a_whole_period_bills_the_whole_fee_and_rounds_a_third_half_up() -> None:
+    (whole,) = slices(book({}), "pro", SEPTEMBER, date(2026, 1, 1))
+    assert fixed_fee_lines(whole, SEPTEMBER)[0].amount == Decimal("30.00")
+    assert prorate(Decimal("10"), 1, 3, 2) == Decimal("3.33")
+    assert prorate(Decimal("0.05"), 1, 2, 2) == Decimal("0.03")  # 0.025 rounds up
+    assert prorate(Decimal("1000"), 7, 31, 0) == Decimal("226")  # JPY: 225.8…
+
+
+def test_the_true_up_is_the_shortfall_against_the_prorated_commitment() -> None:
+    (whole,) = slices(book({}), "pro", SEPTEMBER, date(2026, 1, 1))
+    assert commitment_true_up(whole, SEPTEMBER, [Decimal("30.00"), Decimal("45.50")]) == Decimal(
+        "24.50"
+    )
+    assert commitment_true_up(whole, SEPTEMBER, [Decimal("130")]) == 0
+    (half,) = slices(book({}), "pro", SEPTEMBER, date(2026, 9, 16))
+    assert commitment_true_up(half, SEPTEMBER, [Decimal("15.00")]) == Decimal("35.00")
+
+
+@given(
+    nanos=st.integers(0, 10**17),
+    days=st.integers(0, 31),
+    period_days=st.sampled_from([28, 29, 30, 31]),
+    digits=st.sampled_from([0, 2, 3]),
+)
+def test_proration_equals_the_decimal_computation(
+    nanos: int, days: int, period_days: int, digits: int
+) -> None:
+    days = min(days, period_days)
+    amount = from_nanos(nanos)
+    with localcontext(prec=80):
+        expected = (amount * days / period_days).quantize(
+            Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP
+        )
+    assert prorate(amount, days, period_days, digits) == expected
