@@ -94,7 +94,10 @@ class ChargeTable:
             refs=tuple(refs),
             index={(ref.plan, ref.version, ref.meter): row for row, ref in enumerate(refs)},
             charges=np.asarray(charge_rows, dtype=np.int64).reshape(-1, k.CHARGE_COLUMNS),
-            tiers=np.asarray(tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS),
+            # Column-major, so the tier search reads a charge's lower bounds contiguously.
+            tiers=np.asfortranarray(
+                np.asarray(tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS)
+            ),
         )
 
     def charge_of(self, plan: str, version: int, meter: str) -> int | None:
