@@ -98,9 +98,9 @@ def main() -> None:
 )
 @click.option(
     "--price-book",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
-    help="YAML price book.  [default: the demo price book]",
+    help="YAML price book: a file, or a folder of files.  [default: the demo price book]",
 )
 @click.option(
     "--show",
@@ -163,9 +163,9 @@ def worker() -> None:
 @click.option(
     "--plans",
     "plans_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path),
     default=None,
-    help="YAML price book.  [default: METERLINE_PRICE_BOOK or the demo's]",
+    help="YAML price book: a file or a folder.  [default: METERLINE_PRICE_BOOK or the demo's]",
 )
 @click.option("--plan", "plan_id", required=True, help="Plan id.")
 @click.option("--meter", default=None, help="Meter id (needed when the plan has several charges).")

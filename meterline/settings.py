@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=10_000, ge=1)
     batch_within_seconds: float = Field(default=0.25, gt=0)
     price_book: Path | None = Field(
-        default=None, description="YAML price book; unset uses the demo price book"
+        default=None,
+        description="YAML price book, a file or a folder of files; unset uses the demo's",
     )
 
     @field_validator("kafka_bootstrap_servers")

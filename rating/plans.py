@@ -392,13 +392,40 @@ def parse_price_book(document: object, source: str) -> PriceBook:
         raise PriceBookError(f"{source}: invalid price book\n" + "\n".join(problems)) from None
 
 
-def load_price_book(path: Path) -> PriceBook:
+def _read_yaml(path: Path) -> object:
     try:
         text = path.read_text()
     except OSError as error:
         raise PriceBookError(f"{path}: cannot read the price book ({error.strerror})") from None
     try:
-        document = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise PriceBookError(f"{path}: not valid YAML ({error})") from None
-    return parse_price_book(document, str(path))
+
+
+def _merge_folder(folder: Path) -> dict[str, list[object]]:
+    """Every ``*.yaml``/``*.yml`` file of a folder, in name order, as one price book: a
+    team can keep a file per product line, or per plan."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise PriceBookError(f"{folder}: no .yaml files in the price book folder")
+    merged: dict[str, list[object]] = {"meters": [], "plans": []}
+    for file in files:
+        document = _read_yaml(file)
+        if document is None:
+            continue
+        if not isinstance(document, dict) or set(document) - set(merged):
+            raise PriceBookError(f"{file}: expected a mapping with 'meters' and/or 'plans'")
+        for key in merged:
+            items = document.get(key) or []
+            if not isinstance(items, list):
+                raise PriceBookError(f"{file}: '{key}' must be a list")
+            merged[key].extend(items)
+    return merged
+
+
+def load_price_book(path: Path) -> PriceBook:
+    """Load a price book from one YAML file, or from a folder of them."""
+    if path.is_dir():
+        return parse_price_book(_merge_folder(path), f"{path}/")
+    return parse_price_book(_read_yaml(path), str(path))

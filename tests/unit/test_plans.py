@@ -112,3 +112,22 @@ def test_a_missing_file_and_bad_yaml_are_explained(tmp_path: Path) -> None:
     broken.write_text("plans: [unclosed")
     with pytest.raises(PriceBookError, match="not valid YAML"):
         load_price_book(broken)
+
+
+def test_a_folder_of_files_is_one_price_book(tmp_path: Path) -> None:
+    (tmp_path / "a-meters.yaml").write_text("meters:\n  - id: calls\n")
+    (tmp_path / "b-pro.yml").write_text(
+        "plans:\n  - id: pro\n    currency: USD\n    charges:\n"
+        "      - {meter: calls, model: per_unit, unit_price: '0.01'}\n"
+    )
+    (tmp_path / "notes.txt").write_text("not a price book")
+    loaded = load_price_book(tmp_path)
+    assert (loaded.meters[0].id, loaded.plan("pro").currency) == ("calls", "USD")
+
+
+def test_a_bad_folder_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(PriceBookError, match="no .yaml files"):
+        load_price_book(tmp_path)
+    (tmp_path / "odd.yaml").write_text("- just a list\n")
+    with pytest.raises(PriceBookError, match="odd.yaml: expected a mapping"):
+        load_price_book(tmp_path)
