@@ -416,11 +416,11 @@ def _merge_folder(folder: Path) -> dict[str, list[object]]:
             continue
         if not isinstance(document, dict) or set(document) - set(merged):
             raise PriceBookError(f"{file}: expected a mapping with 'meters' and/or 'plans'")
-        for key in merged:
+        for key, collected in merged.items():
             items = document.get(key) or []
             if not isinstance(items, list):
                 raise PriceBookError(f"{file}: '{key}' must be a list")
-            merged[key].extend(items)
+            collected.extend(items)
     return merged
 
 

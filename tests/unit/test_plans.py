@@ -126,8 +126,8 @@ def test_a_folder_of_files_is_one_price_book(tmp_path: Path) -> None:
 
 
 def test_a_bad_folder_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(PriceBookError, match="no .yaml files"):
+    with pytest.raises(PriceBookError, match=r"no \.yaml files"):
         load_price_book(tmp_path)
     (tmp_path / "odd.yaml").write_text("- just a list\n")
-    with pytest.raises(PriceBookError, match="odd.yaml: expected a mapping"):
+    with pytest.raises(PriceBookError, match=r"odd\.yaml: expected a mapping"):
         load_price_book(tmp_path)
