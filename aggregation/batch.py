@@ -10,22 +10,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-import msgspec
 import numpy as np
 
-from aggregation.state import TotalKey, UsageState, Verdict, dedupe_key, total_key
-from meterline.events import UsageEvent, decode
+from aggregation.state import Position, TotalKey, UsageState, Verdict, dedupe_key, total_key
+from meterline.events import Undecodable, UsageEvent, decode_record, encode
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 
-Record = tuple[int, int, bytes]  # partition, offset, payload
+Record = tuple[int, int, bytes | None, bytes]  # partition, offset, key, payload
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     partition: int
     offset: int
+    index: int  # the event's place in its record
     reason: str
     detail: str
     payload: bytes
@@ -35,6 +35,7 @@ class Rejection:
 class AcceptedEvent:
     partition: int
     offset: int
+    index: int
     event: UsageEvent
     dedupe_key: bytes
 
@@ -52,6 +53,7 @@ class RatedTotal:
     amount_nanos: int
     partition: int
     offset: int
+    index: int
 
 
 @dataclass
@@ -82,48 +84,55 @@ class BatchProcessor:
             self._in_force[key] = self.book.plan_at(plan_id, day)
         return self._in_force[key]
 
-    def _validate(self, record: Record) -> tuple[UsageEvent, Plan] | Rejection:
-        partition, offset, payload = record
-        try:
-            event = decode(payload)
-        except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            return Rejection(partition, offset, "malformed", str(error), payload)
+    def _validate(self, event: UsageEvent, key: bytes | None) -> Plan | tuple[str, str]:
+        """The plan version that prices the event, or (reason, detail) for rejecting it."""
+        if key is not None and key != event.partition_key():
+            return "wrong_partition_key", (
+                f"the record's key {key!r} is not this event's tenant/subscription; "
+                "one subscription's events must share a partition"
+            )
         plan_id = self.plan_of.get((event.tenant, event.subscription))
         if plan_id is None:
             detail = f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
-            return Rejection(partition, offset, "unknown_subscription", detail, payload)
+            return "unknown_subscription", detail
         day = event.timestamp.date()
         plan = self._plan_in_force(plan_id, day)
         if plan is None:
-            detail = f"plan {plan_id!r} has no version in force on {day}"
-            return Rejection(partition, offset, "plan_not_in_force", detail, payload)
+            return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
         if self.charges.charge_of(plan.id, plan.version, event.meter) is None:
-            detail = f"meter {event.meter!r} is not priced by {plan.label}"
-            return Rejection(partition, offset, "unpriced_meter", detail, payload)
+            return "unpriced_meter", f"meter {event.meter!r} is not priced by {plan.label}"
         if event.quantity < 0:
-            detail = f"quantity {event.quantity} is negative"
-            return Rejection(partition, offset, "negative_quantity", detail, payload)
-        return event, plan
+            return "negative_quantity", f"quantity {event.quantity} is negative"
+        return plan
 
     def process(self, records: Sequence[Record]) -> BatchResult:
+        """Whole records only: a record is never split across two batches."""
         result = BatchResult()
         changed: dict[TotalKey, Plan] = {}
-        for record in records:
-            checked = self._validate(record)
-            if isinstance(checked, Rejection):
-                result.rejected.append(checked)
-                continue
-            event, plan = checked
-            partition, offset, _ = record
-            key = dedupe_key(event)
-            totals_key = total_key(event, plan.version)
-            verdict = self.state.apply(partition, offset, event, key, totals_key)
-            if verdict is Verdict.DUPLICATE:
-                result.duplicates += 1
-                continue
-            result.accepted.append(AcceptedEvent(partition, offset, event, key))
-            if verdict is Verdict.APPLIED:
-                changed[totals_key] = plan
+        for partition, offset, record_key, payload in records:
+            for index, item in enumerate(decode_record(payload)):
+                if isinstance(item, Undecodable):
+                    rejection = Rejection(
+                        partition, offset, index, "malformed", item.detail, item.payload
+                    )
+                    result.rejected.append(rejection)
+                    continue
+                plan = self._validate(item, record_key)
+                if not isinstance(plan, Plan):
+                    reason, detail = plan
+                    rejection = Rejection(partition, offset, index, reason, detail, encode(item))
+                    result.rejected.append(rejection)
+                    continue
+                position: Position = (partition, offset, index)
+                mark = dedupe_key(item)
+                totals_key = total_key(item, plan.version)
+                verdict = self.state.apply(position, mark, totals_key, item.quantity)
+                if verdict is Verdict.DUPLICATE:
+                    result.duplicates += 1
+                    continue
+                result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
+                if verdict is Verdict.APPLIED:
+                    changed[totals_key] = plan
         result.rated = self._rate(sorted(changed.items()))
         return result
 
@@ -153,6 +162,7 @@ class BatchProcessor:
                 amount_nanos=int(amount),
                 partition=total.partition,
                 offset=total.offset,
+                index=total.index,
             )
             for key, plan, total, amount in zip(keys, plans, totals, amounts, strict=True)
         ]

@@ -1,16 +1,20 @@
 """Dedupe marks and period-to-date totals, and the one rule that makes replays harmless.
 
-Every event of a subscription lives on one partition, in offset order. Each
-dedupe mark remembers the (partition, offset) of the event that set it, and
-each total remembers the offset of the last event it absorbed. So when a worker
-restarts from an older committed offset and sees an event again:
+Every event of a subscription lives on one partition, in order. An event's
+position is (partition, offset, index): the record's place in the partition and
+the event's place in the record (a record may hold a batch of events). Each
+dedupe mark remembers the position of the event that set it, and each total the
+position of the last event it absorbed. So when a worker restarts from an older
+committed offset and sees an event again:
 
-* a mark with a *different* (partition, offset) means a true duplicate: skip;
-* a total whose offset is already at or past the event's means its effect is
+* a mark with a *different* position means a true duplicate: skip;
+* a total whose position is already at or past the event's means its effect is
   already counted: do not add it again (but keep the mark).
 
 It therefore does not matter which of a batch's writes survived a crash: the
-state rebuilt from whatever was written converges to the same totals.
+state rebuilt from whatever was written converges to the same totals. (A batch
+always holds whole records, so a total written at the end of a batch covers
+every event of its key up to its position.)
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from meterline.events import UsageEvent
 TotalKey = tuple[str, str, str, date, int]
 
 
+Position = tuple[int, int, int]  # partition, offset, index of the event in its record
+
+
 class Verdict(Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
@@ -39,6 +46,7 @@ class Total:
     quantity: int
     partition: int
     offset: int
+    index: int = 0
 
 
 def dedupe_key(event: UsageEvent) -> bytes:
@@ -58,38 +66,35 @@ def total_key(event: UsageEvent, plan_version: int) -> TotalKey:
 
 class UsageState:
     def __init__(self) -> None:
-        self.marks: dict[bytes, tuple[int, int]] = {}
+        self.marks: dict[bytes, Position] = {}
         self.totals: dict[TotalKey, Total] = {}
 
     def apply(
-        self, partition: int, offset: int, event: UsageEvent, key: bytes, totals_key: TotalKey
+        self, position: Position, mark: bytes, totals_key: TotalKey, quantity: int
     ) -> Verdict:
-        position = (partition, offset)
-        mark = self.marks.get(key)
-        if mark is not None and mark != position:
+        seen = self.marks.get(mark)
+        if seen is not None and seen != position:
             return Verdict.DUPLICATE
-        self.marks[key] = position
+        self.marks[mark] = position
+        partition, offset, index = position
         total = self.totals.get(totals_key)
         if total is None:
-            self.totals[totals_key] = Total(event.quantity, partition, offset)
+            self.totals[totals_key] = Total(quantity, partition, offset, index)
             return Verdict.APPLIED
-        if total.partition == partition and total.offset >= offset:
+        if total.partition == partition and (total.offset, total.index) >= (offset, index):
             return Verdict.REPLAYED
-        total.quantity += event.quantity
-        total.partition = partition
-        total.offset = offset
+        total.quantity += quantity
+        total.partition, total.offset, total.index = partition, offset, index
         return Verdict.APPLIED
 
     def restore(
         self,
-        marks: Iterable[tuple[bytes, int, int]],
+        marks: Iterable[tuple[bytes, Position]],
         totals: Iterable[tuple[TotalKey, Total]],
     ) -> None:
         """Replace the state of the given records (from the store) before processing resumes."""
-        for key, partition, offset in marks:
-            self.marks[key] = (partition, offset)
-        for key_of_total, total in totals:
-            self.totals[key_of_total] = total
+        self.marks.update(marks)
+        self.totals.update(totals)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""

@@ -98,7 +98,9 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
         async for events in stream.take_events(
             settings.batch_max_events, within=settings.batch_within_seconds
         ):
-            aggregator.handle([(e.message.partition, e.message.offset, e.value) for e in events])
+            aggregator.handle(
+                [(e.message.partition, e.message.offset, e.message.key, e.value) for e in events]
+            )
 
     async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from aggregation.batch import BatchResult, RatedTotal
-from aggregation.state import Total, TotalKey
+from aggregation.state import Position, Total, TotalKey
 from invoicing import migrations
 from invoicing.summary import Subscriber
 from meterline.settings import Settings
@@ -113,25 +113,26 @@ class Store:
         if result.rated:
             self.client.insert_arrow(self.table("rated_usage"), _rated(result.rated, now))
 
-    def load_marks(self, partitions: set[int]) -> Iterator[tuple[bytes, int, int]]:
+    def load_marks(self, partitions: set[int]) -> Iterator[tuple[bytes, Position]]:
         rows = self.client.query(
-            f"SELECT dedupe_key, kafka_partition, kafka_offset FROM {self.table('events')} "
-            "WHERE kafka_partition IN {partitions:Array(UInt32)}",
+            "SELECT dedupe_key, kafka_partition, kafka_offset, event_index "
+            f"FROM {self.table('events')} WHERE kafka_partition IN {{partitions:Array(UInt32)}}",
             parameters={"partitions": sorted(partitions)},
         ).result_rows
-        for key, partition, offset in rows:
-            yield (key if isinstance(key, bytes) else bytes(key, "latin-1")), partition, offset
+        for key, partition, offset, index in rows:
+            mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
+            yield mark, (partition, offset, index)
 
     def load_totals(self, partitions: set[int]) -> Iterator[tuple[TotalKey, Total]]:
         rows = self.client.query(
             "SELECT tenant, subscription, meter, period_start, plan_version, quantity, "
-            f"kafka_partition, kafka_offset FROM {self.table('rated_usage')} FINAL "
+            f"kafka_partition, kafka_offset, event_index FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)}",
             parameters={"partitions": sorted(partitions)},
         ).result_rows
-        for tenant, subscription, meter, period, version, quantity, partition, offset in rows:
+        for tenant, subscription, meter, period, version, quantity, *position in rows:
             key = (tenant, subscription, meter, period, version)
-            yield key, Total(quantity, partition, offset)
+            yield key, Total(quantity, *position)
 
     def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
         where = "period_start = {period:Date}"
@@ -155,6 +156,7 @@ def _rejections(result: BatchResult, now: datetime) -> pa.Table:
         {
             "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
             "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "reason": [r.reason for r in rows],
             "detail": [r.detail for r in rows],
             "payload": [r.payload.decode("utf-8", "replace") for r in rows],
@@ -177,6 +179,7 @@ def _events(result: BatchResult, now: datetime) -> pa.Table:
             "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
             "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
             "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
@@ -199,6 +202,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             ),
             "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
             "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "updated_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )

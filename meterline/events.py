@@ -3,10 +3,16 @@
 Quantities are integers in the meter's declared scale, so no float ever
 touches a billable number. The partition key groups one subscription's events
 on one partition, which is what lets the aggregator reason about offsets.
+
+A Kafka record holds one event (a JSON object) or a batch of one subscription's
+events (a JSON array). Batches are how producers reach tens of thousands of
+events per second: the per-record cost of Kafka and Faust is paid once per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
@@ -25,14 +31,52 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"{self.tenant}/{self.subscription}".encode()
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """An item of a record that is not a valid event, with msgspec's explanation."""
+
+    detail: str
+    payload: bytes
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(UsageEvent)
+_batch_decoder = msgspec.json.Decoder(list[UsageEvent])
+_items_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def encode(event: UsageEvent) -> bytes:
     return _encoder.encode(event)
 
 
+def encode_batch(events: Sequence[UsageEvent]) -> bytes:
+    """One record for several events of one subscription (the caller groups them)."""
+    return _encoder.encode(events)
+
+
 def decode(payload: bytes) -> UsageEvent:
     """Raise ``msgspec.ValidationError`` or ``msgspec.DecodeError`` for a malformed payload."""
     return _decoder.decode(payload)
+
+
+def _decode_one(payload: bytes) -> UsageEvent | Undecodable:
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        return Undecodable(str(error), payload)
+
+
+def decode_record(payload: bytes) -> list[UsageEvent | Undecodable]:
+    """The events of a record, in order. A bad event in a batch is reported on its own and
+    the others still decode; a record that is not JSON at all is one ``Undecodable``."""
+    if payload[:64].lstrip()[:1] != b"[":
+        return [_decode_one(payload)]
+    try:
+        return list(_batch_decoder.decode(payload))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass  # find out which items are bad
+    try:
+        items = _items_decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        return [Undecodable(str(error), payload)]
+    return [_decode_one(bytes(item)) for item in items]

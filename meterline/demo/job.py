@@ -153,16 +153,12 @@ async def _drive(
 ) -> tuple[float, float]:
     began = time.monotonic()
     progress.stage(f"Producing {len(sent):,} events to {settings.events_topic}", len(sent))
-    produced = 0
-
-    def on_sent(count: int) -> None:
-        nonlocal produced
-        produced += count
-        progress.advance(produced)
-
-    last_offsets = await produce(bootstrap, settings.events_topic, sent, on_sent)
+    last_offsets = await produce(bootstrap, settings.events_topic, sent, progress.advance)
     produced_at = time.monotonic()
-    progress.stage("Deduplicating, aggregating and rating in the Faust worker", len(sent))
+    records = sum(offset + 1 for offset in last_offsets.values())  # the topic is this run's own
+    progress.stage(
+        f"Deduplicating, aggregating and rating in the Faust worker ({records:,} records)", records
+    )
     await wait_until_consumed(settings, bootstrap, last_offsets, worker.exit_code, progress.advance)
     return produced_at - began, time.monotonic() - produced_at
 

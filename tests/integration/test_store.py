@@ -19,9 +19,11 @@ pytestmark = pytest.mark.integration
 PERIOD = date(2026, 10, 1)
 
 
-def rated(quantity: int, nanos: int, offset: int, subscription: str = "s1") -> RatedTotal:
+def rated(
+    quantity: int, nanos: int, offset: int, subscription: str = "s1", index: int = 0
+) -> RatedTotal:
     return RatedTotal(
-        "t", subscription, "calls", PERIOD, "pro", 1, "USD", quantity, nanos, 3, offset
+        "t", subscription, "calls", PERIOD, "pro", 1, "USD", quantity, nanos, 3, offset, index
     )
 
 
@@ -59,14 +61,17 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     key = dedupe_key(event)
     store.write_batch(
         BatchResult(
-            accepted=[AcceptedEvent(3, 41, event, key)],
-            rated=[rated(5, 50, offset=41)],
-            rejected=[Rejection(3, 42, "malformed", "bad json", b"{")],
+            accepted=[AcceptedEvent(3, 41, 2, event, key)],
+            rated=[rated(5, 50, offset=41, index=2)],
+            rejected=[
+                Rejection(3, 42, 0, "malformed", "bad json", b"{"),
+                Rejection(3, 42, 1, "malformed", "bad json too", b"["),
+            ],
         )
     )
-    assert list(store.load_marks({3})) == [(key, 3, 41)]
+    assert list(store.load_marks({3})) == [(key, (3, 41, 2))]
     assert list(store.load_marks({0, 1})) == []
-    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD, 1), Total(5, 3, 41))]
-    assert store.count("rejected_events") == 1
+    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD, 1), Total(5, 3, 41, 2))]
+    assert store.count("rejected_events") == 2
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp

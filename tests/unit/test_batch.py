@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from aggregation.batch import BatchProcessor
+from aggregation.batch import BatchProcessor, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
-from meterline.events import UsageEvent, encode
+from meterline.events import UsageEvent, encode, encode_batch
 from rating.plans import load_price_book
 from rating.table import ChargeTable
 
@@ -19,17 +19,25 @@ def processor() -> BatchProcessor:
     return BatchProcessor(UsageState(), plans, BOOK, ChargeTable.compile(BOOK))
 
 
-def payload(
+def usage(
     event_id: str, subscription: str = "s1", meter: str = "api_calls", quantity: int = 10
-) -> bytes:
-    return encode(
-        UsageEvent(id=event_id, tenant="demo", subscription=subscription, meter=meter,
-                   quantity=quantity, timestamp=datetime(2026, 10, 2, tzinfo=UTC))
-    )  # fmt: skip
+) -> UsageEvent:
+    return UsageEvent(id=event_id, tenant="demo", subscription=subscription, meter=meter,
+                      quantity=quantity, timestamp=datetime(2026, 10, 2, tzinfo=UTC))  # fmt: skip
+
+
+def record(offset: int, *events: UsageEvent, raw: bytes | None = None) -> Record:
+    """A record as the producer sends it: keyed by the first event's subscription."""
+    if raw is not None:
+        return (0, offset, None, raw)
+    value = encode(events[0]) if len(events) == 1 else encode_batch(events)
+    return (0, offset, events[0].partition_key(), value)
 
 
 def test_a_batch_with_a_duplicate_rates_each_distinct_event_once() -> None:
-    result = processor().process([(0, 0, payload("a")), (0, 1, payload("b")), (0, 2, payload("a"))])
+    result = processor().process(
+        [record(0, usage("a")), record(1, usage("b")), record(2, usage("a"))]
+    )
     assert result.duplicates == 1
     assert [a.event.id for a in result.accepted] == ["a", "b"]
     (rated,) = result.rated
@@ -40,12 +48,13 @@ def test_a_batch_with_a_duplicate_rates_each_distinct_event_once() -> None:
 def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count() -> None:
     result = processor().process(
         [
-            (0, 0, b"{not json"),
-            (0, 1, b'{"id": "x"}'),
-            (0, 2, payload("c", subscription="nobody")),
-            (0, 3, payload("d", meter="gpu_hours")),
-            (0, 4, payload("e", quantity=-3)),
-            (0, 5, payload("f")),
+            record(0, raw=b"{not json"),
+            record(1, raw=b'{"id": "x"}'),
+            record(2, usage("c", subscription="nobody")),
+            record(3, usage("d", meter="gpu_hours")),
+            record(4, usage("e", quantity=-3)),
+            record(5, usage("f")),
+            (0, 6, b"demo/s2", encode(usage("g"))),
         ]
     )
     assert [(r.offset, r.reason) for r in result.rejected] == [
@@ -54,13 +63,25 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
         (2, "unknown_subscription"),
         (3, "unpriced_meter"),
         (4, "negative_quantity"),
+        (6, "wrong_partition_key"),
     ]
     assert "missing required field" in result.rejected[1].detail
     assert [a.event.id for a in result.accepted] == ["f"]
 
 
+def test_a_record_batching_events_counts_each_and_rejects_only_its_bad_ones() -> None:
+    good = [usage("a", quantity=1), usage("b", quantity=2), usage("a", quantity=1)]
+    value = encode_batch(good)[:-1] + b',{"id": 5},' + encode(usage("c", quantity=4)) + b"]"
+    result = processor().process([(0, 0, b"demo/s1", value)])
+    assert [(a.event.id, a.index) for a in result.accepted] == [("a", 0), ("b", 1), ("c", 4)]
+    assert [(r.index, r.reason) for r in result.rejected] == [(3, "malformed")]
+    assert result.duplicates == 1
+    (rated,) = result.rated
+    assert (rated.quantity, rated.offset, rated.index) == (7, 0, 4)
+
+
 def test_a_batch_that_only_replays_counted_events_rates_nothing_new() -> None:
     step = processor()
-    step.process([(0, 0, payload("a"))])
-    again = step.process([(0, 0, payload("a"))])
+    step.process([record(0, usage("a"))])
+    again = step.process([record(0, usage("a"))])
     assert again.rated == [] and again.duplicates == 0 and len(again.accepted) == 1

@@ -21,14 +21,14 @@ def event(
     )  # fmt: skip
 
 
-def apply(state: UsageState, partition: int, offset: int, e: UsageEvent) -> Verdict:
-    return state.apply(partition, offset, e, dedupe_key(e), total_key(e, 1))
+def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: int = 0) -> Verdict:
+    return state.apply((partition, offset, index), dedupe_key(e), total_key(e, 1), e.quantity)
 
 
 def test_a_new_event_is_applied_to_its_period_total() -> None:
     state = UsageState()
     assert apply(state, 0, 0, event("a", 5)) is Verdict.APPLIED
-    assert state.totals[total_key(event("a"), 1)] == Total(5, 0, 0)
+    assert state.totals[total_key(event("a"), 1)] == Total(5, 0, 0, 0)
 
 
 def test_the_same_event_at_another_offset_is_a_duplicate_and_not_counted() -> None:
@@ -62,7 +62,7 @@ def test_an_event_whose_mark_survived_but_whose_total_did_not_is_counted_on_repl
     state = UsageState()
     apply(state, 0, 0, event("a", 5))
     restarted = UsageState()
-    restarted.restore([(dedupe_key(event("a")), 0, 0)], [])
+    restarted.restore([(dedupe_key(event("a")), (0, 0, 0))], [])
     assert apply(restarted, 0, 0, event("a", 5)) is Verdict.APPLIED
     assert restarted.totals[total_key(event("a"), 1)].quantity == 5
 
@@ -77,7 +77,20 @@ def test_forgetting_a_partition_keeps_the_others() -> None:
     apply(state, 1, 0, event("b", subscription="s1"))
     state.forget_partitions({0})
     assert {t.partition for t in state.totals.values()} == {1}
-    assert {p for p, _ in state.marks.values()} == {1}
+    assert {p for p, _, _ in state.marks.values()} == {1}
+
+
+def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_duplicate() -> None:
+    record = [event("a", 1), event("b", 2), event("a", 1), event("c", 4)]
+    state = UsageState()
+    verdicts = [apply(state, 0, 9, e, index) for index, e in enumerate(record)]
+    assert verdicts == [Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.APPLIED]
+    assert state.totals[total_key(event("a"), 1)] == Total(7, 0, 9, 3)
+    restarted = UsageState()
+    restarted.restore([], state.totals.items())
+    replayed = [apply(restarted, 0, 9, e, index) for index, e in enumerate(record)]
+    assert replayed == [Verdict.REPLAYED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.REPLAYED]
+    assert restarted.totals[total_key(event("a"), 1)].quantity == 7
 
 
 # A stream on one partition: (event id, quantity, subscription); ids repeat (duplicates).
@@ -91,21 +104,22 @@ streams = st.lists(
 @settings(max_examples=400, deadline=None)
 @given(
     stream=streams,
-    batch_size=st.integers(1, 25),
-    crash_batch=st.integers(0, 200),
-    commit_batch=st.integers(0, 200),
+    record_sizes=st.lists(st.integers(1, 4), min_size=120, max_size=120),
+    batch_size=st.integers(1, 12),
+    crash=st.tuples(st.integers(0, 200), st.integers(0, 200)),
     written=st.lists(st.booleans(), min_size=60, max_size=60),
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
     stream: list[tuple[int, int, str]],
+    record_sizes: list[int],
     batch_size: int,
-    crash_batch: int,
-    commit_batch: int,
+    crash: tuple[int, int],
     written: list[bool],
 ) -> None:
-    """Batches before the crash are durable; the crashed batch left any subset of its mark
-    and total writes; the committed offset is any batch boundary up to the crashed batch.
-    A restarted worker that reloads the store and replays ends with each distinct event
+    """Events travel in records of one to four; a batch is whole records. Batches before
+    the crash are durable; the crashed batch left any subset of its mark and total
+    writes; the committed offset is any batch boundary up to the crashed batch. A
+    restarted worker that reloads the store and replays ends with each distinct event
     counted exactly once."""
     first: dict[int, tuple[int, str]] = {}
     events = []
@@ -113,35 +127,47 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         # A duplicate repeats its original exactly, as a retrying producer does.
         quantity, subscription = first.setdefault(event_id, (drawn_quantity, drawn_subscription))
         events.append(event(f"e{event_id}", quantity, subscription))
+    records: list[list[UsageEvent]] = []
+    sizes = iter(record_sizes)
+    while sum(map(len, records)) < len(events):
+        start = sum(map(len, records))
+        records.append(events[start : start + next(sizes)])
     batches = [
-        range(i, min(i + batch_size, len(events))) for i in range(0, len(events), batch_size)
+        range(i, min(i + batch_size, len(records))) for i in range(0, len(records), batch_size)
     ]
-    crash_batch = min(crash_batch, len(batches) - 1)
-    commit_batch = min(commit_batch, crash_batch)
+    crash_batch = min(crash[0], len(batches) - 1)
+    commit_batch = min(crash[1], crash_batch)
+
+    def replay(state: UsageState, offsets: range) -> set[tuple[object, ...]]:
+        touched = set()
+        for offset in offsets:
+            for index, e in enumerate(records[offset]):
+                apply(state, 0, offset, e, index)
+                touched.add(total_key(e, 1))
+        return touched
 
     worker = UsageState()
-    stored_marks: dict[bytes, tuple[int, int]] = {}
-    stored_totals: dict[tuple[str, str, str, object], Total] = {}
+    stored_marks: dict[bytes, tuple[int, int, int]] = {}
+    stored_totals: dict[tuple[str, str, str, object, int], Total] = {}
     choice = iter(written * 10)
     for number, batch in enumerate(batches[: crash_batch + 1]):
-        touched = set()
-        for offset in batch:
-            apply(worker, 0, offset, events[offset])
-            touched.add(total_key(events[offset], 1))
+        touched = replay(worker, batch)
         crashed = number == crash_batch
         for offset in batch:
-            key = dedupe_key(events[offset])
-            if key in worker.marks and (not crashed or next(choice)):
-                stored_marks[key] = worker.marks[key]
+            for e in records[offset]:
+                key = dedupe_key(e)
+                if key in worker.marks and (not crashed or next(choice)):
+                    stored_marks[key] = worker.marks[key]
         for key in touched:
             if not crashed or next(choice):
-                current = worker.totals[key]
-                stored_totals[key] = Total(current.quantity, current.partition, current.offset)
+                current = worker.totals[key]  # type: ignore[index]
+                stored_totals[key] = Total(  # type: ignore[index]
+                    current.quantity, current.partition, current.offset, current.index
+                )
 
     restarted = UsageState()
-    restarted.restore(((k, p, o) for k, (p, o) in stored_marks.items()), stored_totals.items())
-    for offset in range(batches[commit_batch].start, len(events)):
-        apply(restarted, 0, offset, events[offset])
+    restarted.restore(stored_marks.items(), stored_totals.items())
+    replay(restarted, range(batches[commit_batch].start, len(records)))
 
     expected: dict[str, int] = defaultdict(int)
     for quantity, subscription in first.values():
