@@ -12,8 +12,9 @@ from datetime import date
 
 import numpy as np
 
-from aggregation.state import Position, TotalKey, UsageState, Verdict, dedupe_key, total_key
+from aggregation.state import TotalKey, UsageState, Verdict, dedupe_key
 from meterline.events import Undecodable, UsageEvent, decode_record, encode
+from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
@@ -64,6 +65,16 @@ class BatchResult:
     duplicates: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _PlanDay:
+    """What one day means under one plan: the version in force, the start of the billing
+    period the day belongs to, and the meters that version prices."""
+
+    plan: Plan
+    period_start: date
+    meters: frozenset[str]
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -76,65 +87,89 @@ class BatchProcessor:
         self.plan_of = plan_of
         self.book = book
         self.charges = charges
-        self._in_force: dict[tuple[str, date], Plan | None] = {}
+        self._days: dict[tuple[str, date], _PlanDay | None] = {}
 
-    def _plan_in_force(self, plan_id: str, day: date) -> Plan | None:
+    def _plan_day(self, plan_id: str, day: date) -> _PlanDay | None:
         key = (plan_id, day)
-        if key not in self._in_force:
-            self._in_force[key] = self.book.plan_at(plan_id, day)
-        return self._in_force[key]
-
-    def _validate(self, event: UsageEvent, key: bytes | None) -> Plan | tuple[str, str]:
-        """The plan version that prices the event, or (reason, detail) for rejecting it."""
-        if key is not None and key != event.partition_key():
-            return "wrong_partition_key", (
-                f"the record's key {key!r} is not this event's tenant/subscription; "
-                "one subscription's events must share a partition"
+        if key not in self._days:
+            plan = self.book.plan_at(plan_id, day)
+            self._days[key] = (
+                None
+                if plan is None
+                else _PlanDay(plan, Period.of(day).start, frozenset(c.meter for c in plan.charges))
             )
-        plan_id = self.plan_of.get((event.tenant, event.subscription))
-        if plan_id is None:
-            detail = f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
-            return "unknown_subscription", detail
-        day = event.timestamp.date()
-        plan = self._plan_in_force(plan_id, day)
-        if plan is None:
-            return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
-        if self.charges.charge_of(plan.id, plan.version, event.meter) is None:
-            return "unpriced_meter", f"meter {event.meter!r} is not priced by {plan.label}"
-        if event.quantity < 0:
-            return "negative_quantity", f"quantity {event.quantity} is negative"
-        return plan
+        return self._days[key]
 
     def process(self, records: Sequence[Record]) -> BatchResult:
-        """Whole records only: a record is never split across two batches."""
+        """Whole records only: a record is never split across two batches. This loop runs
+        once per event, so what does not change within a record is looked up once."""
         result = BatchResult()
         changed: dict[TotalKey, Plan] = {}
+        apply = self.state.apply
         for partition, offset, record_key, payload in records:
+            owner: tuple[str, str] | None = None
+            plan_id: str | None = None
+            wrong_key = False
             for index, item in enumerate(decode_record(payload)):
                 if isinstance(item, Undecodable):
-                    rejection = Rejection(
-                        partition, offset, index, "malformed", item.detail, item.payload
+                    result.rejected.append(
+                        Rejection(partition, offset, index, "malformed", item.detail, item.payload)
                     )
-                    result.rejected.append(rejection)
                     continue
-                plan = self._validate(item, record_key)
-                if not isinstance(plan, Plan):
-                    reason, detail = plan
-                    rejection = Rejection(partition, offset, index, reason, detail, encode(item))
-                    result.rejected.append(rejection)
+                if (item.tenant, item.subscription) != owner:
+                    owner = (item.tenant, item.subscription)
+                    wrong_key = record_key is not None and record_key != item.partition_key()
+                    plan_id = self.plan_of.get(owner)
+                day = item.timestamp.date()
+                known = None if plan_id is None else self._plan_day(plan_id, day)
+                if (
+                    wrong_key
+                    or known is None
+                    or item.meter not in known.meters
+                    or item.quantity < 0
+                ):
+                    reason, detail = self._rejection(item, record_key, plan_id, day)
+                    result.rejected.append(
+                        Rejection(partition, offset, index, reason, detail, encode(item))
+                    )
                     continue
-                position: Position = (partition, offset, index)
                 mark = dedupe_key(item)
-                totals_key = total_key(item, plan.version)
-                verdict = self.state.apply(position, mark, totals_key, item.quantity)
+                totals_key = (
+                    owner[0],
+                    owner[1],
+                    item.meter,
+                    known.period_start,
+                    known.plan.version,
+                )
+                verdict = apply((partition, offset, index), mark, totals_key, item.quantity)
                 if verdict is Verdict.DUPLICATE:
                     result.duplicates += 1
                     continue
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
                 if verdict is Verdict.APPLIED:
-                    changed[totals_key] = plan
+                    changed[totals_key] = known.plan
         result.rated = self._rate(sorted(changed.items()))
         return result
+
+    def _rejection(
+        self, event: UsageEvent, record_key: bytes | None, plan_id: str | None, day: date
+    ) -> tuple[str, str]:
+        """Why an event cannot be billed, as (machine-readable reason, detail for people)."""
+        if record_key is not None and record_key != event.partition_key():
+            return "wrong_partition_key", (
+                f"the record's key {record_key!r} is not this event's tenant/subscription; "
+                "one subscription's events must share a partition"
+            )
+        if plan_id is None:
+            return "unknown_subscription", (
+                f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
+            )
+        known = self._plan_day(plan_id, day)
+        if known is None:
+            return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
+        if event.meter not in known.meters:
+            return "unpriced_meter", f"meter {event.meter!r} is not priced by {known.plan.label}"
+        return "negative_quantity", f"quantity {event.quantity} is negative"
 
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:

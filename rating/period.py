@@ -24,6 +24,11 @@ class Period:
 
     start: date
 
+    @classmethod
+    def of(cls, day: date) -> Period:
+        """The period a day belongs to."""
+        return cls(day.replace(day=1))
+
     @property
     def end(self) -> date:
         return date(self.start.year + self.start.month // 12, self.start.month % 12 + 1, 1)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.state import Total, UsageState, Verdict, dedupe_key, total_key
+from aggregation.state import Total, TotalKey, UsageState, Verdict, dedupe_key
 from meterline.events import UsageEvent
 
 
@@ -19,6 +19,10 @@ def event(
         id=event_id, tenant="t", subscription=subscription, meter="calls",
         quantity=quantity, timestamp=datetime(2026, 10, 5, tzinfo=UTC), source=source,
     )  # fmt: skip
+
+
+def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
+    return (e.tenant, e.subscription, e.meter, e.timestamp.date().replace(day=1), plan_version)
 
 
 def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: int = 0) -> Verdict:
