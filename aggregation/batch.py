@@ -6,9 +6,9 @@ records in and rows out, so every decision can be tested without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -65,6 +65,21 @@ class BatchResult:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class EventWindow:
+    """The timestamps a worker accepts: not older than ``max_age``, not further ahead of its
+    clock than ``max_skew``. Usage older than that goes to the dead-letter topic rather
+    than into a period that may already be invoiced."""
+
+    max_age: timedelta
+    max_skew: timedelta
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        now = self.clock()
+        return now - self.max_age, now + self.max_skew
+
+
 @dataclass(frozen=True, slots=True)
 class _PlanDay:
     """What one day means under one plan: the version in force, the start of the billing
@@ -82,11 +97,13 @@ class BatchProcessor:
         plan_of: Mapping[tuple[str, str], str],
         book: PriceBook,
         charges: ChargeTable,
+        window: EventWindow,
     ) -> None:
         self.state = state
         self.plan_of = plan_of
         self.book = book
         self.charges = charges
+        self.window = window
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
 
     def _plan_day(self, plan_id: str, day: date) -> _PlanDay | None:
@@ -106,6 +123,7 @@ class BatchProcessor:
         result = BatchResult()
         changed: dict[TotalKey, Plan] = {}
         apply = self.state.apply
+        oldest, newest = self.window.bounds()
         for partition, offset, record_key, payload in records:
             owner: tuple[str, str] | None = None
             plan_id: str | None = None
@@ -127,6 +145,7 @@ class BatchProcessor:
                     or known is None
                     or item.meter not in known.meters
                     or item.quantity < 0
+                    or not oldest <= item.timestamp <= newest
                 ):
                     reason, detail = self._rejection(item, record_key, plan_id, day)
                     result.rejected.append(
@@ -169,7 +188,17 @@ class BatchProcessor:
             return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
         if event.meter not in known.meters:
             return "unpriced_meter", f"meter {event.meter!r} is not priced by {known.plan.label}"
-        return "negative_quantity", f"quantity {event.quantity} is negative"
+        if event.quantity < 0:
+            return "negative_quantity", f"quantity {event.quantity} is negative"
+        if event.timestamp < self.window.bounds()[0]:
+            return "too_old", (
+                f"timestamp {event.timestamp.isoformat()} is older than the accepted "
+                f"{self.window.max_age.days} days"
+            )
+        return "in_future", (
+            f"timestamp {event.timestamp.isoformat()} is more than "
+            f"{self.window.max_skew.total_seconds():.0f} s ahead of the worker's clock"
+        )
 
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:

@@ -10,16 +10,20 @@ absorbed by the offset rule in ``aggregation.state``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
 
-from aggregation.batch import BatchProcessor, Record
+from aggregation.batch import BatchProcessor, BatchResult, EventWindow, Record, Rejection
 from aggregation.state import UsageState
+from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
+from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
 from rating.plans import PriceBook
 from rating.table import ChargeTable
@@ -32,11 +36,11 @@ EXIT_CANNOT_PROCESS = 70  # EX_SOFTWARE: a batch the code cannot handle; needs a
 
 
 class Aggregator:
-    def __init__(self, store: Store, book: PriceBook) -> None:
+    def __init__(self, store: Store, book: PriceBook, window: EventWindow) -> None:
         self.store = store
         self.state = UsageState()
         self.processor = BatchProcessor(
-            self.state, store.plans_by_subscription(), book, ChargeTable.compile(book)
+            self.state, store.plans_by_subscription(), book, ChargeTable.compile(book), window
         )
 
     def reload(self, partitions: set[int]) -> None:
@@ -46,7 +50,7 @@ class Aggregator:
             "restored state of partitions %s: %d totals", sorted(partitions), len(self.state.totals)
         )
 
-    def handle(self, records: list[Record]) -> None:
+    def handle(self, records: list[Record]) -> BatchResult:
         try:
             result = self.processor.process(records)
         except Exception:
@@ -56,11 +60,45 @@ class Aggregator:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 self.store.write_batch(result)
-                return
+                return result
             except Exception:
                 log.exception("store write failed (attempt %d of %d)", attempt, WRITE_ATTEMPTS)
                 time.sleep(0.5 * 2**attempt)
         log.critical("store unavailable: exiting without acknowledging the batch")
+        os._exit(EXIT_STORE_UNAVAILABLE)
+
+
+async def _publish_dead_letters(
+    app: faust.App, settings: Settings, rejected: list[Rejection]
+) -> None:
+    """Send the batch's rejections to the dead-letter topic and wait for the broker. A stop
+    request must not cut the sends short (hence the shield); a failure ends the process
+    before the batch is acknowledged, so it replays: dead letters are at least once."""
+
+    async def send_all() -> None:
+        now = datetime.now(UTC)
+        pending = []
+        for rejection in rejected:
+            letter = DeadLetter(
+                reason=rejection.reason,
+                detail=rejection.detail,
+                event=rejection.payload.decode("utf-8", "replace"),
+                topic=settings.events_topic,
+                partition=rejection.partition,
+                offset=rejection.offset,
+                index=rejection.index,
+                rejected_at=now,
+            )
+            value = encode_dead_letter(letter)
+            pending.append(
+                await app.producer.send(settings.dead_letter_topic, None, value, None, None, None)
+            )
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.shield(send_all())
+    except Exception:
+        log.critical("cannot publish dead letters: exiting without acknowledging the batch")
         os._exit(EXIT_STORE_UNAVAILABLE)
 
 
@@ -96,11 +134,13 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
     @app.agent(topic)
     async def aggregate(stream: Any) -> None:
         async for events in stream.take_events(
-            settings.batch_max_events, within=settings.batch_within_seconds
+            settings.batch_max_records, within=settings.batch_within_seconds
         ):
-            aggregator.handle(
+            result = aggregator.handle(
                 [(e.message.partition, e.message.offset, e.message.key, e.value) for e in events]
             )
+            if result.rejected:
+                await _publish_dead_letters(app, settings, result.rejected)
 
     async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args
@@ -116,8 +156,14 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
 def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> None:
     """Run until SIGTERM/SIGINT; Faust handles the signals and a graceful stop."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in (settings.events_topic, settings.dead_letter_topic):
+        asyncio.run(ensure_topic(bootstrap_servers, name, settings.topic_partitions))
     store = Store.connect(settings)
     store.migrate()
-    app = create_app(settings, bootstrap_servers, Aggregator(store, book))
+    window = EventWindow(
+        max_age=timedelta(days=settings.max_event_age_days),
+        max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+    )
+    app = create_app(settings, bootstrap_servers, Aggregator(store, book, window))
     worker = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -14,8 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+
+# RFC 3339 with an offset ("2026-10-02T12:00:00Z"): a time without a zone is ambiguous.
+Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -24,7 +28,7 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     subscription: str
     meter: str
     quantity: int
-    timestamp: datetime
+    timestamp: Timestamp
     source: str = "default"
 
     def partition_key(self) -> bytes:

@@ -42,8 +42,16 @@ class Settings(BaseSettings):
     events_topic: str = "usage.events"
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     consumer_group: str = "meterline-aggregator"
-    batch_max_events: int = Field(default=10_000, ge=1)
+    batch_max_records: int = Field(
+        default=200, ge=1, description="records per worker batch (a record holds up to 500 events)"
+    )
     batch_within_seconds: float = Field(default=0.25, gt=0)
+    max_event_age_days: int = Field(
+        default=35, ge=1, description="older events go to the dead-letter topic (as Stripe's 35)"
+    )
+    max_clock_skew_seconds: float = Field(
+        default=300.0, ge=0, description="events stamped further in the future are refused"
+    )
     price_book: Path | None = Field(
         default=None,
         description="YAML price book, a file or a folder of files; unset uses the demo's",
@@ -57,6 +65,10 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.events_topic}.dlq"
 
     @property
     def chdb_path(self) -> Path:
@@ -77,6 +89,7 @@ class Settings(BaseSettings):
             else f"embedded chDB at {self.chdb_path}",
             "database": self.clickhouse_database,
             "topic": f"{self.events_topic} ({self.topic_partitions} partitions)",
+            "dead letters": self.dead_letter_topic,
         }
 
     @classmethod

@@ -24,8 +24,10 @@ def settings_env(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     env["METERLINE_EVENTS_TOPIC"] = settings.events_topic
     env["METERLINE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
     env["METERLINE_CONSUMER_GROUP"] = settings.consumer_group
-    env["METERLINE_BATCH_MAX_EVENTS"] = str(settings.batch_max_events)
+    env["METERLINE_BATCH_MAX_RECORDS"] = str(settings.batch_max_records)
     env["METERLINE_BATCH_WITHIN_SECONDS"] = str(settings.batch_within_seconds)
+    env["METERLINE_MAX_EVENT_AGE_DAYS"] = str(settings.max_event_age_days)
+    env["METERLINE_MAX_CLOCK_SKEW_SECONDS"] = str(settings.max_clock_skew_seconds)
     if settings.price_book is not None:
         env["METERLINE_PRICE_BOOK"] = str(settings.price_book.resolve())
     return env

@@ -54,10 +54,12 @@ def events(
     duplicate_share: float,
     seed: int,
 ) -> Iterator[UsageEvent]:
-    """``count`` events in all, of which about ``duplicate_share`` are re-sends."""
+    """``count`` events in all, of which about ``duplicate_share`` are re-sends. Usage is
+    spread over the period, up to now if the period has not ended."""
     rng = random.Random(seed + 1)
     weights = [1.0 / (rank + 1) for rank in range(len(subs))]  # Zipf-like skew
     start, end = period_bounds(period)
+    end = min(end, datetime.now(UTC))
     sent: list[UsageEvent] = []
     chosen = rng.choices(subs, weights=weights, k=count)
     for number, sub in enumerate(chosen):
@@ -66,8 +68,8 @@ def events(
         else:
             meter = rng.choice(tuple(_QUANTITY_RANGE))
             low, high = _QUANTITY_RANGE[meter]
-            active_from = start + timedelta(days=sub.start_day)
-            span_ms = int((end - active_from).total_seconds() * 1000) - 1
+            active_from = min(start + timedelta(days=sub.start_day), end)
+            span_ms = max(0, int((end - active_from).total_seconds() * 1000) - 1)
             event = UsageEvent(
                 id=f"evt-{seed}-{number:09d}",
                 tenant=sub.tenant,

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from ingest.producer import produce
 from invoicing.store import Store, SubscriptionRow
@@ -62,13 +62,17 @@ class Progress:
     def advance(self, done: int) -> None: ...
 
 
-def demo_settings(settings: Settings) -> Settings:
+def demo_settings(settings: Settings, period: date) -> Settings:
+    """The demo's own database, topic and group; and since it replays a past period, an
+    event age limit that reaches back to the period's first day."""
     run_id = uuid.uuid4().hex[:8]
+    reach_back = (datetime.now(UTC).date() - period).days + 1
     return settings.model_copy(
         update={
             "clickhouse_database": DEMO_DATABASE,
             "events_topic": f"{settings.events_topic}.demo-{run_id}",
             "consumer_group": f"{settings.consumer_group}-demo-{run_id}",
+            "max_event_age_days": max(settings.max_event_age_days, reach_back),
         }
     )
 
@@ -103,7 +107,7 @@ def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], pe
 def run_demo(
     settings: Settings, book: PriceBook, options: DemoOptions, progress: Progress
 ) -> DemoOutcome:
-    settings = demo_settings(settings)
+    settings = demo_settings(settings, options.period)
     progress.stage("Preparing the store")
     subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
     prepare_store(settings, subs, options.period)

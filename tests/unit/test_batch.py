@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from aggregation.batch import BatchProcessor, Record
+from aggregation.batch import BatchProcessor, EventWindow, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
 from meterline.events import UsageEvent, encode, encode_batch
@@ -14,16 +14,24 @@ from rating.table import ChargeTable
 BOOK = load_price_book(PRICE_BOOK)
 
 
+NOW = datetime(2026, 10, 20, tzinfo=UTC)
+WINDOW = EventWindow(timedelta(days=35), timedelta(minutes=5), clock=lambda: NOW)
+
+
 def processor() -> BatchProcessor:
     plans = {("demo", "s1"): "starter", ("demo", "s2"): "growth"}
-    return BatchProcessor(UsageState(), plans, BOOK, ChargeTable.compile(BOOK))
+    return BatchProcessor(UsageState(), plans, BOOK, ChargeTable.compile(BOOK), WINDOW)
 
 
 def usage(
-    event_id: str, subscription: str = "s1", meter: str = "api_calls", quantity: int = 10
+    event_id: str,
+    subscription: str = "s1",
+    meter: str = "api_calls",
+    quantity: int = 10,
+    timestamp: datetime = datetime(2026, 10, 2, tzinfo=UTC),
 ) -> UsageEvent:
     return UsageEvent(id=event_id, tenant="demo", subscription=subscription, meter=meter,
-                      quantity=quantity, timestamp=datetime(2026, 10, 2, tzinfo=UTC))  # fmt: skip
+                      quantity=quantity, timestamp=timestamp)  # fmt: skip
 
 
 def record(offset: int, *events: UsageEvent, raw: bytes | None = None) -> Record:
@@ -55,6 +63,9 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
             record(4, usage("e", quantity=-3)),
             record(5, usage("f")),
             (0, 6, b"demo/s2", encode(usage("g"))),
+            record(7, usage("h", timestamp=NOW - timedelta(days=35, seconds=1))),
+            record(8, usage("i", timestamp=NOW + timedelta(minutes=5, seconds=1))),
+            record(9, raw=encode(usage("j")).replace(b"Z", b"")),
         ]
     )
     assert [(r.offset, r.reason) for r in result.rejected] == [
@@ -64,8 +75,12 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
         (3, "unpriced_meter"),
         (4, "negative_quantity"),
         (6, "wrong_partition_key"),
+        (7, "too_old"),
+        (8, "in_future"),
+        (9, "malformed"),
     ]
     assert "missing required field" in result.rejected[1].detail
+    assert "timezone" in result.rejected[-1].detail
     assert [a.event.id for a in result.accepted] == ["f"]
 
 

@@ -1,0 +1,100 @@
+"""Events that cannot be billed go to the dead-letter topic with a machine-readable reason,
+never stop the worker, and never hold back the good events around them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingest.dead_letter import decode_dead_letter
+from ingest.producer import produce
+from invoicing.store import Store
+from meterline.demo.generator import DemoSubscription
+from meterline.demo.job import prepare_store, wait_until_consumed
+from meterline.embedded_broker import EmbeddedBroker
+from meterline.events import UsageEvent, encode, encode_batch
+from meterline.kafka_admin import ensure_topic
+from meterline.settings import Settings
+from meterline.worker_process import WorkerProcess
+from tests.integration.kafka_helpers import read_values, send_raw
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def usage(event_id: str, **changes: object) -> UsageEvent:
+    fields: dict[str, object] = {
+        "id": event_id, "tenant": "demo", "subscription": "sub-1", "meter": "api_calls",
+        "quantity": 3, "timestamp": NOW - timedelta(minutes=1), "source": "svc",
+    }  # fmt: skip
+    fields.update(changes)
+    return UsageEvent(**fields)  # type: ignore[arg-type]
+
+
+def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory(tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers)
+    bootstrap = broker.bootstrap_servers
+    prepare_store(
+        settings,
+        [DemoSubscription("demo", "sub-1", "cust-1", "starter", 0)],
+        NOW.date().replace(day=1),
+    )
+    good = [usage("g1"), usage("g2")]
+    bad_events = [
+        usage("b1", subscription="nobody"),
+        usage("b2", meter="gpu_hours"),
+        usage("b3", quantity=-1),
+        usage("b4", timestamp=NOW - timedelta(days=40)),
+        usage("b5", timestamp=NOW + timedelta(hours=1)),
+    ]
+    mixed_batch = encode_batch([usage("g3"), usage("g4")])[:-1] + b',{"id": 1}]'
+    raw = [
+        (None, b"not json at all"),
+        (b"demo/sub-1", mixed_batch),
+        (b"demo/sub-2", encode(usage("b6"))),  # keyed for another subscription
+    ]
+
+    async def send() -> dict[int, int]:
+        for name in (settings.events_topic, settings.dead_letter_topic):
+            await ensure_topic(bootstrap, name, settings.topic_partitions)
+        await send_raw(bootstrap, settings.events_topic, raw)
+        return await produce(bootstrap, settings.events_topic, good + bad_events, batch_events=1)
+
+    last_offsets = asyncio.run(send())
+    worker = WorkerProcess(settings, bootstrap, tmp_path / "worker.log")
+    worker.start()
+    try:
+        asyncio.run(
+            wait_until_consumed(settings, bootstrap, last_offsets, worker.exit_code, lambda _: None)
+        )
+        # The raw records may sit on partitions the produced ones do not: wait for all 8.
+        letters = [
+            decode_dead_letter(value)
+            for value in asyncio.run(
+                read_values(bootstrap, settings.dead_letter_topic, settings.topic_partitions, 8)
+            )
+        ]
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+    reasons = sorted(letter.reason for letter in letters)
+    assert reasons == sorted([
+        "unknown_subscription", "unpriced_meter", "negative_quantity", "too_old", "in_future",
+        "malformed", "malformed", "wrong_partition_key",
+    ])  # fmt: skip
+    batch_letter = next(x for x in letters if x.reason == "malformed" and x.index == 2)
+    assert batch_letter.event == '{"id": 1}'
+    assert all(letter.topic == settings.events_topic for letter in letters)
+    store = Store.connect(settings)
+    try:
+        assert store.count("events") == 4  # g1, g2, g3, g4
+        assert store.count("rejected_events") == 8
+    finally:
+        store.close()
