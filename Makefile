@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install run test test-faults lint typecheck bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ run: $(STAMP) ## Run the demo on embedded Kafka and ClickHouse and print the inv
 
 test: $(STAMP) ## Run the whole test suite (unit, property, integration against the real broker and engine)
 	$(BIN)/python -m pytest $(ARGS)
+
+test-faults: $(STAMP) ## Only the fault test: SIGKILL the worker at random moments, check every total
+	$(BIN)/python -m pytest -m faults -s $(ARGS)
 
 lint: $(STAMP) ## Lint and check formatting with ruff
 	$(BIN)/ruff check .

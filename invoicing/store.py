@@ -139,7 +139,8 @@ class Store:
         if tenant is not None:
             where += " AND tenant = {tenant:String}"
         result = self.client.query(
-            "SELECT tenant, subscription, plan, plan_version, meter, currency, quantity, amount "
+            "SELECT tenant, subscription, period_start, plan, plan_version, meter, currency, "
+            "quantity, amount "
             f"FROM {self.table('rated_usage')} FINAL WHERE {where} "
             "ORDER BY tenant, subscription, meter, plan_version",
             parameters={"period": period, "tenant": tenant},

@@ -6,7 +6,6 @@ distinct events the demo generator produced, duplicates included in what was sen
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -19,10 +18,10 @@ from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import DemoOptions, Progress, run_demo
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.settings import Settings
-from rating import oracle
 from rating.money import round_to_minor_unit
 from rating.period import Period, slices
 from rating.plans import PriceBook, load_price_book
+from tests.expected import expected_totals
 
 pytestmark = pytest.mark.integration
 
@@ -38,19 +37,13 @@ def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple
         )
     )
     plan_of = {s.subscription: s.plan for s in subs}
-    quantity: dict[tuple[str, str, int], int] = defaultdict(int)
-    for event in generator.distinct(sent):
-        in_force = book.plan_at(plan_of[event.subscription], event.timestamp.date())
-        assert in_force is not None
-        quantity[(event.subscription, event.meter, in_force.version)] += event.quantity
     lines: dict[LineKey, tuple[int, Decimal]] = {}
-    for (subscription, meter, version), total in quantity.items():
-        plan = book.plan(plan_of[subscription], version)
-        charge = plan.charge_for(meter)
-        assert charge is not None
-        exact = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
-        amount = round_to_minor_unit(exact, plan.minor_digits)
-        lines[(subscription, USAGE, meter, version)] = (total, amount)
+    for (subscription, meter, _, version), (quantity, exact) in expected_totals(
+        book, plan_of, generator.distinct(sent)
+    ).items():
+        minor_digits = book.plan(plan_of[subscription], version).minor_digits
+        amount = round_to_minor_unit(exact, minor_digits)
+        lines[(subscription, USAGE, meter, version)] = (quantity, amount)
     period = Period(options.period)
     for sub in subs:
         active_from = options.period + timedelta(days=sub.start_day)
