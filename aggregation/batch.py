@@ -13,13 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from aggregation.state import TotalKey, UsageState, Verdict, dedupe_key
-from meterline.events import Undecodable, UsageEvent, decode_record, encode
+from meterline.events import Undecodable, UsageEvent, decode_record, encode, partition_of
 from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 
-Record = tuple[int, int, bytes | None, bytes]  # partition, offset, key, payload
+Record = tuple[int, int, bytes]  # partition, offset, payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +97,25 @@ class BatchProcessor:
         plan_of: Mapping[tuple[str, str], str],
         book: PriceBook,
         charges: ChargeTable,
+        *,
         window: EventWindow,
+        partitions: int,
     ) -> None:
         self.state = state
         self.plan_of = plan_of
         self.book = book
         self.charges = charges
         self.window = window
+        self.partitions = partitions  # of the events topic: where each subscription lives
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
+        self._home: dict[tuple[str, str], int] = {}
+
+    def _home_partition(self, event: UsageEvent) -> int:
+        owner = (event.tenant, event.subscription)
+        home = self._home.get(owner)
+        if home is None:
+            home = self._home[owner] = partition_of(event.partition_key(), self.partitions)
+        return home
 
     def _plan_day(self, plan_id: str, day: date) -> _PlanDay | None:
         key = (plan_id, day)
@@ -124,10 +135,10 @@ class BatchProcessor:
         changed: dict[TotalKey, Plan] = {}
         apply = self.state.apply
         oldest, newest = self.window.bounds()
-        for partition, offset, record_key, payload in records:
+        for partition, offset, payload in records:
             owner: tuple[str, str] | None = None
             plan_id: str | None = None
-            wrong_key = False
+            elsewhere = False
             for index, item in enumerate(decode_record(payload)):
                 if isinstance(item, Undecodable):
                     result.rejected.append(
@@ -136,18 +147,18 @@ class BatchProcessor:
                     continue
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
-                    wrong_key = record_key is not None and record_key != item.partition_key()
+                    elsewhere = self._home_partition(item) != partition
                     plan_id = self.plan_of.get(owner)
                 day = item.timestamp.date()
                 known = None if plan_id is None else self._plan_day(plan_id, day)
                 if (
-                    wrong_key
+                    elsewhere
                     or known is None
                     or item.meter not in known.meters
                     or item.quantity < 0
                     or not oldest <= item.timestamp <= newest
                 ):
-                    reason, detail = self._rejection(item, record_key, plan_id, day)
+                    reason, detail = self._rejection(item, partition, plan_id, day)
                     result.rejected.append(
                         Rejection(partition, offset, index, reason, detail, encode(item))
                     )
@@ -171,13 +182,14 @@ class BatchProcessor:
         return result
 
     def _rejection(
-        self, event: UsageEvent, record_key: bytes | None, plan_id: str | None, day: date
+        self, event: UsageEvent, partition: int, plan_id: str | None, day: date
     ) -> tuple[str, str]:
         """Why an event cannot be billed, as (machine-readable reason, detail for people)."""
-        if record_key is not None and record_key != event.partition_key():
-            return "wrong_partition_key", (
-                f"the record's key {record_key!r} is not this event's tenant/subscription; "
-                "one subscription's events must share a partition"
+        home = self._home_partition(event)
+        if home != partition:
+            return "wrong_partition", (
+                f"sent to partition {partition}, but {event.tenant}/{event.subscription} "
+                f"belongs on partition {home}: one subscription's events must share one"
             )
         if plan_id is None:
             return "unknown_subscription", (

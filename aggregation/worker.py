@@ -23,7 +23,7 @@ from aggregation.batch import BatchProcessor, BatchResult, EventWindow, Record, 
 from aggregation.state import UsageState
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
-from meterline.kafka_admin import ensure_topic
+from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.settings import Settings
 from rating.plans import PriceBook
 from rating.table import ChargeTable
@@ -36,11 +36,16 @@ EXIT_CANNOT_PROCESS = 70  # EX_SOFTWARE: a batch the code cannot handle; needs a
 
 
 class Aggregator:
-    def __init__(self, store: Store, book: PriceBook, window: EventWindow) -> None:
+    def __init__(self, store: Store, book: PriceBook, window: EventWindow, partitions: int) -> None:
         self.store = store
         self.state = UsageState()
         self.processor = BatchProcessor(
-            self.state, store.plans_by_subscription(), book, ChargeTable.compile(book), window
+            self.state,
+            store.plans_by_subscription(),
+            book,
+            ChargeTable.compile(book),
+            window=window,
+            partitions=partitions,
         )
 
     def reload(self, partitions: set[int]) -> None:
@@ -137,7 +142,7 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
             settings.batch_max_records, within=settings.batch_within_seconds
         ):
             result = aggregator.handle(
-                [(e.message.partition, e.message.offset, e.message.key, e.value) for e in events]
+                [(e.message.partition, e.message.offset, e.value) for e in events]
             )
             if result.rejected:
                 await _publish_dead_letters(app, settings, result.rejected)
@@ -158,12 +163,19 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     for name in (settings.events_topic, settings.dead_letter_topic):
         asyncio.run(ensure_topic(bootstrap_servers, name, settings.topic_partitions))
+    partitions = asyncio.run(partition_count(bootstrap_servers, settings.events_topic))
+    if partitions != settings.topic_partitions:
+        log.warning(
+            "%s has %d partitions, not the configured %d: using %d",
+            settings.events_topic, partitions, settings.topic_partitions, partitions,
+        )  # fmt: skip
     store = Store.connect(settings)
     store.migrate()
     window = EventWindow(
         max_age=timedelta(days=settings.max_event_age_days),
         max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
     )
-    app = create_app(settings, bootstrap_servers, Aggregator(store, book, window))
+    aggregator = Aggregator(store, book, window, partitions)
+    app = create_app(settings, bootstrap_servers, aggregator)
     worker = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -1,9 +1,10 @@
-"""Produce usage events to Kafka, keyed by tenant/subscription so one subscription keeps one
-partition. An event counts as sent only once the broker acknowledged it (acks=all).
+"""Produce usage events to Kafka so that each subscription keeps one partition, the one
+Kafka's default partitioner gives its tenant/subscription key. An event counts as sent
+only once the broker acknowledged it (acks=all).
 
-Events of one subscription travel together in one record (a JSON array) of up to
-``batch_events``, in the order they were given; Kafka's and Faust's cost per record is
-then paid once per batch, not once per event.
+Events bound for one partition travel together in one record (a JSON array) of up to
+``batch_events``, each subscription's in the order given; Kafka's and Faust's cost per
+record is then paid once per batch, not once per event.
 """
 
 from __future__ import annotations
@@ -13,26 +14,32 @@ from collections.abc import Callable, Iterable, Iterator
 
 from aiokafka import AIOKafkaProducer
 
-from meterline.events import UsageEvent, encode, encode_batch
+from meterline.events import UsageEvent, encode, encode_batch, partition_of
 
 # Records in flight before we wait for acknowledgements: bounds memory, keeps batches full.
-_WINDOW = 500
+_WINDOW = 200
 BATCH_EVENTS = 500
 
 
-def records(events: Iterable[UsageEvent], batch_events: int) -> Iterator[tuple[bytes, bytes, int]]:
-    """(key, value, event count) per record: each subscription's events in order, grouped
-    into batches of up to ``batch_events``; a batch of one is a plain JSON object."""
-    pending: dict[bytes, list[UsageEvent]] = {}
+def records(
+    events: Iterable[UsageEvent], partitions: int, batch_events: int
+) -> Iterator[tuple[int, bytes, int]]:
+    """(partition, value, event count) per record, grouping events by partition into
+    batches of up to ``batch_events``; a batch of one is a plain JSON object."""
+    pending: dict[int, list[UsageEvent]] = {}
+    partition_by_key: dict[bytes, int] = {}
     for event in events:
         key = event.partition_key()
-        group = pending.setdefault(key, [])
+        partition = partition_by_key.get(key)
+        if partition is None:
+            partition = partition_by_key[key] = partition_of(key, partitions)
+        group = pending.setdefault(partition, [])
         group.append(event)
         if len(group) >= batch_events:
-            yield key, _value(group), len(group)
-            del pending[key]
-    for key, group in pending.items():
-        yield key, _value(group), len(group)
+            yield partition, _value(group), len(group)
+            del pending[partition]
+    for partition, group in pending.items():
+        yield partition, _value(group), len(group)
 
 
 def _value(group: list[UsageEvent]) -> bytes:
@@ -59,9 +66,10 @@ async def produce(
     last_offsets: dict[int, int] = {}
     acknowledged = 0
     try:
+        partitions = len(await producer.partitions_for(topic))
         in_flight: list[tuple[asyncio.Future[object], int]] = []
-        for key, value, count in records(events, batch_events):
-            in_flight.append((await producer.send(topic, value, key=key), count))
+        for partition, value, count in records(events, partitions, batch_events):
+            in_flight.append((await producer.send(topic, value, partition=partition), count))
             if len(in_flight) >= _WINDOW:
                 acknowledged += await _settle(in_flight, last_offsets)
                 on_sent(acknowledged)

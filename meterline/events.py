@@ -4,9 +4,12 @@ Quantities are integers in the meter's declared scale, so no float ever
 touches a billable number. The partition key groups one subscription's events
 on one partition, which is what lets the aggregator reason about offsets.
 
-A Kafka record holds one event (a JSON object) or a batch of one subscription's
-events (a JSON array). Batches are how producers reach tens of thousands of
-events per second: the per-record cost of Kafka and Faust is paid once per batch.
+A Kafka record holds one event (a JSON object) or a batch of events (a JSON array)
+whose subscriptions all belong to the record's partition. Batches are how producers
+reach tens of thousands of events per second: the per-record cost of Kafka and Faust
+is paid once per batch, however the events spread over subscriptions. A subscription's
+partition is the one Kafka's default partitioner gives its key, so a plain keyed
+record from any Kafka client lands where meterline's batches do.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
+from aiokafka.partitioner import murmur2
 
 # RFC 3339 with an offset ("2026-10-02T12:00:00Z"): a time without a zone is ambiguous.
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -33,6 +37,11 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def partition_key(self) -> bytes:
         return f"{self.tenant}/{self.subscription}".encode()
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client) picks."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +63,7 @@ def encode(event: UsageEvent) -> bytes:
 
 
 def encode_batch(events: Sequence[UsageEvent]) -> bytes:
-    """One record for several events of one subscription (the caller groups them)."""
+    """One record for several events of one partition (the caller groups them)."""
     return _encoder.encode(events)
 
 

@@ -7,6 +7,8 @@ broker answers ListOffsets("latest") wrongly (see DESIGN.md).
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -21,6 +23,22 @@ async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> N
         pass
     finally:
         await admin.close()
+
+
+async def partition_count(bootstrap_servers: str, topic: str) -> int:
+    """How many partitions the topic has, from the cluster's metadata."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+    await consumer.start()
+    try:
+        for _ in range(50):  # metadata for a topic just created can lag behind by a moment
+            await consumer.topics()  # refreshes the cluster metadata
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                return len(found)
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic!r} has no partitions in the cluster's metadata")
+    finally:
+        await consumer.stop()
 
 
 class GroupProgress:

@@ -8,13 +8,13 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 
-async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    """Records exactly as given (key, value): what a careless producer might send."""
+async def send_raw(bootstrap: str, topic: str, records: list[tuple[int, bytes]]) -> None:
+    """Records exactly as given (partition, value): what a careless producer might send."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+        for partition, value in records:
+            await producer.send_and_wait(topic, value, partition=partition)
     finally:
         await producer.stop()
 

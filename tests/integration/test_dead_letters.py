@@ -16,7 +16,7 @@ from invoicing.store import Store
 from meterline.demo.generator import DemoSubscription
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import UsageEvent, encode, encode_batch
+from meterline.events import UsageEvent, encode, encode_batch, partition_of
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
@@ -55,10 +55,11 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
         usage("b5", timestamp=NOW + timedelta(hours=1)),
     ]
     mixed_batch = encode_batch([usage("g3"), usage("g4")])[:-1] + b',{"id": 1}]'
+    home = partition_of(b"demo/sub-1", settings.topic_partitions)
     raw = [
-        (None, b"not json at all"),
-        (b"demo/sub-1", mixed_batch),
-        (b"demo/sub-2", encode(usage("b6"))),  # keyed for another subscription
+        (0, b"not json at all"),
+        (home, mixed_batch),
+        ((home + 1) % settings.topic_partitions, encode(usage("b6"))),  # not its partition
     ]
 
     async def send() -> dict[int, int]:
@@ -87,7 +88,7 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     reasons = sorted(letter.reason for letter in letters)
     assert reasons == sorted([
         "unknown_subscription", "unpriced_meter", "negative_quantity", "too_old", "in_future",
-        "malformed", "malformed", "wrong_partition_key",
+        "malformed", "malformed", "wrong_partition",
     ])  # fmt: skip
     batch_letter = next(x for x in letters if x.reason == "malformed" and x.index == 2)
     assert batch_letter.event == '{"id": 1}'

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from aggregation.batch import BatchProcessor, EventWindow, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
-from meterline.events import UsageEvent, encode, encode_batch
+from meterline.events import UsageEvent, encode, encode_batch, partition_of
 from rating.plans import load_price_book
 from rating.table import ChargeTable
 
@@ -18,9 +18,23 @@ NOW = datetime(2026, 10, 20, tzinfo=UTC)
 WINDOW = EventWindow(timedelta(days=35), timedelta(minutes=5), clock=lambda: NOW)
 
 
+PARTITIONS = 4
+
+
 def processor() -> BatchProcessor:
     plans = {("demo", "s1"): "starter", ("demo", "s2"): "growth"}
-    return BatchProcessor(UsageState(), plans, BOOK, ChargeTable.compile(BOOK), WINDOW)
+    return BatchProcessor(
+        UsageState(),
+        plans,
+        BOOK,
+        ChargeTable.compile(BOOK),
+        window=WINDOW,
+        partitions=PARTITIONS,
+    )
+
+
+def home(subscription: str) -> int:
+    return partition_of(f"demo/{subscription}".encode(), PARTITIONS)
 
 
 def usage(
@@ -35,11 +49,11 @@ def usage(
 
 
 def record(offset: int, *events: UsageEvent, raw: bytes | None = None) -> Record:
-    """A record as the producer sends it: keyed by the first event's subscription."""
+    """A record as the producer sends it: on the first event's partition."""
     if raw is not None:
-        return (0, offset, None, raw)
+        return (0, offset, raw)
     value = encode(events[0]) if len(events) == 1 else encode_batch(events)
-    return (0, offset, events[0].partition_key(), value)
+    return (home(events[0].subscription), offset, value)
 
 
 def test_a_batch_with_a_duplicate_rates_each_distinct_event_once() -> None:
@@ -62,7 +76,7 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
             record(3, usage("d", meter="gpu_hours")),
             record(4, usage("e", quantity=-3)),
             record(5, usage("f")),
-            (0, 6, b"demo/s2", encode(usage("g"))),
+            ((home("s1") + 1) % PARTITIONS, 6, encode(usage("g"))),
             record(7, usage("h", timestamp=NOW - timedelta(days=35, seconds=1))),
             record(8, usage("i", timestamp=NOW + timedelta(minutes=5, seconds=1))),
             record(9, raw=encode(usage("j")).replace(b"Z", b"")),
@@ -74,7 +88,7 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
         (2, "unknown_subscription"),
         (3, "unpriced_meter"),
         (4, "negative_quantity"),
-        (6, "wrong_partition_key"),
+        (6, "wrong_partition"),
         (7, "too_old"),
         (8, "in_future"),
         (9, "malformed"),
@@ -87,7 +101,7 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
 def test_a_record_batching_events_counts_each_and_rejects_only_its_bad_ones() -> None:
     good = [usage("a", quantity=1), usage("b", quantity=2), usage("a", quantity=1)]
     value = encode_batch(good)[:-1] + b',{"id": 5},' + encode(usage("c", quantity=4)) + b"]"
-    result = processor().process([(0, 0, b"demo/s1", value)])
+    result = processor().process([(home("s1"), 0, value)])
     assert [(a.event.id, a.index) for a in result.accepted] == [("a", 0), ("b", 1), ("c", 4)]
     assert [(r.index, r.reason) for r in result.rejected] == [(3, "malformed")]
     assert result.duplicates == 1

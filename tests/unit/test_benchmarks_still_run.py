@@ -17,3 +17,15 @@ def test_the_rating_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(figures) >= {"per_unit", "graduated_4_tiers", "volume_4_tiers", "package"}
     assert all(row["kernel_rows_per_s"] > 0 for row in figures.values())
+
+
+def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_pipeline", "--events", "5000",
+         "--subscriptions", "200", "--latency-seconds", "2"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["events"] == 5000
+    assert figures["pipeline_events_per_s"] > 0 and figures["raw_consume_events_per_s"] > 0
+    assert figures["latency_events"] > 0 and figures["latency_p99_s"] >= figures["latency_p50_s"]

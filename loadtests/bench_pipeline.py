@@ -1,0 +1,230 @@
+"""End-to-end pipeline throughput and latency, against a ceiling measured in the same run,
+on the embedded broker and chDB (everything on this machine, broker included).
+
+    python -m loadtests.bench_pipeline [--events N] [--subscriptions N] [--latency-seconds S]
+
+(b) meterline: a Faust worker process, from the topic to rated totals queryable in
+    ClickHouse (the group's committed offsets: the worker commits only what is durable),
+    in events/s, while the topic is filled as fast as the producer can.
+(c) latency: events produced at a steady half of (b); the time from a record's send to
+    the commit that covers it, p50 and p99 over events.
+(a) ceiling: one aiokafka consumer reading every record of the same topic and decoding
+    its events, with no other work, in events/s.
+
+The last line is one JSON object with the figures and the ratio b/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ingest.producer import BATCH_EVENTS, produce, records
+from meterline.demo import PRICE_BOOK, generator
+from meterline.demo.job import prepare_store, wait_until_consumed
+from meterline.embedded_broker import EmbeddedBroker
+from meterline.events import UsageEvent, decode_record
+from meterline.kafka_admin import GroupProgress, ensure_topic
+from meterline.settings import Settings
+from meterline.worker_process import WorkerProcess
+from rating.plans import load_price_book
+
+TICK_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Figures:
+    raw_consume_events_per_s: float
+    pipeline_events_per_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    events: int
+    latency_events: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "raw_consume_events_per_s": round(self.raw_consume_events_per_s),
+            "pipeline_events_per_s": round(self.pipeline_events_per_s),
+            "pipeline_vs_raw": round(self.pipeline_events_per_s / self.raw_consume_events_per_s, 3),
+            "latency_p50_s": round(self.latency_p50_s, 3),
+            "latency_p99_s": round(self.latency_p99_s, 3),
+            "events": self.events,
+            "latency_events": self.latency_events,
+        }
+
+
+def bench_settings(data_dir: Path, bootstrap: str) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        data_dir=data_dir,
+        clickhouse_database="meterline_bench",
+        events_topic=f"bench.events.{run}",
+        consumer_group=f"bench-{run}",
+    )
+
+
+def workload(subs: list[generator.DemoSubscription], count: int, seed: int) -> Iterator[UsageEvent]:
+    """This month's usage so far, Zipf over ``subs``, 5% re-sent; ids unique per seed."""
+    period = datetime.now(UTC).date().replace(day=1)
+    return generator.events(subs, count, period, duplicate_share=0.05, seed=seed)
+
+
+async def steady_latency(
+    settings: Settings, bootstrap: str, events: Iterator[UsageEvent], rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Send ``rate`` events/s for ``seconds``; return each event's produce-to-committed
+    time (one entry per event) and the number of events sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await producer.start()
+    sent_at: dict[tuple[int, int], tuple[float, int]] = {}
+    latencies: list[float] = []
+    partitions = list(range(settings.topic_partitions))
+    sent = 0
+    try:
+        async with GroupProgress(bootstrap, settings.consumer_group, settings.events_topic) as g:
+            began = time.monotonic()
+            per_tick = max(1, round(rate * TICK_SECONDS))
+            while time.monotonic() - began < seconds:
+                tick = time.monotonic()
+                chunk = [next(events) for _ in range(per_tick)]
+                batch = list(records(chunk, len(partitions), BATCH_EVENTS))
+                pending = [
+                    await producer.send(settings.events_topic, value, partition=partition)
+                    for partition, value, _ in batch
+                ]
+                for metadata, (_, _, count) in zip(
+                    await asyncio.gather(*pending), batch, strict=True
+                ):
+                    sent_at[(metadata.partition, metadata.offset)] = (tick, count)
+                    sent += count
+                await _collect(g, partitions, sent_at, latencies)
+                await asyncio.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - tick)))
+            deadline = time.monotonic() + 60
+            while sent_at and time.monotonic() < deadline:
+                await _collect(g, partitions, sent_at, latencies)
+                await asyncio.sleep(0.02)
+    finally:
+        await producer.stop()
+    return latencies, sent
+
+
+async def _collect(
+    group: GroupProgress,
+    partitions: list[int],
+    sent_at: dict[tuple[int, int], tuple[float, int]],
+    latencies: list[float],
+) -> None:
+    committed = await group.committed(partitions)
+    now = time.monotonic()
+    for position in [p for p in sent_at if p[1] < committed[p[0]]]:
+        sent_time, count = sent_at.pop(position)
+        latencies.extend([now - sent_time] * count)
+
+
+async def raw_consume(bootstrap: str, topic: str, partitions: int, records_total: int) -> float:
+    """Events/s for one consumer that fetches and decodes every record, and nothing else."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
+    await consumer.start()
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        began, seen, events = time.monotonic(), 0, 0
+        while seen < records_total:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for batch in batches.values():
+                seen += len(batch)
+                events += sum(len(decode_record(message.value)) for message in batch)
+        return events / (time.monotonic() - began)
+    finally:
+        await consumer.stop()
+
+
+def run(args: argparse.Namespace) -> Figures:
+    book = load_price_book(PRICE_BOOK)
+    subs = generator.subscriptions(args.subscriptions, list(book.versions), args.seed)
+    main_events = list(workload(subs, args.events, args.seed))
+    with tempfile.TemporaryDirectory(prefix="meterline-bench-") as folder:
+        data_dir = Path(folder)
+        with EmbeddedBroker(log_path=data_dir / "broker.log") as broker:
+            bootstrap = broker.bootstrap_servers
+            settings = bench_settings(data_dir, bootstrap)
+            asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))
+            prepare_store(settings, subs, date.today().replace(day=1))
+            worker = WorkerProcess(settings, bootstrap, data_dir / "worker.log")
+            worker.start()
+            try:
+                print("starting the worker (one warm-up event)…", flush=True)
+                warm_up = list(workload(subs, 1, args.seed + 1))
+                warm = asyncio.run(produce(bootstrap, settings.events_topic, warm_up))
+                _wait(settings, bootstrap, warm, worker)
+
+                print(f"(b) {args.events:,} events through the pipeline…", flush=True)
+                began = time.monotonic()
+                offsets = asyncio.run(produce(bootstrap, settings.events_topic, main_events))
+                _wait(settings, bootstrap, offsets, worker)
+                pipeline = args.events / (time.monotonic() - began)
+
+                rate = pipeline / 2
+                print(f"(c) latency at {rate:,.0f} events/s for {args.latency_seconds} s…")
+                budget = int(rate * args.latency_seconds * 1.5) + 1_000
+                steady = workload(subs, budget, args.seed + 2)
+                latencies, latency_events = asyncio.run(
+                    steady_latency(settings, bootstrap, steady, rate, args.latency_seconds)
+                )
+            finally:
+                worker.stop()
+            print("(a) one raw consumer over the same topic…", flush=True)
+            records_total = asyncio.run(_records_in_topic(settings, bootstrap))
+            raw = asyncio.run(
+                raw_consume(bootstrap, settings.events_topic, settings.topic_partitions,
+                            records_total)
+            )  # fmt: skip
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return Figures(raw, pipeline, quantiles[49], quantiles[98], args.events, latency_events)
+
+
+def _wait(
+    settings: Settings, bootstrap: str, offsets: dict[int, int], worker: WorkerProcess
+) -> None:
+    asyncio.run(wait_until_consumed(settings, bootstrap, offsets, worker.exit_code, lambda _: None))
+
+
+async def _records_in_topic(settings: Settings, bootstrap: str) -> int:
+    """Every record the worker committed: the whole topic, once it has caught up."""
+    async with GroupProgress(bootstrap, settings.consumer_group, settings.events_topic) as g:
+        return sum((await g.committed(list(range(settings.topic_partitions)))).values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="events for (b)")
+    parser.add_argument("--subscriptions", type=int, default=5_000, help="Zipf over these")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of (c)")
+    parser.add_argument("--seed", type=int, default=7)
+    figures = run(parser.parse_args())
+    print(
+        f"raw consume {figures.raw_consume_events_per_s:,.0f} events/s | meterline "
+        f"{figures.pipeline_events_per_s:,.0f} events/s "
+        f"(x{figures.pipeline_events_per_s / figures.raw_consume_events_per_s:.2f} of raw) | "
+        f"latency p50 {figures.latency_p50_s:.2f} s, p99 {figures.latency_p99_s:.2f} s"
+    )
+    print(json.dumps(figures.as_dict()))
+
+
+if __name__ == "__main__":
+    main()
