@@ -20,6 +20,7 @@ from typing import Any, cast
 import faust
 
 from aggregation.batch import BatchProcessor, BatchResult, EventWindow, Record, Rejection
+from aggregation.prompt_fetch import PromptFetchTransport
 from aggregation.state import UsageState
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
@@ -122,13 +123,14 @@ def faust_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]
         "broker_session_timeout": 6.0,
         "broker_heartbeat_interval": 1.0,
         "broker_rebalance_timeout": 6.0,
-        "broker_commit_interval": 0.5,
+        "broker_commit_interval": 0.2,
         "datadir": str(settings.data_dir / "faust"),
     }
 
 
 def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregator) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
+    app.transport = PromptFetchTransport(app.conf.broker_consumer, app)
     topic = app.topic(
         settings.events_topic,
         value_serializer="raw",

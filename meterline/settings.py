@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(
         default=200, ge=1, description="records per worker batch (a record holds up to 500 events)"
     )
-    batch_within_seconds: float = Field(default=0.25, gt=0)
+    batch_within_seconds: float = Field(default=0.1, gt=0)
     max_event_age_days: int = Field(
         default=35, ge=1, description="older events go to the dead-letter topic (as Stripe's 35)"
     )
