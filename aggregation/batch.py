@@ -12,7 +12,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from aggregation.state import TotalKey, UsageState, Verdict, dedupe_key
+from aggregation.state import (
+    MAX_PARTITIONS,
+    MAX_RECORD_EVENTS,
+    TotalKey,
+    UsageState,
+    Verdict,
+    dedupe_key,
+)
 from meterline.events import Undecodable, UsageEvent, decode_record, encode, partition_of
 from rating.period import Period
 from rating.plans import Plan, PriceBook
@@ -106,6 +113,8 @@ class BatchProcessor:
         self.book = book
         self.charges = charges
         self.window = window
+        if not 0 < partitions <= MAX_PARTITIONS:
+            raise ValueError(f"the events topic can have 1 to {MAX_PARTITIONS} partitions")
         self.partitions = partitions  # of the events topic: where each subscription lives
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
@@ -140,6 +149,12 @@ class BatchProcessor:
             plan_id: str | None = None
             elsewhere = False
             for index, item in enumerate(decode_record(payload)):
+                if index >= MAX_RECORD_EVENTS:
+                    detail = f"a record holds at most {MAX_RECORD_EVENTS} events"
+                    result.rejected.append(
+                        Rejection(partition, offset, index, "record_too_large", detail, b"")
+                    )
+                    continue
                 if isinstance(item, Undecodable):
                     result.rejected.append(
                         Rejection(partition, offset, index, "malformed", item.detail, item.payload)

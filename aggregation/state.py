@@ -49,6 +49,20 @@ class Total:
     index: int = 0
 
 
+# A mark's position packed into one int (a third of the memory of a tuple of three):
+# offset above bit 32, the index in the record in bits 16-31, the partition below.
+MAX_RECORD_EVENTS = MAX_PARTITIONS = 1 << 16
+
+
+def pack(position: Position) -> int:
+    partition, offset, index = position
+    return (offset << 32) | (index << 16) | partition
+
+
+def unpack(packed: int) -> Position:
+    return packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF
+
+
 def dedupe_key(event: UsageEvent) -> bytes:
     """A fixed 16-byte digest of (tenant, source, id): bounded memory however long the ids."""
     identity = f"{event.tenant}\x1f{event.source}\x1f{event.id}".encode()
@@ -57,16 +71,27 @@ def dedupe_key(event: UsageEvent) -> bytes:
 
 class UsageState:
     def __init__(self) -> None:
-        self.marks: dict[bytes, Position] = {}
+        # Marks live in two generations: set in ``marks``, moved to ``older_marks`` when
+        # the dedupe window rotates, dropped at the rotation after. Rotating every window
+        # W keeps each mark for at least W and at most 2W, with no timestamp per mark.
+        self.marks: dict[bytes, int] = {}  # digest -> packed position
+        self.older_marks: dict[bytes, int] = {}
         self.totals: dict[TotalKey, Total] = {}
+
+    def position_of(self, mark: bytes) -> Position | None:
+        packed = self.marks.get(mark, self.older_marks.get(mark))
+        return None if packed is None else unpack(packed)
 
     def apply(
         self, position: Position, mark: bytes, totals_key: TotalKey, quantity: int
     ) -> Verdict:
+        packed = pack(position)
         seen = self.marks.get(mark)
-        if seen is not None and seen != position:
+        if seen is None:
+            seen = self.older_marks.get(mark)
+        if seen is not None and seen != packed:
             return Verdict.DUPLICATE
-        self.marks[mark] = position
+        self.marks[mark] = packed
         partition, offset, index = position
         total = self.totals.get(totals_key)
         if total is None:
@@ -84,10 +109,27 @@ class UsageState:
         totals: Iterable[tuple[TotalKey, Total]],
     ) -> None:
         """Replace the state of the given records (from the store) before processing resumes."""
-        self.marks.update(marks)
+        self.marks.update((mark, pack(position)) for mark, position in marks)
         self.totals.update(totals)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
-        self.marks = {k: v for k, v in self.marks.items() if v[0] not in partitions}
+        self.marks = {k: v for k, v in self.marks.items() if v & 0xFFFF not in partitions}
+        self.older_marks = {
+            k: v for k, v in self.older_marks.items() if v & 0xFFFF not in partitions
+        }
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
+
+    def rotate_marks(self) -> int:
+        """Start a new generation of marks; return how many marks were forgotten."""
+        forgotten = len(self.older_marks)
+        self.older_marks, self.marks = self.marks, {}
+        return forgotten
+
+    def forget_totals_before(self, period_start: date) -> int:
+        """Drop totals of periods before ``period_start``, which no accepted event can
+        reach any more; return how many were dropped."""
+        kept = {key: total for key, total in self.totals.items() if key[3] >= period_start}
+        dropped = len(self.totals) - len(kept)
+        self.totals = kept
+        return dropped

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -26,6 +26,7 @@ from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.settings import Settings
+from rating.period import Period
 from rating.plans import PriceBook
 from rating.table import ChargeTable
 
@@ -37,9 +38,19 @@ EXIT_CANNOT_PROCESS = 70  # EX_SOFTWARE: a batch the code cannot handle; needs a
 
 
 class Aggregator:
-    def __init__(self, store: Store, book: PriceBook, window: EventWindow, partitions: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        book: PriceBook,
+        window: EventWindow,
+        partitions: int,
+        dedupe_window: timedelta,
+    ) -> None:
         self.store = store
         self.state = UsageState()
+        self.window = window
+        self.dedupe_window = dedupe_window
+        self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
         self.processor = BatchProcessor(
             self.state,
             store.plans_by_subscription(),
@@ -49,14 +60,34 @@ class Aggregator:
             partitions=partitions,
         )
 
+    def _oldest_open_period(self) -> date:
+        """The first period an accepted event can still fall in."""
+        return Period.of(self.window.bounds()[0].date()).start
+
     def reload(self, partitions: set[int]) -> None:
         self.state.forget_partitions(partitions)
-        self.state.restore(self.store.load_marks(partitions), self.store.load_totals(partitions))
-        log.info(
-            "restored state of partitions %s: %d totals", sorted(partitions), len(self.state.totals)
+        since = datetime.now(UTC) - self.dedupe_window
+        self.state.restore(
+            self.store.load_marks(partitions, since),
+            self.store.load_totals(partitions, self._oldest_open_period()),
         )
+        log.info(
+            "restored state of partitions %s: %d marks, %d totals",
+            sorted(partitions), len(self.state.marks), len(self.state.totals),
+        )  # fmt: skip
+
+    def _retain(self) -> None:
+        """Once per dedupe window: rotate the marks, drop totals no event can reach."""
+        now = time.monotonic()
+        if now < self._next_rotation:
+            return
+        self._next_rotation = now + self.dedupe_window.total_seconds()
+        forgotten = self.state.rotate_marks()
+        dropped = self.state.forget_totals_before(self._oldest_open_period())
+        log.info("dedupe window rotated: %d marks and %d closed totals dropped", forgotten, dropped)
 
     def handle(self, records: list[Record]) -> BatchResult:
+        self._retain()
         try:
             result = self.processor.process(records)
         except Exception:
@@ -177,7 +208,8 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
         max_age=timedelta(days=settings.max_event_age_days),
         max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
     )
-    aggregator = Aggregator(store, book, window, partitions)
+    dedupe_window = timedelta(hours=settings.dedupe_window_hours)
+    aggregator = Aggregator(store, book, window, partitions, dedupe_window)
     app = create_app(settings, bootstrap_servers, aggregator)
     worker = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -113,22 +113,28 @@ class Store:
         if result.rated:
             self.client.insert_arrow(self.table("rated_usage"), _rated(result.rated, now))
 
-    def load_marks(self, partitions: set[int]) -> Iterator[tuple[bytes, Position]]:
+    def load_marks(self, partitions: set[int], since: datetime) -> Iterator[tuple[bytes, Position]]:
+        """Dedupe marks of the events stored since ``since`` (the dedupe window)."""
         rows = self.client.query(
             "SELECT dedupe_key, kafka_partition, kafka_offset, event_index "
-            f"FROM {self.table('events')} WHERE kafka_partition IN {{partitions:Array(UInt32)}}",
-            parameters={"partitions": sorted(partitions)},
+            f"FROM {self.table('events')} WHERE kafka_partition IN {{partitions:Array(UInt32)}} "
+            "AND ingested_at >= {since:DateTime64(3, 'UTC')}",
+            parameters={"partitions": sorted(partitions), "since": since},
         ).result_rows
         for key, partition, offset, index in rows:
             mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
             yield mark, (partition, offset, index)
 
-    def load_totals(self, partitions: set[int]) -> Iterator[tuple[TotalKey, Total]]:
+    def load_totals(
+        self, partitions: set[int], since_period: date
+    ) -> Iterator[tuple[TotalKey, Total]]:
+        """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self.client.query(
             "SELECT tenant, subscription, meter, period_start, plan_version, quantity, "
             f"kafka_partition, kafka_offset, event_index FROM {self.table('rated_usage')} FINAL "
-            "WHERE kafka_partition IN {partitions:Array(UInt32)}",
-            parameters={"partitions": sorted(partitions)},
+            "WHERE kafka_partition IN {partitions:Array(UInt32)} "
+            "AND period_start >= {since_period:Date}",
+            parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
         for tenant, subscription, meter, period, version, quantity, *position in rows:
             key = (tenant, subscription, meter, period, version)

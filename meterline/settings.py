@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         default=200, ge=1, description="records per worker batch (a record holds up to 500 events)"
     )
     batch_within_seconds: float = Field(default=0.1, gt=0)
+    dedupe_window_hours: float = Field(
+        default=24.0, gt=0, description="an event re-sent within this window counts once"
+    )
     max_event_age_days: int = Field(
         default=35, ge=1, description="older events go to the dead-letter topic (as Stripe's 35)"
     )

@@ -27,6 +27,7 @@ def settings_env(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
     env["METERLINE_BATCH_MAX_RECORDS"] = str(settings.batch_max_records)
     env["METERLINE_BATCH_WITHIN_SECONDS"] = str(settings.batch_within_seconds)
     env["METERLINE_MAX_EVENT_AGE_DAYS"] = str(settings.max_event_age_days)
+    env["METERLINE_DEDUPE_WINDOW_HOURS"] = str(settings.dedupe_window_hours)
     env["METERLINE_MAX_CLOCK_SKEW_SECONDS"] = str(settings.max_clock_skew_seconds)
     if settings.price_book is not None:
         env["METERLINE_PRICE_BOOK"] = str(settings.price_book.resolve())

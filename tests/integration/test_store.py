@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,6 +17,7 @@ from rating.money import INT64_MAX, from_nanos
 pytestmark = pytest.mark.integration
 
 PERIOD = date(2026, 10, 1)
+HOUR = timedelta(hours=1)
 
 
 def rated(
@@ -69,9 +70,14 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
             ],
         )
     )
-    assert list(store.load_marks({3})) == [(key, (3, 41, 2))]
-    assert list(store.load_marks({0, 1})) == []
-    assert list(store.load_totals({3})) == [(("t", "s1", "calls", PERIOD, 1), Total(5, 3, 41, 2))]
+    an_hour_ago, in_an_hour = datetime.now(UTC) - HOUR, datetime.now(UTC) + HOUR
+    assert list(store.load_marks({3}, since=an_hour_ago)) == [(key, (3, 41, 2))]
+    assert list(store.load_marks({0, 1}, since=an_hour_ago)) == []
+    assert list(store.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
+    assert list(store.load_totals({3}, since_period=PERIOD)) == [
+        (("t", "s1", "calls", PERIOD, 1), Total(5, 3, 41, 2))
+    ]
+    assert list(store.load_totals({3}, since_period=date(2026, 11, 1))) == []  # a closed period
     assert store.count("rejected_events") == 2
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp

@@ -29,3 +29,13 @@ def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None
     assert figures["events"] == 5000
     assert figures["pipeline_events_per_s"] > 0 and figures["raw_consume_events_per_s"] > 0
     assert figures["latency_events"] > 0 and figures["latency_p99_s"] >= figures["latency_p50_s"]
+
+
+def test_the_state_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_state", "--events", "2000", "--subscriptions", "50"],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["events"] == 2000 and figures["totals"] == 100
+    assert figures["bytes_per_mark"] > 16  # the digest alone is 16 bytes

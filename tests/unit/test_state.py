@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -81,7 +81,27 @@ def test_forgetting_a_partition_keeps_the_others() -> None:
     apply(state, 1, 0, event("b", subscription="s1"))
     state.forget_partitions({0})
     assert {t.partition for t in state.totals.values()} == {1}
-    assert {p for p, _, _ in state.marks.values()} == {1}
+    assert {state.position_of(mark)[0] for mark in state.marks} == {1}  # type: ignore[index]
+
+
+def test_a_mark_is_remembered_for_one_rotation_of_the_window_and_forgotten_at_the_next() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a", 5))
+    assert state.rotate_marks() == 0
+    assert apply(state, 0, 1, event("a", 5)) is Verdict.DUPLICATE  # still within the window
+    assert state.rotate_marks() == 1
+    assert apply(state, 0, 2, event("a", 5)) is Verdict.APPLIED  # the window has passed
+    assert state.totals[total_key(event("a"), 1)].quantity == 10
+
+
+def test_totals_of_closed_periods_are_dropped_and_open_ones_kept() -> None:
+    state = UsageState()
+    apply(state, 0, 0, event("a"))
+    september = UsageEvent(id="s", tenant="t", subscription="s1", meter="calls", quantity=1,
+                           timestamp=datetime(2026, 9, 30, tzinfo=UTC), source="svc")  # fmt: skip
+    apply(state, 0, 1, september)
+    assert state.forget_totals_before(date(2026, 10, 1)) == 1
+    assert [key[3] for key in state.totals] == [date(2026, 10, 1)]
 
 
 def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_duplicate() -> None:
@@ -161,7 +181,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             for e in records[offset]:
                 key = dedupe_key(e)
                 if key in worker.marks and (not crashed or next(choice)):
-                    stored_marks[key] = worker.marks[key]
+                    stored_marks[key] = worker.position_of(key)  # type: ignore[assignment]
         for key in touched:
             if not crashed or next(choice):
                 current = worker.totals[key]  # type: ignore[index]
