@@ -3,6 +3,7 @@ database (real chDB engine) and fresh topic names for each test."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(log_path=log) as running:
         yield running
+
+
+# Read before any test's monkeypatch clears it from the environment.
+_CLICKHOUSE_SERVER = os.environ.get("CLICKHOUSE_URL")
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server_url() -> str:
+    """A ClickHouse server that several processes can share, or a skip that says why:
+    chDB lets one process own a data directory, so tests of several workers need one."""
+    if not _CLICKHOUSE_SERVER:
+        pytest.skip(
+            "needs CLICKHOUSE_URL (a ClickHouse server two worker processes can share; "
+            "chDB allows one process per data directory)"
+        )
+    return _CLICKHOUSE_SERVER
 
 
 @pytest.fixture(scope="session")
