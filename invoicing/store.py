@@ -153,6 +153,22 @@ class Store:
         )
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
+    def usage_windows(
+        self, tenant: str, subscription: str, since: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        """Hourly windows of one subscription's usage in [since, until), per meter."""
+        result = self.client.query(
+            "SELECT meter, window_start, events, quantity "
+            f"FROM {self.table('usage_hourly')} "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            "AND window_start >= {since:DateTime64(3, 'UTC')} "
+            "AND window_start < {until:DateTime64(3, 'UTC')} "
+            "ORDER BY meter, window_start",
+            parameters={"tenant": tenant, "subscription": subscription,
+                        "since": since, "until": until},
+        )  # fmt: skip
+        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
     def count(self, table: str) -> int:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
 

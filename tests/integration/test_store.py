@@ -81,3 +81,24 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     assert store.count("rejected_events") == 2
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp
+
+
+def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store: Store) -> None:
+    def accepted(event_id: str, minute: int, quantity: int, offset: int) -> AcceptedEvent:
+        event = UsageEvent(id=event_id, tenant="t", subscription="s1", meter="calls",
+                           quantity=quantity, source="svc",
+                           timestamp=datetime(2026, 10, 3, 4, 0, tzinfo=UTC)
+                           + timedelta(minutes=minute))  # fmt: skip
+        return AcceptedEvent(0, offset, 0, event, dedupe_key(event))
+
+    batch = BatchResult(accepted=[accepted("a", 5, 2, 0), accepted("b", 50, 3, 1),
+                                  accepted("c", 70, 4, 2)])  # fmt: skip
+    store.write_batch(batch)
+    store.write_batch(batch)  # a replay after a crash writes the same rows again
+    windows = store.usage_windows(
+        "t", "s1", datetime(2026, 10, 3, tzinfo=UTC), datetime(2026, 10, 4, tzinfo=UTC)
+    )
+    assert [(w["window_start"].hour, w["events"], w["quantity"]) for w in windows] == [
+        (4, 2, 5),
+        (5, 1, 4),
+    ]
