@@ -20,7 +20,14 @@ from aggregation.state import (
     Verdict,
     dedupe_key,
 )
-from meterline.events import Undecodable, UsageEvent, decode_record, encode, partition_of
+from meterline.events import (
+    Undecodable,
+    UsageEvent,
+    decode_record,
+    encode,
+    group_key,
+    partition_of,
+)
 from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
@@ -53,6 +60,7 @@ class RatedTotal:
     tenant: str
     subscription: str
     meter: str
+    group: str
     period_start: date
     plan: str
     plan_version: int
@@ -118,6 +126,7 @@ class BatchProcessor:
         self.partitions = partitions  # of the events topic: where each subscription lives
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
+        self._group_by = {meter.id: meter.group_by for meter in book.meters}
 
     def _home_partition(self, event: UsageEvent) -> int:
         owner = (event.tenant, event.subscription)
@@ -179,13 +188,11 @@ class BatchProcessor:
                     )
                     continue
                 mark = dedupe_key(item)
+                group_by = self._group_by[item.meter]
+                group = group_key(item.properties, group_by) if group_by else ""
                 totals_key = (
-                    owner[0],
-                    owner[1],
-                    item.meter,
-                    known.period_start,
-                    known.plan.version,
-                )
+                    owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
+                )  # fmt: skip
                 verdict = apply((partition, offset, index), mark, totals_key, item.quantity)
                 if verdict is Verdict.DUPLICATE:
                     result.duplicates += 1
@@ -245,6 +252,7 @@ class BatchProcessor:
                 tenant=key[0],
                 subscription=key[1],
                 meter=key[2],
+                group=key[5],
                 period_start=key[3],
                 plan=plan.id,
                 plan_version=plan.version,

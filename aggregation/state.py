@@ -27,9 +27,10 @@ from enum import Enum
 
 from meterline.events import UsageEvent
 
-# tenant, subscription, meter, period start, plan version: a period's usage is split
-# where a new plan version takes effect, and each slice is rated on its own.
-TotalKey = tuple[str, str, str, date, int]
+# tenant, subscription, meter, period start, plan version, group: a period's usage is
+# split where a new plan version takes effect, and by the meter's group-by properties
+# (the group is "" for a meter without them); each part is rated on its own.
+TotalKey = tuple[str, str, str, date, int, str]
 
 
 Position = tuple[int, int, int]  # partition, offset, index of the event in its record

@@ -19,6 +19,7 @@ from aggregation.batch import BatchResult, RatedTotal
 from aggregation.state import Position, Total, TotalKey
 from invoicing import migrations
 from invoicing.summary import Subscriber
+from meterline.events import encode_properties
 from meterline.settings import Settings
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -130,14 +131,15 @@ class Store:
     ) -> Iterator[tuple[TotalKey, Total]]:
         """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self.client.query(
-            "SELECT tenant, subscription, meter, period_start, plan_version, quantity, "
-            f"kafka_partition, kafka_offset, event_index FROM {self.table('rated_usage')} FINAL "
+            "SELECT tenant, subscription, meter, period_start, plan_version, group_key, "
+            "quantity, kafka_partition, kafka_offset, event_index "
+            f"FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
-        for tenant, subscription, meter, period, version, quantity, *position in rows:
-            key = (tenant, subscription, meter, period, version)
+        for tenant, subscription, meter, period, version, group, quantity, *position in rows:
+            key = (tenant, subscription, meter, period, version, group)
             yield key, Total(quantity, *position)
 
     def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
@@ -145,10 +147,10 @@ class Store:
         if tenant is not None:
             where += " AND tenant = {tenant:String}"
         result = self.client.query(
-            "SELECT tenant, subscription, period_start, plan, plan_version, meter, currency, "
-            "quantity, amount "
+            "SELECT tenant, subscription, period_start, plan, plan_version, meter, group_key, "
+            "currency, quantity, amount "
             f"FROM {self.table('rated_usage')} FINAL WHERE {where} "
-            "ORDER BY tenant, subscription, meter, plan_version",
+            "ORDER BY tenant, subscription, meter, plan_version, group_key",
             parameters={"period": period, "tenant": tenant},
         )
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
@@ -198,6 +200,7 @@ def _events(result: BatchResult, now: datetime) -> pa.Table:
             "source": [r.event.source for r in rows],
             "event_id": [r.event.id for r in rows],
             "quantity": pa.array([r.event.quantity for r in rows], type=pa.int64()),
+            "properties": [encode_properties(r.event.properties) for r in rows],
             "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
             "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
             "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
@@ -215,6 +218,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "tenant": [r.tenant for r in rows],
             "subscription": [r.subscription for r in rows],
             "meter": [r.meter for r in rows],
+            "group_key": [r.group for r in rows],
             "period_start": pa.array([r.period_start for r in rows], type=pa.date32()),
             "plan": [r.plan for r in rows],
             "plan_version": pa.array([r.plan_version for r in rows], type=pa.uint32()),

@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from meterline.events import group_label
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
 from rating.period import Period, commitment_true_up, fixed_fee_lines, slices
@@ -33,14 +34,11 @@ class SummaryLine:
     plan_version: int
     kind: str  # USAGE, FIXED_FEE or TRUE_UP
     item: str  # the meter, the fee, or the commitment
+    group: str  # for usage of a grouped meter, e.g. "model=large"; otherwise ""
     currency: str
     quantity: int  # usage only
     rated: Decimal  # exact: nano-units for usage, the minor unit otherwise
     amount: Decimal  # rounded to the currency's minor unit
-
-    @property
-    def meter(self) -> str:
-        return self.item if self.kind == USAGE else ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +99,7 @@ def summarize(
             plan_version=int(row["plan_version"]),
             kind=USAGE,
             item=str(row["meter"]),
+            group=group_label(str(row["group_key"])),
             currency=currency,
             quantity=int(row["quantity"]),
             rated=rated,
@@ -130,7 +129,7 @@ def summarize(
 def _charge_line(sub: Subscriber, plan: Plan, kind: str, item: str, amount: Decimal) -> SummaryLine:
     return SummaryLine(
         tenant=sub.tenant, subscription=sub.subscription, plan=plan.id,
-        plan_version=plan.version, kind=kind, item=item, currency=plan.currency,
+        plan_version=plan.version, kind=kind, item=item, group="", currency=plan.currency,
         quantity=0, rated=amount, amount=amount,
     )  # fmt: skip
 
@@ -140,8 +139,9 @@ def write_csv(summary: InvoiceSummary, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["period", "tenant", "subscription", "plan", "plan_version", "kind",
-                         "item", "quantity", "currency", "rated_amount", "amount"])  # fmt: skip
+                         "item", "group", "quantity", "currency", "rated_amount",
+                         "amount"])  # fmt: skip
         for line in summary.lines:
             writer.writerow([summary.period.isoformat(), line.tenant, line.subscription,
-                             line.plan, line.plan_version, line.kind, line.item, line.quantity,
-                             line.currency, line.rated, line.amount])  # fmt: skip
+                             line.plan, line.plan_version, line.kind, line.item, line.group,
+                             line.quantity, line.currency, line.rated, line.amount])  # fmt: skip

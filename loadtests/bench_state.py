@@ -51,7 +51,7 @@ def measured(work: Callable[[], object]) -> tuple[object, int, float]:
 def fill_state(events: list[UsageEvent]) -> UsageState:
     state = UsageState()
     for offset, event in enumerate(events):
-        key = (event.tenant, event.subscription, event.meter, PERIOD, 1)
+        key = (event.tenant, event.subscription, event.meter, PERIOD, 1, "")
         state.apply((0, offset, 0), dedupe_key(event), key, event.quantity)
     return state
 
@@ -70,9 +70,7 @@ def main() -> None:
     began = time.perf_counter()
     state = fill_state(events)
     apply_seconds = time.perf_counter() - began
-    _, totals_bytes, _ = measured(
-        lambda: {(k[0], k[1], k[2], k[3], k[4]): replace(t) for k, t in state.totals.items()}
-    )
+    _, totals_bytes, _ = measured(lambda: {tuple(k): replace(t) for k, t in state.totals.items()})
     totals = len(state.totals)
     assert isinstance(marks, dict) and len(marks) == len(state.marks) == args.events
     figures = {

@@ -26,6 +26,9 @@ from aiokafka.partitioner import murmur2
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
+Property = str | int | bool
+
+
 class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     tenant: str
@@ -34,6 +37,8 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     quantity: int
     timestamp: Timestamp
     source: str = "default"
+    # Dimensions a meter may group by (region, model, ...); not billed themselves.
+    properties: dict[str, Property] = msgspec.field(default_factory=dict)
 
     def partition_key(self) -> bytes:
         return f"{self.tenant}/{self.subscription}".encode()
@@ -65,6 +70,28 @@ def encode(event: UsageEvent) -> bytes:
 def encode_batch(events: Sequence[UsageEvent]) -> bytes:
     """One record for several events of one partition (the caller groups them)."""
     return _encoder.encode(events)
+
+
+def group_key(properties: dict[str, Property], names: tuple[str, ...]) -> str:
+    """An event's group under a meter that groups by ``names``: a JSON object of those
+    properties in that order (null where absent), or "" for a meter without groups."""
+    if not names:
+        return ""
+    return _encoder.encode({name: properties.get(name) for name in names}).decode()
+
+
+def encode_properties(properties: dict[str, Property]) -> str:
+    return _encoder.encode(properties).decode() if properties else ""
+
+
+def group_label(key: str) -> str:
+    """A group as people read it: "model=large, region=eu"."""
+    if not key:
+        return ""
+    values = msgspec.json.decode(key)
+    return ", ".join(
+        f"{name}={'(none)' if value is None else value}" for name, value in values.items()
+    )
 
 
 def decode(payload: bytes) -> UsageEvent:

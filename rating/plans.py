@@ -43,6 +43,15 @@ class Meter(_Frozen):
     id: str = Field(pattern=IDENTIFIER)
     unit: str = "unit"
     scale: int = Field(default=0, ge=0, le=9, description="decimal places of quantities")
+    group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
+        default=(), description="event properties whose values split usage into groups"
+    )
+
+    @field_validator("group_by")
+    @classmethod
+    def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        _require_unique("group_by property", list(names))
+        return names
 
 
 def _nano_price(value: Decimal) -> Decimal:

@@ -8,27 +8,29 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 
-from meterline.events import UsageEvent
+from meterline.events import UsageEvent, group_key
 from rating import oracle
 from rating.plans import PriceBook
 
-TotalKey = tuple[str, str, date, int]  # subscription, meter, period start, plan version
+# subscription, meter, period start, plan version, group
+TotalKey = tuple[str, str, date, int, str]
 
 
 def expected_totals(
     book: PriceBook, plan_of: Mapping[str, str], distinct: Iterable[UsageEvent]
 ) -> dict[TotalKey, tuple[int, Decimal]]:
-    """(subscription, meter, period, plan version) -> (quantity, exact amount)."""
+    """(subscription, meter, period, plan version, group) -> (quantity, exact amount)."""
     quantity: dict[TotalKey, int] = defaultdict(int)
     for event in distinct:
         plan = book.plan_at(plan_of[event.subscription], event.timestamp.date())
         assert plan is not None
         period = date(event.timestamp.year, event.timestamp.month, 1)
-        quantity[(event.subscription, event.meter, period, plan.version)] += event.quantity
+        group = group_key(event.properties, book.meter(event.meter).group_by)
+        quantity[(event.subscription, event.meter, period, plan.version, group)] += event.quantity
     totals = {}
-    for (subscription, meter, period, version), total in quantity.items():
+    for (subscription, meter, period, version, group), total in quantity.items():
         charge = book.plan(plan_of[subscription], version).charge_for(meter)
         assert charge is not None
         amount = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
-        totals[(subscription, meter, period, version)] = (total, amount)
+        totals[(subscription, meter, period, version, group)] = (total, amount)
     return totals

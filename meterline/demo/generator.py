@@ -15,6 +15,7 @@ from meterline.events import UsageEvent
 
 TENANT = "demo"
 _QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000)}
+_MODELS = ("small", "large")  # the demo's tokens meter groups by model
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ def events(
                 quantity=rng.randint(low, high),
                 timestamp=active_from + timedelta(milliseconds=rng.randint(0, span_ms)),
                 source="demo-service",
+                properties={"model": rng.choice(_MODELS)} if meter == "tokens" else {},
             )
             sent.append(event)
         yield event

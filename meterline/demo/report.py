@@ -73,6 +73,8 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
     for line in summary.lines:
         plan = line.plan if line.plan_version == 1 else f"{line.plan} v{line.plan_version}"
         item = line.item if line.kind == USAGE else f"{line.kind}: {line.item}"
+        if line.group:
+            item = f"{item} ({line.group})"
         quantity = f"{line.quantity:,}" if line.kind == USAGE else ""
         lines_by_sub.setdefault((line.tenant, line.subscription), []).append(
             (plan, item, quantity, f"{line.amount:,} {line.currency}")

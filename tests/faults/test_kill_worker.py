@@ -126,7 +126,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     finally:
         store.close()
     billed = {
-        (row["subscription"], row["meter"], row["period_start"], row["plan_version"]): (
+        (row["subscription"], row["meter"], row["period_start"], row["plan_version"],
+         row["group_key"]): (
             row["quantity"], row["amount"],
         )
         for row in rows

@@ -17,6 +17,7 @@ from invoicing.summary import FIXED_FEE, TRUE_UP, USAGE
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import DemoOptions, Progress, run_demo
 from meterline.embedded_broker import EmbeddedBroker
+from meterline.events import group_label
 from meterline.settings import Settings
 from rating.money import round_to_minor_unit
 from rating.period import Period, slices
@@ -25,7 +26,7 @@ from tests.expected import expected_totals
 
 pytestmark = pytest.mark.integration
 
-LineKey = tuple[str, str, str, int]  # subscription, kind, item, plan version
+LineKey = tuple[str, str, str, str, int]  # subscription, kind, item, group, plan version
 
 
 def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple[int, Decimal]]:
@@ -38,29 +39,29 @@ def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple
     )
     plan_of = {s.subscription: s.plan for s in subs}
     lines: dict[LineKey, tuple[int, Decimal]] = {}
-    for (subscription, meter, _, version), (quantity, exact) in expected_totals(
+    for (subscription, meter, _, version, group), (quantity, exact) in expected_totals(
         book, plan_of, generator.distinct(sent)
     ).items():
         minor_digits = book.plan(plan_of[subscription], version).minor_digits
         amount = round_to_minor_unit(exact, minor_digits)
-        lines[(subscription, USAGE, meter, version)] = (quantity, amount)
+        lines[(subscription, USAGE, meter, group_label(group), version)] = (quantity, amount)
     period = Period(options.period)
     for sub in subs:
         active_from = options.period + timedelta(days=sub.start_day)
         for part in slices(book, sub.plan, period, active_from):
             plan, share = part.plan, Decimal(part.days) / Decimal(period.days)
-            billed = [amount for (s, _, _, v), (_, amount) in lines.items()
+            billed = [amount for (s, _, _, _, v), (_, amount) in lines.items()
                       if s == sub.subscription and v == plan.version]  # fmt: skip
             for fee in plan.fixed_fees:
                 label = fee.name + ("" if part.days == period.days else
                                     f" ({part.days}/{period.days} days)")  # fmt: skip
                 amount = round_to_minor_unit(fee.amount * share, plan.minor_digits)
-                lines[(sub.subscription, FIXED_FEE, label, plan.version)] = (0, amount)
+                lines[(sub.subscription, FIXED_FEE, label, "", plan.version)] = (0, amount)
                 billed.append(amount)
             if plan.commitment is not None:
                 committed = round_to_minor_unit(plan.commitment * share, plan.minor_digits)
                 if committed > sum(billed):
-                    key = (sub.subscription, TRUE_UP, "minimum commitment", plan.version)
+                    key = (sub.subscription, TRUE_UP, "minimum commitment", "", plan.version)
                     lines[key] = (0, committed - sum(billed))
     return lines
 
@@ -79,11 +80,15 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
     expected = expected_lines(book, options)
     lines = outcome.summary.lines
     invoiced = {
-        (line.subscription, line.kind, line.item, line.plan_version): (line.quantity, line.amount)
+        (line.subscription, line.kind, line.item, line.group, line.plan_version): (
+            line.quantity,
+            line.amount,
+        )
         for line in lines
     }
     assert invoiced == expected
-    kinds = {(kind, version) for _, kind, _, version in invoiced}
+    kinds = {(kind, version) for _, kind, _, _, version in invoiced}
+    assert {group for _, _, _, group, _ in invoiced} == {"", "model=small", "model=large"}
     assert kinds >= {(USAGE, 1), (USAGE, 2), (FIXED_FEE, 1), (FIXED_FEE, 2), (TRUE_UP, 1)}
     assert outcome.sent == options.events
     assert outcome.stored_events == outcome.distinct < outcome.sent

@@ -72,7 +72,7 @@ def test_a_second_worker_takes_over_partitions_without_loss(
         store.drop_database()
         store.close()
     billed = {
-        (r["subscription"], r["meter"], r["period_start"], r["plan_version"]): (
+        (r["subscription"], r["meter"], r["period_start"], r["plan_version"], r["group_key"]): (
             r["quantity"], r["amount"],
         )
         for r in rows

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
+
 from aggregation.batch import BatchProcessor, EventWindow, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
-from meterline.events import UsageEvent, encode, encode_batch, partition_of
+from meterline.events import UsageEvent, encode, encode_batch, group_label, partition_of
 from rating.plans import load_price_book
 from rating.table import ChargeTable
 
@@ -114,3 +116,21 @@ def test_a_batch_that_only_replays_counted_events_rates_nothing_new() -> None:
     step.process([record(0, usage("a"))])
     again = step.process([record(0, usage("a"))])
     assert again.rated == [] and again.duplicates == 0 and len(again.accepted) == 1
+
+
+def test_a_grouped_meter_rates_each_group_on_its_own() -> None:
+    def tokens(event_id: str, quantity: int, **properties: str) -> UsageEvent:
+        return msgspec.structs.replace(
+            usage(event_id, meter="tokens", quantity=quantity), properties=properties
+        )
+
+    result = processor().process(
+        [record(0, tokens("a", 100, model="small"), tokens("b", 200, model="large"),
+                tokens("c", 50), tokens("d", 1, model="small", region="eu"))]
+    )  # fmt: skip
+    assert {(r.group, r.quantity) for r in result.rated} == {
+        ('{"model":"small"}', 101),
+        ('{"model":"large"}', 200),
+        ('{"model":null}', 50),
+    }
+    assert group_label('{"model":null}') == "model=(none)"

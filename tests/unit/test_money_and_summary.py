@@ -45,7 +45,7 @@ def test_nano_amounts_become_exact_arrow_decimals(nanos: list[int]) -> None:
 def test_an_invoice_total_is_the_sum_of_its_rounded_lines() -> None:
     rows = [
         {"tenant": "t", "subscription": "s", "plan": "p", "plan_version": 1, "meter": m,
-         "currency": "USD", "quantity": 1, "amount": Decimal("0.005")}
+         "group_key": "", "currency": "USD", "quantity": 1, "amount": Decimal("0.005")}
         for m in ("a", "b", "c")
     ]  # fmt: skip
     book = parse_price_book(

@@ -131,3 +131,10 @@ def test_a_bad_folder_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "odd.yaml").write_text("- just a list\n")
     with pytest.raises(PriceBookError, match=r"odd\.yaml: expected a mapping"):
         load_price_book(tmp_path)
+
+
+def test_a_meter_grouping_by_the_same_property_twice_is_refused() -> None:
+    document = book()
+    document["meters"] = [{"id": "calls", "group_by": ["region", "region"]}]
+    with pytest.raises(PriceBookError, match="group_by property 'region' is declared twice"):
+        parse_price_book(document, "plans.yaml")

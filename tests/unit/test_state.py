@@ -22,7 +22,7 @@ def event(
 
 
 def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
-    return (e.tenant, e.subscription, e.meter, e.timestamp.date().replace(day=1), plan_version)
+    return (e.tenant, e.subscription, e.meter, e.timestamp.date().replace(day=1), plan_version, "")
 
 
 def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: int = 0) -> Verdict:
