@@ -98,11 +98,12 @@ class EventWindow:
 @dataclass(frozen=True, slots=True)
 class _PlanDay:
     """What one day means under one plan: the version in force, the start of the billing
-    period the day belongs to, and the meters that version prices."""
+    period the day belongs to, and the meters that version prices, each with the largest
+    period-to-date quantity its charge can rate."""
 
     plan: Plan
     period_start: date
-    meters: frozenset[str]
+    limits: dict[str, int]
 
 
 class BatchProcessor:
@@ -139,12 +140,15 @@ class BatchProcessor:
         key = (plan_id, day)
         if key not in self._days:
             plan = self.book.plan_at(plan_id, day)
-            self._days[key] = (
-                None
-                if plan is None
-                else _PlanDay(plan, Period.of(day).start, frozenset(c.meter for c in plan.charges))
-            )
+            self._days[key] = None if plan is None else self._describe(plan, day)
         return self._days[key]
+
+    def _describe(self, plan: Plan, day: date) -> _PlanDay:
+        limits = {}
+        for charge in plan.charges:
+            row = self.charges.index[(plan.id, plan.version, charge.meter)]
+            limits[charge.meter] = self.charges.refs[row].max_quantity
+        return _PlanDay(plan, Period.of(day).start, limits)
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Whole records only: a record is never split across two batches. This loop runs
@@ -178,7 +182,7 @@ class BatchProcessor:
                 if (
                     elsewhere
                     or known is None
-                    or item.meter not in known.meters
+                    or item.meter not in known.limits
                     or item.quantity < 0
                     or not oldest <= item.timestamp <= newest
                 ):
@@ -193,9 +197,19 @@ class BatchProcessor:
                 totals_key = (
                     owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
                 )  # fmt: skip
-                verdict = apply((partition, offset, index), mark, totals_key, item.quantity)
+                limit = known.limits[item.meter]
+                verdict = apply((partition, offset, index), mark, totals_key, item.quantity, limit)
                 if verdict is Verdict.DUPLICATE:
                     result.duplicates += 1
+                    continue
+                if verdict is Verdict.OVER_LIMIT:
+                    detail = (
+                        f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units this "
+                        f"period, beyond what {known.plan.label} can bill in 64-bit nano-units"
+                    )
+                    result.rejected.append(
+                        Rejection(partition, offset, index, "amount_overflow", detail, encode(item))
+                    )
                     continue
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
                 if verdict is Verdict.APPLIED:
@@ -220,7 +234,7 @@ class BatchProcessor:
         known = self._plan_day(plan_id, day)
         if known is None:
             return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
-        if event.meter not in known.meters:
+        if event.meter not in known.limits:
             return "unpriced_meter", f"meter {event.meter!r} is not priced by {known.plan.label}"
         if event.quantity < 0:
             return "negative_quantity", f"quantity {event.quantity} is negative"

@@ -26,6 +26,7 @@ from datetime import date
 from enum import Enum
 
 from meterline.events import UsageEvent
+from rating.money import INT64_MAX
 
 # tenant, subscription, meter, period start, plan version, group: a period's usage is
 # split where a new plan version takes effect, and by the meter's group-by properties
@@ -40,6 +41,7 @@ class Verdict(Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     REPLAYED = "replayed"
+    OVER_LIMIT = "over_limit"  # would take the total past what can be rated: not applied
 
 
 @dataclass(slots=True)
@@ -78,28 +80,49 @@ class UsageState:
         self.marks: dict[bytes, int] = {}  # digest -> packed position
         self.older_marks: dict[bytes, int] = {}
         self.totals: dict[TotalKey, Total] = {}
+        # Packed positions of events refused as OVER_LIMIT. Such an event leaves no mark,
+        # and a total that moved past its position would otherwise take its replay for
+        # one already counted; the store keeps them (rejected_events) for a restart.
+        self.refused: set[int] = set()
 
     def position_of(self, mark: bytes) -> Position | None:
         packed = self.marks.get(mark, self.older_marks.get(mark))
         return None if packed is None else unpack(packed)
 
     def apply(
-        self, position: Position, mark: bytes, totals_key: TotalKey, quantity: int
+        self,
+        position: Position,
+        mark: bytes,
+        totals_key: TotalKey,
+        quantity: int,
+        limit: int = INT64_MAX,
     ) -> Verdict:
+        """Count the event once into its total, unless the total would pass ``limit``
+        (then nothing changes, the mark included, so the decision is the same on replay)."""
         packed = pack(position)
+        if packed in self.refused:
+            return Verdict.OVER_LIMIT
         seen = self.marks.get(mark)
         if seen is None:
             seen = self.older_marks.get(mark)
         if seen is not None and seen != packed:
             return Verdict.DUPLICATE
-        self.marks[mark] = packed
         partition, offset, index = position
         total = self.totals.get(totals_key)
         if total is None:
+            if quantity > limit:
+                self.refused.add(packed)
+                return Verdict.OVER_LIMIT
+            self.marks[mark] = packed
             self.totals[totals_key] = Total(quantity, partition, offset, index)
             return Verdict.APPLIED
         if total.partition == partition and (total.offset, total.index) >= (offset, index):
+            self.marks[mark] = packed
             return Verdict.REPLAYED
+        if total.quantity + quantity > limit:
+            self.refused.add(packed)
+            return Verdict.OVER_LIMIT
+        self.marks[mark] = packed
         total.quantity += quantity
         total.partition, total.offset, total.index = partition, offset, index
         return Verdict.APPLIED
@@ -108,10 +131,12 @@ class UsageState:
         self,
         marks: Iterable[tuple[bytes, Position]],
         totals: Iterable[tuple[TotalKey, Total]],
+        refused: Iterable[Position] = (),
     ) -> None:
         """Replace the state of the given records (from the store) before processing resumes."""
         self.marks.update((mark, pack(position)) for mark, position in marks)
         self.totals.update(totals)
+        self.refused.update(pack(position) for position in refused)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
@@ -120,11 +145,14 @@ class UsageState:
             k: v for k, v in self.older_marks.items() if v & 0xFFFF not in partitions
         }
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
+        self.refused = {p for p in self.refused if p & 0xFFFF not in partitions}
 
     def rotate_marks(self) -> int:
-        """Start a new generation of marks; return how many marks were forgotten."""
+        """Start a new generation of marks; return how many marks were forgotten. Refusals
+        matter only to replays, which come from the last commit: they go too."""
         forgotten = len(self.older_marks)
         self.older_marks, self.marks = self.marks, {}
+        self.refused = set()
         return forgotten
 
     def forget_totals_before(self, period_start: date) -> int:

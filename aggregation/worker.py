@@ -70,6 +70,7 @@ class Aggregator:
         self.state.restore(
             self.store.load_marks(partitions, since),
             self.store.load_totals(partitions, self._oldest_open_period()),
+            self.store.load_refusals(partitions, since),
         )
         log.info(
             "restored state of partitions %s: %d marks, %d totals",

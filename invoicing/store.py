@@ -126,6 +126,18 @@ class Store:
             mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
             yield mark, (partition, offset, index)
 
+    def load_refusals(self, partitions: set[int], since: datetime) -> Iterator[Position]:
+        """Positions of events refused because their total would overflow (see
+        ``UsageState.refused``), rejected since ``since``."""
+        rows = self.client.query(
+            "SELECT kafka_partition, kafka_offset, event_index "
+            f"FROM {self.table('rejected_events')} FINAL "
+            "WHERE reason = 'amount_overflow' AND kafka_partition IN {partitions:Array(UInt32)} "
+            "AND rejected_at >= {since:DateTime64(3, 'UTC')}",
+            parameters={"partitions": sorted(partitions), "since": since},
+        ).result_rows
+        yield from ((partition, offset, index) for partition, offset, index in rows)
+
     def load_totals(
         self, partitions: set[int], since_period: date
     ) -> Iterator[tuple[TotalKey, Total]]:

@@ -38,6 +38,7 @@ class ChargeRef:
     version: int
     meter: str
     columns: tuple[TierColumn, ...]
+    max_quantity: int  # every quantity up to this has an amount that fits in 64 bits
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,19 @@ class ChargeTable:
                             Decimal(0),
                         ),
                     )
+                    own_tiers: list[list[int]] = []
                 else:
                     kind, tiers = _tiers_of(charge, book.meter(charge.meter).scale)
                     row[k.KIND] = kind
                     row[k.FIRST_TIER] = len(tier_rows)
                     row[k.TIER_COUNT] = len(tiers)
-                    tier_rows.extend(_tier_rows(kind, tiers, divisor))
+                    own_tiers = _tier_rows(kind, tiers, divisor)
+                    tier_rows.extend(own_tiers)
                     columns = tuple(
                         TierColumn(t.label, _price(t.price), _price(t.flat)) for t in tiers
                     )
-                refs.append(ChargeRef(plan.id, plan.version, charge.meter, columns))
+                limit = _max_quantity(row, own_tiers)
+                refs.append(ChargeRef(plan.id, plan.version, charge.meter, columns, limit))
                 charge_rows.append(row)
         return cls(
             refs=tuple(refs),
@@ -174,6 +178,24 @@ def _tier_rows(kind: int, tiers: list[_ScaledTier], divisor: int) -> list[list[i
             numerator += width * tier.price + tier.flat * divisor
         rows.append(row)
     return rows
+
+
+def _max_quantity(row: list[int], tiers: list[list[int]]) -> int:
+    """The largest quantity such that it and every smaller one rate without overflow: how
+    far a period-to-date total may grow. Exact, from the same bounds the kernel checks."""
+    if row[k.MAXIMUM] != k.NO_MAXIMUM:
+        return INT64_MAX  # beyond 64 bits the charge bills its maximum
+    if row[k.KIND] == k.PACKAGE:
+        size, blocks = row[k.PACKAGE_SIZE], row[k.MAX_BLOCKS]
+        return min(INT64_MAX, blocks * size if row[k.ROUND_UP] else blocks * size + size - 1)
+    for number, tier in enumerate(tiers):
+        lower = tier[k.LOWER]
+        upper = tiers[number + 1][k.LOWER] if number + 1 < len(tiers) else INT64_MAX
+        # A quantity in (lower, upper] fits while quantity - OFFSET <= MAX_UNITS.
+        fits_to = tier[k.OFFSET] + tier[k.MAX_UNITS] if tier[k.MAX_UNITS] >= 0 else lower
+        if fits_to < upper:
+            return max(fits_to, lower)
+    return INT64_MAX
 
 
 def _max_units(fixed: int, price: int, divisor: int) -> int:

@@ -67,6 +67,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
             rejected=[
                 Rejection(3, 42, 0, "malformed", "bad json", b"{"),
                 Rejection(3, 42, 1, "malformed", "bad json too", b"["),
+                Rejection(3, 43, 0, "amount_overflow", "too much", b"{}"),
             ],
         )
     )
@@ -78,7 +79,9 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
         (("t", "s1", "calls", PERIOD, 1, ""), Total(5, 3, 41, 2))
     ]
     assert list(store.load_totals({3}, since_period=date(2026, 11, 1))) == []  # a closed period
-    assert store.count("rejected_events") == 2
+    assert store.count("rejected_events") == 3
+    assert list(store.load_refusals({3}, since=an_hour_ago)) == [(3, 43, 0)]
+    assert list(store.load_refusals({3}, since=in_an_hour)) == []
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp
 

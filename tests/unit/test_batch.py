@@ -10,7 +10,7 @@ from aggregation.batch import BatchProcessor, EventWindow, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
 from meterline.events import UsageEvent, encode, encode_batch, group_label, partition_of
-from rating.plans import load_price_book
+from rating.plans import load_price_book, parse_price_book
 from rating.table import ChargeTable
 
 BOOK = load_price_book(PRICE_BOOK)
@@ -134,3 +134,38 @@ def test_a_grouped_meter_rates_each_group_on_its_own() -> None:
         ('{"model":null}', 50),
     }
     assert group_label('{"model":null}') == "model=(none)"
+
+
+def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alone() -> None:
+    book = parse_price_book(
+        {"meters": [{"id": "calls"}],
+         "plans": [{"id": "pricey", "currency": "USD", "charges": [
+             {"meter": "calls", "model": "per_unit", "unit_price": "1000000000"}]}]},
+        "test",
+    )  # fmt: skip
+    step = BatchProcessor(
+        UsageState(), {("demo", "s1"): "pricey"}, book, ChargeTable.compile(book),
+        window=WINDOW, partitions=PARTITIONS,
+    )  # fmt: skip
+    calls = [usage(name, meter="calls", quantity=q) for name, q in (("a", 5), ("b", 5), ("c", 4))]
+    result = step.process([record(0, *calls)])
+    assert [(r.index, r.reason) for r in result.rejected] == [(1, "amount_overflow")]
+    assert "would pass 9 units" in result.rejected[0].detail
+    (rated,) = result.rated
+    assert (rated.quantity, rated.amount_nanos) == (9, 9 * 10**18)
+    restarted = UsageState()  # what a new worker reloads from the store
+    restarted.restore(
+        [(a.dedupe_key, (a.partition, a.offset, a.index)) for a in result.accepted],
+        step.state.totals.items(),
+        [(r.partition, r.offset, r.index) for r in result.rejected],
+    )
+    again = BatchProcessor(
+        restarted,
+        {("demo", "s1"): "pricey"},
+        book,
+        ChargeTable.compile(book),
+        window=WINDOW,
+        partitions=PARTITIONS,
+    ).process([record(0, *calls)])  # a replay after a crash decides the same
+    assert [(r.index, r.reason) for r in again.rejected] == [(1, "amount_overflow")]
+    assert [a.event.id for a in again.accepted] == ["a", "c"] and again.rated == []

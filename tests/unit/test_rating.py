@@ -245,3 +245,20 @@ def test_more_usage_never_costs_less_except_under_volume_pricing(data: st.DataOb
 
 def test_prices_round_trip_as_nano_units() -> None:
     assert to_nanos(Decimal("0.000000001")) == 1
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data(), scale=st.sampled_from([0, 3, 9]))
+def test_the_quantity_limit_is_exactly_where_rating_starts_to_overflow(
+    data: st.DataObject, scale: int
+) -> None:
+    """A total may grow to max_quantity and no further: there the amount still fits, one
+    unit more it does not (unless the limit is the largest 64-bit quantity itself)."""
+    book = book_for(data.draw(charges(scale)), scale)
+    limit = ChargeTable.compile(book).refs[0].max_quantity
+    below = data.draw(st.integers(0, limit))
+    kernel_amount(book, below)
+    kernel_amount(book, limit)
+    if limit < INT64_MAX:
+        with pytest.raises(RatingOverflowError):
+            kernel_amount(book, limit + 1)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, date, datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.state import Total, TotalKey, UsageState, Verdict, dedupe_key
+from aggregation.state import Total, TotalKey, UsageState, Verdict, dedupe_key, unpack
 from meterline.events import UsageEvent
+from rating.money import INT64_MAX
 
 
 def event(
@@ -132,19 +132,23 @@ streams = st.lists(
     batch_size=st.integers(1, 12),
     crash=st.tuples(st.integers(0, 200), st.integers(0, 200)),
     written=st.lists(st.booleans(), min_size=60, max_size=60),
+    limit=st.one_of(st.just(INT64_MAX), st.integers(0, 5000)),
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
     stream: list[tuple[int, int, str]],
     record_sizes: list[int],
     batch_size: int,
     crash: tuple[int, int],
+    *,
     written: list[bool],
+    limit: int,
 ) -> None:
     """Events travel in records of one to four; a batch is whole records. Batches before
-    the crash are durable; the crashed batch left any subset of its mark and total
-    writes; the committed offset is any batch boundary up to the crashed batch. A
+    the crash are durable; the crashed batch left any subset of its mark, refusal and
+    total writes; the committed offset is any batch boundary up to the crashed batch. A
     restarted worker that reloads the store and replays ends with each distinct event
-    counted exactly once."""
+    counted exactly once, except those that would have taken their total past ``limit``,
+    refused in stream order."""
     first: dict[int, tuple[int, str]] = {}
     events = []
     for event_id, drawn_quantity, drawn_subscription in stream:
@@ -166,11 +170,13 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         touched = set()
         for offset in offsets:
             for index, e in enumerate(records[offset]):
-                apply(state, 0, offset, e, index)
-                touched.add(total_key(e, 1))
+                key = total_key(e, 1)
+                state.apply((0, offset, index), dedupe_key(e), key, e.quantity, limit)
+                touched.add(key)
         return touched
 
     worker = UsageState()
+    stored_refusals: set[tuple[int, int, int]] = set()
     stored_marks: dict[bytes, tuple[int, int, int]] = {}
     stored_totals: dict[tuple[str, str, str, object, int], Total] = {}
     choice = iter(written * 10)
@@ -182,18 +188,23 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 key = dedupe_key(e)
                 if key in worker.marks and (not crashed or next(choice)):
                     stored_marks[key] = worker.position_of(key)  # type: ignore[assignment]
-        for key in touched:
+        for packed in worker.refused:
             if not crashed or next(choice):
+                stored_refusals.add(unpack(packed))
+        for key in touched:
+            if key in worker.totals and (not crashed or next(choice)):
                 current = worker.totals[key]  # type: ignore[index]
                 stored_totals[key] = Total(  # type: ignore[index]
                     current.quantity, current.partition, current.offset, current.index
                 )
 
     restarted = UsageState()
-    restarted.restore(stored_marks.items(), stored_totals.items())
+    restarted.restore(stored_marks.items(), stored_totals.items(), stored_refusals)
     replay(restarted, range(batches[commit_batch].start, len(records)))
 
-    expected: dict[str, int] = defaultdict(int)
-    for quantity, subscription in first.values():
-        expected[subscription] += quantity
-    assert {k[1]: t.quantity for k, t in restarted.totals.items()} == dict(expected)
+    expected: dict[str, int] = {}
+    for quantity, subscription in first.values():  # first occurrences, in stream order
+        so_far = expected.get(subscription)
+        if (so_far or 0) + quantity <= limit:
+            expected[subscription] = (so_far or 0) + quantity
+    assert {k[1]: t.quantity for k, t in restarted.totals.items()} == expected
