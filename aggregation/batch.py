@@ -15,6 +15,7 @@ import numpy as np
 from aggregation.state import (
     MAX_PARTITIONS,
     MAX_RECORD_EVENTS,
+    Aggregation,
     TotalKey,
     UsageState,
     Verdict,
@@ -70,6 +71,7 @@ class RatedTotal:
     partition: int
     offset: int
     index: int
+    value_at: int  # for a LATEST meter: when the value was measured (ms); else 0
 
 
 @dataclass
@@ -78,6 +80,10 @@ class BatchResult:
     rated: list[RatedTotal] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
+
+
+def _millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class BatchProcessor:
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
         self._group_by = {meter.id: meter.group_by for meter in book.meters}
+        self._aggregation = {meter.id: Aggregation(meter.aggregation) for meter in book.meters}
 
     def _home_partition(self, event: UsageEvent) -> int:
         owner = (event.tenant, event.subscription)
@@ -198,7 +205,12 @@ class BatchProcessor:
                     owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
                 )  # fmt: skip
                 limit = known.limits[item.meter]
-                verdict = apply((partition, offset, index), mark, totals_key, item.quantity, limit)
+                aggregation = self._aggregation[item.meter]
+                verdict = apply(
+                    (partition, offset, index), mark, totals_key, item.quantity,
+                    limit=limit, aggregation=aggregation,
+                    at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
+                )  # fmt: skip
                 if verdict is Verdict.DUPLICATE:
                     result.duplicates += 1
                     continue
@@ -276,6 +288,7 @@ class BatchProcessor:
                 partition=total.partition,
                 offset=total.offset,
                 index=total.index,
+                value_at=total.at,
             )
             for key, plan, total, amount in zip(keys, plans, totals, amounts, strict=True)
         ]

@@ -44,12 +44,22 @@ class Verdict(Enum):
     OVER_LIMIT = "over_limit"  # would take the total past what can be rated: not applied
 
 
+class Aggregation(Enum):
+    """How a meter combines its events' quantities over a period."""
+
+    SUM = "sum"
+    COUNT = "count"  # events, whatever their quantity
+    MAX = "max"  # the largest quantity seen
+    LATEST = "latest"  # the quantity of the latest event by timestamp (a gauge: seats)
+
+
 @dataclass(slots=True)
 class Total:
-    quantity: int
+    quantity: int  # the aggregate: a sum, a count, a maximum or the latest value
     partition: int
     offset: int
     index: int = 0
+    at: int = 0  # for LATEST: the timestamp (ms) of the event whose value it holds
 
 
 # A mark's position packed into one int (a third of the memory of a tuple of three):
@@ -70,6 +80,16 @@ def dedupe_key(event: UsageEvent) -> bytes:
     """A fixed 16-byte digest of (tenant, source, id): bounded memory however long the ids."""
     identity = f"{event.tenant}\x1f{event.source}\x1f{event.id}".encode()
     return hashlib.blake2b(identity, digest_size=16).digest()
+
+
+def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tuple[int, int]:
+    """(aggregate, its timestamp) once ``value`` stamped ``at`` joins ``total``."""
+    if aggregation is Aggregation.MAX:
+        return max(total.quantity, value), total.at
+    if aggregation is Aggregation.LATEST:
+        # On a tie the event further along the partition wins, which this one is.
+        return (value, at) if at >= total.at else (total.quantity, total.at)
+    return total.quantity + value, total.at
 
 
 class UsageState:
@@ -95,10 +115,14 @@ class UsageState:
         mark: bytes,
         totals_key: TotalKey,
         quantity: int,
+        *,
         limit: int = INT64_MAX,
+        aggregation: Aggregation = Aggregation.SUM,
+        at: int = 0,
     ) -> Verdict:
         """Count the event once into its total, unless the total would pass ``limit``
-        (then nothing changes, the mark included, so the decision is the same on replay)."""
+        (then nothing changes, the mark included, so the decision is the same on replay).
+        ``at`` is the event's timestamp in ms, used by LATEST."""
         packed = pack(position)
         if packed in self.refused:
             return Verdict.OVER_LIMIT
@@ -108,22 +132,24 @@ class UsageState:
         if seen is not None and seen != packed:
             return Verdict.DUPLICATE
         partition, offset, index = position
+        value = 1 if aggregation is Aggregation.COUNT else quantity
         total = self.totals.get(totals_key)
         if total is None:
-            if quantity > limit:
+            if value > limit:
                 self.refused.add(packed)
                 return Verdict.OVER_LIMIT
             self.marks[mark] = packed
-            self.totals[totals_key] = Total(quantity, partition, offset, index)
+            self.totals[totals_key] = Total(value, partition, offset, index, at)
             return Verdict.APPLIED
         if total.partition == partition and (total.offset, total.index) >= (offset, index):
             self.marks[mark] = packed
             return Verdict.REPLAYED
-        if total.quantity + quantity > limit:
+        combined, combined_at = _combine(total, value, aggregation, at)
+        if combined > limit:
             self.refused.add(packed)
             return Verdict.OVER_LIMIT
         self.marks[mark] = packed
-        total.quantity += quantity
+        total.quantity, total.at = combined, combined_at
         total.partition, total.offset, total.index = partition, offset, index
         return Verdict.APPLIED
 

@@ -144,15 +144,15 @@ class Store:
         """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self.client.query(
             "SELECT tenant, subscription, meter, period_start, plan_version, group_key, "
-            "quantity, kafka_partition, kafka_offset, event_index "
+            "quantity, kafka_partition, kafka_offset, event_index, value_at "
             f"FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
-        for tenant, subscription, meter, period, version, group, quantity, *position in rows:
+        for tenant, subscription, meter, period, version, group, quantity, *rest in rows:
             key = (tenant, subscription, meter, period, version, group)
-            yield key, Total(quantity, *position)
+            yield key, Total(quantity, *rest)
 
     def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
         where = "period_start = {period:Date}"
@@ -236,6 +236,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "plan_version": pa.array([r.plan_version for r in rows], type=pa.uint32()),
             "currency": [r.currency for r in rows],
             "quantity": pa.array([r.quantity for r in rows], type=pa.int64()),
+            "value_at": pa.array([r.value_at for r in rows], type=pa.int64()),
             "amount": nanos_to_decimal_array(
                 np.fromiter((r.amount_nanos for r in rows), dtype=np.int64, count=len(rows))
             ),

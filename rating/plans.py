@@ -46,6 +46,11 @@ class Meter(_Frozen):
     group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="event properties whose values split usage into groups"
     )
+    aggregation: Literal["sum", "count", "max", "latest"] = Field(
+        default="sum",
+        description="over a period: the sum of quantities, the number of events, the "
+        "largest quantity, or the quantity of the latest event (a gauge such as seats)",
+    )
 
     @field_validator("group_by")
     @classmethod

@@ -34,3 +34,14 @@ def expected_totals(
         amount = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
         totals[(subscription, meter, period, version, group)] = (total, amount)
     return totals
+
+
+def _combined(aggregation: str, events: list[UsageEvent]) -> int:
+    if aggregation == "count":
+        return len(events)
+    if aggregation == "max":
+        return max(event.quantity for event in events)
+    if aggregation == "latest":  # the latest timestamp; on a tie, the one sent later
+        latest = max(enumerate(events), key=lambda item: (item[1].timestamp, item[0]))
+        return latest[1].quantity
+    return sum(event.quantity for event in events)

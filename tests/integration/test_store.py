@@ -24,7 +24,20 @@ def rated(
     quantity: int, nanos: int, offset: int, subscription: str = "s1", index: int = 0
 ) -> RatedTotal:
     return RatedTotal(
-        "t", subscription, "calls", "", PERIOD, "pro", 1, "USD", quantity, nanos, 3, offset, index
+        "t",
+        subscription,
+        "calls",
+        "",
+        PERIOD,
+        "pro",
+        1,
+        "USD",
+        quantity,
+        nanos,
+        3,
+        offset,
+        index,
+        1_790_000_000_000,
     )
 
 
@@ -76,7 +89,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     assert list(store.load_marks({0, 1}, since=an_hour_ago)) == []
     assert list(store.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
     assert list(store.load_totals({3}, since_period=PERIOD)) == [
-        (("t", "s1", "calls", PERIOD, 1, ""), Total(5, 3, 41, 2))
+        (("t", "s1", "calls", PERIOD, 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
     ]
     assert list(store.load_totals({3}, since_period=date(2026, 11, 1))) == []  # a closed period
     assert store.count("rejected_events") == 3

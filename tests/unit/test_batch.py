@@ -169,3 +169,32 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
     ).process([record(0, *calls)])  # a replay after a crash decides the same
     assert [(r.index, r.reason) for r in again.rejected] == [(1, "amount_overflow")]
     assert [a.event.id for a in again.accepted] == ["a", "c"] and again.rated == []
+
+
+def test_meters_count_keep_the_largest_or_keep_the_latest_as_declared() -> None:
+    book = parse_price_book(
+        {"meters": [{"id": "requests", "aggregation": "count"},
+                    {"id": "peak_gb", "aggregation": "max"},
+                    {"id": "seats", "aggregation": "latest"}],
+         "plans": [{"id": "team", "currency": "USD", "charges": [
+             {"meter": m, "model": "per_unit", "unit_price": "1"}
+             for m in ("requests", "peak_gb", "seats")]}]},
+        "test",
+    )  # fmt: skip
+    step = BatchProcessor(
+        UsageState(), {("demo", "s1"): "team"}, book, ChargeTable.compile(book),
+        window=WINDOW, partitions=PARTITIONS,
+    )  # fmt: skip
+    day = datetime(2026, 10, 2, tzinfo=UTC)
+    sent = [
+        usage("r1", meter="requests", quantity=500), usage("r2", meter="requests", quantity=7),
+        usage("p1", meter="peak_gb", quantity=30), usage("p2", meter="peak_gb", quantity=12),
+        usage("s1", meter="seats", quantity=10, timestamp=day + timedelta(hours=2)),
+        usage("s2", meter="seats", quantity=4, timestamp=day + timedelta(hours=1)),  # late
+    ]  # fmt: skip
+    result = step.process([record(0, *sent)])
+    assert {r.meter: (r.quantity, r.amount_nanos) for r in result.rated} == {
+        "requests": (2, 2 * 10**9), "peak_gb": (30, 30 * 10**9), "seats": (10, 10 * 10**9),
+    }  # fmt: skip
+    (seats,) = [r for r in result.rated if r.meter == "seats"]
+    assert seats.value_at == int((day + timedelta(hours=2)).timestamp() * 1000)

@@ -7,7 +7,15 @@ from datetime import UTC, date, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.state import Total, TotalKey, UsageState, Verdict, dedupe_key, unpack
+from aggregation.state import (
+    Aggregation,
+    Total,
+    TotalKey,
+    UsageState,
+    Verdict,
+    dedupe_key,
+    unpack,
+)
 from meterline.events import UsageEvent
 from rating.money import INT64_MAX
 
@@ -104,6 +112,24 @@ def test_totals_of_closed_periods_are_dropped_and_open_ones_kept() -> None:
     assert [key[3] for key in state.totals] == [date(2026, 10, 1)]
 
 
+def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
+    results = {}
+    for aggregation in Aggregation:
+        state = UsageState()
+        # (id, quantity, timestamp in ms): "c" arrives last but was measured first.
+        for offset, (event_id, quantity, at) in enumerate(
+            [("a", 4, 10), ("b", 9, 20), ("a", 4, 10), ("c", 2, 5)]
+        ):
+            e = event(event_id, quantity)
+            state.apply((0, offset, 0), dedupe_key(e), total_key(e, 1), quantity,
+                        aggregation=aggregation, at=at)  # fmt: skip
+        (total,) = state.totals.values()
+        results[aggregation] = total.quantity
+    assert results == {
+        Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.LATEST: 9,
+    }  # fmt: skip
+
+
 def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_duplicate() -> None:
     record = [event("a", 1), event("b", 2), event("a", 1), event("c", 4)]
     state = UsageState()
@@ -133,6 +159,7 @@ streams = st.lists(
     crash=st.tuples(st.integers(0, 200), st.integers(0, 200)),
     written=st.lists(st.booleans(), min_size=60, max_size=60),
     limit=st.one_of(st.just(INT64_MAX), st.integers(0, 5000)),
+    aggregation=st.sampled_from(list(Aggregation)),
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
     stream: list[tuple[int, int, str]],
@@ -142,13 +169,14 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     *,
     written: list[bool],
     limit: int,
+    aggregation: Aggregation,
 ) -> None:
     """Events travel in records of one to four; a batch is whole records. Batches before
     the crash are durable; the crashed batch left any subset of its mark, refusal and
     total writes; the committed offset is any batch boundary up to the crashed batch. A
     restarted worker that reloads the store and replays ends with each distinct event
-    counted exactly once, except those that would have taken their total past ``limit``,
-    refused in stream order."""
+    counted exactly once (summed, counted, the largest kept or the latest kept), except
+    those that would have taken their total past ``limit``, refused in stream order."""
     first: dict[int, tuple[int, str]] = {}
     events = []
     for event_id, drawn_quantity, drawn_subscription in stream:
@@ -171,7 +199,10 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         for offset in offsets:
             for index, e in enumerate(records[offset]):
                 key = total_key(e, 1)
-                state.apply((0, offset, index), dedupe_key(e), key, e.quantity, limit)
+                state.apply(
+                    (0, offset, index), dedupe_key(e), key, e.quantity,
+                    limit=limit, aggregation=aggregation, at=1,
+                )  # fmt: skip
                 touched.add(key)
         return touched
 
@@ -195,7 +226,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             if key in worker.totals and (not crashed or next(choice)):
                 current = worker.totals[key]  # type: ignore[index]
                 stored_totals[key] = Total(  # type: ignore[index]
-                    current.quantity, current.partition, current.offset, current.index
+                    current.quantity, current.partition, current.offset, current.index, current.at
                 )
 
     restarted = UsageState()
@@ -205,6 +236,14 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     expected: dict[str, int] = {}
     for quantity, subscription in first.values():  # first occurrences, in stream order
         so_far = expected.get(subscription)
-        if (so_far or 0) + quantity <= limit:
-            expected[subscription] = (so_far or 0) + quantity
+        if aggregation is Aggregation.SUM:
+            candidate = (so_far or 0) + quantity
+        elif aggregation is Aggregation.COUNT:
+            candidate = (so_far or 0) + 1
+        elif aggregation is Aggregation.MAX:
+            candidate = quantity if so_far is None else max(so_far, quantity)
+        else:  # LATEST, and every event here has the same timestamp: the later one wins
+            candidate = quantity
+        if candidate <= limit:
+            expected[subscription] = candidate
     assert {k[1]: t.quantity for k, t in restarted.totals.items()} == expected
