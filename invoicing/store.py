@@ -183,6 +183,13 @@ class Store:
         )  # fmt: skip
         return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
+    def rejections_by_reason(self) -> dict[str, int]:
+        rows = self.client.query(
+            f"SELECT reason, count() FROM {self.table('rejected_events')} FINAL "
+            "GROUP BY reason ORDER BY reason"
+        ).result_rows
+        return {str(reason): int(count) for reason, count in rows}
+
     def count(self, table: str) -> int:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
 

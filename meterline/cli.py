@@ -84,6 +84,13 @@ def main() -> None:
     help="Share of sends that re-send an earlier event (a retrying producer).",
 )
 @click.option(
+    "--bad-share",
+    default=0.001,
+    show_default=True,
+    type=click.FloatRange(0, 0.5),
+    help="Share of events no one can bill (they go to the dead-letter topic).",
+)
+@click.option(
     "--period",
     type=Period(),
     default=None,
@@ -113,6 +120,7 @@ def run(
     subscriptions: int,
     events: int,
     duplicates: float,
+    bad_share: float,
     period: date | None,
     seed: int,
     partitions: int | None,
@@ -131,7 +139,9 @@ def run(
 
     settings = load_settings(topic_partitions=partitions, price_book=price_book)
     book = load_book(settings)
-    options = DemoOptions(subscriptions, events, duplicates, period or previous_month(), seed)
+    options = DemoOptions(
+        subscriptions, events, duplicates, period or previous_month(), seed, bad_share
+    )
     for name, value in settings.describe().items():
         console.print(f"[dim]{name:>10}:[/] {value}", highlight=False)
     try:

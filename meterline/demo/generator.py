@@ -85,6 +85,42 @@ def events(
         yield event
 
 
+def bad_events(
+    subs: Sequence[DemoSubscription], count: int, period: date, seed: int
+) -> list[UsageEvent]:
+    """Events no one can bill, in turn: an unknown subscription, a negative quantity, a
+    meter no plan prices. Each must reach the dead-letter topic, not an invoice."""
+    rng = random.Random(seed + 2)
+    start, end = period_bounds(period)
+    end = min(end, datetime.now(UTC))
+    span_ms = max(0, int((end - start).total_seconds() * 1000) - 1)
+    spoiled = []
+    for number in range(count):
+        sub = rng.choice(subs)
+        subscription, meter, quantity = (
+            ("sub-unknown", "api_calls", 5),
+            (sub.subscription, "api_calls", -5),
+            (sub.subscription, "gpu_hours", 5),
+        )[number % 3]
+        spoiled.append(UsageEvent(
+            id=f"bad-{seed}-{number:06d}", tenant=sub.tenant, subscription=subscription,
+            meter=meter, quantity=quantity, source="demo-service",
+            timestamp=start + timedelta(milliseconds=rng.randint(0, span_ms)),
+        ))  # fmt: skip
+    return spoiled
+
+
+def interleave(
+    events: Sequence[UsageEvent], others: Sequence[UsageEvent], seed: int
+) -> list[UsageEvent]:
+    """``events`` in their order, with ``others`` dropped in at random places."""
+    rng = random.Random(seed + 3)
+    mixed = list(events)
+    for other in others:
+        mixed.insert(rng.randint(0, len(mixed)), other)
+    return mixed
+
+
 def distinct(sent: Sequence[UsageEvent]) -> list[UsageEvent]:
     """What should be billed: the first of each (tenant, source, id)."""
     seen: set[tuple[str, str, str]] = set()

@@ -41,6 +41,7 @@ class DemoOptions:
     duplicate_share: float
     period: date
     seed: int
+    bad_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class DemoOutcome:
     distinct: int
     stored_events: int
     rejected: int
+    rejected_by_reason: dict[str, int]
+    dead_letter_topic: str
     produce_seconds: float
     process_seconds: float
 
@@ -111,11 +114,15 @@ def run_demo(
     progress.stage("Preparing the store")
     subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
     prepare_store(settings, subs, options.period)
-    sent = list(
+    good = list(
         generator.events(
             subs, options.events, options.period, options.duplicate_share, options.seed
         )
     )
+    bad = generator.bad_events(
+        subs, round(options.events * options.bad_share), options.period, options.seed
+    )
+    sent = generator.interleave(good, bad, options.seed)
     with kafka(settings) as bootstrap:
         asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))
         worker = WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log")
@@ -135,14 +142,17 @@ def run_demo(
             options.period, store.rated_usage(options.period), book, store.subscribers()
         )
         stored, rejected = store.count("events"), store.count("rejected_events")
+        by_reason = store.rejections_by_reason()
     finally:
         store.close()
     return DemoOutcome(
         summary=summary,
         sent=len(sent),
-        distinct=len(generator.distinct(sent)),
+        distinct=len(generator.distinct(good)),
         stored_events=stored,
         rejected=rejected,
+        rejected_by_reason=by_reason,
+        dead_letter_topic=settings.dead_letter_topic,
         produce_seconds=produce_seconds,
         process_seconds=process_seconds,
     )

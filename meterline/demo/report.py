@@ -104,12 +104,17 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
     csv_path = settings.data_dir / f"invoice-summary-{period}.csv"
     write_csv(summary, csv_path)
     duplicates = outcome.sent - outcome.stored_events - outcome.rejected
+    reasons = ", ".join(
+        f"{reason} {count:,}" for reason, count in outcome.rejected_by_reason.items()
+    )
+    dead_letters = f" ({reasons}) to {outcome.dead_letter_topic}" if reasons else ""
     rate = outcome.sent / outcome.process_seconds if outcome.process_seconds else 0.0
     console.print(
         f"Events sent {outcome.sent:,}; distinct {outcome.distinct:,}; billed "
         f"{outcome.stored_events:,}; duplicates dropped {duplicates:,}; rejected "
-        f"{outcome.rejected:,}.\nProduced in {outcome.produce_seconds:.1f} s; consumed, "
-        f"rated and stored in {outcome.process_seconds:.1f} s after that ({rate:,.0f} events/s "
-        f"through the worker).\nEvery line: {csv_path}",
+        f"{outcome.rejected:,}{dead_letters}.\n"
+        f"Produced in {outcome.produce_seconds:.1f} s; consumed, rated and stored in "
+        f"{outcome.process_seconds:.1f} s after that ({rate:,.0f} events/s through the "
+        f"worker).\nEvery line: {csv_path}",
         highlight=False,
     )

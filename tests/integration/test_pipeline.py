@@ -72,7 +72,12 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
     settings = settings_factory(tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers)
     book = load_price_book(PRICE_BOOK)
     options = DemoOptions(
-        subscriptions=150, events=12_000, duplicate_share=0.1, period=date(2026, 9, 1), seed=11
+        subscriptions=150,
+        events=12_000,
+        duplicate_share=0.1,
+        period=date(2026, 9, 1),
+        seed=11,
+        bad_share=0.01,
     )
 
     outcome = run_demo(settings, book, options, Progress())
@@ -90,9 +95,12 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
     kinds = {(kind, version) for _, kind, _, _, version in invoiced}
     assert {group for _, _, _, group, _ in invoiced} == {"", "model=small", "model=large"}
     assert kinds >= {(USAGE, 1), (USAGE, 2), (FIXED_FEE, 1), (FIXED_FEE, 2), (TRUE_UP, 1)}
-    assert outcome.sent == options.events
+    assert outcome.sent == options.events + 120  # and 1% more that no one can bill
     assert outcome.stored_events == outcome.distinct < outcome.sent
-    assert outcome.rejected == 0
+    assert outcome.rejected == 120
+    assert outcome.rejected_by_reason == {
+        "negative_quantity": 40, "unknown_subscription": 40, "unpriced_meter": 40,
+    }  # fmt: skip
     print(
         f"\nsent {outcome.sent}, distinct {outcome.distinct}, duplicates dropped "
         f"{outcome.sent - outcome.stored_events}, invoice lines {len(invoiced)}"
