@@ -6,7 +6,7 @@ records in and rows out, so every decision can be tested without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -116,7 +116,7 @@ class BatchProcessor:
     def __init__(
         self,
         state: UsageState,
-        plan_of: Mapping[tuple[str, str], str],
+        plan_of: Callable[[tuple[str, str]], str | None],
         book: PriceBook,
         charges: ChargeTable,
         *,
@@ -124,7 +124,7 @@ class BatchProcessor:
         partitions: int,
     ) -> None:
         self.state = state
-        self.plan_of = plan_of
+        self.plan_of = plan_of  # (tenant, subscription) -> plan id, or None if unknown
         self.book = book
         self.charges = charges
         self.window = window
@@ -183,7 +183,7 @@ class BatchProcessor:
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
                     elsewhere = self._home_partition(item) != partition
-                    plan_id = self.plan_of.get(owner)
+                    plan_id = self.plan_of(owner)
                 day = item.timestamp.date()
                 known = None if plan_id is None else self._plan_day(plan_id, day)
                 if (

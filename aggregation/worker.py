@@ -22,6 +22,7 @@ import faust
 from aggregation.batch import BatchProcessor, BatchResult, EventWindow, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
 from aggregation.state import UsageState
+from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
 from meterline.kafka_admin import ensure_topic, partition_count
@@ -53,7 +54,7 @@ class Aggregator:
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
         self.processor = BatchProcessor(
             self.state,
-            store.plans_by_subscription(),
+            SubscriptionDirectory(store.plans_by_subscription).plan_of,
             book,
             ChargeTable.compile(book),
             window=window,

@@ -27,7 +27,7 @@ def processor() -> BatchProcessor:
     plans = {("demo", "s1"): "starter", ("demo", "s2"): "growth"}
     return BatchProcessor(
         UsageState(),
-        plans,
+        plans.get,
         BOOK,
         ChargeTable.compile(BOOK),
         window=WINDOW,
@@ -144,7 +144,7 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
         "test",
     )  # fmt: skip
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): "pricey"}, book, ChargeTable.compile(book),
+        UsageState(), {("demo", "s1"): "pricey"}.get, book, ChargeTable.compile(book),
         window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     calls = [usage(name, meter="calls", quantity=q) for name, q in (("a", 5), ("b", 5), ("c", 4))]
@@ -161,7 +161,7 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
     )
     again = BatchProcessor(
         restarted,
-        {("demo", "s1"): "pricey"},
+        {("demo", "s1"): "pricey"}.get,
         book,
         ChargeTable.compile(book),
         window=WINDOW,
@@ -182,7 +182,7 @@ def test_meters_count_keep_the_largest_or_keep_the_latest_as_declared() -> None:
         "test",
     )  # fmt: skip
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): "team"}, book, ChargeTable.compile(book),
+        UsageState(), {("demo", "s1"): "team"}.get, book, ChargeTable.compile(book),
         window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     day = datetime(2026, 10, 2, tzinfo=UTC)
