@@ -10,7 +10,7 @@ from aggregation.batch import BatchProcessor, EventWindow, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
 from meterline.events import UsageEvent, encode, encode_batch, group_label, partition_of
-from rating.plans import load_price_book, parse_price_book
+from rating.plans import PriceBook, load_price_book, parse_price_book
 from rating.table import ChargeTable
 
 BOOK = load_price_book(PRICE_BOOK)
@@ -33,6 +33,14 @@ def processor() -> BatchProcessor:
         window=WINDOW,
         partitions=PARTITIONS,
     )
+
+
+def processor_for(book: PriceBook, plan: str, state: UsageState | None = None) -> BatchProcessor:
+    """A batch step over ``book`` where demo/s1 is on ``plan``."""
+    return BatchProcessor(
+        state or UsageState(), {("demo", "s1"): plan}.get, book, ChargeTable.compile(book),
+        window=WINDOW, partitions=PARTITIONS,
+    )  # fmt: skip
 
 
 def home(subscription: str) -> int:
@@ -143,10 +151,7 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
              {"meter": "calls", "model": "per_unit", "unit_price": "1000000000"}]}]},
         "test",
     )  # fmt: skip
-    step = BatchProcessor(
-        UsageState(), {("demo", "s1"): "pricey"}.get, book, ChargeTable.compile(book),
-        window=WINDOW, partitions=PARTITIONS,
-    )  # fmt: skip
+    step = processor_for(book, "pricey")
     calls = [usage(name, meter="calls", quantity=q) for name, q in (("a", 5), ("b", 5), ("c", 4))]
     result = step.process([record(0, *calls)])
     assert [(r.index, r.reason) for r in result.rejected] == [(1, "amount_overflow")]
@@ -159,14 +164,8 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
         step.state.totals.items(),
         [(r.partition, r.offset, r.index) for r in result.rejected],
     )
-    again = BatchProcessor(
-        restarted,
-        {("demo", "s1"): "pricey"}.get,
-        book,
-        ChargeTable.compile(book),
-        window=WINDOW,
-        partitions=PARTITIONS,
-    ).process([record(0, *calls)])  # a replay after a crash decides the same
+    # A replay after a crash, on a worker that reloaded the store, decides the same.
+    again = processor_for(book, "pricey", restarted).process([record(0, *calls)])
     assert [(r.index, r.reason) for r in again.rejected] == [(1, "amount_overflow")]
     assert [a.event.id for a in again.accepted] == ["a", "c"] and again.rated == []
 
@@ -181,10 +180,7 @@ def test_meters_count_keep_the_largest_or_keep_the_latest_as_declared() -> None:
              for m in ("requests", "peak_gb", "seats")]}]},
         "test",
     )  # fmt: skip
-    step = BatchProcessor(
-        UsageState(), {("demo", "s1"): "team"}.get, book, ChargeTable.compile(book),
-        window=WINDOW, partitions=PARTITIONS,
-    )  # fmt: skip
+    step = processor_for(book, "team")
     day = datetime(2026, 10, 2, tzinfo=UTC)
     sent = [
         usage("r1", meter="requests", quantity=500), usage("r2", meter="requests", quantity=7),

@@ -6,37 +6,35 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
+
+
+def quick(module: str, *args: str) -> dict[str, Any]:
+    """Run ``python -m loadtests.<module> ARGS`` and return its last line, parsed."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"loadtests.{module}", *args],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def test_the_rating_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_rating", "--rows", "2000",
-         "--oracle-rows", "200", "--repeats", "1"],
-        capture_output=True, text=True, check=True, timeout=300,
-    )  # fmt: skip
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = quick("bench_rating", "--rows", "2000", "--oracle-rows", "200", "--repeats", "1")
     assert set(figures) >= {"per_unit", "graduated_4_tiers", "volume_4_tiers", "package"}
     assert all(row["kernel_rows_per_s"] > 0 for row in figures.values())
 
 
 def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_pipeline", "--events", "5000",
-         "--subscriptions", "200", "--latency-seconds", "2"],
-        capture_output=True, text=True, check=True, timeout=300,
-    )  # fmt: skip
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = quick(
+        "bench_pipeline", "--events", "5000", "--subscriptions", "200", "--latency-seconds", "2"
+    )
     assert figures["events"] == 5000
     assert figures["pipeline_events_per_s"] > 0 and figures["raw_consume_events_per_s"] > 0
     assert figures["latency_events"] > 0 and figures["latency_p99_s"] >= figures["latency_p50_s"]
 
 
 def test_the_state_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_state", "--events", "2000",
-         "--subscriptions", "51"],
-        capture_output=True, text=True, check=True, timeout=300,
-    )  # fmt: skip
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures = quick("bench_state", "--events", "2000", "--subscriptions", "51")
     assert figures["events"] == 2000 and figures["totals"] == 102
     assert figures["bytes_per_mark"] > 16  # the digest alone is 16 bytes
