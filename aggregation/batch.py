@@ -134,7 +134,16 @@ class BatchProcessor:
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
         self._group_by = {meter.id: meter.group_by for meter in book.meters}
+        self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
         self._aggregation = {meter.id: Aggregation(meter.aggregation) for meter in book.meters}
+
+    def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
+        """The event's group key, built once per distinct combination of values."""
+        values = tuple(event.properties.get(name) for name in names)
+        key = self._groups.get((names, values))
+        if key is None:
+            key = self._groups[(names, values)] = group_key(event.properties, names)
+        return key
 
     def _home_partition(self, event: UsageEvent) -> int:
         owner = (event.tenant, event.subscription)
@@ -200,7 +209,7 @@ class BatchProcessor:
                     continue
                 mark = dedupe_key(item)
                 group_by = self._group_by[item.meter]
-                group = group_key(item.properties, group_by) if group_by else ""
+                group = self._group(item, group_by) if group_by else ""
                 totals_key = (
                     owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
                 )  # fmt: skip
@@ -226,7 +235,7 @@ class BatchProcessor:
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
                 if verdict is Verdict.APPLIED:
                     changed[totals_key] = known.plan
-        result.rated = self._rate(sorted(changed.items()))
+        result.rated = self._rate(list(changed.items()))
         return result
 
     def _rejection(

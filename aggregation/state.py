@@ -144,7 +144,10 @@ class UsageState:
         if total.partition == partition and (total.offset, total.index) >= (offset, index):
             self.marks[mark] = packed
             return Verdict.REPLAYED
-        combined, combined_at = _combine(total, value, aggregation, at)
+        if aggregation is Aggregation.SUM:  # the common case, without a call
+            combined, combined_at = total.quantity + value, total.at
+        else:
+            combined, combined_at = _combine(total, value, aggregation, at)
         if combined > limit:
             self.refused.add(packed)
             return Verdict.OVER_LIMIT
