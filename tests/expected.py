@@ -19,14 +19,18 @@ TotalKey = tuple[str, str, date, int, str]
 def expected_totals(
     book: PriceBook, plan_of: Mapping[str, str], distinct: Iterable[UsageEvent]
 ) -> dict[TotalKey, tuple[int, Decimal]]:
-    """(subscription, meter, period, plan version, group) -> (quantity, exact amount)."""
-    quantity: dict[TotalKey, int] = defaultdict(int)
+    """(subscription, meter, period, plan version, group) -> (quantity, exact amount), each
+    meter's events combined as it declares (sum, count, max or latest), in send order."""
+    events: dict[TotalKey, list[UsageEvent]] = defaultdict(list)
     for event in distinct:
         plan = book.plan_at(plan_of[event.subscription], event.timestamp.date())
         assert plan is not None
         period = date(event.timestamp.year, event.timestamp.month, 1)
         group = group_key(event.properties, book.meter(event.meter).group_by)
-        quantity[(event.subscription, event.meter, period, plan.version, group)] += event.quantity
+        events[(event.subscription, event.meter, period, plan.version, group)].append(event)
+    quantity = {
+        key: _combined(book.meter(key[1]).aggregation, seen) for key, seen in events.items()
+    }
     totals = {}
     for (subscription, meter, period, version, group), total in quantity.items():
         charge = book.plan(plan_of[subscription], version).charge_for(meter)

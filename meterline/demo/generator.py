@@ -14,7 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from meterline.events import UsageEvent
 
 TENANT = "demo"
-_QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000)}
+_QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000), "seats": (1, 60)}
+_METER_SHARE = {
+    "api_calls": 0.50,
+    "tokens": 0.47,
+    "seats": 0.03,
+}  # seats: a gauge, read now and then
 _MODELS = ("small", "large")  # the demo's tokens meter groups by model
 
 
@@ -67,7 +72,7 @@ def events(
         if sent and rng.random() < duplicate_share:
             event = rng.choice(sent)
         else:
-            meter = rng.choice(tuple(_QUANTITY_RANGE))
+            meter = rng.choices(tuple(_METER_SHARE), weights=tuple(_METER_SHARE.values()))[0]
             low, high = _QUANTITY_RANGE[meter]
             active_from = min(start + timedelta(days=sub.start_day), end)
             span_ms = max(0, int((end - active_from).total_seconds() * 1000) - 1)
