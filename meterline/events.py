@@ -94,11 +94,6 @@ def group_label(key: str) -> str:
     )
 
 
-def decode(payload: bytes) -> UsageEvent:
-    """Raise ``msgspec.ValidationError`` or ``msgspec.DecodeError`` for a malformed payload."""
-    return _decoder.decode(payload)
-
-
 def _decode_one(payload: bytes) -> UsageEvent | Undecodable:
     try:
         return _decoder.decode(payload)
