@@ -12,25 +12,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import AliasChoices, SecretStr
+
 from meterline.settings import Settings
 
 
 def settings_env(settings: Settings, bootstrap_servers: str) -> dict[str, str]:
-    """The environment that makes a child process see the same settings as this one."""
+    """The environment that makes a child process see exactly these settings: every field,
+    each under the variable Settings reads first for it, the ClickHouse URL included."""
     env = dict(os.environ)
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = (
+            str(alias.choices[0])
+            if isinstance(alias, AliasChoices)
+            else f"METERLINE_{name.upper()}"
+        )
+        value = getattr(settings, name)
+        if value is None:
+            env.pop(variable, None)
+        elif isinstance(value, SecretStr):
+            env[variable] = value.get_secret_value()
+        elif isinstance(value, Path):
+            env[variable] = str(value.resolve())
+        else:
+            env[variable] = str(value)
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
-    env["METERLINE_CLICKHOUSE_DATABASE"] = settings.clickhouse_database
-    env["METERLINE_DATA_DIR"] = str(settings.data_dir.resolve())
-    env["METERLINE_EVENTS_TOPIC"] = settings.events_topic
-    env["METERLINE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
-    env["METERLINE_CONSUMER_GROUP"] = settings.consumer_group
-    env["METERLINE_BATCH_MAX_RECORDS"] = str(settings.batch_max_records)
-    env["METERLINE_BATCH_WITHIN_SECONDS"] = str(settings.batch_within_seconds)
-    env["METERLINE_MAX_EVENT_AGE_DAYS"] = str(settings.max_event_age_days)
-    env["METERLINE_DEDUPE_WINDOW_HOURS"] = str(settings.dedupe_window_hours)
-    env["METERLINE_MAX_CLOCK_SKEW_SECONDS"] = str(settings.max_clock_skew_seconds)
-    if settings.price_book is not None:
-        env["METERLINE_PRICE_BOOK"] = str(settings.price_book.resolve())
     return env
 
 

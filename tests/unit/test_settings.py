@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from meterline.settings import Settings
+from meterline.worker_process import settings_env
 
 
 def test_defaults_select_the_embedded_services(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,3 +45,20 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", "drop table;")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_worker_process_sees_every_setting_of_its_parent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    parent = Settings(
+        data_dir=tmp_path, clickhouse_url="https://u:secret@ch.internal:8443",
+        clickhouse_database="billing", events_topic="t", dedupe_window_hours=6,
+        price_book=tmp_path / "plans.yaml",
+    )  # fmt: skip
+    for variable, value in settings_env(parent, "kafka-1:9092").items():
+        monkeypatch.setenv(variable, value)
+    child = Settings()
+    assert child.model_dump() | {"clickhouse_url": None} == parent.model_dump() | {
+        "kafka_bootstrap_servers": "kafka-1:9092", "clickhouse_url": None,
+    }  # fmt: skip
+    assert child.clickhouse_dsn() == parent.clickhouse_dsn()
