@@ -165,7 +165,7 @@ class Store:
             "ORDER BY tenant, subscription, meter, plan_version, group_key",
             parameters={"period": period, "tenant": tenant},
         )
-        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        return _dicts(result)
 
     def usage_windows(
         self, tenant: str, subscription: str, since: datetime, until: datetime
@@ -181,7 +181,7 @@ class Store:
             parameters={"tenant": tenant, "subscription": subscription,
                         "since": since, "until": until},
         )  # fmt: skip
-        return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        return _dicts(result)
 
     def rejections_by_reason(self) -> dict[str, int]:
         rows = self.client.query(
@@ -192,6 +192,11 @@ class Store:
 
     def count(self, table: str) -> int:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
+
+
+def _dicts(result: Any) -> list[dict[str, Any]]:
+    """A query result as one dict per row, keyed by column name."""
+    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
 def _rejections(result: BatchResult, now: datetime) -> pa.Table:

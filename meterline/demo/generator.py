@@ -9,9 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from meterline.events import UsageEvent
+from rating.period import Period
 
 TENANT = "demo"
 _QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000), "seats": (1, 60)}
@@ -47,10 +48,18 @@ def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubsc
     ]
 
 
-def period_bounds(period: date) -> tuple[datetime, datetime]:
-    start = datetime(period.year, period.month, 1, tzinfo=UTC)
-    following = datetime(period.year + period.month // 12, period.month % 12 + 1, 1, tzinfo=UTC)
-    return start, following
+def usage_span(period: date) -> tuple[datetime, datetime]:
+    """[start, end) of a period's usage: the whole month, or up to now if it has not ended."""
+    billing = Period(period)
+    start = datetime.combine(billing.start, time(), tzinfo=UTC)
+    end = datetime.combine(billing.end, time(), tzinfo=UTC)
+    return start, min(end, datetime.now(UTC))
+
+
+def _moment(rng: random.Random, start: datetime, end: datetime) -> datetime:
+    """A millisecond in [start, end), or ``start`` when the span is empty."""
+    span_ms = max(0, int((end - start).total_seconds() * 1000) - 1)
+    return start + timedelta(milliseconds=rng.randint(0, span_ms))
 
 
 def events(
@@ -64,8 +73,7 @@ def events(
     spread over the period, up to now if the period has not ended."""
     rng = random.Random(seed + 1)
     weights = [1.0 / (rank + 1) for rank in range(len(subs))]  # Zipf-like skew
-    start, end = period_bounds(period)
-    end = min(end, datetime.now(UTC))
+    start, end = usage_span(period)
     sent: list[UsageEvent] = []
     chosen = rng.choices(subs, weights=weights, k=count)
     for number, sub in enumerate(chosen):
@@ -75,14 +83,13 @@ def events(
             meter = rng.choices(tuple(_METER_SHARE), weights=tuple(_METER_SHARE.values()))[0]
             low, high = _QUANTITY_RANGE[meter]
             active_from = min(start + timedelta(days=sub.start_day), end)
-            span_ms = max(0, int((end - active_from).total_seconds() * 1000) - 1)
             event = UsageEvent(
                 id=f"evt-{seed}-{number:09d}",
                 tenant=sub.tenant,
                 subscription=sub.subscription,
                 meter=meter,
                 quantity=rng.randint(low, high),
-                timestamp=active_from + timedelta(milliseconds=rng.randint(0, span_ms)),
+                timestamp=_moment(rng, active_from, end),
                 source="demo-service",
                 properties={"model": rng.choice(_MODELS)} if meter == "tokens" else {},
             )
@@ -96,9 +103,7 @@ def bad_events(
     """Events no one can bill, in turn: an unknown subscription, a negative quantity, a
     meter no plan prices. Each must reach the dead-letter topic, not an invoice."""
     rng = random.Random(seed + 2)
-    start, end = period_bounds(period)
-    end = min(end, datetime.now(UTC))
-    span_ms = max(0, int((end - start).total_seconds() * 1000) - 1)
+    start, end = usage_span(period)
     spoiled = []
     for number in range(count):
         sub = rng.choice(subs)
@@ -110,7 +115,7 @@ def bad_events(
         spoiled.append(UsageEvent(
             id=f"bad-{seed}-{number:06d}", tenant=sub.tenant, subscription=subscription,
             meter=meter, quantity=quantity, source="demo-service",
-            timestamp=start + timedelta(milliseconds=rng.randint(0, span_ms)),
+            timestamp=_moment(rng, start, end),
         ))  # fmt: skip
     return spoiled
 

@@ -97,7 +97,7 @@ def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], pe
     try:
         store.drop_database()
         store.migrate()
-        started, _ = generator.period_bounds(period)
+        started, _ = generator.usage_span(period)
         store.write_subscriptions(
             [SubscriptionRow(s.tenant, s.subscription, s.customer, s.plan,
                              started + timedelta(days=s.start_day)) for s in subs],
