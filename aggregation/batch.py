@@ -133,9 +133,9 @@ class BatchProcessor:
         self.partitions = partitions  # of the events topic: where each subscription lives
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
-        self._group_by = {meter.id: meter.group_by for meter in book.meters}
+        # What the per-event loop needs of each meter, in one lookup.
+        self._meters = {m.id: (m.group_by, Aggregation(m.aggregation)) for m in book.meters}
         self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
-        self._aggregation = {meter.id: Aggregation(meter.aggregation) for meter in book.meters}
 
     def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
         """The event's group key, built once per distinct combination of values."""
@@ -208,13 +208,12 @@ class BatchProcessor:
                     )
                     continue
                 mark = dedupe_key(item)
-                group_by = self._group_by[item.meter]
+                group_by, aggregation = self._meters[item.meter]
                 group = self._group(item, group_by) if group_by else ""
                 totals_key = (
                     owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
                 )  # fmt: skip
                 limit = known.limits[item.meter]
-                aggregation = self._aggregation[item.meter]
                 verdict = apply(
                     (partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,

@@ -169,12 +169,12 @@ class UsageState:
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
-        self.marks = {k: v for k, v in self.marks.items() if v & 0xFFFF not in partitions}
+        self.marks = {k: v for k, v in self.marks.items() if unpack(v)[0] not in partitions}
         self.older_marks = {
-            k: v for k, v in self.older_marks.items() if v & 0xFFFF not in partitions
+            k: v for k, v in self.older_marks.items() if unpack(v)[0] not in partitions
         }
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
-        self.refused = {p for p in self.refused if p & 0xFFFF not in partitions}
+        self.refused = {p for p in self.refused if unpack(p)[0] not in partitions}
 
     def rotate_marks(self) -> int:
         """Start a new generation of marks; return how many marks were forgotten. Refusals

@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from meterline.events import UsageEvent, group_key
 from rating import oracle
+from rating.period import Period
 from rating.plans import PriceBook
 
 # subscription, meter, period start, plan version, group
@@ -25,7 +26,7 @@ def expected_totals(
     for event in distinct:
         plan = book.plan_at(plan_of[event.subscription], event.timestamp.date())
         assert plan is not None
-        period = date(event.timestamp.year, event.timestamp.month, 1)
+        period = Period.of(event.timestamp.date()).start
         group = group_key(event.properties, book.meter(event.meter).group_by)
         events[(event.subscription, event.meter, period, plan.version, group)].append(event)
     quantity = {

@@ -18,6 +18,7 @@ from aggregation.state import (
 )
 from meterline.events import UsageEvent
 from rating.money import INT64_MAX
+from rating.period import Period
 
 
 def event(
@@ -30,7 +31,14 @@ def event(
 
 
 def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
-    return (e.tenant, e.subscription, e.meter, e.timestamp.date().replace(day=1), plan_version, "")
+    return (
+        e.tenant,
+        e.subscription,
+        e.meter,
+        Period.of(e.timestamp.date()).start,
+        plan_version,
+        "",
+    )
 
 
 def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: int = 0) -> Verdict:
