@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from aggregation.state import (
     dedupe_key,
 )
 from meterline.events import (
+    EventWindow,
     Undecodable,
     UsageEvent,
     decode_record,
@@ -84,21 +85,6 @@ class BatchResult:
 
 def _millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class EventWindow:
-    """The timestamps a worker accepts: not older than ``max_age``, not further ahead of its
-    clock than ``max_skew``. Usage older than that goes to the dead-letter topic rather
-    than into a period that may already be invoiced."""
-
-    max_age: timedelta
-    max_skew: timedelta
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-
-    def bounds(self) -> tuple[datetime, datetime]:
-        now = self.clock()
-        return now - self.max_age, now + self.max_skew
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,15 +244,9 @@ class BatchProcessor:
             return "unpriced_meter", f"meter {event.meter!r} is not priced by {known.plan.label}"
         if event.quantity < 0:
             return "negative_quantity", f"quantity {event.quantity} is negative"
-        if event.timestamp < self.window.bounds()[0]:
-            return "too_old", (
-                f"timestamp {event.timestamp.isoformat()} is older than the accepted "
-                f"{self.window.max_age.days} days"
-            )
-        return "in_future", (
-            f"timestamp {event.timestamp.isoformat()} is more than "
-            f"{self.window.max_skew.total_seconds():.0f} s ahead of the worker's clock"
-        )
+        outside = self.window.problem(event.timestamp)
+        assert outside is not None, "only events outside the window reach this point"
+        return outside
 
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:

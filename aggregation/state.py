@@ -77,8 +77,10 @@ def unpack(packed: int) -> Position:
 
 
 def dedupe_key(event: UsageEvent) -> bytes:
-    """A fixed 16-byte digest of (tenant, source, id): bounded memory however long the ids."""
-    identity = f"{event.tenant}\x1f{event.source}\x1f{event.id}".encode()
+    """A fixed 16-byte digest of (tenant, source, id, meter): bounded memory however long the
+    ids. The meter is part of it because one event may feed several meters (a model call's
+    input and output tokens), and each of those contributions counts once."""
+    identity = f"{event.tenant}\x1f{event.source}\x1f{event.id}\x1f{event.meter}".encode()
     return hashlib.blake2b(identity, digest_size=16).digest()
 
 

@@ -19,12 +19,13 @@ from typing import Any, cast
 
 import faust
 
-from aggregation.batch import BatchProcessor, BatchResult, EventWindow, Record, Rejection
+from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
 from aggregation.state import UsageState
 from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
+from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.settings import Settings
 from rating.period import Period
@@ -206,10 +207,7 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
         )  # fmt: skip
     store = Store.connect(settings)
     store.migrate()
-    window = EventWindow(
-        max_age=timedelta(days=settings.max_event_age_days),
-        max_skew=timedelta(seconds=settings.max_clock_skew_seconds),
-    )
+    window = settings.event_window()
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)
     aggregator = Aggregator(store, book, window, partitions, dedupe_window)
     app = create_app(settings, bootstrap_servers, aggregator)

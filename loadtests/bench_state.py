@@ -3,7 +3,7 @@ against a plain set of the full identities (what one would write first), in the 
 
     python -m loadtests.bench_state [--events N] [--subscriptions N]
 
-A mark is a 16-byte digest of (tenant, source, id) and the event's position, whatever
+A mark is a 16-byte digest of (tenant, source, id, meter) and the event's position, whatever
 the length of the id; a total is one per (subscription, meter, period, plan version).
 The last line is one JSON object.
 """
@@ -66,7 +66,9 @@ def main() -> None:
     marks, marks_bytes, _ = measured(
         lambda: {dedupe_key(e): pack((0, offset, 0)) for offset, e in enumerate(events)}
     )
-    _, ids_bytes, _ = measured(lambda: {f"{e.tenant}\x1f{e.source}\x1f{e.id}" for e in events})
+    _, ids_bytes, _ = measured(
+        lambda: {f"{e.tenant}\x1f{e.source}\x1f{e.id}\x1f{e.meter}" for e in events}
+    )
     began = time.perf_counter()
     state = fill_state(events)
     apply_seconds = time.perf_counter() - began

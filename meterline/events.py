@@ -14,9 +14,9 @@ record from any Kafka client lands where meterline's batches do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -42,6 +42,36 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def partition_key(self) -> bytes:
         return f"{self.tenant}/{self.subscription}".encode()
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """The timestamps meterline accepts: not older than ``max_age``, not further ahead of
+    its clock than ``max_skew``. Older usage goes to the dead-letter topic rather than into
+    a period that may already be invoiced; the gateway applies the same rule up front."""
+
+    max_age: timedelta
+    max_skew: timedelta
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        now = self.clock()
+        return now - self.max_age, now + self.max_skew
+
+    def problem(self, timestamp: datetime) -> tuple[str, str] | None:
+        """(reason, detail) when ``timestamp`` falls outside the window, else None."""
+        oldest, newest = self.bounds()
+        if timestamp < oldest:
+            return "too_old", (
+                f"timestamp {timestamp.isoformat()} is older than the accepted "
+                f"{self.max_age.days} days"
+            )
+        if timestamp > newest:
+            return "in_future", (
+                f"timestamp {timestamp.isoformat()} is more than "
+                f"{self.max_skew.total_seconds():.0f} s ahead of meterline's clock"
+            )
+        return None
 
 
 def partition_of(key: bytes, partitions: int) -> int:

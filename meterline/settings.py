@@ -8,6 +8,7 @@ meterline at a real cluster is a change of these two variables, not of code.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from meterline.events import EventWindow
 
 CONFIG_FILE_VARIABLE = "METERLINE_CONFIG"
 
@@ -72,6 +75,12 @@ class Settings(BaseSettings):
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.events_topic}.dlq"
+
+    def event_window(self) -> EventWindow:
+        return EventWindow(
+            max_age=timedelta(days=self.max_event_age_days),
+            max_skew=timedelta(seconds=self.max_clock_skew_seconds),
+        )
 
     @property
     def chdb_path(self) -> Path:

@@ -51,6 +51,21 @@ class Meter(_Frozen):
         description="over a period: the sum of quantities, the number of events, the "
         "largest quantity, or the quantity of the latest event (a gauge such as seats)",
     )
+    event_type: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the CloudEvents type the gateway reads this meter from; unset: the id",
+    )
+    value: str = Field(
+        default="quantity",
+        pattern=IDENTIFIER,
+        description="the property of a CloudEvent's data holding the quantity (not read "
+        "for count meters)",
+    )
+
+    @property
+    def reads_type(self) -> str:
+        return self.event_type or self.id
 
     @field_validator("group_by")
     @classmethod

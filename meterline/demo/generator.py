@@ -132,11 +132,11 @@ def interleave(
 
 
 def distinct(sent: Sequence[UsageEvent]) -> list[UsageEvent]:
-    """What should be billed: the first of each (tenant, source, id)."""
-    seen: set[tuple[str, str, str]] = set()
+    """What should be billed: the first of each (tenant, source, id, meter)."""
+    seen: set[tuple[str, str, str, str]] = set()
     kept = []
     for event in sent:
-        identity = (event.tenant, event.source, event.id)
+        identity = (event.tenant, event.source, event.id, event.meter)
         if identity not in seen:
             seen.add(identity)
             kept.append(event)

@@ -6,10 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from aggregation.batch import BatchProcessor, EventWindow, Record
+from aggregation.batch import BatchProcessor, Record
 from aggregation.state import UsageState
 from meterline.demo import PRICE_BOOK
-from meterline.events import UsageEvent, encode, encode_batch, group_label, partition_of
+from meterline.events import (
+    EventWindow,
+    UsageEvent,
+    encode,
+    encode_batch,
+    group_label,
+    partition_of,
+)
 from rating.plans import PriceBook, load_price_book, parse_price_book
 from rating.table import ChargeTable
 
