@@ -46,6 +46,62 @@ def _value(group: list[UsageEvent]) -> bytes:
     return encode(group[0]) if len(group) == 1 else encode_batch(group)
 
 
+class Publisher:
+    """A started producer for one topic; ``send`` returns once every event is acknowledged."""
+
+    def __init__(
+        self, bootstrap_servers: str, topic: str, batch_events: int = BATCH_EVENTS
+    ) -> None:
+        self.topic = topic
+        self._bootstrap_servers = bootstrap_servers
+        self._batch_events = batch_events
+        self._producer: AIOKafkaProducer | None = None
+        self.partitions = 0
+
+    async def __aenter__(self) -> Publisher:
+        # aiokafka binds its producer to the running loop, so it is made here, not in __init__.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            max_request_size=8 << 20,
+        )
+        await producer.start()
+        try:
+            self.partitions = len(await producer.partitions_for(self.topic))
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def send(
+        self, events: Iterable[UsageEvent], on_sent: Callable[[int], None] = lambda count: None
+    ) -> dict[int, int]:
+        """Send every event and return the highest acknowledged offset per partition.
+        ``on_sent`` receives the number of events acknowledged so far."""
+        if self._producer is None:
+            raise RuntimeError("enter the publisher (async with) before sending")
+        last_offsets: dict[int, int] = {}
+        acknowledged = 0
+        in_flight: list[tuple[asyncio.Future[object], int]] = []
+        for partition, value, count in records(events, self.partitions, self._batch_events):
+            future = await self._producer.send(self.topic, value, partition=partition)
+            in_flight.append((future, count))
+            if len(in_flight) >= _WINDOW:
+                acknowledged += await _settle(in_flight, last_offsets)
+                on_sent(acknowledged)
+        acknowledged += await _settle(in_flight, last_offsets)
+        on_sent(acknowledged)
+        return last_offsets
+
+
 async def produce(
     bootstrap_servers: str,
     topic: str,
@@ -53,31 +109,9 @@ async def produce(
     on_sent: Callable[[int], None] = lambda count: None,
     batch_events: int = BATCH_EVENTS,
 ) -> dict[int, int]:
-    """Send every event and return the highest acknowledged offset per partition.
-    ``on_sent`` receives the number of events acknowledged so far."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=1 << 20,
-        max_request_size=8 << 20,
-    )
-    await producer.start()
-    last_offsets: dict[int, int] = {}
-    acknowledged = 0
-    try:
-        partitions = len(await producer.partitions_for(topic))
-        in_flight: list[tuple[asyncio.Future[object], int]] = []
-        for partition, value, count in records(events, partitions, batch_events):
-            in_flight.append((await producer.send(topic, value, partition=partition), count))
-            if len(in_flight) >= _WINDOW:
-                acknowledged += await _settle(in_flight, last_offsets)
-                on_sent(acknowledged)
-        acknowledged += await _settle(in_flight, last_offsets)
-        on_sent(acknowledged)
-    finally:
-        await producer.stop()
-    return last_offsets
+    """Send every event with a producer of its own; see ``Publisher.send``."""
+    async with Publisher(bootstrap_servers, topic, batch_events) as publisher:
+        return await publisher.send(events, on_sent)
 
 
 async def _settle(

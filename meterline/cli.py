@@ -170,6 +170,87 @@ def worker() -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="[default: 8787]")
+@click.option(
+    "--worker/--no-worker",
+    default=True,
+    show_default=True,
+    help="Also run an aggregation worker (embedded mode needs one; with a cluster, workers "
+    "usually run on their own).",
+)
+def serve(host: str | None, port: int | None, worker: bool) -> None:
+    """Run the ingest gateway until Ctrl-C or SIGTERM.
+
+    POST /v1/events takes CloudEvents or plain JSON, one event or a batch, with an API
+    key (`meterline keys create`); GET /openapi.json describes it. With no
+    KAFKA_BOOTSTRAP_SERVERS it starts the embedded broker, and with --worker (the
+    default) a worker that aggregates, rates and stores what arrives.
+    """
+    from meterline.serving import ServeError, serve_gateway
+
+    settings = load_settings(gateway_host=host, gateway_port=port)
+    try:
+        serve_gateway(settings, load_book(settings), with_worker=worker, say=console.print)
+    except ServeError as error:
+        fail(str(error))
+
+
+@main.group()
+def keys() -> None:
+    """API keys for the ingest gateway: each writes one tenant's events."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key writes for.")
+@click.option("--name", default="", help="A label to tell keys apart.")
+def create_key(tenant: str, name: str) -> None:
+    """Create a key and print it once (only its SHA-256 digest is kept)."""
+    from ingest.api_keys import KeyRing
+
+    settings = load_settings()
+    key, record = KeyRing(settings.api_keys_path).create(tenant, name or tenant)
+    errors.print(f"key for tenant {tenant!r} ({record.name}); store it now, it is not kept:")
+    console.print(key, highlight=False)
+
+
+@keys.command("list")
+def list_keys() -> None:
+    """List keys: tenant, name, hint and creation time (never the key)."""
+    from ingest.api_keys import KeyFileError, KeyRing
+
+    try:
+        records = KeyRing(load_settings().api_keys_path).records()
+    except KeyFileError as error:
+        fail(str(error))
+    for record in records:
+        console.print(f"{record.hint}…  {record.tenant}  {record.name}  {record.created_at}")
+    if not records:
+        console.print("no keys yet: meterline keys create --tenant T")
+
+
+@keys.command("revoke")
+@click.argument("hint_or_name")
+def revoke_key(hint_or_name: str) -> None:
+    """Revoke the keys with this hint (as `keys list` shows it) or name."""
+    from ingest.api_keys import KeyRing
+
+    gone = KeyRing(load_settings().api_keys_path).revoke(hint_or_name)
+    if not gone:
+        fail(f"no key has the hint or name {hint_or_name!r}")
+    for record in gone:
+        console.print(f"revoked {record.hint}…  {record.tenant}  {record.name}")
+
+
+@main.command()
+def openapi() -> None:
+    """Print the gateway's OpenAPI document (the repository keeps a copy)."""
+    from ingest.openapi import rendered
+
+    click.echo(rendered(), nl=False)
+
+
+@main.command()
 @click.option(
     "--plans",
     "plans_path",

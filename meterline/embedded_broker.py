@@ -11,8 +11,12 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+
+from meterline.settings import Settings
 
 READY_TIMEOUT_SECONDS = 15.0
 
@@ -119,3 +123,15 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def kafka(settings: Settings) -> Iterator[str]:
+    """The configured Kafka, or the embedded broker for the duration of the block."""
+    if not settings.embedded_kafka:
+        assert settings.kafka_bootstrap_servers is not None
+        yield settings.kafka_bootstrap_servers
+        return
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(log_path=settings.data_dir / "broker.log") as broker:
+        yield broker.bootstrap_servers

@@ -63,6 +63,19 @@ class Settings(BaseSettings):
         description="YAML price book, a file or a folder of files; unset uses the demo's",
     )
 
+    gateway_host: str = Field(default="127.0.0.1", description="address `meterline serve` binds")
+    gateway_port: int = Field(default=8787, ge=1, le=65535)
+    api_keys_file: Path | None = Field(
+        default=None, description="hashed API keys (JSON); unset: api-keys.json in data_dir"
+    )
+    max_request_bytes: int = Field(default=8 << 20, ge=1024, description="413 beyond it")
+    max_batch_events: int = Field(default=1000, ge=1, description="413 beyond it")
+    max_event_bytes: int = Field(default=64 << 10, ge=256, description="larger events refused")
+    tenant_events_per_second: float = Field(
+        default=100_000, gt=0, description="each tenant's sustained rate; 429 beyond it"
+    )
+    tenant_burst_events: int = Field(default=200_000, ge=1, description="events at once")
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
@@ -81,6 +94,10 @@ class Settings(BaseSettings):
             max_age=timedelta(days=self.max_event_age_days),
             max_skew=timedelta(seconds=self.max_clock_skew_seconds),
         )
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api-keys.json"
 
     @property
     def chdb_path(self) -> Path:

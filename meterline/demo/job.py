@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -19,7 +18,7 @@ from ingest.producer import produce
 from invoicing.store import Store, SubscriptionRow
 from invoicing.summary import InvoiceSummary, summarize
 from meterline.demo import generator
-from meterline.embedded_broker import EmbeddedBroker
+from meterline.embedded_broker import kafka
 from meterline.events import UsageEvent
 from meterline.kafka_admin import GroupProgress, ensure_topic
 from meterline.settings import Settings
@@ -78,18 +77,6 @@ def demo_settings(settings: Settings, period: date) -> Settings:
             "max_event_age_days": max(settings.max_event_age_days, reach_back),
         }
     )
-
-
-@contextmanager
-def kafka(settings: Settings) -> Iterator[str]:
-    """The configured Kafka, or the embedded broker for the duration of the block."""
-    if not settings.embedded_kafka:
-        assert settings.kafka_bootstrap_servers is not None
-        yield settings.kafka_bootstrap_servers
-        return
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(log_path=settings.data_dir / "broker.log") as broker:
-        yield broker.bootstrap_servers
 
 
 def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], period: date) -> None:

@@ -1,0 +1,217 @@
+"""The checks an event passes before it reaches Kafka, and its translation into the
+pipeline's ``UsageEvent``. Pure: the price book, the clock and the limits come in; no I/O.
+
+The worker checks again what only it can know (the subscription's plan, the partition);
+what the gateway can tell from the event alone it answers at once, so the sender learns
+of a mistake in the response instead of from the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from ingest.wire import (
+    CloudEvent,
+    Item,
+    PlainEvent,
+    Refusal,
+    decode_cloud,
+    decode_plain,
+    loose_id,
+)
+from meterline.events import EventWindow, Property, UsageEvent
+from rating.money import INT64_MAX
+from rating.plans import Meter, PriceBook, decimal_places, scaled
+
+
+class OtherTenantError(Exception):
+    """An event names a tenant other than the one its API key belongs to."""
+
+    def __init__(self, index: int, named: str) -> None:
+        super().__init__(f"event {index} names tenant {named!r}, which this key may not write")
+
+
+@dataclass(slots=True)
+class Admitted:
+    events: list[UsageEvent] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+class _RefusedError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_event_bytes: int = 64 * 1024
+
+
+class Admission:
+    def __init__(self, book: PriceBook, window: EventWindow, limits: Limits = Limits()) -> None:
+        self._window = window
+        self._limits = limits
+        self._meters = {meter.id: meter for meter in book.meters}
+        by_type: dict[str, list[Meter]] = defaultdict(list)
+        for meter in book.meters:
+            by_type[meter.reads_type].append(meter)
+        self._by_type = {kind: tuple(meters) for kind, meters in by_type.items()}
+
+    def cloud_events(self, tenant: str, items: list[Item]) -> Admitted:
+        """One usage event per meter that reads the CloudEvent's type."""
+        return self._admit(tenant, items, self._from_cloud)
+
+    def plain_events(self, tenant: str, items: list[Item]) -> Admitted:
+        return self._admit(tenant, items, self._from_plain)
+
+    def _admit(self, tenant: str, items: list[Item], translate: Any) -> Admitted:
+        admitted = Admitted()
+        now = self._window.clock()
+        for item in items:
+            try:
+                if len(item.raw) > self._limits.max_event_bytes:
+                    raise _RefusedError(
+                        "event_too_large",
+                        f"{len(item.raw)} bytes; an event may have at most "
+                        f"{self._limits.max_event_bytes}",
+                    )
+                admitted.events.extend(translate(tenant, item, now))
+            except _RefusedError as refusal:
+                admitted.refused.append(
+                    Refusal(item.index, loose_id(item.raw), refusal.reason, refusal.detail)
+                )
+        return admitted
+
+    def _from_cloud(self, tenant: str, item: Item, now: datetime) -> list[UsageEvent]:
+        event: CloudEvent = _decoded(decode_cloud, item.raw)
+        _check_tenant(item.index, event.tenant, tenant)
+        if event.specversion != "1.0":
+            raise _RefusedError(
+                "unsupported_specversion", f"specversion {event.specversion!r}; meterline reads 1.0"
+            )
+        if event.subject is None:
+            raise _RefusedError("missing_subject", "subject must name the subscription")
+        meters = self._by_type.get(event.type)
+        if meters is None:
+            raise _RefusedError(
+                "unknown_event_type", f"no meter reads events of type {event.type!r}"
+            )
+        timestamp = self._timestamp(event.time, now)
+        data = event.data or {}
+        return [
+            UsageEvent(
+                id=event.id,
+                tenant=tenant,
+                subscription=event.subject,
+                meter=meter.id,
+                quantity=_quantity(meter, data),
+                timestamp=timestamp,
+                source=event.source,
+                properties=_group_properties(meter, data),
+            )
+            for meter in meters
+        ]
+
+    def _from_plain(self, tenant: str, item: Item, now: datetime) -> list[UsageEvent]:
+        event: PlainEvent = _decoded(decode_plain, item.raw)
+        _check_tenant(item.index, event.tenant, tenant)
+        meter = self._meters.get(event.meter)
+        if meter is None:
+            raise _RefusedError("unknown_meter", f"no meter {event.meter!r} in the price book")
+        return [
+            UsageEvent(
+                id=event.id,
+                tenant=tenant,
+                subscription=event.subscription,
+                meter=meter.id,
+                quantity=_in_scale(meter, event.quantity),
+                timestamp=self._timestamp(event.timestamp, now),
+                source=event.source,
+                properties=event.properties,
+            )
+        ]
+
+    def _timestamp(self, stated: datetime | None, now: datetime) -> datetime:
+        if stated is None:
+            return now
+        problem = self._window.problem(stated)
+        if problem is not None:
+            raise _RefusedError(*problem)
+        return stated.astimezone(UTC)
+
+
+def _decoded(decode: Any, raw: bytes) -> Any:
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as error:
+        raise _RefusedError("invalid_event", str(error)) from None
+    except msgspec.DecodeError as error:
+        raise _RefusedError("invalid_json", str(error)) from None
+
+
+def _check_tenant(index: int, named: str | None, tenant: str) -> None:
+    if named is not None and named != tenant:
+        raise OtherTenantError(index, named)
+
+
+def _quantity(meter: Meter, data: dict[str, Any]) -> int:
+    if meter.aggregation == "count":
+        return 1
+    if meter.value not in data:
+        raise _RefusedError(
+            "missing_value", f"data.{meter.value} must hold the {meter.id} quantity"
+        )
+    value = data[meter.value]
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise _RefusedError(
+            "invalid_value", f"data.{meter.value} must be a number or a decimal string"
+        )
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise _RefusedError(
+            "invalid_value", f"data.{meter.value} {value!r} is not a number"
+        ) from None
+    return _in_scale(meter, number)
+
+
+def _in_scale(meter: Meter, value: Decimal) -> int:
+    if not value.is_finite():
+        raise _RefusedError("invalid_value", f"quantity {value} is not a finite number")
+    if value < 0:
+        raise _RefusedError("negative_quantity", f"quantity {value} is negative")
+    if decimal_places(value) > meter.scale:
+        raise _RefusedError(
+            "too_precise", f"quantity {value} has more than the {meter.scale} decimal places "
+            f"meter {meter.id!r} counts to"
+        )  # fmt: skip
+    if value > INT64_MAX:
+        raise _RefusedError("quantity_too_large", f"quantity {value} is too large to bill")
+    units = scaled(value, meter.scale)
+    if units > INT64_MAX:
+        raise _RefusedError("quantity_too_large", f"quantity {value} is too large to bill")
+    return units
+
+
+def _group_properties(meter: Meter, data: dict[str, Any]) -> dict[str, Property]:
+    """The properties the meter groups by; the rest of ``data`` is the sender's own."""
+    properties: dict[str, Property] = {}
+    for name in meter.group_by:
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str | int | bool):
+            raise _RefusedError(
+                "invalid_property",
+                f"data.{name} groups meter {meter.id!r}: it must be a string, integer or boolean",
+            )
+        properties[name] = value
+    return properties

@@ -1,0 +1,182 @@
+"""The HTTP ingest gateway: ``POST /v1/events`` takes one event or a batch, checks each,
+and answers only once Kafka has acknowledged every event it accepted (acks=all).
+
+An answer names each refused event with a machine-readable reason; the others are
+accepted. Whole-request problems use RFC 9457 problem documents: 401 without a valid
+key, 403 for another tenant's events, 413 beyond the size limits, 415 for an unknown
+content type, 429 with Retry-After over the tenant's rate, 503 when Kafka did not
+acknowledge (nothing is reported accepted; resend with the same ids, dedupe absorbs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from aiokafka.errors import KafkaError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingest.admission import Admission, Limits, OtherTenantError
+from ingest.api_keys import KeyFileError, KeyRing
+from ingest.openapi import document
+from ingest.producer import Publisher
+from ingest.rate_limit import RateLimiter
+from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
+from meterline.settings import Settings
+from rating.plans import PriceBook
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, title: str, detail: str, **headers: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.headers = status, title, detail, headers
+
+    def response(self) -> Response:
+        body = ProblemDocument(self.title, self.status, self.detail)
+        return Response(
+            _encoder.encode(body), self.status, self.headers, "application/problem+json"
+        )
+
+
+class Gateway:
+    def __init__(
+        self, settings: Settings, book: PriceBook, bootstrap_servers: str, keys: KeyRing
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.admission = Admission(
+            book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
+        )
+        self.limiter = RateLimiter(settings.tenant_events_per_second, settings.tenant_burst_events)
+        self.publisher = Publisher(bootstrap_servers, settings.events_topic)
+        self._openapi = _encoder.encode(document())
+
+    async def __aenter__(self) -> Gateway:
+        await self.publisher.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.publisher.__aexit__(*exc_info)
+
+    def asgi(self, *, own_lifespan: bool = False) -> Starlette:
+        """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""
+
+        @asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            async with self:
+                yield
+
+        return Starlette(
+            routes=[
+                Route("/v1/events", self.post_events, methods=["POST"]),
+                Route("/v1/health", self.health, methods=["GET"]),
+                Route("/openapi.json", self.openapi, methods=["GET"]),
+            ],
+            lifespan=lifespan if own_lifespan else None,
+        )
+
+    async def openapi(self, _: Request) -> Response:
+        return Response(self._openapi, media_type="application/json")
+
+    async def health(self, _: Request) -> Response:
+        return Response(_encoder.encode({"status": "ok", "topic": self.publisher.topic}),
+                        media_type="application/json")  # fmt: skip
+
+    async def post_events(self, request: Request) -> Response:
+        try:
+            return await self._post_events(request)
+        except RequestError as problem:
+            return problem.response()
+
+    async def _post_events(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        form = Format.of(request.headers.get("content-type", ""))
+        if form is None:
+            raise RequestError(
+                415, "Unsupported Media Type",
+                "send application/cloudevents+json, application/cloudevents-batch+json "
+                "or application/json",
+            )  # fmt: skip
+        body = await self._body(request)
+        try:
+            items = split(body, form)
+        except BodyError as error:
+            raise RequestError(400, "Bad Request", str(error)) from None
+        if not items:
+            raise RequestError(400, "Bad Request", "the batch is empty")
+        if len(items) > self.settings.max_batch_events:
+            raise RequestError(
+                413, "Content Too Large",
+                f"a batch of {len(items)} events; send at most "
+                f"{self.settings.max_batch_events} per request",
+            )  # fmt: skip
+        wait = self.limiter.take(tenant, len(items))
+        if wait > 0:
+            raise RequestError(
+                429, "Too Many Requests",
+                f"tenant {tenant!r} is over {self.settings.tenant_events_per_second:g} "
+                f"events/s; retry after {math.ceil(wait)} s",
+                **{"Retry-After": str(math.ceil(wait))},
+            )  # fmt: skip
+        admit = self.admission.cloud_events if form.cloud else self.admission.plain_events
+        try:
+            admitted = admit(tenant, items)
+        except OtherTenantError as error:
+            raise RequestError(403, "Forbidden", str(error)) from None
+        if admitted.events:
+            await self._publish(admitted.events)
+        answer = Accepted(len(items) - len(admitted.refused), admitted.refused)
+        status = 202 if answer.accepted else 422
+        return Response(_encoder.encode(answer), status, media_type="application/json")
+
+    def _tenant(self, request: Request) -> str:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        try:
+            tenant = self.keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
+        except KeyFileError as error:
+            log.error("%s", error)
+            raise RequestError(503, "Service Unavailable", "API keys cannot be read") from None
+        if tenant is None:
+            raise RequestError(
+                401, "Unauthorized", "send a valid API key as 'Authorization: Bearer <key>'",
+                **{"WWW-Authenticate": 'Bearer realm="meterline"'},
+            )  # fmt: skip
+        return tenant
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_request_bytes
+        too_large = RequestError(413, "Content Too Large", f"a request body may hold {limit} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _publish(self, events: Any) -> None:
+        try:
+            await self.publisher.send(events)
+        except KafkaError as error:
+            log.warning("Kafka did not acknowledge %d events: %s", len(events), error)
+            raise RequestError(
+                503, "Service Unavailable",
+                "Kafka did not acknowledge the events, so none is reported accepted; "
+                "resend them with the same ids (duplicates are dropped)",
+                **{"Retry-After": "1"},
+            ) from None  # fmt: skip

@@ -1,0 +1,110 @@
+"""The gateway's OpenAPI 3.1 document, built from the same msgspec types that decode and
+encode the requests, so the document cannot drift from the code. A copy is kept in the
+repository (``ingest/openapi.json``); a test fails when it is stale."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ingest.wire import Accepted, CloudEvent, PlainEvent, ProblemDocument
+
+KEPT_COPY = Path(__file__).with_name("openapi.json")
+
+_REF = "#/components/schemas/{name}"
+_PROBLEM = "ProblemDocument"
+
+
+def _problem(description: str, *headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": _REF.format(name="ProblemDocument")}}
+        },
+    }
+    if headers:
+        response["headers"] = {name: {"schema": {"type": "string"}} for name in headers}
+    return response
+
+
+def _batch(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": _REF.format(name=name)}, "minItems": 1}
+
+
+def document() -> dict[str, Any]:
+    (_, components) = msgspec.json.schema_components(
+        [CloudEvent, PlainEvent, Accepted, ProblemDocument], ref_template=_REF
+    )
+    one_cloud = {"$ref": _REF.format(name="CloudEvent")}
+    one_plain = {"$ref": _REF.format(name="PlainEvent")}
+    answer = {"application/json": {"schema": {"$ref": _REF.format(name="Accepted")}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "meterline ingest gateway",
+            "version": "1",
+            "description": (
+                "Send usage events. Each event is checked on its own: the answer counts "
+                "the accepted ones (acknowledged by Kafka) and names each refused one with "
+                "a machine-readable reason. Resending an event with the same source and id "
+                "is safe: it counts once."
+            ),
+        },
+        "servers": [{"url": "http://127.0.0.1:8787"}],
+        "security": [{"apiKey": []}],
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "operationId": "sendEvents",
+                    "summary": "Send one usage event or a batch",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/cloudevents+json": {"schema": one_cloud},
+                            "application/cloudevents-batch+json": {"schema": _batch("CloudEvent")},
+                            "application/json": {
+                                "schema": {"oneOf": [one_plain, _batch("PlainEvent")]}
+                            },
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Accepted, except the events it names",
+                            "content": answer,
+                        },
+                        "400": _problem("The body is not JSON, or not the shape its type promises"),
+                        "401": _problem("No valid API key", "WWW-Authenticate"),
+                        "403": _problem("An event names a tenant the key may not write"),
+                        "413": _problem("The body, or the batch, is over the limit"),
+                        "415": _problem("The content type is not one of those listed"),
+                        "422": {
+                            "description": "No event was accepted; each is named",
+                            "content": answer,
+                        },
+                        "429": _problem("The tenant is over its rate", "Retry-After"),
+                        "503": _problem("Kafka did not acknowledge; resend", "Retry-After"),
+                    },
+                }
+            },
+            "/v1/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Whether the gateway is up",
+                    "security": [],
+                    "responses": {"200": {"description": "Up"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A meterline API key"}
+            },
+        },
+    }
+
+
+def rendered() -> str:
+    return msgspec.json.format(msgspec.json.encode(document()), indent=2).decode() + "\n"

@@ -1,0 +1,104 @@
+"""``meterline serve``: the ingest gateway on uvicorn, with the embedded broker when no
+Kafka is configured and, unless told otherwise, a worker process beside it that is
+restarted if it dies (it recovers from the store and the topic, losing nothing)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+from ingest.api_keys import KeyRing
+from ingest.gateway import Gateway
+from meterline.embedded_broker import kafka
+from meterline.kafka_admin import ensure_topic
+from meterline.settings import Settings
+from meterline.worker_process import WorkerProcess
+from rating.plans import PriceBook
+
+
+class ServeError(RuntimeError):
+    """The gateway could not start; the message says why."""
+
+
+class _Supervisor(threading.Thread):
+    def __init__(self, worker: WorkerProcess, say: Callable[[str], None]) -> None:
+        super().__init__(name="worker-supervisor", daemon=True)
+        self.worker = worker
+        self.say = say
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(1.0):
+            code = self.worker.exit_code()
+            if code is not None and not self.stopping.is_set():
+                self.say(f"the worker exited with {code}; restarting it:\n{self.worker.log_tail()}")
+                self.worker.start()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return listening
+
+
+def serve_gateway(
+    settings: Settings, book: PriceBook, *, with_worker: bool, say: Callable[[str], None]
+) -> None:
+    keys = KeyRing(settings.api_keys_path)
+    with kafka(settings) as bootstrap:
+        for topic in (settings.events_topic, settings.dead_letter_topic):
+            asyncio.run(ensure_topic(bootstrap, topic, settings.topic_partitions))
+        supervisor = None
+        try:
+            if with_worker:
+                worker = WorkerProcess(settings, bootstrap, settings.data_dir / "worker.log")
+                worker.start()
+                supervisor = _Supervisor(worker, say)
+                supervisor.start()
+            _announce(settings, keys, say)
+            _run(Gateway(settings, book, bootstrap, keys), settings)
+        finally:
+            if supervisor is not None:
+                supervisor.stopping.set()
+                supervisor.worker.stop()
+
+
+def _announce(settings: Settings, keys: KeyRing, say: Callable[[str], None]) -> None:
+    for name, value in settings.describe().items():
+        say(f"{name:>12}: {value}")
+    say(f"{'gateway':>12}: http://{settings.gateway_host}:{settings.gateway_port}/v1/events")
+    say(f"{'API keys':>12}: {len(keys.records())} in {settings.api_keys_path}")
+    if not keys.records():
+        say("no API keys yet: create one with `meterline keys create --tenant T`")
+
+
+def _run(gateway: Gateway, settings: Settings) -> None:
+    config = uvicorn.Config(
+        gateway.asgi(own_lifespan=True),
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+    listening = _listen(settings.gateway_host, settings.gateway_port)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
+    # the handler it found; a handler that ignores it lets the worker and broker be stopped.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, lambda *_: None) for stop in stops}
+    try:
+        uvicorn.Server(config).run(sockets=[listening])
+    except SystemExit:
+        raise ServeError("the gateway did not start (the error is above)") from None
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
