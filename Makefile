@@ -37,6 +37,7 @@ typecheck: $(STAMP) ## Type-check with mypy (strict)
 bench: $(STAMP) ## Run the benchmarks in loadtests/ (not part of the tests)
 	$(BIN)/python -m loadtests.bench_rating
 	$(BIN)/python -m loadtests.bench_state
+	$(BIN)/python -m loadtests.bench_ingest
 	$(BIN)/python -m loadtests.bench_pipeline
 
 clean: ## Remove .venv and the embedded data directory

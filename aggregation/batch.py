@@ -29,6 +29,7 @@ from meterline.events import (
     encode,
     group_key,
     partition_of,
+    utc_day,
 )
 from rating.period import Period
 from rating.plans import Plan, PriceBook
@@ -179,7 +180,7 @@ class BatchProcessor:
                     owner = (item.tenant, item.subscription)
                     elsewhere = self._home_partition(item) != partition
                     plan_id = self.plan_of(owner)
-                day = item.timestamp.date()
+                day = utc_day(item.timestamp)
                 known = None if plan_id is None else self._plan_day(plan_id, day)
                 if (
                     elsewhere

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -27,7 +27,7 @@ from ingest.wire import (
 )
 from meterline.events import EventWindow, Property, UsageEvent
 from rating.money import INT64_MAX
-from rating.plans import Meter, PriceBook, decimal_places, scaled
+from rating.plans import Meter, PriceBook
 
 
 class OtherTenantError(Exception):
@@ -58,6 +58,7 @@ class Limits:
 class Admission:
     def __init__(self, book: PriceBook, window: EventWindow, limits: Limits = Limits()) -> None:
         self._window = window
+        self._bounds = window.bounds()  # taken again for each request
         self._limits = limits
         self._meters = {meter.id: meter for meter in book.meters}
         by_type: dict[str, list[Meter]] = defaultdict(list)
@@ -75,6 +76,7 @@ class Admission:
     def _admit(self, tenant: str, items: list[Item], translate: Any) -> Admitted:
         admitted = Admitted()
         now = self._window.clock()
+        self._bounds = self._window.bounds()
         for item in items:
             try:
                 if len(item.raw) > self._limits.max_event_bytes:
@@ -142,10 +144,13 @@ class Admission:
     def _timestamp(self, stated: datetime | None, now: datetime) -> datetime:
         if stated is None:
             return now
-        problem = self._window.problem(stated)
-        if problem is not None:
+        oldest, newest = self._bounds
+        if not oldest <= stated <= newest:
+            problem = self._window.problem(stated, self._bounds)
+            assert problem is not None
             raise _RefusedError(*problem)
-        return stated.astimezone(UTC)
+        # Periods are UTC months: an offset must not move usage into the wrong one.
+        return stated if stated.tzinfo is UTC else stated.astimezone(UTC)
 
 
 def _decoded(decode: Any, raw: bytes) -> Any:
@@ -170,7 +175,11 @@ def _quantity(meter: Meter, data: dict[str, Any]) -> int:
             "missing_value", f"data.{meter.value} must hold the {meter.id} quantity"
         )
     value = data[meter.value]
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+    if type(value) is int:  # the common case, kept off the Decimal path (and not a bool)
+        if value < 0:
+            raise _RefusedError("negative_quantity", f"quantity {value} is negative")
+        return _within_range(value * _POWERS[meter.scale], value)
+    if not isinstance(value, Decimal | str):
         raise _RefusedError(
             "invalid_value", f"data.{meter.value} must be a number or a decimal string"
         )
@@ -183,21 +192,34 @@ def _quantity(meter: Meter, data: dict[str, Any]) -> int:
     return _in_scale(meter, number)
 
 
+_POWERS = [10**digits for digits in range(10)]
+# Wide enough for any int64 quantity with nine decimals; a digit it would drop raises.
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+
+
 def _in_scale(meter: Meter, value: Decimal) -> int:
     if not value.is_finite():
         raise _RefusedError("invalid_value", f"quantity {value} is not a finite number")
     if value < 0:
         raise _RefusedError("negative_quantity", f"quantity {value} is negative")
-    if decimal_places(value) > meter.scale:
+    if value > INT64_MAX:
+        raise _RefusedError("quantity_too_large", f"quantity {value} is too large to bill")
+    try:
+        units = value.scaleb(meter.scale, _EXACT)
+    except Inexact:
+        units = Decimal("0.5")  # more digits than any billable quantity: too precise
+    whole = units.to_integral_value(context=_EXACT)
+    if units != whole:
         raise _RefusedError(
             "too_precise", f"quantity {value} has more than the {meter.scale} decimal places "
             f"meter {meter.id!r} counts to"
         )  # fmt: skip
-    if value > INT64_MAX:
-        raise _RefusedError("quantity_too_large", f"quantity {value} is too large to bill")
-    units = scaled(value, meter.scale)
+    return _within_range(int(whole), value)
+
+
+def _within_range(units: int, stated: object) -> int:
     if units > INT64_MAX:
-        raise _RefusedError("quantity_too_large", f"quantity {value} is too large to bill")
+        raise _RefusedError("quantity_too_large", f"quantity {stated} is too large to bill")
     return units
 
 

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgspec
 
@@ -49,30 +49,32 @@ def _log_rejected(refusal: Refusal, event: bytes) -> None:
     log.warning("meterline refused event %s: %s (%s)", refusal.id, refusal.reason, refusal.detail)
 
 
+class EventFields(TypedDict, total=False):
+    """What an event may say beyond subscription, meter and quantity: its id (default: a
+    new UUID), when the usage happened (default: now) and the properties meters group by."""
+
+    event_id: str
+    timestamp: datetime
+    properties: Mapping[str, Property]
+
+
 def encode_event(
-    subscription: str,
-    meter: str,
-    quantity: Quantity,
-    *,
-    source: str,
-    event_id: str | None = None,
-    timestamp: datetime | None = None,
-    properties: Mapping[str, Property] | None = None,
+    subscription: str, meter: str, quantity: Quantity, source: str, **fields: Unpack[EventFields]
 ) -> tuple[str, bytes]:
     """(id, the event as the gateway's plain JSON). A float is read as the decimal it
     prints as (0.1 is 0.1): pass a Decimal or a string to be explicit."""
     if isinstance(quantity, bool):
         raise TypeError("quantity must be a number, not a bool")
     exact = Decimal(repr(quantity)) if isinstance(quantity, float) else Decimal(quantity)
-    event_id = event_id or uuid.uuid4().hex
+    event_id = fields.get("event_id") or uuid.uuid4().hex
     event = PlainEvent(
         id=event_id,
         subscription=subscription,
         meter=meter,
         quantity=exact,
-        timestamp=timestamp or datetime.now(UTC),
+        timestamp=fields.get("timestamp") or datetime.now(UTC),
         source=source,
-        properties=dict(properties or {}),
+        properties=dict(fields.get("properties") or {}),
     )
     return event_id, msgspec.json.encode(event)
 
@@ -103,6 +105,7 @@ class AsyncUsageClient:
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @classmethod
     def http(cls, url: str, api_key: str, **options: Any) -> AsyncUsageClient:
@@ -134,50 +137,53 @@ class AsyncUsageClient:
         self._task = self._loop.create_task(self._run())
 
     async def record(
-        self,
-        subscription: str,
-        meter: str,
-        quantity: Quantity,
-        *,
-        event_id: str | None = None,
-        timestamp: datetime | None = None,
-        properties: Mapping[str, Property] | None = None,
+        self, subscription: str, meter: str, quantity: Quantity, **fields: Unpack[EventFields]
     ) -> str:
         """Queue one event and return its id; waits only while the buffer is full."""
-        event_id, event = encode_event(
-            subscription, meter, quantity, source=self.source, event_id=event_id,
-            timestamp=timestamp, properties=properties,
-        )  # fmt: skip
-        self.enqueue(event)
-        while len(self._pending) >= self.max_buffer:
+        event_id = self.enqueue(subscription, meter, quantity, **fields)
+        while self.full():
             await asyncio.sleep(0.005)
         return event_id
 
-    def enqueue(self, event: bytes) -> None:
-        """Add an encoded event; safe from any thread."""
+    def enqueue(
+        self, subscription: str, meter: str, quantity: Quantity, **fields: Unpack[EventFields]
+    ) -> str:
+        """Queue one event, whatever the buffer holds, and return its id; safe from any
+        thread."""
         if self._loop is None:
             raise RuntimeError("start the client first (async with, or await start())")
+        event_id, event = encode_event(subscription, meter, quantity, self.source, **fields)
         self._pending.append(event)
         if len(self._pending) == self.batch_size:
             self._loop.call_soon_threadsafe(self._wake_up)
+        return event_id
+
+    def full(self) -> bool:
+        return self.buffered() >= self.max_buffer
 
     def buffered(self) -> int:
         return len(self._pending) + self._sending
 
     async def flush(self) -> None:
         """Return once every event recorded so far is delivered or handed to on_rejected."""
-        assert self._idle is not None
+        assert self._idle is not None and self._task is not None
         while self.buffered():
             self._wake_up()
             self._idle.clear()
-            await self._idle.wait()
+            idle = asyncio.ensure_future(self._idle.wait())
+            await asyncio.wait([idle, self._task], return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
+            if self._task.done():
+                self._task.result()  # the sender died: raise what killed it
 
     async def aclose(self) -> None:
         if self._task is None:
             return
         await self.flush()
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        # A flag, not cancel(): wait_for swallows a cancellation that meets a set event.
+        self._closing = True
+        self._wake_up()
+        await self._task
         self._task = None
         await self._transport.close()
 
@@ -198,6 +204,8 @@ class AsyncUsageClient:
                 await self._deliver(batch)
                 self._sending = 0
             self._idle.set()
+            if self._closing:
+                return
 
     async def _deliver(self, batch: list[bytes]) -> None:
         deadline = time.monotonic() + self.give_up_after
@@ -258,22 +266,11 @@ class UsageClient:
         return self._inner.delivered
 
     def record(
-        self,
-        subscription: str,
-        meter: str,
-        quantity: Quantity,
-        *,
-        event_id: str | None = None,
-        timestamp: datetime | None = None,
-        properties: Mapping[str, Property] | None = None,
+        self, subscription: str, meter: str, quantity: Quantity, **fields: Unpack[EventFields]
     ) -> str:
         """Queue one event and return its id; blocks only while the buffer is full."""
-        event_id, event = encode_event(
-            subscription, meter, quantity, source=self._inner.source, event_id=event_id,
-            timestamp=timestamp, properties=properties,
-        )  # fmt: skip
-        self._inner.enqueue(event)
-        while self._inner.buffered() >= self._inner.max_buffer:
+        event_id = self._inner.enqueue(subscription, meter, quantity, **fields)
+        while self._inner.full():
             time.sleep(0.005)
         return event_id
 

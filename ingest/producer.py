@@ -27,12 +27,8 @@ def records(
     """(partition, value, event count) per record, grouping events by partition into
     batches of up to ``batch_events``; a batch of one is a plain JSON object."""
     pending: dict[int, list[UsageEvent]] = {}
-    partition_by_key: dict[bytes, int] = {}
     for event in events:
-        key = event.partition_key()
-        partition = partition_by_key.get(key)
-        if partition is None:
-            partition = partition_by_key[key] = partition_of(key, partitions)
+        partition = partition_of(event.partition_key(), partitions)
         group = pending.setdefault(partition, [])
         group.append(event)
         if len(group) >= batch_events:

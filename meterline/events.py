@@ -14,9 +14,10 @@ record from any Kafka client lands where meterline's batches do.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -58,9 +59,12 @@ class EventWindow:
         now = self.clock()
         return now - self.max_age, now + self.max_skew
 
-    def problem(self, timestamp: datetime) -> tuple[str, str] | None:
-        """(reason, detail) when ``timestamp`` falls outside the window, else None."""
-        oldest, newest = self.bounds()
+    def problem(
+        self, timestamp: datetime, bounds: tuple[datetime, datetime] | None = None
+    ) -> tuple[str, str] | None:
+        """(reason, detail) when ``timestamp`` falls outside the window (``bounds``, or
+        as of now), else None."""
+        oldest, newest = bounds or self.bounds()
         if timestamp < oldest:
             return "too_old", (
                 f"timestamp {timestamp.isoformat()} is older than the accepted "
@@ -74,6 +78,12 @@ class EventWindow:
         return None
 
 
+def utc_day(moment: datetime) -> date:
+    """The UTC day of a moment: periods are UTC months, whatever offset an event states."""
+    return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).date()
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in the Java client) picks."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)

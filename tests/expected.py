@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal
 
 from meterline.events import UsageEvent, group_key
@@ -24,9 +24,9 @@ def expected_totals(
     meter's events combined as it declares (sum, count, max or latest), in send order."""
     events: dict[TotalKey, list[UsageEvent]] = defaultdict(list)
     for event in distinct:
-        plan = book.plan_at(plan_of[event.subscription], event.timestamp.date())
+        plan = book.plan_at(plan_of[event.subscription], event.timestamp.astimezone(UTC).date())
         assert plan is not None
-        period = Period.of(event.timestamp.date()).start
+        period = Period.of(event.timestamp.astimezone(UTC).date()).start
         group = group_key(event.properties, book.meter(event.meter).group_by)
         events[(event.subscription, event.meter, period, plan.version, group)].append(event)
     quantity = {

@@ -20,7 +20,7 @@ from meterline.events import UsageEvent, encode, encode_batch, partition_of
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from tests.integration.kafka_helpers import read_values, send_raw
+from tests.integration.kafka_helpers import read_records, send_raw
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,9 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
         )
         # The raw records may sit on partitions the produced ones do not: wait for all 8.
         letters = [
-            decode_dead_letter(value)
-            for value in asyncio.run(
-                read_values(bootstrap, settings.dead_letter_topic, settings.topic_partitions, 8)
+            decode_dead_letter(record.value)
+            for record in asyncio.run(
+                read_records(bootstrap, settings.dead_letter_topic, settings.topic_partitions, 8)
             )
         ]
     finally:

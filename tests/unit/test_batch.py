@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
 
@@ -201,3 +201,11 @@ def test_meters_count_keep_the_largest_or_keep_the_latest_as_declared() -> None:
     }  # fmt: skip
     (seats,) = [r for r in result.rated if r.meter == "seats"]
     assert seats.value_at == int((day + timedelta(hours=2)).timestamp() * 1000)
+
+
+def test_an_events_period_is_its_utc_month_whatever_offset_it_states() -> None:
+    eastern = timezone(timedelta(hours=-5))
+    late_september_there = datetime(2026, 9, 30, 21, 0, tzinfo=eastern)  # 02:00 UTC, Oct 1
+    result = processor().process([record(0, usage("a", timestamp=late_september_there))])
+    (rated,) = result.rated
+    assert rated.period_start == date(2026, 10, 1)

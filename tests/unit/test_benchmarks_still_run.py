@@ -38,3 +38,10 @@ def test_the_state_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     figures = quick("bench_state", "--events", "2000", "--subscriptions", "51")
     assert figures["events"] == 2000 and figures["totals"] == 102
     assert figures["bytes_per_mark"] > 16  # the digest alone is 16 bytes
+
+
+def test_the_ingest_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
+    figures = quick("bench_ingest", "--events", "3000", "--batch", "500", "--connections", "2")
+    assert figures["events"] == 3000
+    assert figures["http_events_per_s"] > 0 and figures["sdk_kafka_events_per_s"] > 0
+    assert figures["http_request_p99_s"] >= figures["http_request_p50_s"] > 0

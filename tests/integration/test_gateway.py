@@ -1,0 +1,215 @@
+"""The ingest gateway against the real embedded broker: accepted events are on the topic,
+in their subscription's partition; every kind of bad request gets its status and writes
+nothing; a fuzzer never gets a 500."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meterline.embedded_broker import EmbeddedBroker
+from meterline.events import decode_record, partition_of
+from meterline.settings import Settings
+from tests.integration.gateway_helpers import gateway_for
+from tests.integration.kafka_helpers import read_records
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+CLOUD_BATCH = "application/cloudevents-batch+json"
+
+
+@dataclass
+class Running:
+    settings: Settings
+    runner: asyncio.Runner
+    client: httpx.AsyncClient
+    key: str
+    other_key: str
+
+    def post(self, body: Any, content_type: str = CLOUD_BATCH, key: str | None = None,
+             **headers: str) -> httpx.Response:  # fmt: skip
+        raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        headers = {"content-type": content_type, **headers}
+        if key != "":
+            headers["authorization"] = f"Bearer {key or self.key}"
+        return self.runner.run(self.client.post("/v1/events", content=raw, headers=headers))
+
+    def topic_values(self, expected: int) -> list[bytes]:
+        records = self.runner.run(
+            read_records(
+                self.settings.kafka_bootstrap_servers or "",
+                self.settings.events_topic,
+                self.settings.topic_partitions,
+                expected,
+                timeout=10,
+                weight=lambda value: len(decode_record(value)),
+            )
+        )
+        return [record.value for record in records]
+
+
+def start_gateway(
+    broker: EmbeddedBroker, make: Callable[..., Settings], tmp_path: Path, **overrides: Any
+) -> Iterator[Running]:
+    gateway, key = gateway_for(broker, make, tmp_path, **overrides)
+    other_key, _ = gateway.keys.create("globex", "test")
+    with asyncio.Runner() as runner:
+        runner.run(gateway.__aenter__())
+        transport = httpx.ASGITransport(app=gateway.asgi())
+        client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
+        try:
+            yield Running(gateway.settings, runner, client, key, other_key)
+        finally:
+            runner.run(client.aclose())
+            runner.run(gateway.__aexit__(None, None, None))
+
+
+@pytest.fixture
+def gateway(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> Iterator[Running]:
+    yield from start_gateway(broker, settings_factory, tmp_path)
+
+
+def cloud(event_id: str, subscription: str = "sub-1", **changes: object) -> dict[str, object]:
+    event: dict[str, object] = {
+        "specversion": "1.0", "id": event_id, "source": "svc", "type": "api_calls",
+        "subject": subscription, "time": (NOW - timedelta(minutes=1)).isoformat(),
+        "data": {"quantity": 2},
+    }  # fmt: skip
+    event.update(changes)
+    return event
+
+
+def test_accepted_events_are_on_the_topic_in_their_subscriptions_partition(
+    gateway: Running,
+) -> None:
+    batch = [cloud(f"e{i}", f"sub-{i % 7}") for i in range(40)] + [cloud("bad", type="nope")]
+    response = gateway.post(batch)
+    assert response.status_code == 202
+    answer = response.json()
+    assert answer["accepted"] == 40
+    assert [(r["index"], r["id"], r["reason"]) for r in answer["rejected"]] == [
+        (40, "bad", "unknown_event_type")
+    ]
+    values = gateway.topic_values(expected=40)
+    assert len(values) <= 4, "one record per partition for the request"
+    seen = []
+    for value in values:
+        events = decode_record(value)
+        partitions = {partition_of(e.partition_key(), 4) for e in events}  # type: ignore[union-attr]
+        assert len(partitions) == 1
+        seen.extend(events)
+    assert sorted(e.id for e in seen) == sorted(f"e{i}" for i in range(40))  # type: ignore[union-attr]
+    assert {e.tenant for e in seen} == {"acme"}  # type: ignore[union-attr]
+
+
+def test_plain_json_single_and_batch_are_accepted(gateway: Running) -> None:
+    plain = {"id": "p1", "subscription": "sub-1", "meter": "tokens", "quantity": "12",
+             "properties": {"model": "large"}}  # fmt: skip
+    assert gateway.post(plain, "application/json").json() == {"accepted": 1, "rejected": []}
+    assert gateway.post([plain, {**plain, "id": "p2"}], "application/json").status_code == 202
+    assert len([e for v in gateway.topic_values(3) for e in decode_record(v)]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "key", "status"),
+    [
+        (b"{not json", CLOUD_BATCH, None, 400),
+        (b"[]", CLOUD_BATCH, None, 400),
+        ([cloud("x")], "text/plain", None, 415),
+        ([cloud("x")], "application/cloudevents+json", None, 400),
+        ([cloud("x")], CLOUD_BATCH, "", 401),
+        ([cloud("x")], CLOUD_BATCH, "mlk_wrong", 401),
+        ([cloud("x"), cloud("y", tenant="globex")], CLOUD_BATCH, None, 403),
+        ([cloud("x", tenant="acme")], CLOUD_BATCH, "other", 403),
+        ([{"id": 1}], CLOUD_BATCH, None, 422),
+        ([cloud("x", subject=None)], CLOUD_BATCH, None, 422),
+        ([cloud("x", data={"quantity": "1.5"})], CLOUD_BATCH, None, 422),
+        ([cloud("x", data={"quantity": -3})], CLOUD_BATCH, None, 422),
+        ([cloud("x", time="2020-01-01T00:00:00Z")], CLOUD_BATCH, None, 422),
+        ([cloud(str(i)) for i in range(1001)], CLOUD_BATCH, None, 413),
+        ([cloud("x", source="s" * 70_000)], CLOUD_BATCH, None, 422),
+        (b"[" + b" " * (9 << 20) + b"]", CLOUD_BATCH, None, 413),
+    ],
+)
+def test_bad_requests_get_their_status_and_write_nothing(
+    gateway: Running, body: Any, content_type: str, key: str | None, status: int
+) -> None:
+    response = gateway.post(body, content_type, gateway.other_key if key == "other" else key)
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["accepted"] == 0
+        assert all(r["reason"] and r["detail"] for r in response.json()["rejected"])
+    else:
+        problem = response.json()
+        assert problem["status"] == status and problem["detail"]
+        assert response.headers["content-type"] == "application/problem+json"
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    # The sentinel shares the subscription, so the partition: anything written before it
+    # would be read first.
+    assert gateway.post([cloud("sentinel")]).status_code == 202
+    [value] = gateway.topic_values(expected=1)
+    assert [e.id for e in decode_record(value)] == ["sentinel"]  # type: ignore[union-attr]
+
+
+def test_a_tenant_over_its_rate_is_told_when_to_retry(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    for running in start_gateway(broker, settings_factory, tmp_path,
+                                 tenant_events_per_second=1, tenant_burst_events=5):  # fmt: skip
+        assert running.post([cloud(str(i)) for i in range(5)]).status_code == 202
+        refused = running.post([cloud("more")])
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert running.post([cloud("x")], key=running.other_key).status_code == 202
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+attribute_values = st.one_of(
+    json_values, st.sampled_from(["1.0", "api_calls", "tokens", "sub-1", "", "-1", "1e400"])
+)
+near_events = st.dictionaries(
+    st.sampled_from(["specversion", "id", "source", "type", "subject", "time", "data",
+                     "tenant", "meter", "quantity", "subscription", "timestamp", "properties"]),
+    attribute_values,
+)  # fmt: skip
+bodies = st.one_of(
+    st.binary(max_size=64),
+    json_values.map(msgspec.json.encode),
+    near_events.map(msgspec.json.encode),
+    st.lists(near_events, max_size=5).map(msgspec.json.encode),
+)
+content_types = st.sampled_from(
+    ["application/cloudevents+json", CLOUD_BATCH, "application/json", "text/plain", ""]
+)
+
+
+def test_fuzzed_requests_never_get_a_server_error(gateway: Running) -> None:
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, content_type=content_types)
+    def post_anything(body: bytes, content_type: str) -> None:
+        response = gateway.post(body, content_type)
+        assert response.status_code in {202, 400, 403, 413, 415, 422, 429}, response.text
+        if response.status_code != 202:
+            assert response.json()
+
+    post_anything()

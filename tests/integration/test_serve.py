@@ -1,0 +1,119 @@
+"""End to end through `meterline serve`: events sent with the SDK to the gateway, some of
+them twice, are aggregated and rated by the worker it runs, and each distinct event is
+billed exactly once, at the price the Decimal oracle gives."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingest.api_keys import KeyRing
+from ingest.client import UsageClient
+from invoicing.store import Store
+from meterline.cli import load_book
+from meterline.demo.generator import DemoSubscription
+from meterline.demo.job import prepare_store, wait_until_consumed
+from meterline.embedded_broker import EmbeddedBroker, free_port
+from meterline.events import UsageEvent, decode_record
+from meterline.settings import Settings
+from meterline.worker_process import settings_env
+from tests.expected import expected_totals
+from tests.integration.kafka_helpers import read_records
+
+pytestmark = pytest.mark.integration
+
+PLANS = {"sub-1": "starter", "sub-2": "growth", "sub-3": "scale"}
+
+
+def test_events_sent_through_the_gateway_are_billed_once_each(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory(tmp_path, gateway_port=free_port(),
+                                api_keys_file=tmp_path / "keys.json")  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+    prepare_store(
+        settings,
+        [DemoSubscription("acme", sub, f"cust-{sub}", plan, 0) for sub, plan in PLANS.items()],
+        now.date().replace(day=1),
+    )
+    key, _ = KeyRing(settings.api_keys_path).create("acme", "e2e")
+    env = settings_env(settings, broker.bootstrap_servers)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "meterline", "serve"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{settings.gateway_port}"
+    try:
+        wait_for_health(url, server)
+        rng = random.Random(5)
+        sent = []
+        with UsageClient(url, key, source="e2e") as usage:
+            for number in range(600):
+                subscription = rng.choice(list(PLANS))
+                meter, quantity = rng.choice([("api_calls", rng.randint(1, 900)),
+                                              ("tokens", rng.randint(1, 5000))])  # fmt: skip
+                at = max(now.replace(day=1), now - timedelta(minutes=rng.randint(1, 600)))
+                model = {"model": rng.choice(["small", "large"])}
+                usage.record(subscription, meter, quantity, event_id=f"e{number}",
+                             timestamp=at, properties=model)  # fmt: skip
+                sent.append(UsageEvent(f"e{number}", "acme", subscription, meter, quantity, at,
+                                       "e2e", model))  # fmt: skip
+            for event in rng.sample(sent, 60):
+                usage.record(event.subscription, event.meter, event.quantity,
+                             event_id=event.id, timestamp=event.timestamp)  # fmt: skip
+        records = asyncio.run(
+            read_records(broker.bootstrap_servers, settings.events_topic,
+                         settings.topic_partitions, 660,
+                         weight=lambda value: len(decode_record(value)))
+        )  # fmt: skip
+        assert sum(len(decode_record(r.value)) for r in records) == 660
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+        asyncio.run(wait_until_consumed(settings, broker.bootstrap_servers, last,
+                                        server.poll, lambda done: None))  # fmt: skip
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode(errors="replace")
+    assert server.returncode == 0, output
+
+    store = Store.connect(settings)
+    try:
+        rows = store.rated_usage(now.date().replace(day=1), tenant="acme")
+    finally:
+        store.close()
+    billed = {
+        (row["subscription"], row["meter"], row["plan_version"], row["group_key"]):
+            (row["quantity"], row["amount"])
+        for row in rows
+    }  # fmt: skip
+    expected = {
+        (subscription, meter, version, group): total
+        for (subscription, meter, _, version, group), total in expected_totals(
+            load_book(settings), PLANS, sent
+        ).items()
+    }
+    assert billed == expected
+
+
+def wait_for_health(url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.communicate()[0].decode(errors="replace")
+        try:
+            if httpx.get(f"{url}/v1/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("meterline serve did not answer /v1/health within 60 s")
