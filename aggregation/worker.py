@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 import faust
+import msgspec
 
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
@@ -25,6 +26,7 @@ from aggregation.state import UsageState
 from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
+from invoicing.usage import read_usage
 from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.settings import Settings
@@ -151,7 +153,10 @@ def faust_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]
         "store": "memory://",
         "consumer_auto_offset_reset": "earliest",
         "table_standby_replicas": 0,
-        "web_enabled": False,
+        "web_enabled": settings.worker_web_port > 0,
+        "web_bind": settings.worker_web_host,
+        "web_port": settings.worker_web_port or 6066,
+        "web_host": settings.worker_web_host,
         "topic_disable_leader": True,
         "topic_allow_declare": False,
         "broker_session_timeout": 6.0,
@@ -162,7 +167,9 @@ def faust_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]
     }
 
 
-def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregator) -> faust.App:
+def create_app(
+    settings: Settings, bootstrap_servers: str, aggregator: Aggregator, book: PriceBook
+) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
     app.transport = PromptFetchTransport(app.conf.broker_consumer, app)
     topic = app.topic(
@@ -191,6 +198,15 @@ def create_app(settings: Settings, bootstrap_servers: str, aggregator: Aggregato
 
     # mode types receivers as a union of callables that mypy cannot match a coroutine against.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
+
+    # With chDB this process owns the store, so reads of it are served here (the gateway
+    # forwards them); the query is short and runs between batches on the same loop.
+    @app.page("/usage/{tenant}/{subscription}/{period}")
+    async def usage(web: Any, request: Any, tenant: str, subscription: str, period: str) -> Any:
+        day = date.fromisoformat(f"{period}-01")
+        answer = read_usage(aggregator.store, book, tenant, subscription, day)
+        return web.json(msgspec.to_builtins(answer))
+
     return app
 
 
@@ -210,6 +226,6 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
     window = settings.event_window()
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)
     aggregator = Aggregator(store, book, window, partitions, dedupe_window)
-    app = create_app(settings, bootstrap_servers, aggregator)
+    app = create_app(settings, bootstrap_servers, aggregator, book)
     worker = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ from ingest.api_keys import KeyFileError, KeyRing
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
+from ingest.usage_reads import StoreUsage, UsageSource, UsageUnavailableError
 from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
 from meterline.settings import Settings
 from rating.plans import PriceBook
@@ -49,11 +51,28 @@ class RequestError(Exception):
         )
 
 
+def _period(stated: str | None) -> date:
+    if stated is None:
+        return datetime.now(UTC).date().replace(day=1)
+    try:
+        return datetime.strptime(stated, "%Y-%m").date()
+    except ValueError:
+        raise RequestError(
+            400, "Bad Request", f"period {stated!r} is not a month like 2026-10"
+        ) from None
+
+
 class Gateway:
     def __init__(
-        self, settings: Settings, book: PriceBook, bootstrap_servers: str, keys: KeyRing
+        self,
+        settings: Settings,
+        book: PriceBook,
+        bootstrap_servers: str,
+        keys: KeyRing,
+        usage: UsageSource | None = None,
     ) -> None:
         self.settings = settings
+        self.usage = usage or StoreUsage(settings, book)
         self.keys = keys
         self.admission = Admission(
             book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
@@ -68,6 +87,7 @@ class Gateway:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.publisher.__aexit__(*exc_info)
+        await self.usage.close()
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:
         """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""
@@ -80,6 +100,7 @@ class Gateway:
         return Starlette(
             routes=[
                 Route("/v1/events", self.post_events, methods=["POST"]),
+                Route("/v1/usage/{subscription}", self.get_usage, methods=["GET"]),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
             ],
@@ -92,6 +113,21 @@ class Gateway:
     async def health(self, _: Request) -> Response:
         return Response(_encoder.encode({"status": "ok", "topic": self.publisher.topic}),
                         media_type="application/json")  # fmt: skip
+
+    async def get_usage(self, request: Request) -> Response:
+        """The key's tenant's subscription: period-to-date quantity and amount per meter
+        and group. Another tenant's usage cannot be named, so it cannot be read."""
+        try:
+            tenant = self._tenant(request)
+            period = _period(request.query_params.get("period"))
+            answer = await self.usage.read(tenant, request.path_params["subscription"], period)
+        except RequestError as problem:
+            return problem.response()
+        except UsageUnavailableError as error:
+            log.warning("%s", error)
+            return RequestError(503, "Service Unavailable", str(error),
+                                **{"Retry-After": "1"}).response()  # fmt: skip
+        return Response(_encoder.encode(answer), media_type="application/json")
 
     async def post_events(self, request: Request) -> Response:
         try:

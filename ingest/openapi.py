@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from ingest.wire import Accepted, CloudEvent, PlainEvent, ProblemDocument
+from invoicing.usage import CurrentUsage
 
 KEPT_COPY = Path(__file__).with_name("openapi.json")
 
@@ -29,17 +30,21 @@ def _problem(description: str, *headers: str) -> dict[str, Any]:
     return response
 
 
+def _json(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(name=name)}}}
+
+
 def _batch(name: str) -> dict[str, Any]:
     return {"type": "array", "items": {"$ref": _REF.format(name=name)}, "minItems": 1}
 
 
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [CloudEvent, PlainEvent, Accepted, ProblemDocument], ref_template=_REF
+        [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage], ref_template=_REF
     )
     one_cloud = {"$ref": _REF.format(name="CloudEvent")}
     one_plain = {"$ref": _REF.format(name="PlainEvent")}
-    answer = {"application/json": {"schema": {"$ref": _REF.format(name="Accepted")}}}
+    answer = _json("Accepted")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -85,6 +90,40 @@ def document() -> dict[str, Any]:
                         },
                         "429": _problem("The tenant is over its rate", "Retry-After"),
                         "503": _problem("Kafka did not acknowledge; resend", "Retry-After"),
+                    },
+                }
+            },
+            "/v1/usage/{subscription}": {
+                "get": {
+                    "operationId": "currentUsage",
+                    "summary": "A subscription's usage and amount so far in a period",
+                    "parameters": [
+                        {
+                            "name": "subscription",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "period",
+                            "in": "query",
+                            "required": False,
+                            "description": "YYYY-MM; the current month by default",
+                            "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The key's tenant's subscription, period to date",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": _REF.format(name="CurrentUsage")}
+                                }
+                            },
+                        },
+                        "400": _problem("The period is not a month like 2026-10"),
+                        "401": _problem("No valid API key", "WWW-Authenticate"),
+                        "503": _problem("The store did not answer", "Retry-After"),
                     },
                 }
             },

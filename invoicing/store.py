@@ -154,16 +154,22 @@ class Store:
             key = (tenant, subscription, meter, period, version, group)
             yield key, Total(quantity, *rest)
 
-    def rated_usage(self, period: date, tenant: str | None = None) -> list[dict[str, Any]]:
+    def rated_usage(
+        self, period: date, tenant: str | None = None, subscription: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The period's rated totals: all, one tenant's, or one subscription's (the table's
+        sort key leads with tenant and period, so one subscription reads a few granules)."""
         where = "period_start = {period:Date}"
         if tenant is not None:
             where += " AND tenant = {tenant:String}"
+        if subscription is not None:
+            where += " AND subscription = {subscription:String}"
         result = self.client.query(
             "SELECT tenant, subscription, period_start, plan, plan_version, meter, group_key, "
             "currency, quantity, amount "
             f"FROM {self.table('rated_usage')} FINAL WHERE {where} "
             "ORDER BY tenant, subscription, meter, plan_version, group_key",
-            parameters={"period": period, "tenant": tenant},
+            parameters={"period": period, "tenant": tenant, "subscription": subscription},
         )
         return _dicts(result)
 

@@ -14,7 +14,8 @@ import uvicorn
 
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
-from meterline.embedded_broker import kafka
+from ingest.usage_reads import StoreUsage, UsageSource, WorkerUsage
+from meterline.embedded_broker import free_port, kafka
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
@@ -55,6 +56,13 @@ def serve_gateway(
     settings: Settings, book: PriceBook, *, with_worker: bool, say: Callable[[str], None]
 ) -> None:
     keys = KeyRing(settings.api_keys_path)
+    usage: UsageSource = StoreUsage(settings, book)
+    if with_worker and settings.clickhouse_url is None:
+        # The worker will own chDB: it serves the reads, on a port of its own.
+        settings = settings.model_copy(
+            update={"worker_web_port": settings.worker_web_port or free_port()}
+        )
+        usage = WorkerUsage(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
     with kafka(settings) as bootstrap:
         for topic in (settings.events_topic, settings.dead_letter_topic):
             asyncio.run(ensure_topic(bootstrap, topic, settings.topic_partitions))
@@ -66,7 +74,7 @@ def serve_gateway(
                 supervisor = _Supervisor(worker, say)
                 supervisor.start()
             _announce(settings, keys, say)
-            _run(Gateway(settings, book, bootstrap, keys), settings)
+            _run(Gateway(settings, book, bootstrap, keys, usage), settings)
         finally:
             if supervisor is not None:
                 supervisor.stopping.set()

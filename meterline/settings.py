@@ -65,6 +65,13 @@ class Settings(BaseSettings):
 
     gateway_host: str = Field(default="127.0.0.1", description="address `meterline serve` binds")
     gateway_port: int = Field(default=8787, ge=1, le=65535)
+    worker_web_host: str = "127.0.0.1"
+    worker_web_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the worker's HTTP port (health, and usage reads in embedded mode); 0: off",
+    )
     api_keys_file: Path | None = Field(
         default=None, description="hashed API keys (JSON); unset: api-keys.json in data_dir"
     )

@@ -177,6 +177,20 @@ def test_a_tenant_over_its_rate_is_told_when_to_retry(
         assert running.post([cloud("x")], key=running.other_key).status_code == 202
 
 
+def test_usage_reads_are_scoped_to_the_keys_tenant(gateway: Running) -> None:
+    def get(path: str, key: str | None, **params: str) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return gateway.runner.run(gateway.client.get(path, params=params, headers=headers))
+
+    mine = get("/v1/usage/sub-1", gateway.key, period="2026-10")
+    assert mine.status_code == 200
+    assert mine.json() == {"tenant": "acme", "subscription": "sub-1", "period": "2026-10",
+                           "lines": [], "totals": {}}  # fmt: skip
+    assert get("/v1/usage/sub-1", gateway.other_key).json()["tenant"] == "globex"
+    assert get("/v1/usage/sub-1", None).status_code == 401
+    assert get("/v1/usage/sub-1", gateway.key, period="10/2026").status_code == 400
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: (

@@ -5,6 +5,7 @@ billed exactly once, at the price the Decimal oracle gives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -82,6 +84,23 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
             last[record.partition] = max(last.get(record.partition, -1), record.offset)
         asyncio.run(wait_until_consumed(settings, broker.bootstrap_servers, last,
                                         server.poll, lambda done: None))  # fmt: skip
+        period = now.strftime("%Y-%m")
+        through_api = {
+            sub: httpx.get(f"{url}/v1/usage/{sub}", params={"period": period},
+                           headers={"authorization": f"Bearer {key}"}).json()
+            for sub in PLANS
+        }  # fmt: skip
+        other_key, _ = KeyRing(settings.api_keys_path).create("globex", "e2e")
+        as_other = httpx.get(
+            f"{url}/v1/usage/sub-1", headers={"authorization": f"Bearer {other_key}"}
+        )
+        assert as_other.status_code == 200 and as_other.json()["lines"] == [], (
+            "another tenant's key reads its own (empty) usage, never acme's"
+        )
+        assert httpx.get(f"{url}/v1/usage/sub-1").status_code == 401
+        bad_period = httpx.get(f"{url}/v1/usage/sub-1", params={"period": "May"},
+                               headers={"authorization": f"Bearer {key}"})  # fmt: skip
+        assert bad_period.status_code == 400
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=60)[0].decode(errors="replace")
@@ -104,6 +123,26 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         ).items()
     }
     assert billed == expected
+    for subscription, answer in through_api.items():
+        assert answer["subscription"] == subscription
+        shown = {
+            (line["meter"], line["plan_version"], compact_json(line["group"])): (
+                Decimal(line["quantity"]),
+                Decimal(line["amount"]),
+            )
+            for line in answer["lines"]
+        }
+        stored = {
+            (meter, version, group): (Decimal(q), amount)
+            for (sub, meter, version, group), (q, amount) in billed.items()
+            if sub == subscription
+        }
+        assert shown == stored and shown
+
+
+def compact_json(group: dict[str, object] | None) -> str:
+    """A group as the store keys it: compact JSON, or "" for none."""
+    return json.dumps(group, separators=(",", ":")) if group else ""
 
 
 def wait_for_health(url: str, server: subprocess.Popen[bytes]) -> None:
