@@ -57,6 +57,17 @@ class StoreUsage:
             self._store.close()
 
 
+class NoUsage:
+    def __init__(self, reason: str) -> None:
+        self._reason = reason
+
+    async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
+        raise UsageUnavailableError(self._reason)
+
+    async def close(self) -> None:
+        return None
+
+
 class WorkerUsage:
     def __init__(self, worker_url: str) -> None:
         self._client = httpx.AsyncClient(base_url=worker_url, timeout=10)

@@ -2,11 +2,12 @@
 SDK's Kafka mode, against raw produce measured in the same run, all on this machine
 (the broker, the gateway process and the clients share its cores).
 
-    python -m loadtests.bench_ingest [--events N] [--batch N] [--connections N]
+    python -m loadtests.bench_ingest [--events N] [--batch N] [--connections N] [--processes N]
 
 (a) ceiling: one aiokafka producer sending the same events, already checked and grouped
     in records of 500 per partition (meterline's own producer path), acks=all.
-(b) HTTP: `meterline serve --no-worker` in its own process; clients post CloudEvents
+(b) HTTP: `meterline serve --no-worker --processes 2` (two gateway processes sharing the
+    port, by default; the gateway is CPU-bound in Python); clients post CloudEvents
     batches (bodies encoded beforehand, so the client costs little) over several
     connections; each answer comes after Kafka acknowledged its events. Events/s and
     the p50/p99 request latency.
@@ -87,36 +88,53 @@ async def raw_produce(bootstrap: str, topic: str, events: list[UsageEvent]) -> f
         return len(events) / (time.perf_counter() - began)
 
 
-async def post_all(url: str, key: str, bodies: list[bytes], connections: int) -> list[float]:
-    """Latency of each request; every answer must accept its whole batch."""
+async def post_all(
+    host: str, port: int, key: str, bodies: list[bytes], connections: int
+) -> list[float]:
+    """Latency of each request; every answer must accept its whole batch. A bare HTTP/1.1
+    keep-alive client on asyncio streams (like wrk), so the client takes little of the
+    cores the gateway and the broker need."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
     latencies: list[float] = []
-    headers = {"authorization": f"Bearer {key}",
-               "content-type": "application/cloudevents-batch+json"}  # fmt: skip
-    limits = httpx.Limits(max_connections=connections)
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, limits=limits, timeout=60
-    ) as client:
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/cloudevents-batch+json\r\n"
+    ).encode()
 
-        async def poster() -> None:
+    async def poster() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
             while not queue.empty():
                 body = queue.get_nowait()
                 began = time.perf_counter()
-                response = await client.post("/v1/events", content=body)
+                writer.write(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                status, answer = await _response(reader)
                 latencies.append(time.perf_counter() - began)
-                if response.status_code != 202 or response.json()["rejected"]:
-                    raise SystemExit(f"the gateway refused events: {response.text[:300]}")
+                if status != 202 or json.loads(answer)["rejected"]:
+                    raise SystemExit(f"the gateway refused events: {answer[:300]!r}")
+        finally:
+            writer.close()
 
-        await asyncio.gather(*(poster() for _ in range(connections)))
+    await asyncio.gather(*(poster() for _ in range(connections)))
     return latencies
 
 
-def start_gateway(settings: Settings, bootstrap: str) -> subprocess.Popen[bytes]:
+async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = next(
+        int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:")
+    )
+    return status, await reader.readexactly(length)
+
+
+def start_gateway(settings: Settings, bootstrap: str, processes: int) -> subprocess.Popen[bytes]:
     env = settings_env(settings, bootstrap)
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "meterline", "serve", "--no-worker"], env=env,
+        [sys.executable, "-m", "meterline", "serve", "--no-worker", "--processes", str(processes)],
+        env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -147,7 +165,7 @@ async def sdk_kafka(settings: Settings, bootstrap: str, events: int, seed: int) 
     return events / seconds
 
 
-def run(events: int, batch: int, connections: int, seed: int) -> dict[str, Any]:
+def run(events: int, batch: int, connections: int, processes: int, seed: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as scratch,
         EmbeddedBroker(log_path=Path(scratch) / "broker.log") as broker,
@@ -164,13 +182,14 @@ def run(events: int, batch: int, connections: int, seed: int) -> dict[str, Any]:
         raw = asyncio.run(raw_produce(bootstrap, settings.events_topic, usage_events(events, seed)))
         key, _ = KeyRing(settings.api_keys_path).create("bench", "bench")
         bodies = cloud_batches(events, batch, seed)
-        gateway = start_gateway(settings, bootstrap)
+        gateway = start_gateway(settings, bootstrap, processes)
         try:
             print(f"HTTP: {len(bodies):,} batches of {batch} over {connections} connections …",
                   file=sys.stderr)  # fmt: skip
-            url = f"http://{settings.gateway_host}:{settings.gateway_port}"
             began = time.perf_counter()
-            latencies = asyncio.run(post_all(url, key, bodies, connections))
+            latencies = asyncio.run(
+                post_all(settings.gateway_host, settings.gateway_port, key, bodies, connections)
+            )
             http = events / (time.perf_counter() - began)
         finally:
             gateway.terminate()
@@ -182,6 +201,7 @@ def run(events: int, batch: int, connections: int, seed: int) -> dict[str, Any]:
         "events": events,
         "batch": batch,
         "connections": connections,
+        "gateway_processes": processes,
         "raw_produce_events_per_s": round(raw),
         "http_events_per_s": round(http),
         "http_vs_raw": round(http / raw, 3),
@@ -198,9 +218,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=500, help="events per HTTP request")
     parser.add_argument("--connections", type=int, default=8, help="concurrent HTTP requests")
+    parser.add_argument("--processes", type=int, default=2, help="gateway processes")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    figures = run(args.events, args.batch, args.connections, args.seed)
+    figures = run(args.events, args.batch, args.connections, args.processes, args.seed)
     print(
         f"raw produce {figures['raw_produce_events_per_s']:,} events/s; HTTP "
         f"{figures['http_events_per_s']:,} events/s ({figures['http_vs_raw']:.2f}×), request "

@@ -179,7 +179,15 @@ def worker() -> None:
     help="Also run an aggregation worker (embedded mode needs one; with a cluster, workers "
     "usually run on their own).",
 )
-def serve(host: str | None, port: int | None, worker: bool) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Gateway processes sharing the port (the gateway is CPU-bound: one per spare core). "
+    "Each applies the tenant rate limit on its own.",
+)
+def serve(host: str | None, port: int | None, worker: bool, processes: int) -> None:
     """Run the ingest gateway until Ctrl-C or SIGTERM.
 
     POST /v1/events takes CloudEvents or plain JSON, one event or a batch, with an API
@@ -191,7 +199,10 @@ def serve(host: str | None, port: int | None, worker: bool) -> None:
 
     settings = load_settings(gateway_host=host, gateway_port=port)
     try:
-        serve_gateway(settings, load_book(settings), with_worker=worker, say=console.print)
+        serve_gateway(
+            settings, load_book(settings), with_worker=worker, processes=processes,
+            say=console.print,
+        )  # fmt: skip
     except ServeError as error:
         fail(str(error))
 
@@ -240,6 +251,41 @@ def revoke_key(hint_or_name: str) -> None:
         fail(f"no key has the hint or name {hint_or_name!r}")
     for record in gone:
         console.print(f"revoked {record.hint}…  {record.tenant}  {record.name}")
+
+
+@main.group()
+def subscriptions() -> None:
+    """The subscriptions meterline bills: which tenant, customer and plan, since when."""
+
+
+@subscriptions.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_subscriptions(path: Path) -> None:
+    """Import subscriptions from a CSV (header: tenant, subscription, customer, plan,
+    started_at) or a JSON array of such objects. A row for a known subscription replaces
+    it. One bad row rejects the whole file, naming each problem.
+
+    With the embedded engine, run it while no worker runs (chDB allows one process);
+    with a ClickHouse server, running workers pick new subscriptions up within seconds.
+    """
+    from invoicing.store import Store, StoreError
+    from invoicing.subscription_import import SubscriptionFileError, read_subscriptions
+
+    settings = load_settings()
+    try:
+        rows = read_subscriptions(path, load_book(settings))
+    except SubscriptionFileError as error:
+        fail(str(error))
+    try:
+        store = Store.connect(settings)
+    except StoreError as error:
+        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
+    try:
+        store.migrate()
+        store.write_subscriptions(rows, version=int(datetime.now(UTC).timestamp() * 1000))
+    finally:
+        store.close()
+    console.print(f"imported {len(rows):,} subscriptions into {settings.clickhouse_database}")
 
 
 @main.command()
@@ -350,10 +396,9 @@ def status() -> None:
 
 
 def load_book(settings: Settings) -> Any:
-    from meterline.demo import PRICE_BOOK
     from rating.plans import PriceBookError, load_price_book
 
     try:
-        return load_price_book(settings.price_book or PRICE_BOOK)
+        return load_price_book(settings.price_book_path)
     except PriceBookError as error:
         fail(str(error))

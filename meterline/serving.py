@@ -5,21 +5,24 @@ restarted if it dies (it recovers from the store and the topic, losing nothing).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import threading
 from collections.abc import Callable
 
 import uvicorn
+from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
-from ingest.usage_reads import StoreUsage, UsageSource, WorkerUsage
+from ingest.usage_reads import NoUsage, StoreUsage, UsageSource, WorkerUsage
 from meterline.embedded_broker import free_port, kafka
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
-from meterline.worker_process import WorkerProcess
-from rating.plans import PriceBook
+from meterline.worker_process import WorkerProcess, settings_env
+from rating.plans import PriceBook, load_price_book
 
 
 class ServeError(RuntimeError):
@@ -53,16 +56,22 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def serve_gateway(
-    settings: Settings, book: PriceBook, *, with_worker: bool, say: Callable[[str], None]
+    settings: Settings,
+    book: PriceBook,
+    *,
+    with_worker: bool,
+    processes: int,
+    say: Callable[[str], None],
 ) -> None:
-    keys = KeyRing(settings.api_keys_path)
-    usage: UsageSource = StoreUsage(settings, book)
     if with_worker and settings.clickhouse_url is None:
         # The worker will own chDB: it serves the reads, on a port of its own.
-        settings = settings.model_copy(
-            update={"worker_web_port": settings.worker_web_port or free_port()}
-        )
-        usage = WorkerUsage(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
+        port = settings.worker_web_port or free_port()
+        settings = settings.model_copy(update={"worker_web_port": port, "usage_reads": "worker"})
+    elif settings.clickhouse_url is None and processes > 1:
+        say("usage reads are off: several gateway processes cannot share chDB without a "
+            "worker (run one, or use a ClickHouse server)")  # fmt: skip
+        settings = settings.model_copy(update={"usage_reads": "off"})
+    keys = KeyRing(settings.api_keys_path)
     with kafka(settings) as bootstrap:
         for topic in (settings.events_topic, settings.dead_letter_topic):
             asyncio.run(ensure_topic(bootstrap, topic, settings.topic_partitions))
@@ -73,31 +82,53 @@ def serve_gateway(
                 worker.start()
                 supervisor = _Supervisor(worker, say)
                 supervisor.start()
-            _announce(settings, keys, say)
-            _run(Gateway(settings, book, bootstrap, keys, usage), settings)
+            _announce(settings, keys, processes, say)
+            if processes == 1:
+                _run_one(gateway_of(settings, book, bootstrap), settings)
+            else:
+                _run_several(settings, bootstrap, processes)
         finally:
             if supervisor is not None:
                 supervisor.stopping.set()
                 supervisor.worker.stop()
 
 
-def _announce(settings: Settings, keys: KeyRing, say: Callable[[str], None]) -> None:
+def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
+    """The gateway, reading usage from the store, or from the worker when it owns chDB."""
+    usage: UsageSource = StoreUsage(settings, book)
+    if settings.usage_reads == "worker":
+        usage = WorkerUsage(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
+    elif settings.usage_reads == "off":
+        usage = NoUsage("usage reads are off here (METERLINE_USAGE_READS=off)")
+    return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), usage)
+
+
+def gateway_from_environment() -> Starlette:
+    """The app each gateway process builds when there are several (uvicorn spawns them,
+    so they read the settings the parent put in the environment)."""
+    settings = Settings()
+    assert settings.kafka_bootstrap_servers is not None
+    book = load_price_book(settings.price_book_path)
+    return gateway_of(settings, book, settings.kafka_bootstrap_servers).asgi(own_lifespan=True)
+
+
+def _announce(
+    settings: Settings, keys: KeyRing, processes: int, say: Callable[[str], None]
+) -> None:
     for name, value in settings.describe().items():
         say(f"{name:>12}: {value}")
-    say(f"{'gateway':>12}: http://{settings.gateway_host}:{settings.gateway_port}/v1/events")
+    say(f"{'gateway':>12}: http://{settings.gateway_host}:{settings.gateway_port}/v1/events "
+        f"({processes} process{'es' if processes > 1 else ''})")  # fmt: skip
     say(f"{'API keys':>12}: {len(keys.records())} in {settings.api_keys_path}")
     if not keys.records():
         say("no API keys yet: create one with `meterline keys create --tenant T`")
 
 
-def _run(gateway: Gateway, settings: Settings) -> None:
-    config = uvicorn.Config(
-        gateway.asgi(own_lifespan=True),
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-    )
+_UVICORN = {"loop": "uvloop", "http": "httptools", "log_level": "warning", "access_log": False}
+
+
+def _run_one(gateway: Gateway, settings: Settings) -> None:
+    config = uvicorn.Config(gateway.asgi(own_lifespan=True), **_UVICORN)  # type: ignore[arg-type]
     listening = _listen(settings.gateway_host, settings.gateway_port)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again for
     # the handler it found; a handler that ignores it lets the worker and broker be stopped.
@@ -110,3 +141,15 @@ def _run(gateway: Gateway, settings: Settings) -> None:
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)
+
+
+def _run_several(settings: Settings, bootstrap: str, processes: int) -> None:
+    """Processes sharing one listening socket, each with its own producer: the gateway is
+    CPU-bound in Python, so this is how it uses more than one core."""
+    os.environ.update(settings_env(settings, bootstrap))
+    config = uvicorn.Config(
+        "meterline.serving:gateway_from_environment", factory=True, workers=processes,
+        **_UVICORN,  # type: ignore[arg-type]
+    )  # fmt: skip
+    listening = _listen(settings.gateway_host, settings.gateway_port)
+    Multiprocess(config, sockets=[listening]).run()

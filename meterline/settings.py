@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from meterline.demo import PRICE_BOOK
 from meterline.events import EventWindow
 
 CONFIG_FILE_VARIABLE = "METERLINE_CONFIG"
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
         le=65535,
         description="the worker's HTTP port (health, and usage reads in embedded mode); 0: off",
     )
+    usage_reads: Literal["store", "worker", "off"] = Field(
+        default="store",
+        description="where the gateway reads current usage: the store itself, the worker "
+        "that owns chDB (at worker_web_port), or nowhere",
+    )
     api_keys_file: Path | None = Field(
         default=None, description="hashed API keys (JSON); unset: api-keys.json in data_dir"
     )
@@ -101,6 +107,10 @@ class Settings(BaseSettings):
             max_age=timedelta(days=self.max_event_age_days),
             max_skew=timedelta(seconds=self.max_clock_skew_seconds),
         )
+
+    @property
+    def price_book_path(self) -> Path:
+        return self.price_book or PRICE_BOOK
 
     @property
     def api_keys_path(self) -> Path:
