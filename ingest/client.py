@@ -118,7 +118,9 @@ class AsyncUsageClient:
     ) -> AsyncUsageClient:  # fmt: skip
         """Straight to the events topic, checked as the gateway checks; for services that
         run beside Kafka and are trusted with their tenant."""
-        publisher = Publisher(bootstrap_servers, settings.events_topic)
+        publisher = Publisher(
+            bootstrap_servers, settings.events_topic, idempotent=settings.idempotent_producer
+        )
         admission = Admission(book, settings.event_window())
         return cls(KafkaTransport(publisher, admission, tenant), **options)
 

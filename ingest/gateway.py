@@ -78,7 +78,9 @@ class Gateway:
             book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
         )
         self.limiter = RateLimiter(settings.tenant_events_per_second, settings.tenant_burst_events)
-        self.publisher = Publisher(bootstrap_servers, settings.events_topic)
+        self.publisher = Publisher(
+            bootstrap_servers, settings.events_topic, idempotent=settings.idempotent_producer
+        )
         self._openapi = _encoder.encode(document())
 
     async def __aenter__(self) -> Gateway:

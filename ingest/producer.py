@@ -46,9 +46,15 @@ class Publisher:
     """A started producer for one topic; ``send`` returns once every event is acknowledged."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, batch_events: int = BATCH_EVENTS
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        batch_events: int = BATCH_EVENTS,
+        *,
+        idempotent: bool = False,
     ) -> None:
         self.topic = topic
+        self._idempotent = idempotent
         self._bootstrap_servers = bootstrap_servers
         self._batch_events = batch_events
         self._producer: AIOKafkaProducer | None = None
@@ -62,6 +68,9 @@ class Publisher:
             linger_ms=5,
             max_batch_size=1 << 20,
             max_request_size=8 << 20,
+            # Apache Kafka then drops the broker-side duplicates of retried sends itself;
+            # either way the worker's dedupe absorbs them.
+            enable_idempotence=self._idempotent,
         )
         await producer.start()
         try:

@@ -175,6 +175,7 @@ def run(events: int, batch: int, connections: int, processes: int, seed: int) ->
             kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=Path(scratch),
             events_topic=f"bench.ingest.{run_id}", gateway_port=free_port(),
             tenant_events_per_second=10_000_000, tenant_burst_events=10_000_000,
+            kafka_idempotence=False,  # the embedded broker does not support it
         )  # fmt: skip
         bootstrap = broker.bootstrap_servers
         asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))

@@ -71,6 +71,9 @@ def serve_gateway(
         say("usage reads are off: several gateway processes cannot share chDB without a "
             "worker (run one, or use a ClickHouse server)")  # fmt: skip
         settings = settings.model_copy(update={"usage_reads": "off"})
+    if settings.embedded_kafka:
+        # Gateway processes see the embedded broker's address as configured Kafka.
+        settings = settings.model_copy(update={"kafka_idempotence": False})
     keys = KeyRing(settings.api_keys_path)
     with kafka(settings) as bootstrap:
         for topic in (settings.events_topic, settings.dead_letter_topic):

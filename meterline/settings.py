@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CLICKHOUSE_URL", "METERLINE_CLICKHOUSE_URL"),
         description="http(s)://user:password@host:port; unset uses chDB on data_dir",
     )
+    kafka_idempotence: bool = Field(
+        default=True,
+        description="the idempotent producer (Apache Kafka); always off with the embedded "
+        "broker, which does not support it",
+    )
     clickhouse_database: str = Field(default="meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     data_dir: Path = Path(".meterline")
     events_topic: str = "usage.events"
@@ -97,6 +102,10 @@ class Settings(BaseSettings):
     @property
     def embedded_kafka(self) -> bool:
         return self.kafka_bootstrap_servers is None
+
+    @property
+    def idempotent_producer(self) -> bool:
+        return self.kafka_idempotence and not self.embedded_kafka
 
     @property
     def dead_letter_topic(self) -> str:

@@ -57,6 +57,8 @@ def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]
             "clickhouse_database": f"test_{unique}",
             "events_topic": f"usage.events.{unique}",
             "consumer_group": f"meterline-test-{unique}",
+            # The embedded broker rejects InitProducerId (see DESIGN.md).
+            "kafka_idempotence": False,
         }
         values.update(overrides)
         return Settings(**values)

@@ -17,6 +17,7 @@ def test_defaults_select_the_embedded_services(monkeypatch: pytest.MonkeyPatch) 
     settings = Settings()
     assert settings.embedded_kafka
     assert settings.clickhouse_dsn().startswith("chdb://")
+    assert not settings.idempotent_producer, "the embedded broker rejects it"
 
 
 def test_the_two_standard_variables_switch_to_real_services(
@@ -26,6 +27,8 @@ def test_the_two_standard_variables_switch_to_real_services(
     monkeypatch.setenv("CLICKHOUSE_URL", "https://user:hunter2@ch.internal:8443")
     settings = Settings()
     assert settings.kafka_bootstrap_servers == "kafka-1:9092"
+    assert settings.idempotent_producer
+    assert not settings.model_copy(update={"kafka_idempotence": False}).idempotent_producer
     assert settings.clickhouse_dsn() == "https://user:hunter2@ch.internal:8443"
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.describe())
 
