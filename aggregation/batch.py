@@ -6,6 +6,7 @@ records in and rows out, so every decision can be tested without a broker.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -82,6 +83,7 @@ class BatchResult:
     rated: list[RatedTotal] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
+    rating_seconds: float = 0.0
 
 
 def _millis(moment: datetime) -> int:
@@ -221,7 +223,9 @@ class BatchProcessor:
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
                 if verdict is Verdict.APPLIED:
                     changed[totals_key] = known.plan
+        began = time.perf_counter()
         result.rated = self._rate(list(changed.items()))
+        result.rating_seconds = time.perf_counter() - began
         return result
 
     def _rejection(

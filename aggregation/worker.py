@@ -27,8 +27,10 @@ from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
 from invoicing.usage import read_usage
+from meterline import metrics
 from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
+from meterline.metrics import exposition
 from meterline.settings import Settings
 from rating.period import Period
 from rating.plans import PriceBook
@@ -101,13 +103,40 @@ class Aggregator:
             os._exit(EXIT_CANNOT_PROCESS)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
+                began = time.perf_counter()
                 self.store.write_batch(result)
+                metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - began)
+                _count(result, self.state)
                 return result
             except Exception:
+                metrics.STORE_WRITE_ERRORS.inc()
                 log.exception("store write failed (attempt %d of %d)", attempt, WRITE_ATTEMPTS)
                 time.sleep(0.5 * 2**attempt)
         log.critical("store unavailable: exiting without acknowledging the batch")
         os._exit(EXIT_STORE_UNAVAILABLE)
+
+
+LATE = timedelta(hours=1)
+
+
+def _count(result: BatchResult, state: UsageState) -> None:
+    """The batch's figures, once it is durable."""
+    accepted, rejected = len(result.accepted), len(result.rejected)
+    metrics.EVENTS_CONSUMED.inc(accepted + rejected + result.duplicates)
+    metrics.BATCH_EVENTS.observe(accepted + rejected + result.duplicates)
+    metrics.EVENTS_AGGREGATED.inc(accepted)
+    metrics.EVENTS_DEDUPLICATED.inc(result.duplicates)
+    for rejection in result.rejected:
+        metrics.EVENTS_REJECTED.labels(rejection.reason).inc()
+    late_before = datetime.now(UTC) - LATE
+    metrics.EVENTS_LATE.inc(sum(1 for a in result.accepted if a.event.timestamp < late_before))
+    metrics.TOTALS_RATED.inc(len(result.rated))
+    metrics.RATING_SECONDS.observe(result.rating_seconds)
+    for table, rows in (("events", accepted), ("rated_usage", len(result.rated)),
+                        ("rejected_events", rejected)):  # fmt: skip
+        metrics.STORE_ROWS.labels(table).inc(rows)
+    metrics.STATE_ENTRIES.labels("dedupe_marks").set(len(state.marks))
+    metrics.STATE_ENTRIES.labels("totals").set(len(state.totals))
 
 
 async def _publish_dead_letters(
@@ -179,6 +208,8 @@ def create_app(
         partitions=settings.topic_partitions,
     )
 
+    durable: dict[int, int] = {}  # partition -> next offset not yet durable
+
     @app.agent(topic)
     async def aggregate(stream: Any) -> None:
         async for events in stream.take_events(
@@ -189,6 +220,10 @@ def create_app(
             )
             if result.rejected:
                 await _publish_dead_letters(app, settings, result.rejected)
+            queryable = time.time()
+            for event in events:
+                metrics.EVENT_AGE_SECONDS.observe(queryable - event.message.timestamp)
+                durable[event.message.partition] = event.message.offset + 1
 
     async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args
@@ -198,6 +233,24 @@ def create_app(
 
     # mode types receivers as a union of callables that mypy cannot match a coroutine against.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = exposition()
+        # aiohttp refuses a charset in content_type=, so the header is set as it is.
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    async def measure_lag() -> None:
+        """Per partition: the highwater mark the broker gave on the last fetch, minus the
+        next offset to make durable."""
+        for tp in app.consumer.assignment():
+            highwater = app.consumer.highwater(tp)
+            if tp.topic == settings.events_topic and highwater is not None:
+                behind = max(0, highwater - durable.get(tp.partition, 0))
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(behind)
+
+    # mode's timer decorator is untyped.
+    cast(Any, app.timer)(interval=5.0)(measure_lag)
 
     # With chDB this process owns the store, so reads of it are served here (the gateway
     # forwards them); the query is short and runs between batches on the same loop.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
@@ -31,6 +32,8 @@ from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
 from ingest.usage_reads import StoreUsage, UsageSource, UsageUnavailableError
 from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
+from meterline import metrics
+from meterline.metrics import exposition
 from meterline.settings import Settings
 from rating.plans import PriceBook
 
@@ -49,6 +52,19 @@ class RequestError(Exception):
         return Response(
             _encoder.encode(body), self.status, self.headers, "application/problem+json"
         )
+
+
+def _measured(
+    route: str, handler: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    async def measured(request: Request) -> Response:
+        began = time.perf_counter()
+        response = await handler(request)
+        metrics.GATEWAY_REQUEST_SECONDS.labels(route).observe(time.perf_counter() - began)
+        metrics.GATEWAY_REQUESTS.labels(route, str(response.status_code)).inc()
+        return response
+
+    return measured
 
 
 def _period(stated: str | None) -> date:
@@ -101,13 +117,20 @@ class Gateway:
 
         return Starlette(
             routes=[
-                Route("/v1/events", self.post_events, methods=["POST"]),
-                Route("/v1/usage/{subscription}", self.get_usage, methods=["GET"]),
+                Route("/v1/events", _measured("events", self.post_events), methods=["POST"]),
+                Route(
+                    "/v1/usage/{subscription}", _measured("usage", self.get_usage), methods=["GET"]
+                ),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
             ],
             lifespan=lifespan if own_lifespan else None,
         )
+
+    async def metrics(self, _: Request) -> Response:
+        body, content_type = exposition()
+        return Response(body, media_type=content_type)
 
     async def openapi(self, _: Request) -> Response:
         return Response(self._openapi, media_type="application/json")
@@ -153,6 +176,7 @@ class Gateway:
             raise RequestError(400, "Bad Request", str(error)) from None
         if not items:
             raise RequestError(400, "Bad Request", "the batch is empty")
+        metrics.EVENTS_RECEIVED.inc(len(items))
         if len(items) > self.settings.max_batch_events:
             raise RequestError(
                 413, "Content Too Large",
@@ -175,6 +199,9 @@ class Gateway:
         if admitted.events:
             await self._publish(admitted.events)
         answer = Accepted(len(items) - len(admitted.refused), admitted.refused)
+        metrics.EVENTS_ACCEPTED.inc(answer.accepted)
+        for refusal in admitted.refused:
+            metrics.EVENTS_REFUSED.labels(refusal.reason).inc()
         status = 202 if answer.accepted else 422
         return Response(_encoder.encode(answer), status, media_type="application/json")
 

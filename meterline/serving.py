@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -150,6 +151,11 @@ def _run_several(settings: Settings, bootstrap: str, processes: int) -> None:
     """Processes sharing one listening socket, each with its own producer: the gateway is
     CPU-bound in Python, so this is how it uses more than one core."""
     os.environ.update(settings_env(settings, bootstrap))
+    # The processes write their metrics to files there; /metrics in any of them sums them.
+    shared_metrics = settings.data_dir / "gateway-metrics"
+    shutil.rmtree(shared_metrics, ignore_errors=True)
+    shared_metrics.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared_metrics.resolve())
     config = uvicorn.Config(
         "meterline.serving:gateway_from_environment", factory=True, workers=processes,
         **_UVICORN,  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
@@ -40,7 +41,7 @@ PLANS = {"sub-1": "starter", "sub-2": "growth", "sub-3": "scale"}
 def test_events_sent_through_the_gateway_are_billed_once_each(
     broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    settings = settings_factory(tmp_path, gateway_port=free_port(),
+    settings = settings_factory(tmp_path, gateway_port=free_port(), worker_web_port=free_port(),
                                 api_keys_file=tmp_path / "keys.json")  # fmt: skip
     now = datetime.now(UTC).replace(microsecond=0)
     prepare_store(
@@ -73,12 +74,14 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
             for event in rng.sample(sent, 60):
                 usage.record(event.subscription, event.meter, event.quantity,
                              event_id=event.id, timestamp=event.timestamp)  # fmt: skip
+            usage.record("sub-404", "api_calls", 1)  # the worker dead-letters it
+            usage.record("sub-1", "gpu_hours", 1)  # the gateway refuses it
         records = asyncio.run(
             read_records(broker.bootstrap_servers, settings.events_topic,
-                         settings.topic_partitions, 660,
+                         settings.topic_partitions, 661,
                          weight=lambda value: len(decode_record(value)))
         )  # fmt: skip
-        assert sum(len(decode_record(r.value)) for r in records) == 660
+        assert sum(len(decode_record(r.value)) for r in records) == 661
         last: dict[int, int] = {}
         for record in records:
             last[record.partition] = max(last.get(record.partition, -1), record.offset)
@@ -101,6 +104,18 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         bad_period = httpx.get(f"{url}/v1/usage/sub-1", params={"period": "May"},
                                headers={"authorization": f"Bearer {key}"})  # fmt: skip
         assert bad_period.status_code == 400
+        assert_counters(f"{url}/metrics", {
+            ("meterline_events_received_total", ()): 662,
+            ("meterline_events_accepted_total", ()): 661,
+            ("meterline_events_refused_total", (("reason", "unknown_meter"),)): 1,
+        })  # fmt: skip
+        assert_counters(f"http://127.0.0.1:{settings.worker_web_port}/metrics", {
+            ("meterline_events_consumed_total", ()): 661,
+            ("meterline_events_aggregated_total", ()): 600,
+            ("meterline_events_deduplicated_total", ()): 60,
+            ("meterline_events_rejected_total", (("reason", "unknown_subscription"),)): 1,
+            ("meterline_store_rows_written_total", (("table", "events"),)): 600,
+        })  # fmt: skip
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=60)[0].decode(errors="replace")
@@ -138,6 +153,21 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
             if sub == subscription
         }
         assert shown == stored and shown
+
+
+Sample = tuple[str, tuple[tuple[str, str], ...]]  # name, sorted labels
+
+
+def assert_counters(url: str, expected: dict[Sample, float]) -> None:
+    """The counters scraped from ``url`` have the expected values."""
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(url).text)
+        if family.type == "counter"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert {name: scraped.get(name) for name in expected} == expected
 
 
 def compact_json(group: dict[str, object] | None) -> str:
