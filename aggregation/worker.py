@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import faust
 import msgspec
+from faust.types import TP
 
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
@@ -244,13 +245,28 @@ def create_app(
         """Per partition: the highwater mark the broker gave on the last fetch, minus the
         next offset to make durable."""
         for tp in app.consumer.assignment():
-            highwater = app.consumer.highwater(tp)
-            if tp.topic == settings.events_topic and highwater is not None:
-                behind = max(0, highwater - durable.get(tp.partition, 0))
+            behind = _lag(app, settings.events_topic, tp.partition, durable)
+            if tp.topic == settings.events_topic and behind is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(behind)
 
     # mode's timer decorator is untyped.
     cast(Any, app.timer)(interval=5.0)(measure_lag)
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        """200 when the store answers and partitions are assigned; the lag per partition."""
+        try:
+            aggregator.store.ping()
+            store = "ok"
+        except Exception as error:
+            store = f"error: {error}"
+        assigned = sorted(tp.partition for tp in app.consumer.assignment()
+                          if tp.topic == settings.events_topic)  # fmt: skip
+        lag = {str(p): _lag(app, settings.events_topic, p, durable) for p in assigned}
+        healthy = store == "ok" and bool(assigned)
+        body = {"status": "ok" if healthy else "degraded", "store": store,
+                "partitions": assigned, "lag": lag}  # fmt: skip
+        return web.json(body, status=200 if healthy else 503)
 
     # With chDB this process owns the store, so reads of it are served here (the gateway
     # forwards them); the query is short and runs between batches on the same loop.
@@ -261,6 +277,13 @@ def create_app(
         return web.json(msgspec.to_builtins(answer))
 
     return app
+
+
+def _lag(app: faust.App, topic: str, partition: int, durable: dict[int, int]) -> int | None:
+    """The highwater mark the broker gave on the last fetch minus the next offset to make
+    durable; None before the first fetch."""
+    highwater = app.consumer.highwater(TP(topic, partition))
+    return None if highwater is None else max(0, highwater - durable.get(partition, 0))
 
 
 def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> None:

@@ -136,7 +136,17 @@ class Gateway:
         return Response(self._openapi, media_type="application/json")
 
     async def health(self, _: Request) -> Response:
-        return Response(_encoder.encode({"status": "ok", "topic": self.publisher.topic}),
+        """Whether Kafka and the store answer: 200 when both do, 503 otherwise."""
+        try:
+            await self.publisher.ping()
+            kafka = "ok"
+        except Exception as error:
+            kafka = f"error: {type(error).__name__}: {error}"
+        store = await self.usage.ping()
+        healthy = kafka == "ok" and not store.startswith("error")
+        body = {"status": "ok" if healthy else "degraded", "kafka": kafka, "store": store,
+                "topic": self.publisher.topic}  # fmt: skip
+        return Response(_encoder.encode(body), 200 if healthy else 503,
                         media_type="application/json")  # fmt: skip
 
     async def get_usage(self, request: Request) -> Response:
@@ -199,7 +209,7 @@ class Gateway:
         if admitted.events:
             await self._publish(admitted.events)
         answer = Accepted(len(items) - len(admitted.refused), admitted.refused)
-        metrics.EVENTS_ACCEPTED.inc(answer.accepted)
+        metrics.EVENTS_ACCEPTED.labels(tenant).inc(answer.accepted)
         for refusal in admitted.refused:
             metrics.EVENTS_REFUSED.labels(refusal.reason).inc()
         status = 202 if answer.accepted else 422

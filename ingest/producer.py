@@ -86,6 +86,12 @@ class Publisher:
             await self._producer.stop()
             self._producer = None
 
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise unless the cluster answers a metadata request within ``timeout`` seconds."""
+        if self._producer is None:
+            raise RuntimeError("the producer is not started")
+        await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout)
+
     async def send(
         self, events: Iterable[UsageEvent], on_sent: Callable[[int], None] = lambda count: None
     ) -> dict[int, int]:

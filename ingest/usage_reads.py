@@ -27,6 +27,10 @@ class UsageUnavailableError(RuntimeError):
 class UsageSource(Protocol):
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage: ...
 
+    async def ping(self) -> str:
+        """ "ok", or what is wrong (never raises)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -46,11 +50,22 @@ class StoreUsage:
                 raise UsageUnavailableError(f"the store did not answer: {error}") from None
 
     def _read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
+        return read_usage(self._connected(), self._book, tenant, subscription, period)
+
+    def _connected(self) -> Store:
         if self._store is None:
             store = Store.connect(self._settings)
             store.migrate()  # as a worker does: a store no worker has seen yet reads as empty
             self._store = store
-        return read_usage(self._store, self._book, tenant, subscription, period)
+        return self._store
+
+    async def ping(self) -> str:
+        async with self._lock:
+            try:
+                await asyncio.to_thread(lambda: self._connected().ping())
+            except Exception as error:
+                return f"error: {error}"
+        return "ok"
 
     async def close(self) -> None:
         if self._store is not None:
@@ -63,6 +78,9 @@ class NoUsage:
 
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         raise UsageUnavailableError(self._reason)
+
+    async def ping(self) -> str:
+        return "not read here"
 
     async def close(self) -> None:
         return None
@@ -80,6 +98,14 @@ class WorkerUsage:
         except httpx.HTTPError as error:
             raise UsageUnavailableError(f"the worker did not answer: {error}") from None
         return _usage_decoder.decode(response.content)
+
+    async def ping(self) -> str:
+        """The worker's own health: it owns the store."""
+        try:
+            response = await self._client.get("/health")
+        except httpx.HTTPError as error:
+            return f"error: the worker did not answer: {error}"
+        return "ok" if response.status_code == 200 else f"error: worker: {response.text[:200]}"
 
     async def close(self) -> None:
         await self._client.aclose()

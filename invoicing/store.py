@@ -66,6 +66,9 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
+    def ping(self) -> None:
+        self.client.command("SELECT 1")
+
     def table(self, name: str) -> str:
         return f"{self.database}.{name}"
 

@@ -1,8 +1,9 @@
 """The one catalogue of meterline's metrics: name, type, help, unit and labels of each.
 
 Names follow Prometheus conventions (``meterline_`` prefix, ``_total`` counters, units
-as suffixes). Labels are bounded: a reason, a route, a status, a table, a partition;
-never a tenant or a subscription id. The dashboard and the alert rules in ``deploy/``
+as suffixes). Labels are bounded: a reason, a route, a status, a table, a partition,
+and the tenant on the gateway's accepted events (to see a tenant fall silent); never a
+subscription id. The dashboard and the alert rules in ``deploy/``
 use only names from here, which a test checks.
 
 Several gateway processes share their metrics through prometheus_client's multiprocess
@@ -76,7 +77,9 @@ EVENTS_RECEIVED = _counter(Spec(
 ))  # fmt: skip
 EVENTS_ACCEPTED = _counter(Spec(
     "meterline_events_accepted_total", "counter",
-    "Events the gateway accepted, each acknowledged by Kafka",
+    "Events the gateway accepted, each acknowledged by Kafka, by tenant (tenants are the "
+    "operator's few customers, so the label stays bounded; subscriptions never are labels)",
+    labels=("tenant",),
 ))  # fmt: skip
 EVENTS_REFUSED = _counter(Spec(
     "meterline_events_refused_total", "counter",

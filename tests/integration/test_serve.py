@@ -104,9 +104,17 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         bad_period = httpx.get(f"{url}/v1/usage/sub-1", params={"period": "May"},
                                headers={"authorization": f"Bearer {key}"})  # fmt: skip
         assert bad_period.status_code == 400
+        health = httpx.get(f"{url}/v1/health")
+        assert (health.status_code, health.json()["kafka"], health.json()["store"]) == (
+            200,
+            "ok",
+            "ok",
+        ), health.text
+        worker_health = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/health").json()
+        assert worker_health["partitions"] == [0, 1, 2, 3] and worker_health["store"] == "ok"
         assert_counters(f"{url}/metrics", {
             ("meterline_events_received_total", ()): 662,
-            ("meterline_events_accepted_total", ()): 661,
+            ("meterline_events_accepted_total", (("tenant", "acme"),)): 661,
             ("meterline_events_refused_total", (("reason", "unknown_meter"),)): 1,
         })  # fmt: skip
         assert_counters(f"http://127.0.0.1:{settings.worker_web_port}/metrics", {
