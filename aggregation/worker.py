@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
@@ -28,7 +29,7 @@ from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
 from invoicing.usage import read_usage
-from meterline import metrics
+from meterline import logs, metrics
 from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.metrics import exposition
@@ -221,6 +222,11 @@ def create_app(
             )
             if result.rejected:
                 await _publish_dead_letters(app, settings, result.rejected)
+                log.info(
+                    "dead-lettered %d of a batch's events", len(result.rejected),
+                    extra={"rejected": len(result.rejected),
+                           "by_reason": dict(Counter(r.reason for r in result.rejected))},
+                )  # fmt: skip
             queryable = time.time()
             for event in events:
                 metrics.EVENT_AGE_SECONDS.observe(queryable - event.message.timestamp)
@@ -303,5 +309,8 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)
     aggregator = Aggregator(store, book, window, partitions, dedupe_window)
     app = create_app(settings, bootstrap_servers, aggregator, book)
-    worker = faust.Worker(app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app, loglevel="WARN", quiet=True, redirect_stdouts=False,
+        logging_config=logs.logging_config(),
+    )  # fmt: skip
     worker.execute_from_commandline()

@@ -212,6 +212,13 @@ class Gateway:
         metrics.EVENTS_ACCEPTED.labels(tenant).inc(answer.accepted)
         for refusal in admitted.refused:
             metrics.EVENTS_REFUSED.labels(refusal.reason).inc()
+        if admitted.refused:
+            log.info(
+                "refused %d of %d events", len(admitted.refused), len(items),
+                extra={"tenant": tenant, "accepted": answer.accepted,
+                       "refused": len(admitted.refused),
+                       "reasons": sorted({r.reason for r in admitted.refused})},
+            )  # fmt: skip
         status = 202 if answer.accepted else 422
         return Response(_encoder.encode(answer), status, media_type="application/json")
 

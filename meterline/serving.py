@@ -19,6 +19,7 @@ from uvicorn.supervisors import Multiprocess
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
 from ingest.usage_reads import NoUsage, StoreUsage, UsageSource, WorkerUsage
+from meterline import logs
 from meterline.embedded_broker import free_port, kafka
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
@@ -72,6 +73,7 @@ def serve_gateway(
         say("usage reads are off: several gateway processes cannot share chDB without a "
             "worker (run one, or use a ClickHouse server)")  # fmt: skip
         settings = settings.model_copy(update={"usage_reads": "off"})
+    logs.configure()
     if settings.embedded_kafka:
         # Gateway processes see the embedded broker's address as configured Kafka.
         settings = settings.model_copy(update={"kafka_idempotence": False})
@@ -110,6 +112,7 @@ def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
 def gateway_from_environment() -> Starlette:
     """The app each gateway process builds when there are several (uvicorn spawns them,
     so they read the settings the parent put in the environment)."""
+    logs.configure()
     settings = Settings()
     assert settings.kafka_bootstrap_servers is not None
     book = load_price_book(settings.price_book_path)
@@ -128,7 +131,8 @@ def _announce(
         say("no API keys yet: create one with `meterline keys create --tenant T`")
 
 
-_UVICORN = {"loop": "uvloop", "http": "httptools", "log_level": "warning", "access_log": False}
+# uvicorn logs through the logging meterline configured (JSON off a terminal).
+_UVICORN = {"loop": "uvloop", "http": "httptools", "log_config": None, "access_log": False}
 
 
 def _run_one(gateway: Gateway, settings: Settings) -> None:
