@@ -20,7 +20,9 @@ from typing import Any, cast
 
 import faust
 import msgspec
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
+from prometheus_client import REGISTRY
 
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
@@ -203,6 +205,9 @@ def create_app(
 ) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
     app.transport = PromptFetchTransport(app.conf.broker_consumer, app)
+    # Faust's own sensor adds what only it sees: rebalances, assignment and send latency,
+    # records per partition (meterline_faust_*; records, not events: a record holds many).
+    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(REGISTRY, "meterline_faust"))
     topic = app.topic(
         settings.events_topic,
         value_serializer="raw",
@@ -255,8 +260,14 @@ def create_app(
             if tp.topic == settings.events_topic and behind is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(behind)
 
+    async def measure_tables() -> None:
+        for table, (rows, size) in aggregator.store.table_sizes().items():
+            metrics.STORE_TABLE_ROWS.labels(table).set(rows)
+            metrics.STORE_TABLE_BYTES.labels(table).set(size)
+
     # mode's timer decorator is untyped.
     cast(Any, app.timer)(interval=5.0)(measure_lag)
+    cast(Any, app.timer)(interval=60.0)(measure_tables)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

@@ -66,6 +66,15 @@ class Store:
     def close(self) -> None:
         self.client.close()
 
+    def table_sizes(self) -> dict[str, tuple[int, int]]:
+        """table -> (rows, compressed bytes), from the active parts."""
+        result = self.client.query(
+            "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts "
+            "WHERE database = {database:String} AND active GROUP BY table",
+            parameters={"database": self.database},
+        )
+        return {table: (int(rows), int(size)) for table, rows, size in result.result_rows}
+
     def ping(self) -> None:
         self.client.command("SELECT 1")
 

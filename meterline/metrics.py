@@ -6,6 +6,9 @@ and the tenant on the gateway's accepted events (to see a tenant fall silent); n
 subscription id. The dashboard and the alert rules in ``deploy/``
 use only names from here, which a test checks.
 
+The worker also carries Faust's own sensor (``meterline_faust_*``: rebalances, assignment
+and send latency, records per partition), which counts Kafka records, not events.
+
 Several gateway processes share their metrics through prometheus_client's multiprocess
 mode (``PROMETHEUS_MULTIPROC_DIR``), which ``exposition`` reads when it is set.
 """
@@ -143,6 +146,16 @@ STATE_ENTRIES = _gauge(Spec(
     "meterline_state_entries", "gauge",
     "Entries the worker keeps in memory: dedupe marks and period-to-date totals",
     labels=("kind",),
+))  # fmt: skip
+
+
+STORE_TABLE_ROWS = _gauge(Spec(
+    "meterline_store_table_rows", "gauge", "Rows in each meterline ClickHouse table (active parts)",
+    "rows", ("table",),
+))  # fmt: skip
+STORE_TABLE_BYTES = _gauge(Spec(
+    "meterline_store_table_bytes", "gauge",
+    "Compressed bytes of each meterline ClickHouse table on disk", "bytes", ("table",),
 ))  # fmt: skip
 
 

@@ -67,6 +67,8 @@ def test_a_newer_version_of_a_total_replaces_the_older_and_a_replay_changes_noth
     store.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))  # a late replay
     (row,) = store.rated_usage(PERIOD)
     assert (row["quantity"], row["amount"]) == (7, from_nanos(70))
+    rows, size = store.table_sizes()["rated_usage"]
+    assert 1 <= rows <= 3 and size > 0, "three versions written, merged or not yet"
 
 
 def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
