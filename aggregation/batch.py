@@ -21,6 +21,7 @@ from aggregation.state import (
     UsageState,
     Verdict,
     dedupe_key,
+    value_digest,
 )
 from meterline.events import (
     EventWindow,
@@ -84,6 +85,8 @@ class BatchResult:
     rejected: list[Rejection] = field(default_factory=list)
     duplicates: int = 0
     rating_seconds: float = 0.0
+    # Values unique counts saw for the first time: (total, partition, value digest).
+    distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)
 
 
 def _millis(moment: datetime) -> int:
@@ -123,7 +126,10 @@ class BatchProcessor:
         self._days: dict[tuple[str, date], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
         # What the per-event loop needs of each meter, in one lookup.
-        self._meters = {m.id: (m.group_by, Aggregation(m.aggregation)) for m in book.meters}
+        self._meters = {
+            m.id: (m.group_by, Aggregation(m.aggregation), m.unique) for m in book.meters
+        }
+        self._unique = {m.id: m.unique for m in book.meters if m.unique}
         self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
 
     def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
@@ -190,6 +196,10 @@ class BatchProcessor:
                     or item.meter not in known.limits
                     or item.quantity < 0
                     or not oldest <= item.timestamp <= newest
+                    or (
+                        item.meter in self._unique
+                        and self._unique[item.meter] not in item.properties
+                    )
                 ):
                     reason, detail = self._rejection(item, partition, plan_id, day)
                     result.rejected.append(
@@ -197,16 +207,19 @@ class BatchProcessor:
                     )
                     continue
                 mark = dedupe_key(item)
-                group_by, aggregation = self._meters[item.meter]
+                group_by, aggregation, unique = self._meters[item.meter]
                 group = self._group(item, group_by) if group_by else ""
                 totals_key = (
                     owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
                 )  # fmt: skip
                 limit = known.limits[item.meter]
+                value = value_digest(item.properties[unique]) if unique else b""
+                new_value = bool(unique) and not self.state.knows_value(totals_key, value)
                 verdict = apply(
                     (partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,
                     at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
+                    value=value,
                 )  # fmt: skip
                 if verdict is Verdict.DUPLICATE:
                     result.duplicates += 1
@@ -221,6 +234,8 @@ class BatchProcessor:
                     )
                     continue
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
+                if new_value:
+                    result.distinct.append((totals_key, partition, value))
                 if verdict is Verdict.APPLIED:
                     changed[totals_key] = known.plan
         began = time.perf_counter()
@@ -250,8 +265,12 @@ class BatchProcessor:
         if event.quantity < 0:
             return "negative_quantity", f"quantity {event.quantity} is negative"
         outside = self.window.problem(event.timestamp)
-        assert outside is not None, "only events outside the window reach this point"
-        return outside
+        if outside is not None:
+            return outside
+        return "missing_property", (
+            f"meter {event.meter!r} counts distinct values of the property "
+            f"{self._unique[event.meter]!r}, which the event does not have"
+        )
 
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:

@@ -15,6 +15,11 @@ It therefore does not matter which of a batch's writes survived a crash: the
 state rebuilt from whatever was written converges to the same totals. (A batch
 always holds whole records, so a total written at the end of a batch covers
 every event of its key up to its position.)
+
+A unique count also keeps, per total, the set of distinct values it has seen (8-byte
+digests). Adding to a set is idempotent, and a total's count is the size of its set, so
+replays cannot inflate it; what must hold is that a durable total never counts a value
+its durable set lacks. So a batch's new values are written before anything else of it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Aggregation(Enum):
     COUNT = "count"  # events, whatever their quantity
     MAX = "max"  # the largest quantity seen
     LATEST = "latest"  # the quantity of the latest event by timestamp (a gauge: seats)
+    UNIQUE_COUNT = "unique_count"  # distinct values of one property (active users)
 
 
 @dataclass(slots=True)
@@ -84,6 +90,12 @@ def dedupe_key(event: UsageEvent) -> bytes:
     return hashlib.blake2b(identity, digest_size=16).digest()
 
 
+def value_digest(value: object) -> bytes:
+    """8 bytes standing for a property value a unique count counts: one in 2^64 chance
+    that two distinct values of one total collide, for bounded memory per value."""
+    return hashlib.blake2b(repr(value).encode(), digest_size=8).digest()
+
+
 def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tuple[int, int]:
     """(aggregate, its timestamp) once ``value`` stamped ``at`` joins ``total``."""
     if aggregation is Aggregation.MAX:
@@ -106,6 +118,8 @@ class UsageState:
         # and a total that moved past its position would otherwise take its replay for
         # one already counted; the store keeps them (rejected_events) for a restart.
         self.refused: set[int] = set()
+        # Unique counts: total -> (its partition, digests of the distinct values seen).
+        self.distinct: dict[TotalKey, tuple[int, set[bytes]]] = {}
 
     def position_of(self, mark: bytes) -> Position | None:
         packed = self.marks.get(mark, self.older_marks.get(mark))
@@ -121,10 +135,12 @@ class UsageState:
         limit: int = INT64_MAX,
         aggregation: Aggregation = Aggregation.SUM,
         at: int = 0,
+        value: bytes = b"",
     ) -> Verdict:
         """Count the event once into its total, unless the total would pass ``limit``
         (then nothing changes, the mark included, so the decision is the same on replay).
-        ``at`` is the event's timestamp in ms, used by LATEST."""
+        ``at`` is the event's timestamp in ms, used by LATEST; ``value`` the digest of the
+        property a UNIQUE_COUNT counts."""
         packed = pack(position)
         if packed in self.refused:
             return Verdict.OVER_LIMIT
@@ -134,40 +150,59 @@ class UsageState:
         if seen is not None and seen != packed:
             return Verdict.DUPLICATE
         partition, offset, index = position
-        value = 1 if aggregation is Aggregation.COUNT else quantity
+        seen_values = None
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            seen_values = self.distinct.setdefault(totals_key, (partition, set()))[1]
+            # The set may hold values the stored total had not counted yet (see above).
+            amount = len(seen_values) + (value not in seen_values)
+        else:
+            amount = 1 if aggregation is Aggregation.COUNT else quantity
         total = self.totals.get(totals_key)
         if total is None:
-            if value > limit:
+            if amount > limit:
                 self.refused.add(packed)
                 return Verdict.OVER_LIMIT
             self.marks[mark] = packed
-            self.totals[totals_key] = Total(value, partition, offset, index, at)
-            return Verdict.APPLIED
-        if total.partition == partition and (total.offset, total.index) >= (offset, index):
+            self.totals[totals_key] = Total(amount, partition, offset, index, at)
+        elif total.partition == partition and (total.offset, total.index) >= (offset, index):
             self.marks[mark] = packed
+            if seen_values is not None:
+                seen_values.add(value)
             return Verdict.REPLAYED
-        if aggregation is Aggregation.SUM:  # the common case, without a call
-            combined, combined_at = total.quantity + value, total.at
         else:
-            combined, combined_at = _combine(total, value, aggregation, at)
-        if combined > limit:
-            self.refused.add(packed)
-            return Verdict.OVER_LIMIT
-        self.marks[mark] = packed
-        total.quantity, total.at = combined, combined_at
-        total.partition, total.offset, total.index = partition, offset, index
+            if aggregation is Aggregation.SUM:  # the common case, without a call
+                combined, combined_at = total.quantity + amount, total.at
+            elif seen_values is not None:
+                combined, combined_at = amount, total.at
+            else:
+                combined, combined_at = _combine(total, amount, aggregation, at)
+            if combined > limit:
+                self.refused.add(packed)
+                return Verdict.OVER_LIMIT
+            self.marks[mark] = packed
+            total.quantity, total.at = combined, combined_at
+            total.partition, total.offset, total.index = partition, offset, index
+        if seen_values is not None:
+            seen_values.add(value)
         return Verdict.APPLIED
+
+    def knows_value(self, totals_key: TotalKey, value: bytes) -> bool:
+        entry = self.distinct.get(totals_key)
+        return entry is not None and value in entry[1]
 
     def restore(
         self,
         marks: Iterable[tuple[bytes, Position]],
         totals: Iterable[tuple[TotalKey, Total]],
         refused: Iterable[Position] = (),
+        distinct: Iterable[tuple[TotalKey, int, bytes]] = (),
     ) -> None:
         """Replace the state of the given records (from the store) before processing resumes."""
         self.marks.update((mark, pack(position)) for mark, position in marks)
         self.totals.update(totals)
         self.refused.update(pack(position) for position in refused)
+        for key, partition, value in distinct:
+            self.distinct.setdefault(key, (partition, set()))[1].add(value)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
@@ -177,6 +212,7 @@ class UsageState:
         }
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
         self.refused = {p for p in self.refused if unpack(p)[0] not in partitions}
+        self.distinct = {k: v for k, v in self.distinct.items() if v[0] not in partitions}
 
     def rotate_marks(self) -> int:
         """Start a new generation of marks; return how many marks were forgotten. Refusals
@@ -192,4 +228,5 @@ class UsageState:
         kept = {key: total for key, total in self.totals.items() if key[3] >= period_start}
         dropped = len(self.totals) - len(kept)
         self.totals = kept
+        self.distinct = {k: v for k, v in self.distinct.items() if k[3] >= period_start}
         return dropped

@@ -81,6 +81,7 @@ class Aggregator:
             self.store.load_marks(partitions, since),
             self.store.load_totals(partitions, self._oldest_open_period()),
             self.store.load_refusals(partitions, since),
+            self.store.load_distinct(partitions, self._oldest_open_period()),
         )
         log.info(
             "restored state of partitions %s: %d marks, %d totals",

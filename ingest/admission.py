@@ -128,6 +128,8 @@ class Admission:
         meter = self._meters.get(event.meter)
         if meter is None:
             raise _RefusedError("unknown_meter", f"no meter {event.meter!r} in the price book")
+        if meter.unique is not None and meter.unique not in event.properties:
+            raise _missing_unique(meter)
         return [
             UsageEvent(
                 id=event.id,
@@ -168,7 +170,7 @@ def _check_tenant(index: int, named: str | None, tenant: str) -> None:
 
 
 def _quantity(meter: Meter, data: dict[str, Any]) -> int:
-    if meter.aggregation == "count":
+    if meter.aggregation in ("count", "unique_count"):
         return 1
     if meter.value not in data:
         raise _RefusedError(
@@ -223,10 +225,20 @@ def _within_range(units: int, stated: object) -> int:
     return units
 
 
+def _missing_unique(meter: Meter) -> _RefusedError:
+    return _RefusedError(
+        "missing_property",
+        f"meter {meter.id!r} counts distinct values of {meter.unique!r}, which is missing",
+    )
+
+
 def _group_properties(meter: Meter, data: dict[str, Any]) -> dict[str, Property]:
-    """The properties the meter groups by; the rest of ``data`` is the sender's own."""
+    """The properties the meter groups by or counts distinct values of; the rest of
+    ``data`` is the sender's own."""
+    if meter.unique is not None and data.get(meter.unique) is None:
+        raise _missing_unique(meter)
     properties: dict[str, Property] = {}
-    for name in meter.group_by:
+    for name in (*meter.group_by, *((meter.unique,) if meter.unique else ())):
         value = data.get(name)
         if value is None:
             continue

@@ -116,9 +116,11 @@ class Store:
         return {(tenant, subscription): plan for tenant, subscription, plan in rows}
 
     def write_batch(self, result: BatchResult) -> None:
-        """Rejections, then distinct events, then totals: see aggregation.state for why
-        any prefix of these writes surviving a crash still converges."""
+        """New distinct values first, then rejections, distinct events and totals: see
+        aggregation.state for why what survives of these writes after a crash converges."""
         now = datetime.now(UTC)
+        if result.distinct:
+            self.client.insert_arrow(self.table("distinct_values"), _distinct(result, now))
         if result.rejected:
             self.client.insert_arrow(self.table("rejected_events"), _rejections(result, now))
         if result.accepted:
@@ -165,6 +167,22 @@ class Store:
         for tenant, subscription, meter, period, version, group, quantity, *rest in rows:
             key = (tenant, subscription, meter, period, version, group)
             yield key, Total(quantity, *rest)
+
+    def load_distinct(
+        self, partitions: set[int], since_period: date
+    ) -> Iterator[tuple[TotalKey, int, bytes]]:
+        """The distinct values unique counts have seen in the periods from ``since_period``."""
+        rows = self.client.query(
+            "SELECT DISTINCT tenant, subscription, meter, period_start, plan_version, group_key, "
+            "kafka_partition, value_digest "
+            f"FROM {self.table('distinct_values')} "
+            "WHERE kafka_partition IN {partitions:Array(UInt32)} "
+            "AND period_start >= {since_period:Date}",
+            parameters={"partitions": sorted(partitions), "since_period": since_period},
+            column_formats={"value_digest": "bytes"},
+        ).result_rows
+        for tenant, subscription, meter, period, version, group, partition, value in rows:
+            yield (tenant, subscription, meter, period, version, group), partition, bytes(value)
 
     def rated_usage(
         self, period: date, tenant: str | None = None, subscription: str | None = None
@@ -249,6 +267,23 @@ def _events(result: BatchResult, now: datetime) -> pa.Table:
             "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
             "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
+        }
+    )
+
+
+def _distinct(result: BatchResult, now: datetime) -> pa.Table:
+    keys = [key for key, _, _ in result.distinct]
+    return pa.table(
+        {
+            "tenant": [k[0] for k in keys],
+            "subscription": [k[1] for k in keys],
+            "meter": [k[2] for k in keys],
+            "period_start": pa.array([k[3] for k in keys], type=pa.date32()),
+            "plan_version": pa.array([k[4] for k in keys], type=pa.uint32()),
+            "group_key": [k[5] for k in keys],
+            "value_digest": pa.array([v for _, _, v in result.distinct], type=pa.binary(8)),
+            "kafka_partition": pa.array([p for _, p, _ in result.distinct], type=pa.uint32()),
+            "written_at": pa.array([now] * len(keys), type=_TIMESTAMP),
         }
     )
 

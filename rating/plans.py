@@ -46,10 +46,16 @@ class Meter(_Frozen):
     group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="event properties whose values split usage into groups"
     )
-    aggregation: Literal["sum", "count", "max", "latest"] = Field(
+    aggregation: Literal["sum", "count", "max", "latest", "unique_count"] = Field(
         default="sum",
         description="over a period: the sum of quantities, the number of events, the "
-        "largest quantity, or the quantity of the latest event (a gauge such as seats)",
+        "largest quantity, the quantity of the latest event (a gauge such as seats), or the "
+        "number of distinct values of the property named by ``unique`` (active users)",
+    )
+    unique: str | None = Field(
+        default=None,
+        pattern=IDENTIFIER,
+        description="for unique_count: the event property whose distinct values are counted",
     )
     event_type: str | None = Field(
         default=None,
@@ -72,6 +78,15 @@ class Meter(_Frozen):
     def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         _require_unique("group_by property", list(names))
         return names
+
+    @model_validator(mode="after")
+    def _unique_names_its_property(self) -> Meter:
+        if (self.aggregation == "unique_count") != (self.unique is not None):
+            raise ValueError(
+                "a unique_count meter names the property it counts (unique: user_id), "
+                "and only a unique_count meter has one"
+            )
+        return self
 
 
 def _nano_price(value: Decimal) -> Decimal:

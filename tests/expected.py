@@ -11,7 +11,7 @@ from decimal import Decimal
 from meterline.events import UsageEvent, group_key
 from rating import oracle
 from rating.period import Period
-from rating.plans import PriceBook
+from rating.plans import Meter, PriceBook
 
 # subscription, meter, period start, plan version, group
 TotalKey = tuple[str, str, date, int, str]
@@ -29,9 +29,7 @@ def expected_totals(
         period = Period.of(event.timestamp.astimezone(UTC).date()).start
         group = group_key(event.properties, book.meter(event.meter).group_by)
         events[(event.subscription, event.meter, period, plan.version, group)].append(event)
-    quantity = {
-        key: _combined(book.meter(key[1]).aggregation, seen) for key, seen in events.items()
-    }
+    quantity = {key: _combined(book.meter(key[1]), seen) for key, seen in events.items()}
     totals = {}
     for (subscription, meter, period, version, group), total in quantity.items():
         charge = book.plan(plan_of[subscription], version).charge_for(meter)
@@ -41,7 +39,11 @@ def expected_totals(
     return totals
 
 
-def _combined(aggregation: str, events: list[UsageEvent]) -> int:
+def _combined(meter: Meter, events: list[UsageEvent]) -> int:
+    aggregation = meter.aggregation
+    if aggregation == "unique_count":
+        assert meter.unique is not None
+        return len({repr(event.properties[meter.unique]) for event in events})
     if aggregation == "count":
         return len(events)
     if aggregation == "max":

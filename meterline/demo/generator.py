@@ -15,13 +15,17 @@ from meterline.events import UsageEvent
 from rating.period import Period
 
 TENANT = "demo"
-_QUANTITY_RANGE = {"api_calls": (1, 40), "tokens": (50, 20_000), "seats": (1, 60)}
+_QUANTITY_RANGE = {
+    "api_calls": (1, 40), "tokens": (50, 20_000), "seats": (1, 60), "active_users": (1, 1),
+}  # fmt: skip
 _METER_SHARE = {
-    "api_calls": 0.50,
-    "tokens": 0.47,
-    "seats": 0.03,
-}  # seats: a gauge, read now and then
+    "api_calls": 0.48,
+    "tokens": 0.44,
+    "seats": 0.03,  # a gauge, read now and then
+    "active_users": 0.05,  # a sign-in: each user counts once per period
+}
 _MODELS = ("small", "large")  # the demo's tokens meter groups by model
+_USERS = 40  # per subscription, at most
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,18 @@ def events(
                 quantity=rng.randint(low, high),
                 timestamp=_moment(rng, active_from, end),
                 source="demo-service",
-                properties={"model": rng.choice(_MODELS)} if meter == "tokens" else {},
+                properties=_properties(rng, meter),
             )
             sent.append(event)
         yield event
+
+
+def _properties(rng: random.Random, meter: str) -> dict[str, str | int | bool]:
+    if meter == "tokens":
+        return {"model": rng.choice(_MODELS)}
+    if meter == "active_users":
+        return {"user": f"user-{rng.randint(1, _USERS)}"}
+    return {}
 
 
 def bad_events(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal, Rejection
-from aggregation.state import Total, dedupe_key
+from aggregation.state import Total, dedupe_key, value_digest
 from invoicing import migrations
 from invoicing.store import Store
 from meterline.events import UsageEvent
@@ -99,6 +99,19 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     assert list(store.load_refusals({3}, since=in_an_hour)) == []
     stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp
+
+
+def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Store) -> None:
+    key = ("t", "s1", "active_users", PERIOD, 1, "")
+    values = [value_digest("ann"), value_digest("bob"), value_digest(b"\x00\xff")]
+    batch = BatchResult(distinct=[(key, 3, value) for value in values])
+    store.write_batch(batch)
+    store.write_batch(batch)  # a replay writes the same rows again
+    assert sorted(store.load_distinct({3}, since_period=PERIOD)) == sorted(
+        (key, 3, value) for value in values
+    )
+    assert list(store.load_distinct({0}, since_period=PERIOD)) == []
+    assert list(store.load_distinct({3}, since_period=date(2026, 11, 1))) == []
 
 
 def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store: Store) -> None:

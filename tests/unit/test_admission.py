@@ -26,11 +26,13 @@ BOOK = parse_price_book(
             {"id": "output_tokens", "event_type": "llm.call", "value": "output",
              "group_by": ["model"]},
             {"id": "gb_hours", "scale": 3},
+            {"id": "active_users", "aggregation": "unique_count", "unique": "user",
+             "event_type": "login"},
         ],
         "plans": [
             {"id": "p", "currency": "USD", "charges": [
                 {"meter": m, "model": "per_unit", "unit_price": "0.01"}
-                for m in ("api_calls", "input_tokens", "output_tokens", "gb_hours")
+                for m in ("api_calls", "input_tokens", "output_tokens", "gb_hours", "active_users")
             ]},
         ],
     },
@@ -87,6 +89,16 @@ def test_count_meters_need_no_value_and_a_missing_time_is_now() -> None:
         "acme", items(cloud(type="request", data=None, time=None))
     ).events
     assert (event.meter, event.quantity, event.timestamp) == ("api_calls", 1, NOW)
+
+
+def test_a_unique_count_meter_keeps_the_property_it_counts() -> None:
+    login = cloud(type="login", data={"user": "ann", "ip": "10.0.0.1"})
+    [event] = ADMISSION.cloud_events("acme", items(login)).events
+    assert (event.meter, event.quantity, event.properties) == ("active_users", 1, {"user": "ann"})
+    missing = ADMISSION.cloud_events("acme", items(cloud(type="login", data={})))
+    assert reasons(missing) == ["missing_property"]
+    plain = {"id": "p", "subscription": "s", "meter": "active_users", "quantity": 1}
+    assert reasons(ADMISSION.plain_events("acme", items(plain))) == ["missing_property"]
 
 
 @pytest.mark.parametrize(

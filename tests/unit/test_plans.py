@@ -138,3 +138,14 @@ def test_a_meter_grouping_by_the_same_property_twice_is_refused() -> None:
     document["meters"] = [{"id": "calls", "group_by": ["region", "region"]}]
     with pytest.raises(PriceBookError, match="group_by property 'region' is declared twice"):
         parse_price_book(document, "plans.yaml")
+
+
+@pytest.mark.parametrize(
+    "meter",
+    [{"id": "calls", "aggregation": "unique_count"}, {"id": "calls", "unique": "user"}],
+)
+def test_a_unique_count_and_only_it_names_the_property_it_counts(meter: dict[str, str]) -> None:
+    document = book()
+    document["meters"] = [meter]
+    with pytest.raises(PriceBookError, match="a unique_count meter names the property"):
+        parse_price_book(document, "plans.yaml")

@@ -15,6 +15,7 @@ from aggregation.state import (
     Verdict,
     dedupe_key,
     unpack,
+    value_digest,
 )
 from meterline.events import UsageEvent
 from rating.money import INT64_MAX
@@ -125,17 +126,45 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
     for aggregation in Aggregation:
         state = UsageState()
         # (id, quantity, timestamp in ms): "c" arrives last but was measured first.
-        for offset, (event_id, quantity, at) in enumerate(
-            [("a", 4, 10), ("b", 9, 20), ("a", 4, 10), ("c", 2, 5)]
+        # (id, quantity, timestamp in ms, user): "c" arrives last but was measured first.
+        for offset, (event_id, quantity, at, user) in enumerate(
+            [("a", 4, 10, "ann"), ("b", 9, 20, "bob"), ("a", 4, 10, "ann"), ("c", 2, 5, "ann")]
         ):
             e = event(event_id, quantity)
             state.apply((0, offset, 0), dedupe_key(e), total_key(e, 1), quantity,
-                        aggregation=aggregation, at=at)  # fmt: skip
+                        aggregation=aggregation, at=at, value=value_digest(user))  # fmt: skip
         (total,) = state.totals.values()
         results[aggregation] = total.quantity
     assert results == {
         Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.LATEST: 9,
+        Aggregation.UNIQUE_COUNT: 2,
     }  # fmt: skip
+
+
+def test_a_unique_count_rebuilt_from_stored_values_ahead_of_its_total_counts_each_once() -> None:
+    """The values of a batch are stored before its total: after a crash between the two,
+    the replay finds the values known and the count comes out right."""
+    users = ["ann", "bob", "ann", "cy"]
+    events = [event(f"e{i}") for i in range(len(users))]
+    key = total_key(events[0], 1)
+
+    def replay(state: UsageState, offsets: range) -> None:
+        for offset in offsets:
+            state.apply((0, offset, 0), dedupe_key(events[offset]), key, 1,
+                        aggregation=Aggregation.UNIQUE_COUNT,
+                        value=value_digest(users[offset]))  # fmt: skip
+
+    worker = UsageState()
+    replay(worker, range(2))
+    stored_total = Total(worker.totals[key].quantity, 0, 1, 0)  # written after batch one
+    replay(worker, range(2, 4))
+    assert worker.totals[key].quantity == 3
+    # Batch two's values reached the store, its marks and total did not.
+    restarted = UsageState()
+    values = [(key, 0, value_digest(user)) for user in users]
+    restarted.restore([], [(key, stored_total)], distinct=values)
+    replay(restarted, range(2, 4))
+    assert restarted.totals[key].quantity == 3
 
 
 def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_duplicate() -> None:
@@ -202,15 +231,25 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     crash_batch = min(crash[0], len(batches) - 1)
     commit_batch = min(crash[1], crash_batch)
 
-    def replay(state: UsageState, offsets: range) -> set[tuple[object, ...]]:
+    def replay(
+        state: UsageState, offsets: range, new_values: list[tuple[TotalKey, int, bytes]]
+    ) -> set[tuple[object, ...]]:
         touched = set()
         for offset in offsets:
             for index, e in enumerate(records[offset]):
                 key = total_key(e, 1)
-                state.apply(
+                value = value_digest(e.quantity % 5)
+                known = state.knows_value(key, value)
+                verdict = state.apply(
                     (0, offset, index), dedupe_key(e), key, e.quantity,
-                    limit=limit, aggregation=aggregation, at=1,
+                    limit=limit, aggregation=aggregation, at=1, value=value,
                 )  # fmt: skip
+                if (
+                    aggregation is Aggregation.UNIQUE_COUNT
+                    and not known
+                    and verdict in (Verdict.APPLIED, Verdict.REPLAYED)
+                ):
+                    new_values.append((key, 0, value))
                 touched.add(key)
         return touched
 
@@ -218,10 +257,16 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     stored_refusals: set[tuple[int, int, int]] = set()
     stored_marks: dict[bytes, tuple[int, int, int]] = {}
     stored_totals: dict[tuple[str, str, str, object, int], Total] = {}
+    stored_values: list[tuple[TotalKey, int, bytes]] = []
     choice = iter(written * 10)
     for number, batch in enumerate(batches[: crash_batch + 1]):
-        touched = replay(worker, batch)
+        new_values: list[tuple[TotalKey, int, bytes]] = []
+        touched = replay(worker, batch, new_values)
         crashed = number == crash_batch
+        # A batch's new values are written first: if they did not survive, nothing did.
+        if crashed and not next(choice):
+            break
+        stored_values.extend(new_values)
         for offset in batch:
             for e in records[offset]:
                 key = dedupe_key(e)
@@ -238,10 +283,11 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 )
 
     restarted = UsageState()
-    restarted.restore(stored_marks.items(), stored_totals.items(), stored_refusals)
-    replay(restarted, range(batches[commit_batch].start, len(records)))
+    restarted.restore(stored_marks.items(), stored_totals.items(), stored_refusals, stored_values)
+    replay(restarted, range(batches[commit_batch].start, len(records)), [])
 
     expected: dict[str, int] = {}
+    distinct_values: dict[str, set[int]] = {}
     for quantity, subscription in first.values():  # first occurrences, in stream order
         so_far = expected.get(subscription)
         if aggregation is Aggregation.SUM:
@@ -250,8 +296,11 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             candidate = (so_far or 0) + 1
         elif aggregation is Aggregation.MAX:
             candidate = quantity if so_far is None else max(so_far, quantity)
+        elif aggregation is Aggregation.UNIQUE_COUNT:
+            candidate = len(distinct_values.get(subscription, set()) | {quantity % 5})
         else:  # LATEST, and every event here has the same timestamp: the later one wins
             candidate = quantity
         if candidate <= limit:
             expected[subscription] = candidate
+            distinct_values.setdefault(subscription, set()).add(quantity % 5)
     assert {k[1]: t.quantity for k, t in restarted.totals.items()} == expected
