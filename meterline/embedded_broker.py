@@ -101,6 +101,10 @@ class EmbeddedBroker:
             time.sleep(0.05)
         return False
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:

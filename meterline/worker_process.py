@@ -58,6 +58,10 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
             )
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def exit_code(self) -> int | None:
         return self._process.poll() if self._process else None
 

@@ -45,3 +45,10 @@ def test_the_ingest_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     assert figures["events"] == 3000
     assert figures["http_events_per_s"] > 0 and figures["sdk_kafka_events_per_s"] > 0
     assert figures["http_request_p99_s"] >= figures["http_request_p50_s"] > 0
+
+
+def test_the_soak_runs_and_checks_every_total() -> None:
+    figures = quick("soak", "--minutes", "0.1", "--rate", "500", "--subscriptions", "100",
+                    "--report-seconds", "2")  # fmt: skip
+    assert figures["totals_match"] and figures["totals_checked"] > 0
+    assert figures["reports"] >= 2 and figures["worker_rss_last_mb"] > 0
