@@ -34,11 +34,8 @@ lint: $(STAMP) ## Lint and check formatting with ruff
 typecheck: $(STAMP) ## Type-check with mypy (strict)
 	$(BIN)/mypy
 
-bench: $(STAMP) ## Run the benchmarks in loadtests/ (not part of the tests)
-	$(BIN)/python -m loadtests.bench_rating
-	$(BIN)/python -m loadtests.bench_state
-	$(BIN)/python -m loadtests.bench_ingest
-	$(BIN)/python -m loadtests.bench_pipeline
+bench: $(STAMP) ## Run every benchmark in loadtests/ three times and write BENCHMARKS.md (not part of the tests)
+	$(BIN)/python -m loadtests.all $(ARGS)
 
 clean: ## Remove .venv and the embedded data directory
 	rm -rf $(VENV) .meterline

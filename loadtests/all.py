@@ -1,0 +1,141 @@
+"""Every benchmark, several runs each, and BENCHMARKS.md written from the results.
+
+    python -m loadtests.all [--runs 3] [--output BENCHMARKS.md]      (what `make bench` runs)
+
+Each benchmark is its own process (``python -m loadtests.NAME``) and ends with one JSON
+line; a figure here is the median of the runs, shown with every run's value so the
+spread on a shared, noisy machine is visible. Ratios come from each benchmark's in-run
+baseline (the Decimal oracle and NumPy for rating, raw consume for the pipeline, raw
+produce for ingest, a set of full ids for the dedupe state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    module: str
+    arguments: tuple[str, ...]
+    what: str
+
+
+BENCHMARKS = (
+    Benchmark("bench_rating", (), "Rating kernels against NumPy and the Decimal oracle "
+              "(rows/s, single-threaded; each run is itself the median of three)"),
+    Benchmark("bench_state", (), "Dedupe and total state: memory per entry, time per event"),
+    Benchmark("bench_ingest", (), "HTTP gateway and SDK Kafka mode against raw produce"),
+    Benchmark("bench_pipeline", (), "Topic to queryable totals against raw consume; "
+              "produce-to-queryable latency at half load"),
+)  # fmt: skip
+
+
+def flatten(figures: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, value in figures.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{name}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def run_once(benchmark: Benchmark) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", f"loadtests.{benchmark.module}", *benchmark.arguments],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"{benchmark.module} failed:\n{done.stderr[-2000:]}")
+    return flatten(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{os.cpu_count()} × {model}, {memory:.0f} GiB, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}")  # fmt: skip
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def render(results: dict[str, list[dict[str, float]]], runs: int) -> str:
+    lines = [
+        "# meterline benchmarks",
+        "",
+        f"Written by `make bench` (`python -m loadtests.all --runs {runs}`) on "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"Machine: {machine()}. The broker, the worker, the gateway and the load generator "
+        "share these cores; the host is shared too, so absolute rates move from run to "
+        "run, and the in-run ratios are the figures to compare.",
+        "",
+    ]
+    for benchmark in BENCHMARKS:
+        samples = results.get(benchmark.module)
+        if not samples:
+            continue
+        command = " ".join(("python -m", f"loadtests.{benchmark.module}", *benchmark.arguments))
+        lines += [f"## {benchmark.module}", "", benchmark.what + ".", "", f"`{command}`", "",
+                  "| figure | median | runs |", "| --- | --- | --- |"]  # fmt: skip
+        for name in samples[0]:
+            values = [sample[name] for sample in samples if name in sample]
+            median = statistics.median(values)
+            lines.append(
+                f"| {name} | {_number(median)} | {', '.join(_number(v) for v in values)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
+    parser.add_argument("--only", nargs="*", default=None, help="benchmark modules to run")
+    args = parser.parse_args()
+    chosen = [b for b in BENCHMARKS if args.only is None or b.module in args.only]
+    results: dict[str, list[dict[str, float]]] = {}
+    console = Console(stderr=True)
+    with Progress(console=console) as progress:
+        task = progress.add_task("benchmarks", total=len(chosen) * args.runs)
+        for benchmark in chosen:
+            for run in range(1, args.runs + 1):
+                progress.update(task, description=f"{benchmark.module}, run {run}/{args.runs}")
+                results.setdefault(benchmark.module, []).append(run_once(benchmark))
+                progress.advance(task)
+    args.output.write_text(render(results, args.runs))
+    console.print(f"wrote {args.output}")
+    print(json.dumps({name: len(samples) for name, samples in results.items()}))
+
+
+if __name__ == "__main__":
+    main()
