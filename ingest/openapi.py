@@ -130,9 +130,12 @@ def document() -> dict[str, Any]:
             "/v1/health": {
                 "get": {
                     "operationId": "health",
-                    "summary": "Whether the gateway is up",
+                    "summary": "Whether Kafka and the store answer",
                     "security": [],
-                    "responses": {"200": {"description": "Up"}},
+                    "responses": {
+                        "200": {"description": "Kafka and the store answer"},
+                        "503": {"description": "Degraded: the body says which part and why"},
+                    },
                 }
             },
         },

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -52,3 +53,11 @@ def test_the_soak_runs_and_checks_every_total() -> None:
                     "--report-seconds", "2")  # fmt: skip
     assert figures["totals_match"] and figures["totals_checked"] > 0
     assert figures["reports"] >= 2 and figures["worker_rss_last_mb"] > 0
+
+
+def test_make_bench_writes_benchmarks_md_with_medians(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    quick("all", "--runs", "2", "--only", "bench_state", "--output", str(output))
+    text = output.read_text()
+    assert "## bench_state" in text and "| bytes_per_mark |" in text
+    assert "Machine: " in text and "python -m loadtests.bench_state" in text
