@@ -253,6 +253,51 @@ def revoke_key(hint_or_name: str) -> None:
         console.print(f"revoked {record.hint}…  {record.tenant}  {record.name}")
 
 
+@main.command()
+@click.argument("subscription")
+@click.option("--tenant", required=True, help="The subscription's tenant.")
+@click.option("--period", type=Period(), default=None, help="[default: this month]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as GET /v1/usage gives it.")
+def usage(subscription: str, tenant: str, period: date | None, as_json: bool) -> None:
+    """A subscription's usage and amount so far in a period, per meter and group.
+
+    Reads the store; with the embedded engine, while no worker runs (or ask the gateway:
+    GET /v1/usage/SUBSCRIPTION).
+    """
+    import msgspec
+    from rich.table import Table
+
+    from invoicing.store import Store, StoreError
+    from invoicing.usage import read_usage
+
+    settings = load_settings()
+    month = period or datetime.now(UTC).date().replace(day=1)
+    try:
+        store = Store.connect(settings)
+    except StoreError as error:
+        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
+    try:
+        store.migrate()
+        answer = read_usage(store, load_book(settings), tenant, subscription, month)
+    finally:
+        store.close()
+    if as_json:
+        console.print_json(msgspec.json.encode(answer).decode())
+        return
+    table = Table(title=f"{tenant}/{subscription}, {answer.period} so far")
+    for column in ("Meter", "Group", "Plan", "Quantity", "Amount"):
+        table.add_column(column, justify="right" if column in ("Quantity", "Amount") else "left")
+    for line in answer.lines:
+        group = ", ".join(f"{k}={v}" for k, v in (line.group or {}).items())
+        table.add_row(line.meter, group, f"{line.plan} v{line.plan_version}",
+                      f"{line.quantity} {line.unit}", f"{line.amount} {line.currency}")  # fmt: skip
+    for currency, total in answer.totals.items():
+        table.add_row("[bold]total[/]", "", "", "", f"[bold]{total} {currency}[/]")
+    if not answer.lines:
+        table.caption = "no usage rated for this subscription in this period"
+    console.print(table)
+
+
 @main.group()
 def subscriptions() -> None:
     """The subscriptions meterline bills: which tenant, customer and plan, since when."""

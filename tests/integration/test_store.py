@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal, Rejection
 from aggregation.state import Total, dedupe_key, value_digest
 from invoicing import migrations
 from invoicing.store import Store
+from meterline.cli import main
 from meterline.events import UsageEvent
 from rating.money import INT64_MAX, from_nanos
 
@@ -133,3 +137,27 @@ def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store
         (4, 2, 5),
         (5, 1, 4),
     ]
+
+
+def test_the_usage_command_shows_a_subscriptions_period_so_far(
+    store: Store, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = RatedTotal("t", "s1", "tokens", '{"model":"large"}', PERIOD, "growth", 2, "USD",
+                        1500, 150_000_000, 3, 7, 0, 0)  # fmt: skip
+    store.write_batch(BatchResult(rated=[tokens]))
+    monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
+    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)
+    result = CliRunner().invoke(main, ["usage", "s1", "--tenant", "t", "--period", "2026-10",
+                                       "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["totals"] == {"USD": "0.150000000"}
+    [line] = answer["lines"]
+    assert (line["meter"], line["group"], line["quantity"]) == (
+        "tokens",
+        {"model": "large"},
+        "1500",
+    )
+    other = CliRunner().invoke(main, ["usage", "s1", "--tenant", "someone-else", "--period",
+                                      "2026-10"])  # fmt: skip
+    assert other.exit_code == 0 and "no usage rated" in other.output
