@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -50,6 +50,14 @@ class _RefusedError(Exception):
         self.detail = detail
 
 
+class _Instant(NamedTuple):
+    """A request's now, and the oldest and newest timestamps accepted then."""
+
+    now: datetime
+    oldest: datetime
+    newest: datetime
+
+
 @dataclass(frozen=True)
 class Limits:
     max_event_bytes: int = 64 * 1024
@@ -58,7 +66,6 @@ class Limits:
 class Admission:
     def __init__(self, book: PriceBook, window: EventWindow, limits: Limits = Limits()) -> None:
         self._window = window
-        self._bounds = window.bounds()  # taken again for each request
         self._limits = limits
         self._meters = {meter.id: meter for meter in book.meters}
         by_type: dict[str, list[Meter]] = defaultdict(list)
@@ -75,8 +82,9 @@ class Admission:
 
     def _admit(self, tenant: str, items: list[Item], translate: Any) -> Admitted:
         admitted = Admitted()
+        # One clock reading per request: every event of it is judged against the same now.
         now = self._window.clock()
-        self._bounds = self._window.bounds()
+        at = _Instant(now, *self._window.bounds(now))
         for item in items:
             try:
                 if len(item.raw) > self._limits.max_event_bytes:
@@ -85,14 +93,14 @@ class Admission:
                         f"{len(item.raw)} bytes; an event may have at most "
                         f"{self._limits.max_event_bytes}",
                     )
-                admitted.events.extend(translate(tenant, item, now))
+                admitted.events.extend(translate(tenant, item, at))
             except _RefusedError as refusal:
                 admitted.refused.append(
                     Refusal(item.index, loose_id(item.raw), refusal.reason, refusal.detail)
                 )
         return admitted
 
-    def _from_cloud(self, tenant: str, item: Item, now: datetime) -> list[UsageEvent]:
+    def _from_cloud(self, tenant: str, item: Item, at: _Instant) -> list[UsageEvent]:
         event: CloudEvent = _decoded(decode_cloud, item.raw)
         _check_tenant(item.index, event.tenant, tenant)
         if event.specversion != "1.0":
@@ -106,7 +114,7 @@ class Admission:
             raise _RefusedError(
                 "unknown_event_type", f"no meter reads events of type {event.type!r}"
             )
-        timestamp = self._timestamp(event.time, now)
+        timestamp = self._timestamp(event.time, at)
         data = event.data or {}
         return [
             UsageEvent(
@@ -122,7 +130,7 @@ class Admission:
             for meter in meters
         ]
 
-    def _from_plain(self, tenant: str, item: Item, now: datetime) -> list[UsageEvent]:
+    def _from_plain(self, tenant: str, item: Item, at: _Instant) -> list[UsageEvent]:
         event: PlainEvent = _decoded(decode_plain, item.raw)
         _check_tenant(item.index, event.tenant, tenant)
         meter = self._meters.get(event.meter)
@@ -137,18 +145,17 @@ class Admission:
                 subscription=event.subscription,
                 meter=meter.id,
                 quantity=_in_scale(meter, event.quantity),
-                timestamp=self._timestamp(event.timestamp, now),
+                timestamp=self._timestamp(event.timestamp, at),
                 source=event.source,
                 properties=event.properties,
             )
         ]
 
-    def _timestamp(self, stated: datetime | None, now: datetime) -> datetime:
+    def _timestamp(self, stated: datetime | None, at: _Instant) -> datetime:
         if stated is None:
-            return now
-        oldest, newest = self._bounds
-        if not oldest <= stated <= newest:
-            problem = self._window.problem(stated, self._bounds)
+            return at.now
+        if not at.oldest <= stated <= at.newest:
+            problem = self._window.problem(stated, (at.oldest, at.newest))
             assert problem is not None
             raise _RefusedError(*problem)
         # Periods are UTC months: an offset must not move usage into the wrong one.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -267,20 +269,13 @@ def usage(subscription: str, tenant: str, period: date | None, as_json: bool) ->
     import msgspec
     from rich.table import Table
 
-    from invoicing.store import Store, StoreError
     from invoicing.usage import read_usage
 
     settings = load_settings()
     month = period or datetime.now(UTC).date().replace(day=1)
-    try:
-        store = Store.connect(settings)
-    except StoreError as error:
-        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
-    try:
+    with opened_store(settings) as store:
         store.migrate()
         answer = read_usage(store, load_book(settings), tenant, subscription, month)
-    finally:
-        store.close()
     if as_json:
         console.print_json(msgspec.json.encode(answer).decode())
         return
@@ -313,7 +308,6 @@ def import_subscriptions(path: Path) -> None:
     With the embedded engine, run it while no worker runs (chDB allows one process);
     with a ClickHouse server, running workers pick new subscriptions up within seconds.
     """
-    from invoicing.store import Store, StoreError
     from invoicing.subscription_import import SubscriptionFileError, read_subscriptions
 
     settings = load_settings()
@@ -321,15 +315,9 @@ def import_subscriptions(path: Path) -> None:
         rows = read_subscriptions(path, load_book(settings))
     except SubscriptionFileError as error:
         fail(str(error))
-    try:
-        store = Store.connect(settings)
-    except StoreError as error:
-        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
-    try:
+    with opened_store(settings) as store:
         store.migrate()
         store.write_subscriptions(rows, version=int(datetime.now(UTC).timestamp() * 1000))
-    finally:
-        store.close()
     console.print(f"imported {len(rows):,} subscriptions into {settings.clickhouse_database}")
 
 
@@ -411,13 +399,8 @@ def db() -> None:
 @db.command()
 def migrate() -> None:
     """Apply pending migrations (running it twice applies nothing the second time)."""
-    from invoicing.store import Store
-
-    store = Store.connect(load_settings())
-    try:
+    with opened_store(load_settings()) as store:
         applied = store.migrate()
-    finally:
-        store.close()
     for migration in applied:
         console.print(f"applied {migration.version:04d}_{migration.name}")
     if not applied:
@@ -428,16 +411,28 @@ def migrate() -> None:
 def status() -> None:
     """List applied and pending migrations."""
     from invoicing import migrations
-    from invoicing.store import Store
 
-    store = Store.connect(load_settings())
-    try:
+    with opened_store(load_settings()) as store:
         done = migrations.applied_versions(store.client, store.database)
-    finally:
-        store.close()
     for migration in migrations.available():
         state = "applied" if migration.version in done else "pending"
         console.print(f"{migration.version:04d}_{migration.name}  {state}")
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator[Any]:
+    """The store for one command; a store that cannot be opened is an error, not a
+    traceback (with chDB, most often because a worker holds the data directory)."""
+    from invoicing.store import Store, StoreError
+
+    try:
+        store = Store.connect(settings)
+    except StoreError as error:
+        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def load_book(settings: Settings) -> Any:

@@ -55,8 +55,8 @@ class EventWindow:
     max_skew: timedelta
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def bounds(self) -> tuple[datetime, datetime]:
-        now = self.clock()
+    def bounds(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        now = now or self.clock()
         return now - self.max_age, now + self.max_skew
 
     def problem(
