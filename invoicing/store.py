@@ -18,7 +18,7 @@ import pyarrow as pa
 from aggregation.batch import BatchResult, RatedTotal
 from aggregation.state import Position, Total, TotalKey
 from invoicing import migrations
-from invoicing.summary import Subscriber
+from invoicing.invoice import Customer, Subscriber
 from meterline.events import encode_properties
 from meterline.settings import Settings
 
@@ -37,6 +37,7 @@ class SubscriptionRow:
     customer: str
     plan: str
     started_at: datetime
+    ended_at: datetime | None = None
 
 
 def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:
@@ -95,19 +96,46 @@ class Store:
                 "customer": [row.customer for row in rows],
                 "plan": [row.plan for row in rows],
                 "started_at": pa.array([row.started_at for row in rows], type=_TIMESTAMP),
+                "ended_at": pa.array([row.ended_at for row in rows], type=_TIMESTAMP),
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
             }
         )
         self.client.insert_arrow(self.table("subscriptions"), table)
 
-    def subscribers(self) -> list[Subscriber]:
+    def subscribers(self, tenant: str | None = None) -> list[Subscriber]:
+        """Every subscription (of one tenant), with the days it is active."""
+        where = "" if tenant is None else "WHERE tenant = {tenant:String}"
         rows = self.client.query(
-            f"SELECT tenant, subscription, plan, started_at FROM {self.table('subscriptions')} "
-            "FINAL"
+            "SELECT tenant, subscription, customer, plan, started_at, ended_at "
+            f"FROM {self.table('subscriptions')} FINAL {where} ORDER BY tenant, subscription",
+            parameters={"tenant": tenant},
         ).result_rows
         return [
-            Subscriber(tenant, sub, plan, started.date()) for tenant, sub, plan, started in rows
+            Subscriber(tenant, sub, customer, plan, _day(started), _day(ended) if ended else None)
+            for tenant, sub, customer, plan, started, ended in rows
         ]
+
+    def write_customers(self, rows: Sequence[Customer], version: int) -> None:
+        table = pa.table(
+            {
+                "tenant": [row.tenant for row in rows],
+                "customer": [row.customer for row in rows],
+                "name": [row.name for row in rows],
+                "external_id": [row.external_id for row in rows],
+                "tax_rate": pa.array([row.tax_rate for row in rows], type=pa.decimal128(9, 4)),
+                "version": pa.array([version] * len(rows), type=pa.uint64()),
+            }
+        )
+        self.client.insert_arrow(self.table("customers"), table)
+
+    def customers(self, tenant: str | None = None) -> dict[tuple[str, str], Customer]:
+        where = "" if tenant is None else "WHERE tenant = {tenant:String}"
+        rows = self.client.query(
+            "SELECT tenant, customer, name, external_id, tax_rate "
+            f"FROM {self.table('customers')} FINAL {where}",
+            parameters={"tenant": tenant},
+        ).result_rows
+        return {(row[0], row[1]): Customer(*row) for row in rows}
 
     def plans_by_subscription(self) -> dict[tuple[str, str], str]:
         rows = self.client.query(
@@ -219,6 +247,23 @@ class Store:
         )  # fmt: skip
         return _dicts(result)
 
+    def record_invoice_run(self, report: Any, tenant: str | None, at: datetime) -> None:
+        """One row per close or finalize (a ``closing.CloseReport``)."""
+        counts = ("created", "updated", "unchanged", "finalized", "already_final")
+        self.client.insert(
+            self.table("invoice_runs"),
+            [[at, report.action, report.period, tenant or "",
+              *(getattr(report, name) for name in counts), len(report.problems)]],
+            column_names=["run_at", "action", "period_start", "tenant", *counts, "problems"],
+        )  # fmt: skip
+
+    def invoice_runs(self) -> dict[str, tuple[int, datetime]]:
+        """action -> (runs, time of the last run)."""
+        rows = self.client.query(
+            f"SELECT action, count(), max(run_at) FROM {self.table('invoice_runs')} GROUP BY action"
+        ).result_rows
+        return {action: (int(runs), last) for action, runs, last in rows}
+
     def rejections_by_reason(self) -> dict[str, int]:
         rows = self.client.query(
             f"SELECT reason, count() FROM {self.table('rejected_events')} FINAL "
@@ -228,6 +273,11 @@ class Store:
 
     def count(self, table: str) -> int:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
+
+
+def _day(moment: datetime) -> date:
+    """The UTC day a subscription moment falls on: a subscription is billed by whole days."""
+    return (moment if moment.tzinfo is None else moment.astimezone(UTC)).date()
 
 
 def _dicts(result: Any) -> list[dict[str, Any]]:

@@ -1,70 +1,139 @@
-"""Reading subscriptions from a file (CSV with a header, or a JSON array of objects), e.g. an
-export of CRM contracts: every row is checked, and one bad row rejects the file with
-errors that name the row and the field, so nothing is half imported."""
+"""Reading subscriptions and customers from a file (CSV with a header, or a JSON array of
+objects), e.g. an export of CRM contracts: every row is checked, and one bad row rejects
+the file with errors that name the row and the field, so nothing is half imported."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
+from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.plans import PriceBook
 
-FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
+SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
+CUSTOMER_FIELDS = ("tenant", "customer", "name", "tax_rate")
+MAX_TAX_RATE = Decimal(100)
+
+Row = TypeVar("Row", bound=msgspec.Struct)
+Parsed = TypeVar("Parsed")
 
 
 class SubscriptionFileError(ValueError):
     """The file cannot be imported; the message lists every problem found."""
 
 
-class _Row(msgspec.Struct, forbid_unknown_fields=True):
+class _Subscription(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str
     subscription: str
     customer: str
     plan: str
     started_at: str  # a day (2026-10-01, midnight UTC) or an ISO 8601 time with offset
+    ended_at: str = ""  # optional, exclusive: the subscription is billed until then
+
+
+class _Customer(msgspec.Struct, forbid_unknown_fields=True):
+    tenant: str
+    customer: str
+    name: str
+    tax_rate: str  # percent, e.g. 8.25
+    external_id: str = ""
 
 
 def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
+    def parse(row: _Subscription) -> tuple[SubscriptionRow | None, list[str]]:
+        problems = [f"{name} is empty" for name in SUBSCRIPTION_FIELDS[:4]
+                    if not getattr(row, name).strip()]  # fmt: skip
+        if row.plan and row.plan not in book.versions:
+            problems.append(f"plan {row.plan!r} is not in the price book")
+        started = _moment(row.started_at, "started_at", problems)
+        ended = _moment(row.ended_at, "ended_at", problems) if row.ended_at.strip() else None
+        if started and ended and ended <= started:
+            problems.append(f"ended_at {row.ended_at} is not after started_at {row.started_at}")
+        if problems or started is None:
+            return None, problems
+        owner = (row.tenant, row.subscription, row.customer, row.plan)
+        return SubscriptionRow(*owner, started_at=started, ended_at=ended), []
+
+    return _read(path, _Subscription, SUBSCRIPTION_FIELDS, parse, _subscription_key)
+
+
+def read_customers(path: Path) -> list[Customer]:
+    def parse(row: _Customer) -> tuple[Customer | None, list[str]]:
+        problems = [f"{name} is empty" for name in CUSTOMER_FIELDS[:2]
+                    if not getattr(row, name).strip()]  # fmt: skip
+        try:
+            rate = Decimal(row.tax_rate.strip() or "0")
+        except InvalidOperation:
+            rate = None
+        if rate is None or not rate.is_finite() or not 0 <= rate <= MAX_TAX_RATE:
+            problems.append(f"tax_rate {row.tax_rate!r} is not a percentage from 0 to 100")
+        elif rate.as_tuple().exponent < -4:  # type: ignore[operator]
+            problems.append(f"tax_rate {row.tax_rate!r} has more than 4 decimal places")
+        if problems or rate is None:
+            return None, problems
+        return Customer(row.tenant, row.customer, row.name, row.external_id, rate), []
+
+    return _read(path, _Customer, CUSTOMER_FIELDS, parse, _customer_key)
+
+
+def _subscription_key(row: _Subscription) -> tuple[str, str]:
+    return row.tenant, row.subscription
+
+
+def _customer_key(row: _Customer) -> tuple[str, str]:
+    return row.tenant, row.customer
+
+
+def _moment(text: str, field: str, problems: list[str]) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        problems.append(f"{field} {text!r} is not a day or time")
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _read(
+    path: Path,
+    kind: type[Row],
+    fields: tuple[str, ...],
+    parse: Callable[[Row], tuple[Parsed | None, list[str]]],
+    ident: Callable[[Row], tuple[str, str]],
+) -> list[Parsed]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise SubscriptionFileError(f"cannot read {path}: {error}") from None
-    items = _json_items(path, text) if text.lstrip().startswith("[") else _csv_items(path, text)
-    rows, problems, seen = [], [], set()
+    items = (
+        _json_items(path, text) if text.lstrip().startswith("[") else _csv_items(path, text, fields)
+    )
+    found, problems, seen = [], [], set()
     for number, item in items:
         try:
-            row = msgspec.convert(item, _Row, strict=False)
+            row = msgspec.convert(item, kind, strict=False)
         except msgspec.ValidationError as error:
             problems.append(f"row {number}: {error}")
             continue
-        problems.extend(f"row {number}: {problem}" for problem in _problems(row, book))
-        if (row.tenant, row.subscription) in seen:
-            problems.append(f"row {number}: {row.tenant}/{row.subscription} appears twice")
-        seen.add((row.tenant, row.subscription))
-        try:
-            started = datetime.fromisoformat(row.started_at)
-        except ValueError:
-            problems.append(f"row {number}: started_at {row.started_at!r} is not a day or time")
-            continue
-        started = started if started.tzinfo else started.replace(tzinfo=UTC)
-        rows.append(SubscriptionRow(row.tenant, row.subscription, row.customer, row.plan,
-                                    started.astimezone(UTC)))  # fmt: skip
+        parsed, own = parse(row)
+        problems.extend(f"row {number}: {problem}" for problem in own)
+        key = ident(row)
+        if key in seen:
+            problems.append(f"row {number}: {key[0]}/{key[1]} appears twice")
+        seen.add(key)
+        if parsed is not None:
+            found.append(parsed)
     if problems:
         raise SubscriptionFileError(f"{path}: nothing imported:\n  " + "\n  ".join(problems))
-    if not rows:
-        raise SubscriptionFileError(f"{path}: no subscriptions in the file")
-    return rows
-
-
-def _problems(row: _Row, book: PriceBook) -> list[str]:
-    problems = [f"{name} is empty" for name in FIELDS[:4] if not getattr(row, name).strip()]
-    if row.plan and row.plan not in book.versions:
-        problems.append(f"plan {row.plan!r} is not in the price book")
-    return problems
+    if not found:
+        raise SubscriptionFileError(f"{path}: no {kind.__name__.lstrip('_').lower()}s in the file")
+    return found
 
 
 def _json_items(path: Path, text: str) -> list[tuple[int, object]]:
@@ -75,12 +144,16 @@ def _json_items(path: Path, text: str) -> list[tuple[int, object]]:
     return list(enumerate(items, start=1))
 
 
-def _csv_items(path: Path, text: str) -> list[tuple[int, object]]:
+def _csv_items(path: Path, text: str, fields: tuple[str, ...]) -> list[tuple[int, object]]:
     reader = csv.DictReader(text.splitlines())
-    missing = [name for name in FIELDS if name not in (reader.fieldnames or [])]
+    missing = [name for name in fields if name not in (reader.fieldnames or [])]
     if missing:
         raise SubscriptionFileError(
-            f"{path}: the header must name {', '.join(FIELDS)} (missing {', '.join(missing)})"
+            f"{path}: the header must name {', '.join(fields)} (missing {', '.join(missing)})"
         )
-    # Row numbers as a spreadsheet shows them: the header is row 1.
-    return [(number, dict(row)) for number, row in enumerate(reader, start=2)]
+    # Row numbers as a spreadsheet shows them: the header is row 1. An empty optional
+    # column is the same as an absent one.
+    return [
+        (number, {key: value for key, value in row.items() if value != "" or key in fields})
+        for number, row in enumerate(reader, start=2)
+    ]

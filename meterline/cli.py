@@ -2,54 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import click
-from pydantic import ValidationError
-from rich.console import Console
 
-from meterline.settings import Settings
-
-console = Console(stderr=False)
-errors = Console(stderr=True)
-
-
-class Period(click.ParamType):
-    name = "YYYY-MM"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
-        if isinstance(value, date):
-            return value
-        try:
-            parsed = datetime.strptime(value, "%Y-%m")
-        except ValueError:
-            self.fail(f"{value!r} is not a month like 2026-10", param, ctx)
-        return date(parsed.year, parsed.month, 1)
-
-
-def previous_month() -> date:
-    today = datetime.now(UTC).date()
-    return date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{key: value for key, value in overrides.items() if value is not None})
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_url=False)
-        )
-        raise click.ClickException(f"invalid settings: {problems}") from None
-
-
-def fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    sys.exit(1)
+from meterline.cli_billing import customers, invoices, report
+from meterline.cli_support import (
+    Period,
+    console,
+    errors,
+    fail,
+    import_rows,
+    load_book,
+    load_settings,
+    opened_store,
+    previous_month,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -302,23 +271,20 @@ def subscriptions() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_subscriptions(path: Path) -> None:
     """Import subscriptions from a CSV (header: tenant, subscription, customer, plan,
-    started_at) or a JSON array of such objects. A row for a known subscription replaces
-    it. One bad row rejects the whole file, naming each problem.
+    started_at, and optionally ended_at) or a JSON array of such objects. A day means
+    midnight UTC; ended_at is exclusive. A row for a known subscription replaces it. One
+    bad row rejects the whole file, naming each problem.
 
     With the embedded engine, run it while no worker runs (chDB allows one process);
     with a ClickHouse server, running workers pick new subscriptions up within seconds.
     """
-    from invoicing.subscription_import import SubscriptionFileError, read_subscriptions
+    from invoicing.subscription_import import read_subscriptions
 
     settings = load_settings()
-    try:
-        rows = read_subscriptions(path, load_book(settings))
-    except SubscriptionFileError as error:
-        fail(str(error))
-    with opened_store(settings) as store:
-        store.migrate()
-        store.write_subscriptions(rows, version=int(datetime.now(UTC).timestamp() * 1000))
-    console.print(f"imported {len(rows):,} subscriptions into {settings.clickhouse_database}")
+    book = load_book(settings)
+    import_rows(
+        settings, "subscriptions", lambda: read_subscriptions(path, book), "write_subscriptions"
+    )
 
 
 @main.command()
@@ -419,26 +385,6 @@ def status() -> None:
         console.print(f"{migration.version:04d}_{migration.name}  {state}")
 
 
-@contextmanager
-def opened_store(settings: Settings) -> Iterator[Any]:
-    """The store for one command; a store that cannot be opened is an error, not a
-    traceback (with chDB, most often because a worker holds the data directory)."""
-    from invoicing.store import Store, StoreError
-
-    try:
-        store = Store.connect(settings)
-    except StoreError as error:
-        fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def load_book(settings: Settings) -> Any:
-    from rating.plans import PriceBookError, load_price_book
-
-    try:
-        return load_price_book(settings.price_book_path)
-    except PriceBookError as error:
-        fail(str(error))
+main.add_command(customers)
+main.add_command(invoices)
+main.add_command(report)

@@ -41,3 +41,14 @@ def round_to_minor_unit(amount: Decimal, minor_digits: int) -> Decimal:
 def plain(value: Decimal) -> str:
     """Positional notation, never an exponent: 0.000000000 rather than 0E-9."""
     return format(value, "f")
+
+
+def trimmed(value: Decimal) -> str:
+    """A quantity without trailing zeros: 1.5, not 1.500000000."""
+    return plain(value.normalize()) if value else "0"
+
+
+def exact_money(value: Decimal, minor_digits: int) -> str:
+    """An exact amount with at least the currency's minor digits: 0.40, 7.8057."""
+    places = max(minor_digits, -int(value.normalize().as_tuple().exponent))
+    return plain(value.quantize(Decimal(1).scaleb(-places)))

@@ -37,6 +37,11 @@ class Period:
     def days(self) -> int:
         return (self.end - self.start).days
 
+    def shifted(self, months: int) -> Period:
+        """The period ``months`` later (earlier when negative)."""
+        index = self.start.year * 12 + self.start.month - 1 + months
+        return Period(date(index // 12, index % 12 + 1, 1))
+
 
 @dataclass(frozen=True)
 class Slice:

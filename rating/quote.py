@@ -11,7 +11,7 @@ import numpy as np
 
 from rating import oracle
 from rating.money import from_nanos, plain
-from rating.plans import Package, PriceBook, decimal_places, scaled
+from rating.plans import PriceBook, decimal_places, scaled
 from rating.rater import RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
 
@@ -21,7 +21,9 @@ class QuoteError(ValueError):
 
 
 @dataclass(frozen=True)
-class QuoteLine:
+class TierPart:
+    """One tier of a rated quantity: what it billed and at which price."""
+
     label: str
     units: Decimal
     unit_price: Decimal
@@ -38,7 +40,7 @@ class Quote:
     currency: str
     quantity: Decimal
     amount: Decimal
-    parts: tuple[QuoteLine, ...]
+    parts: tuple[TierPart, ...]
     adjustment: str | None
 
     def as_dict(self) -> dict[str, object]:
@@ -103,22 +105,34 @@ def quote(
         tiers = breakdown(table, rows, quantities)
     except (RatingOverflowError, OverflowError) as error:
         raise QuoteError(str(error)) from None
-    block_units = isinstance(charge, Package)
-    lines = tuple(
-        QuoteLine(
-            column.label,
-            Decimal(int(tiers.units[0, number])).scaleb(0 if block_units else -scale),
-            column.unit_price,
-            column.flat_fee,
-            from_nanos(int(tiers.amounts[0, number])),
-        )
-        for number, column in enumerate(table.refs[index].columns)
-        if tiers.units[0, number] or tiers.amounts[0, number]
-    )
+    parts = tier_parts(table, index, tiers.units[0], tiers.amounts[0], scale)
     explained = oracle.rate_charge(charge, units, scale)
     if amount != explained.amount:
         raise QuoteError(
             f"the kernel ({amount}) and the Decimal oracle ({explained.amount}) disagree"
         )
     return Quote(plan.id, plan.version, meter_id, charge.model, plan.currency, quantity,
-                 amount, lines, explained.adjustment)  # fmt: skip
+                 amount, parts, explained.adjustment)  # fmt: skip
+
+
+def tier_parts(
+    table: ChargeTable,
+    index: int,
+    tier_units: np.ndarray,
+    tier_amounts: np.ndarray,
+    scale: int,
+) -> tuple[TierPart, ...]:
+    """The tiers one breakdown row billed, for people: units in the meter's units (blocks
+    for a package), prices, and amounts."""
+    ref = table.refs[index]
+    return tuple(
+        TierPart(
+            column.label,
+            Decimal(int(tier_units[number])).scaleb(0 if ref.counts_blocks else -scale),
+            column.unit_price,
+            column.flat_fee,
+            from_nanos(int(tier_amounts[number])),
+        )
+        for number, column in enumerate(ref.columns)
+        if tier_units[number] or tier_amounts[number]
+    )

@@ -39,6 +39,7 @@ class ChargeRef:
     meter: str
     columns: tuple[TierColumn, ...]
     max_quantity: int  # every quantity up to this has an amount that fits in 64 bits
+    counts_blocks: bool  # a package: its breakdown counts blocks, not units
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,16 @@ class ChargeTable:
                         TierColumn(t.label, _price(t.price), _price(t.flat)) for t in tiers
                     )
                 limit = _max_quantity(row, own_tiers)
-                refs.append(ChargeRef(plan.id, plan.version, charge.meter, columns, limit))
+                refs.append(
+                    ChargeRef(
+                        plan.id,
+                        plan.version,
+                        charge.meter,
+                        columns,
+                        limit,
+                        counts_blocks=isinstance(charge, Package),
+                    )
+                )
                 charge_rows.append(row)
         return cls(
             refs=tuple(refs),

@@ -10,7 +10,9 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
+from invoicing.invoice import Customer
 from meterline.events import UsageEvent
 from rating.period import Period
 
@@ -50,6 +52,18 @@ def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubsc
         )
         for n in range(count)
     ]
+
+
+TAX_RATES = (Decimal(0), Decimal("8.25"), Decimal(20))
+
+
+def customers(subs: Sequence[DemoSubscription]) -> list[Customer]:
+    """A customer per subscription, with a name, a CRM id and one of a few tax rates."""
+    return [
+        Customer(s.tenant, s.customer, f"Customer {s.customer[5:]}", f"crm-{s.customer[5:]}",
+                 TAX_RATES[int(s.customer[5:]) % len(TAX_RATES)])
+        for s in subs
+    ]  # fmt: skip
 
 
 def usage_span(period: date) -> tuple[datetime, datetime]:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from ingest.producer import produce
+from invoicing.closing import CloseReport, close_period
+from invoicing.invoice import Invoice
+from invoicing.ledger import InvoiceLedger
 from invoicing.store import Store, SubscriptionRow
-from invoicing.summary import InvoiceSummary, summarize
 from meterline.demo import generator
 from meterline.embedded_broker import kafka
 from meterline.events import UsageEvent
@@ -45,7 +47,8 @@ class DemoOptions:
 
 @dataclass(frozen=True)
 class DemoOutcome:
-    summary: InvoiceSummary
+    invoices: list[Invoice]  # the period's drafts, as `meterline invoices close` writes them
+    closed: CloseReport
     sent: int
     distinct: int
     stored_events: int
@@ -90,6 +93,7 @@ def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], pe
                              started + timedelta(days=s.start_day)) for s in subs],
             version=1,
         )  # fmt: skip
+        store.write_customers(generator.customers(subs), version=1)
     finally:
         store.close()
 
@@ -122,18 +126,18 @@ def run_demo(
             exit_code = worker.stop()
         if exit_code not in (0, None):
             raise DemoError(f"the worker exited with code {exit_code}:\n{worker.log_tail()}")
-    progress.stage("Reading the invoice summary")
+    progress.stage(f"Closing {options.period:%Y-%m} into draft invoices")
     store = Store.connect(settings)
     try:
-        summary = summarize(
-            options.period, store.rated_usage(options.period), book, store.subscribers()
-        )
+        closed = close_period(store, book, options.period)
+        invoices = InvoiceLedger(store).invoices([options.period])
         stored, rejected = store.count("events"), store.count("rejected_events")
         by_reason = store.rejections_by_reason()
     finally:
         store.close()
     return DemoOutcome(
-        summary=summary,
+        invoices=invoices,
+        closed=closed,
         sent=len(sent),
         distinct=len(generator.distinct(good)),
         stored_events=stored,

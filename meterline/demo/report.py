@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from decimal import Decimal
 from types import TracebackType
 
 from rich.console import Console
@@ -16,10 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from invoicing.summary import USAGE, write_csv
-from meterline.demo.job import DemoOutcome
+from invoicing.export import money, render
+from invoicing.invoice import Invoice
+from meterline.demo.job import DEMO_DATABASE, DemoOutcome
 from meterline.demo.job import Progress as JobProgress
 from meterline.settings import Settings
+from rating.money import trimmed
 
 
 class RichProgress(JobProgress):
@@ -65,56 +69,71 @@ class RichProgress(JobProgress):
 
 
 def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, show: int) -> None:
-    summary = outcome.summary
-    period = summary.period.strftime("%Y-%m")
-    totals = summary.subscription_totals()
-    largest = sorted(totals.items(), key=lambda item: (-item[1][2], item[0]))[:show]
-    lines_by_sub: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
-    for line in summary.lines:
-        plan = line.plan if line.plan_version == 1 else f"{line.plan} v{line.plan_version}"
-        item = line.item if line.kind == USAGE else f"{line.kind}: {line.item}"
-        if line.group:
-            item = f"{item} ({line.group})"
-        quantity = f"{line.quantity:,}" if line.kind == USAGE else ""
-        lines_by_sub.setdefault((line.tenant, line.subscription), []).append(
-            (plan, item, quantity, f"{line.amount:,} {line.currency}")
-        )
-
+    invoices = outcome.invoices
+    period = f"{invoices[0].period:%Y-%m}" if invoices else "(none)"
+    largest = sorted(invoices, key=lambda i: (-i.total, i.subscription))[:show]
     table = Table(
-        title=f"Invoice summary, period {period} (largest {len(largest)} of {len(totals)})"
+        title=f"Draft invoices, period {period} (largest {len(largest)} of {len(invoices):,})"
     )
-    for column in ("Subscription", "Plan", "Line", "Quantity", "Amount"):
-        table.add_column(column, justify="right" if column in ("Quantity", "Amount") else "left")
-    for (tenant, subscription), (_, currency, total) in largest:
-        for plan, item, quantity, shown in lines_by_sub[(tenant, subscription)]:
-            table.add_row(subscription, plan, item, quantity, shown)
-        table.add_row("", "", "[bold]invoice total[/]", "", f"[bold]{total:,} {currency}[/]",
+    for column in ("Invoice", "Plan", "Line", "Quantity", "Amount"):
+        table.add_column(column, justify="right" if column in ("Quantity", "Amount") else "left",
+                         no_wrap=column == "Invoice")  # fmt: skip
+    for invoice in largest:
+        cur = invoice.currency
+        for number, line in enumerate(invoice.lines):
+            plan = line.plan if line.plan_version == 1 else f"{line.plan} v{line.plan_version}"
+            shown = f"{trimmed(line.quantity)}" if line.unit else ""
+            first = invoice.invoice_id if number == 0 else ""
+            table.add_row(first, plan, line.description, shown, money(line.amount, cur))
+        table.add_row(invoice.subscription, "", f"tax {trimmed(invoice.tax_rate)}%", "",
+                      money(invoice.tax, cur))  # fmt: skip
+        table.add_row("", "", "[bold]total[/]", "", f"[bold]{money(invoice.total, cur)} {cur}[/]",
                       end_section=True)  # fmt: skip
     console.print(table)
+    console.print(_by_plan(invoices, period))
 
-    by_plan = Table(title=f"Totals by plan, period {period}")
-    for column in ("Plan", "Subscriptions", "Amount"):
-        by_plan.add_column(column, justify="left" if column == "Plan" else "right")
-    for plan, currency, count, plan_amount in summary.plan_totals():
-        by_plan.add_row(plan, f"{count:,}", f"{plan_amount:,} {currency}")
-    for currency, currency_amount in summary.currency_totals().items():
-        by_plan.add_row("[bold]all plans[/]", "", f"[bold]{currency_amount:,} {currency}[/]")
-    console.print(by_plan)
-
-    csv_path = settings.data_dir / f"invoice-summary-{period}.csv"
-    write_csv(summary, csv_path)
+    exported = {}
+    for fmt in ("csv", "html"):
+        path = settings.data_dir / f"invoices-{period}.{fmt}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(invoices, fmt), encoding="utf-8")
+        exported[fmt] = path
     duplicates = outcome.sent - outcome.stored_events - outcome.rejected
     reasons = ", ".join(
         f"{reason} {count:,}" for reason, count in outcome.rejected_by_reason.items()
     )
     dead_letters = f" ({reasons}) to {outcome.dead_letter_topic}" if reasons else ""
     rate = outcome.sent / outcome.process_seconds if outcome.process_seconds else 0.0
+    example = largest[0].invoice_id if largest else "INV-…"
     console.print(
         f"Events sent {outcome.sent:,}; distinct {outcome.distinct:,}; billed "
         f"{outcome.stored_events:,}; duplicates dropped {duplicates:,}; rejected "
         f"{outcome.rejected:,}{dead_letters}.\n"
         f"Produced in {outcome.produce_seconds:.1f} s; consumed, rated and stored in "
         f"{outcome.process_seconds:.1f} s after that ({rate:,.0f} events/s through the "
-        f"worker).\nEvery line: {csv_path}",
+        f"worker).\n{outcome.closed.created:,} draft invoices: every line in "
+        f"{exported['csv']}, printable in {exported['html']}.\n"
+        f"Look closer: METERLINE_CLICKHOUSE_DATABASE={DEMO_DATABASE} "
+        f"meterline invoices show {example}  (or explain {example} 1)",
         highlight=False,
     )
+
+
+def _by_plan(invoices: list[Invoice], period: str) -> Table:
+    subs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    amounts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for invoice in invoices:
+        for line in invoice.lines:
+            subs[(line.plan, invoice.currency)].add(invoice.subscription)
+            amounts[(line.plan, invoice.currency)] += line.amount
+    by_plan = Table(title=f"Totals by plan before tax, period {period}")
+    for column in ("Plan", "Subscriptions", "Amount"):
+        by_plan.add_column(column, justify="left" if column == "Plan" else "right")
+    for (plan, cur), amount in sorted(amounts.items(), key=lambda item: -item[1]):
+        by_plan.add_row(plan, f"{len(subs[(plan, cur)]):,}", f"{money(amount, cur)} {cur}")
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for invoice in invoices:
+        totals[invoice.currency] += invoice.subtotal
+    for cur, amount in sorted(totals.items()):
+        by_plan.add_row("[bold]all plans[/]", "", f"[bold]{money(amount, cur)} {cur}[/]")
+    return by_plan

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
-from meterline.cli import load_book
+from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings

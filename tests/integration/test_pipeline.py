@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from invoicing.summary import FIXED_FEE, TRUE_UP, USAGE
+from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import DemoOptions, Progress, run_demo
 from meterline.embedded_broker import EmbeddedBroker
@@ -61,7 +61,9 @@ def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple
             if plan.commitment is not None:
                 committed = round_to_minor_unit(plan.commitment * share, plan.minor_digits)
                 if committed > sum(billed):
-                    key = (sub.subscription, TRUE_UP, "minimum commitment", "", plan.version)
+                    share_text = f" ({part.days}/{period.days} days)"
+                    label = "minimum commitment" + ("" if part.days == period.days else share_text)
+                    key = (sub.subscription, TRUE_UP, label, "", plan.version)
                     lines[key] = (0, committed - sum(billed))
     return lines
 
@@ -83,15 +85,21 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
     outcome = run_demo(settings, book, options, Progress())
 
     expected = expected_lines(book, options)
-    lines = outcome.summary.lines
     invoiced = {
-        (line.subscription, line.kind, line.item, line.group, line.plan_version): (
-            line.quantity,
-            line.amount,
-        )
-        for line in lines
-    }
+        (invoice.subscription, line.kind,
+         line.item if line.kind == USAGE else line.description, group_label(line.group),
+         line.plan_version): (int(line.quantity), line.amount)
+        for invoice in outcome.invoices
+        for line in invoice.lines
+    }  # fmt: skip
     assert invoiced == expected
+    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
+    rates = {customer.customer: customer.tax_rate for customer in generator.customers(subs)}
+    for invoice in outcome.invoices:
+        assert invoice.status == "draft" and invoice.tax_rate == rates[invoice.customer]
+        for line in invoice.lines:
+            assert line.tax == round_to_minor_unit(line.amount * invoice.tax_rate / 100, 2)
+    assert outcome.closed.created == len(outcome.invoices) == options.subscriptions
     kinds = {(kind, version) for _, kind, _, _, version in invoiced}
     assert {group for _, _, _, group, _ in invoiced} == {"", "model=small", "model=large"}
     assert kinds >= {(USAGE, 1), (USAGE, 2), (FIXED_FEE, 1), (FIXED_FEE, 2), (TRUE_UP, 1)}

@@ -21,7 +21,7 @@ import uvicorn
 
 from ingest.client import AsyncUsageClient, UsageClient
 from ingest.wire import Refusal
-from meterline.cli import load_book
+from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker, free_port
 from meterline.events import UsageEvent, decode_record
 from meterline.kafka_admin import ensure_topic

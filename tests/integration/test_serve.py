@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
 from invoicing.store import Store
-from meterline.cli import load_book
+from meterline.cli_support import load_book
 from meterline.demo.generator import DemoSubscription
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port

@@ -4,11 +4,16 @@ is named with its problem."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from invoicing.subscription_import import SubscriptionFileError, read_subscriptions
+from invoicing.subscription_import import (
+    SubscriptionFileError,
+    read_customers,
+    read_subscriptions,
+)
 from meterline.demo import PRICE_BOOK
 from rating.plans import load_price_book
 
@@ -50,6 +55,9 @@ def test_csv_and_json_give_the_same_rows(tmp_path: Path) -> None:
         ('[{"tenant": "acme"}]', "row 1: Object missing required field"),
         ("[not json", "is not valid JSON"),
         ("tenant,subscription,customer,plan,started_at\n", "no subscriptions"),
+        ("tenant,subscription,customer,plan,started_at,ended_at\n"
+         "acme,s,c,starter,2026-10-01,2026-09-30\n",
+         "row 2: ended_at 2026-09-30 is not after started_at 2026-10-01"),
     ],
 )  # fmt: skip
 def test_a_bad_file_imports_nothing_and_names_the_problem(
@@ -60,3 +68,42 @@ def test_a_bad_file_imports_nothing_and_names_the_problem(
     with pytest.raises(SubscriptionFileError) as raised:
         read_subscriptions(path, BOOK)
     assert problem in str(raised.value)
+
+
+def test_an_end_is_optional_and_exclusive(tmp_path: Path) -> None:
+    path = tmp_path / "subs.csv"
+    path.write_text(
+        "tenant,subscription,customer,plan,started_at,ended_at\n"
+        "acme,s1,c,starter,2026-10-01,2026-10-15\nacme,s2,c,starter,2026-10-01,\n"
+    )
+    first, second = read_subscriptions(path, BOOK)
+    assert first.ended_at == datetime(2026, 10, 15, tzinfo=UTC) and second.ended_at is None
+
+
+def test_customers_import_with_their_tax_rate_and_crm_id(tmp_path: Path) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "tenant,customer,name,tax_rate,external_id\n"
+        'acme,c1,Alpha Ltd,8.25,crm-1\nacme,c2,"Beta, GmbH",0,\n'
+    )
+    alpha, beta = read_customers(path)
+    assert (alpha.name, alpha.tax_rate, alpha.external_id) == (
+        "Alpha Ltd",
+        Decimal("8.25"),
+        "crm-1",
+    )
+    assert (beta.name, beta.tax_rate, beta.external_id) == ("Beta, GmbH", Decimal(0), "")
+
+
+@pytest.mark.parametrize(
+    ("rate", "problem"),
+    [("abc", "is not a percentage"), ("-1", "is not a percentage"), ("101", "is not a percentage"),
+     ("NaN", "is not a percentage"), ("8.12345", "has more than 4 decimal places")],
+)  # fmt: skip
+def test_a_customer_with_an_impossible_tax_rate_is_refused(
+    tmp_path: Path, rate: str, problem: str
+) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text(f"tenant,customer,name,tax_rate\nacme,c1,Alpha,{rate}\n")
+    with pytest.raises(SubscriptionFileError, match=f"row 2: tax_rate '{rate}' {problem}"):
+        read_customers(path)

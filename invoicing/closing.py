@@ -1,0 +1,162 @@
+"""Closing a period: a draft invoice per subscription, recomputed until it is finalized.
+
+``close`` writes a new revision only for drafts whose content changed, so a second run
+with the same data writes nothing; ``finalize`` recomputes each draft from the data as it
+is then and freezes it. A finalized invoice is never written again: usage of its period
+that arrives later is billed as adjustment lines on the subscription's next invoice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
+from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Subscriber
+from invoicing.ledger import InvoiceLedger
+from invoicing.store import Store
+from rating.period import Period
+from rating.plans import PriceBook
+from rating.table import ChargeTable
+
+Owner = tuple[str, str]
+
+
+class ClosingError(ValueError):
+    """The period cannot be closed or finalized as asked; the message says why."""
+
+
+@dataclass
+class CloseReport:
+    period: date
+    action: str  # "close" or "finalize"
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    finalized: int = 0
+    already_final: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated + self.finalized
+
+
+def lookback_periods(max_event_age_days: int) -> int:
+    """How many earlier periods can still receive usage, and so need adjustments: an
+    event is accepted up to ``max_event_age_days`` old, plus one period for a close that
+    runs late."""
+    return math.ceil(max_event_age_days / 28) + 1
+
+
+def close_period(
+    store: Store,
+    book: PriceBook,
+    period: date,
+    *,
+    tenant: str | None = None,
+    finalize: bool = False,
+    lookback: int = 3,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> CloseReport:
+    now = clock()
+    billing = Period.of(period)
+    if finalize and billing.end > now.date():
+        raise ClosingError(
+            f"period {period:%Y-%m} has not ended (it ends {billing.end}): close it for "
+            "drafts now, finalize it once it has ended"
+        )
+    report = CloseReport(billing.start, "finalize" if finalize else "close")
+    ledger = InvoiceLedger(store)
+    current = {(i.tenant, i.subscription): i for i in ledger.invoices([billing.start], tenant)}
+    around = [billing.shifted(k).start for k in range(-lookback, lookback + 1) if k]
+    earlier = [day for day in around if day < billing.start]
+    billed: dict[tuple[str, str, date], list[InvoiceLine]] = defaultdict(list)
+    finalized_earlier: dict[Owner, list[date]] = defaultdict(list)
+    for invoice in ledger.invoices(around, tenant, status=FINALIZED):
+        owner = (invoice.tenant, invoice.subscription)
+        if invoice.period < billing.start:
+            finalized_earlier[owner].append(invoice.period)
+        for line in invoice.lines:
+            billed[(*owner, line.applies_to)].append(line)
+    rows = _rows_by_owner(store, billing.start, tenant)
+    earlier_rows = {day: _rows_by_owner(store, day, tenant) for day in earlier}
+    subscribers = {(s.tenant, s.subscription): s for s in store.subscribers(tenant)}
+    customers = store.customers(tenant)
+    table = ChargeTable.compile(book)
+    owners = sorted(
+        {owner for owner, sub in subscribers.items() if _active_in(sub, billing)}
+        | set(rows) | set(finalized_earlier)
+    )  # fmt: skip
+    to_write = []
+    for owner in owners:
+        existing = current.get(owner)
+        if existing is not None and existing.status == FINALIZED:
+            report.already_final += 1
+            continue
+        sub = subscribers.get(owner) or _unregistered(owner, rows.get(owner, []), billing)
+        before = [
+            EarlierPeriod(day, earlier_rows[day].get(owner, []), billed[(*owner, day)])
+            for day in finalized_earlier.get(owner, [])
+        ]
+        try:
+            invoice = compose_invoice(
+                billing.start, sub, customer=customers.get((sub.tenant, sub.customer)),
+                rows=rows.get(owner, []), earlier=before, book=book, table=table,
+            )  # fmt: skip
+        except UnknownPlanError as error:
+            report.problems.append(str(error))
+            continue
+        if not invoice.lines and not _active_in(sub, billing):
+            continue  # an earlier period's adjustments came to nothing
+        unchanged = existing is not None and existing.digest == invoice.digest
+        if unchanged and not finalize:
+            report.unchanged += 1
+            continue
+        if finalize:
+            report.finalized += 1
+        elif existing is None:
+            report.created += 1
+        else:
+            report.updated += 1
+        to_write.append(
+            replace(
+                invoice,
+                status=FINALIZED if finalize else DRAFT,
+                revision=(existing.revision if existing else 0) + 1,
+                computed_at=now,
+                finalized_at=now if finalize else None,
+            )
+        )
+    ledger.write(to_write)
+    store.record_invoice_run(report, tenant, now)
+    return report
+
+
+def _rows_by_owner(store: Store, period: date, tenant: str | None) -> dict[Owner, list[Any]]:
+    found: dict[Owner, list[Any]] = defaultdict(list)
+    for row in store.rated_usage(period, tenant=tenant):
+        found[(row["tenant"], row["subscription"])].append(row)
+    return found
+
+
+def _active_in(sub: Subscriber, period: Period) -> bool:
+    return sub.active_from < period.end and (
+        sub.active_until is None or sub.active_until > period.start
+    )
+
+
+def _unregistered(owner: Owner, rows: Sequence[Any], period: Period) -> Subscriber:
+    """Usage of a subscription no longer registered is still billed (usage only)."""
+    plan = rows[0]["plan"] if rows else ""
+    return Subscriber(owner[0], owner[1], "", plan, period.end, period.end)
+
+
+def invoices_of(
+    store: Store, period: date, tenant: str | None = None, status: str | None = None
+) -> list[Invoice]:
+    return InvoiceLedger(store).invoices([period], tenant, status=status)

@@ -1,0 +1,114 @@
+"""One subscription's invoice for a period: the period's own lines, adjustments for
+earlier periods whose invoices were finalized before all their usage arrived, and tax.
+
+A finalized invoice never changes. When an earlier period now comes to more (or less)
+than was billed for it, on its own invoice and on any finalized adjustments since, the
+difference is billed here, line by line, as an adjustment that names that period.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from invoicing.charges import period_lines
+from invoicing.invoice import Customer, Invoice, InvoiceLine, LineKey, Subscriber, taxed
+from rating.currencies import MINOR_UNIT_DIGITS
+from rating.plans import PriceBook
+from rating.table import ChargeTable
+
+
+@dataclass(frozen=True)
+class EarlierPeriod:
+    """An earlier period of the subscription whose invoice is finalized: its rated totals
+    as they are now, and every line billed for it so far."""
+
+    period: date
+    rows: Sequence[Mapping[str, Any]]
+    billed: Sequence[InvoiceLine]
+
+
+def compose_invoice(
+    period: date,
+    sub: Subscriber,
+    *,
+    customer: Customer | None,
+    rows: Sequence[Mapping[str, Any]],
+    earlier: Sequence[EarlierPeriod],
+    book: PriceBook,
+    table: ChargeTable,
+) -> Invoice:
+    lines = period_lines(period, sub, rows, book, table)
+    for before in sorted(earlier, key=lambda e: e.period):
+        now = period_lines(before.period, sub, before.rows, book, table)
+        lines.extend(adjustments(now, before.billed, before.period))
+    currency = _currency(sub, lines, book)
+    rate = customer.tax_rate if customer else Decimal(0)
+    return Invoice(
+        tenant=sub.tenant, subscription=sub.subscription, customer=sub.customer,
+        period=period, currency=currency, tax_rate=rate,
+        lines=taxed(lines, rate, MINOR_UNIT_DIGITS[currency]),
+        customer_name=customer.name if customer else "",
+        external_id=customer.external_id if customer else "",
+    )  # fmt: skip
+
+
+def adjustments(
+    now: Sequence[InvoiceLine], billed: Sequence[InvoiceLine], period: date
+) -> list[InvoiceLine]:
+    """Lines that bring what was billed for ``period`` to what it comes to ``now``."""
+    current = {line.key: line for line in now}
+    before: dict[LineKey, list[InvoiceLine]] = defaultdict(list)
+    for old in billed:
+        before[old.key].append(old)
+    found = []
+    for key in [*current, *(k for k in before if k not in current)]:
+        new = current.get(key)
+        earlier = before.get(key, [])
+        template = new or earlier[0]
+        amount = (new.amount if new else Decimal(0)) - _sum(e.amount for e in earlier)
+        quantity = (new.quantity if new else Decimal(0)) - _sum(e.quantity for e in earlier)
+        if not amount and not quantity:
+            continue
+        rated = (new.rated if new else Decimal(0)) - _sum(e.rated for e in earlier)
+        found.append(
+            replace(
+                template,
+                applies_to=period,
+                description=f"adjustment for {period:%Y-%m}: {_base(template.description)}",
+                quantity=quantity,
+                rated=rated,
+                amount=amount,
+                tax=Decimal(0),
+                breakdown=(),
+            )
+        )
+    return found
+
+
+def _base(description: str) -> str:
+    adjusted = description.startswith("adjustment for ")
+    return description.split(": ", 1)[1] if adjusted else description
+
+
+def _sum(values: Any) -> Decimal:
+    return sum(values, Decimal(0))
+
+
+class UnknownPlanError(ValueError):
+    """A subscription names a plan the price book no longer has, and has no usage to say
+    in which currency to bill it."""
+
+
+def _currency(sub: Subscriber, lines: Sequence[InvoiceLine], book: PriceBook) -> str:
+    if sub.plan in book.versions:
+        return book.plan(sub.plan).currency
+    if lines:
+        return lines[0].currency
+    raise UnknownPlanError(
+        f"{sub.tenant}/{sub.subscription}: plan {sub.plan!r} is not in the price book"
+    )

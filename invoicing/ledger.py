@@ -1,0 +1,206 @@
+"""Invoices in ClickHouse: written as revisions, read back as ``Invoice`` objects.
+
+A revision's lines are written before its header, and readers take the lines of the
+header's revision only, so a close interrupted between the two leaves the previous
+revision in force and a retry rewrites the same rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+
+from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
+from invoicing.store import Store
+from rating.money import plain
+from rating.quote import TierPart
+
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_MONEY = pa.decimal128(38, 9)
+_RATE = pa.decimal128(9, 4)
+
+_HEADER_COLUMNS = (
+    "invoice_id, tenant, period_start, subscription, customer, currency, tax_rate, status, "
+    "revision, computed_at, finalized_at"
+)
+_LINE_COLUMNS = (
+    "tenant, period_start, subscription, line, kind, item, group_key, plan, plan_version, "
+    "applies_to, description, quantity, unit, currency, rated, amount, tax, breakdown"
+)
+
+
+class InvoiceLedger:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.client = store.client
+
+    def write(self, invoices: Sequence[Invoice]) -> None:
+        """Each invoice under its ``revision``: lines first, then the headers that make
+        them current."""
+        if not invoices:
+            return
+        lines = _lines_table(invoices)
+        if lines.num_rows:
+            self.client.insert_arrow(self.store.table("invoice_lines"), lines)
+        self.client.insert_arrow(self.store.table("invoices"), _headers_table(invoices))
+
+    def invoices(
+        self,
+        periods: Sequence[date],
+        tenant: str | None = None,
+        subscription: str | None = None,
+        status: str | None = None,
+    ) -> list[Invoice]:
+        """Current revisions of the invoices of ``periods``, with their lines, ordered by
+        tenant, period and subscription."""
+        if not periods:
+            return []
+        where = "period_start IN {periods:Array(Date)}"
+        if tenant is not None:
+            where += " AND tenant = {tenant:String}"
+        if subscription is not None:
+            where += " AND subscription = {subscription:String}"
+        params = {"periods": list(periods), "tenant": tenant, "subscription": subscription}
+        headers = self.client.query(
+            f"SELECT {_HEADER_COLUMNS} FROM {self.store.table('invoices')} FINAL WHERE {where} "
+            "ORDER BY tenant, period_start, subscription",
+            parameters=params,
+        ).result_rows
+        if status is not None:
+            headers = [h for h in headers if h[7] == status]
+        if not headers:
+            return []
+        lines = self.client.query(
+            f"SELECT {_LINE_COLUMNS} FROM {self.store.table('invoice_lines')} "
+            f"WHERE {where} AND (tenant, period_start, subscription, revision) IN "
+            f"(SELECT tenant, period_start, subscription, revision "
+            f"FROM {self.store.table('invoices')} FINAL WHERE {where}) "
+            "ORDER BY tenant, period_start, subscription, line",
+            parameters=params,
+        ).result_rows
+        by_invoice: dict[tuple[str, date, str], list[InvoiceLine]] = defaultdict(list)
+        for row in lines:
+            by_invoice[(row[0], row[1], row[2])].append(_line(row))
+        customers = self.store.customers(tenant)
+        return [_invoice(h, by_invoice[(h[1], h[2], h[3])], customers) for h in headers]
+
+    def find(self, identifier: str) -> Invoice | None:
+        period = period_of_invoice_id(identifier)
+        if period is None:
+            return None
+        owner = self.client.query(
+            f"SELECT tenant, subscription FROM {self.store.table('invoices')} "
+            "WHERE period_start = {period:Date} AND invoice_id = {id:String} LIMIT 1",
+            parameters={"period": period, "id": identifier},
+        ).result_rows
+        if not owner:
+            return None
+        tenant, subscription = owner[0]
+        found = self.invoices([period], tenant, subscription)
+        return found[0] if found else None
+
+
+def _invoice(
+    header: Sequence[Any], lines: list[InvoiceLine], customers: dict[tuple[str, str], Any]
+) -> Invoice:
+    _, tenant, period, subscription, customer, currency, rate, status, revision, at, final = header
+    who = customers.get((tenant, customer))
+    return Invoice(
+        tenant=tenant, subscription=subscription, customer=customer, period=period,
+        currency=currency, tax_rate=rate, lines=tuple(lines), status=status,
+        revision=revision, computed_at=_utc(at), finalized_at=_utc(final),
+        customer_name=who.name if who else "", external_id=who.external_id if who else "",
+    )  # fmt: skip
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """ClickHouse hands DateTime64 back without a zone; these columns are UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+_parts = msgspec.json.Decoder(list[tuple[str, str, str, str, str]])
+
+
+def _line(row: Sequence[Any]) -> InvoiceLine:
+    (_, _, _, _, kind, item, group, plan, version, applies_to, description, quantity, unit,
+     currency, rated, amount, tax, breakdown) = row  # fmt: skip
+    parts = tuple(
+        TierPart(label, Decimal(units), Decimal(price), Decimal(flat), Decimal(total))
+        for label, units, price, flat, total in (_parts.decode(breakdown) if breakdown else [])
+    )
+    return InvoiceLine(
+        kind=kind, item=item, group=group, plan=plan, plan_version=version,
+        applies_to=applies_to, description=description, quantity=quantity, unit=unit,
+        currency=currency, rated=rated, amount=amount, tax=tax, breakdown=parts,
+    )  # fmt: skip
+
+
+def _encode_parts(parts: tuple[TierPart, ...]) -> str:
+    if not parts:
+        return ""
+    return msgspec.json.encode(
+        [[p.label, plain(p.units), plain(p.unit_price), plain(p.flat_fee), plain(p.amount)]
+         for p in parts]
+    ).decode()  # fmt: skip
+
+
+def _money(values: Sequence[Decimal]) -> pa.Array:
+    return pa.array(values, type=_MONEY)
+
+
+def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
+    now = datetime.now(UTC)
+    return pa.table(
+        {
+            "invoice_id": [invoice_id(i.tenant, i.subscription, i.period) for i in invoices],
+            "tenant": [i.tenant for i in invoices],
+            "period_start": pa.array([i.period for i in invoices], type=pa.date32()),
+            "subscription": [i.subscription for i in invoices],
+            "customer": [i.customer for i in invoices],
+            "currency": [i.currency for i in invoices],
+            "tax_rate": pa.array([i.tax_rate for i in invoices], type=_RATE),
+            "status": [i.status for i in invoices],
+            "subtotal": _money([i.subtotal for i in invoices]),
+            "tax": _money([i.tax for i in invoices]),
+            "total": _money([i.total for i in invoices]),
+            "line_count": pa.array([len(i.lines) for i in invoices], type=pa.uint32()),
+            "digest": [i.digest for i in invoices],
+            "revision": pa.array([i.revision for i in invoices], type=pa.uint64()),
+            "computed_at": pa.array([i.computed_at or now for i in invoices], type=_TIMESTAMP),
+            "finalized_at": pa.array([i.finalized_at for i in invoices], type=_TIMESTAMP),
+        }
+    )
+
+
+def _lines_table(invoices: Sequence[Invoice]) -> pa.Table:
+    rows = [(i, number, line) for i in invoices for number, line in enumerate(i.lines, 1)]
+    return pa.table(
+        {
+            "invoice_id": [i.invoice_id for i, _, _ in rows],
+            "tenant": [i.tenant for i, _, _ in rows],
+            "period_start": pa.array([i.period for i, _, _ in rows], type=pa.date32()),
+            "subscription": [i.subscription for i, _, _ in rows],
+            "revision": pa.array([i.revision for i, _, _ in rows], type=pa.uint64()),
+            "line": pa.array([n for _, n, _ in rows], type=pa.uint32()),
+            "kind": [line.kind for _, _, line in rows],
+            "item": [line.item for _, _, line in rows],
+            "group_key": [line.group for _, _, line in rows],
+            "plan": [line.plan for _, _, line in rows],
+            "plan_version": pa.array([line.plan_version for _, _, line in rows], pa.uint32()),
+            "applies_to": pa.array([line.applies_to for _, _, line in rows], type=pa.date32()),
+            "description": [line.description for _, _, line in rows],
+            "quantity": _money([line.quantity for _, _, line in rows]),
+            "unit": [line.unit for _, _, line in rows],
+            "currency": [line.currency for _, _, line in rows],
+            "rated": _money([line.rated for _, _, line in rows]),
+            "amount": _money([line.amount for _, _, line in rows]),
+            "tax": _money([line.tax for _, _, line in rows]),
+            "breakdown": [_encode_parts(line.breakdown) for _, _, line in rows],
+        }
+    )

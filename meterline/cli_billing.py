@@ -1,0 +1,391 @@
+"""``meterline invoices``, ``meterline customers`` and ``meterline report``: what billing
+and finance run. With the embedded engine, run them while no worker holds the store."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from meterline.cli_support import (
+    Period,
+    console,
+    errors,
+    fail,
+    import_rows,
+    load_book,
+    load_settings,
+    opened_store,
+    previous_month,
+)
+
+_TENANT = click.option("--tenant", default=None, help="Only this tenant.  [default: all]")
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _period_option(default_help: str) -> Callable[[Command], Command]:
+    return click.option("--period", type=Period(), default=None, help=default_help)
+
+
+@click.group()
+def customers() -> None:
+    """Customers: who pays, their CRM reference and their tax rate."""
+
+
+@customers.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_customers(path: Path) -> None:
+    """Import customers from a CSV (header: tenant, customer, name, tax_rate, and optionally
+    external_id) or a JSON array of such objects. tax_rate is a percentage (8.25). A row
+    for a known customer replaces it; one bad row rejects the whole file."""
+    from invoicing.subscription_import import read_customers
+
+    import_rows(load_settings(), "customers", lambda: read_customers(path), "write_customers")
+
+
+@click.group()
+def invoices() -> None:
+    """Invoices: close a period into drafts, finalize them, read, export and explain them."""
+
+
+@invoices.command("close")
+@_period_option("The billing period.  [default: last month]")
+@_TENANT
+def close(period: date | None, tenant: str | None) -> None:
+    """Create or recompute the period's draft invoices, one per subscription.
+
+    Run it as often as you like: a draft is rewritten only when its content changed, and
+    a finalized invoice is never touched (its late usage goes on the next invoice).
+    """
+    _run_close(period or previous_month(), tenant, finalize=False)
+
+
+@invoices.command("finalize")
+@_period_option("The billing period.  [default: last month]")
+@_TENANT
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def finalize(period: date | None, tenant: str | None, yes: bool) -> None:
+    """Recompute the period's drafts from the data as it is now and make them immutable.
+
+    Only a period that has ended can be finalized; running it twice finalizes nothing the
+    second time.
+    """
+    month = period or previous_month()
+    scope = f"tenant {tenant}" if tenant else "all tenants"
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Finalize {month:%Y-%m} for {scope}? It cannot be undone", abort=True)
+    _run_close(month, tenant, finalize=True)
+
+
+def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
+    from invoicing.closing import ClosingError, close_period, lookback_periods
+
+    settings = load_settings()
+    book = load_book(settings)
+    with opened_store(settings) as store:
+        store.migrate()
+        try:
+            with console.status(f"closing {period:%Y-%m}…"):
+                report = close_period(
+                    store, book, period, tenant=tenant, finalize=finalize,
+                    lookback=lookback_periods(settings.max_event_age_days),
+                )  # fmt: skip
+        except ClosingError as error:
+            fail(str(error))
+    if finalize:
+        console.print(
+            f"{period:%Y-%m}: finalized {report.finalized:,} invoices; "
+            f"{report.already_final:,} were already final"
+        )
+    else:
+        console.print(
+            f"{period:%Y-%m}: {report.created:,} drafts created, {report.updated:,} updated, "
+            f"{report.unchanged:,} unchanged; {report.already_final:,} invoices already final"
+        )
+    for problem in report.problems:
+        errors.print(f"[yellow]not invoiced:[/] {problem}", highlight=False)
+
+
+@invoices.command("list")
+@_period_option("The billing period.  [default: last month]")
+@_TENANT
+@click.option("--status", type=click.Choice(["draft", "finalized"]), default=None)
+def list_invoices(period: date | None, tenant: str | None, status: str | None) -> None:
+    """List the period's invoices: id, subscription, status and totals."""
+    from rich.table import Table
+
+    from invoicing.export import money
+    from invoicing.ledger import InvoiceLedger
+
+    month = period or previous_month()
+    with opened_store(load_settings()) as store:
+        store.migrate()
+        found = InvoiceLedger(store).invoices([month], tenant, status=status)
+    table = Table(title=f"Invoices {month:%Y-%m} ({len(found):,})")
+    for column in ("Invoice", "Tenant", "Subscription", "Status", "Lines", "Total"):
+        table.add_column(column, justify="right" if column in ("Lines", "Total") else "left",
+                         no_wrap=column == "Invoice")  # fmt: skip
+    for invoice in found:
+        table.add_row(invoice.invoice_id, invoice.tenant, invoice.subscription, invoice.status,
+                      str(len(invoice.lines)),
+                      f"{money(invoice.total, invoice.currency)} {invoice.currency}")  # fmt: skip
+    if not found:
+        table.caption = "no invoices: meterline invoices close --period " + f"{month:%Y-%m}"
+    console.print(table)
+
+
+@invoices.command("show")
+@click.argument("invoice_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the invoice as JSON.")
+def show(invoice_id: str, as_json: bool) -> None:
+    """Show one invoice, line by line, with each usage line's tiers."""
+    from invoicing.export import to_json
+
+    invoice = _find(invoice_id)
+    if as_json:
+        click.echo(to_json([invoice]))
+        return
+    _print_invoice(invoice)
+
+
+def _find(invoice_id: str) -> Any:
+    from invoicing.invoice import period_of_invoice_id
+    from invoicing.ledger import InvoiceLedger
+
+    if period_of_invoice_id(invoice_id) is None:
+        fail(f"{invoice_id!r} is not an invoice id (they look like INV-202610-1A2B3C4D5E6F7A8B)")
+    with opened_store(load_settings()) as store:
+        store.migrate()
+        found = InvoiceLedger(store).find(invoice_id)
+    if found is None:
+        fail(f"no invoice {invoice_id}")
+    return found
+
+
+def _print_invoice(invoice: Any) -> None:
+    from rich.table import Table
+
+    from invoicing.export import exact, kind_label, money
+    from rating.money import plain, trimmed
+
+    cur = invoice.currency
+    who = invoice.customer_name or invoice.customer or "(no customer)"
+    table = Table(
+        title=f"{invoice.invoice_id} · {invoice.status} · {invoice.period:%Y-%m}",
+        caption=f"{who} · {invoice.tenant}/{invoice.subscription} · tax "
+        f"{trimmed(invoice.tax_rate)}%",
+    )
+    for column in ("#", "Line", "Kind", "Quantity", "Amount", "Tax"):
+        table.add_column(column, justify="left" if column in ("Line", "Kind") else "right")
+    for number, line in enumerate(invoice.lines, start=1):
+        shown = f"{trimmed(line.quantity)} {line.unit}" if line.unit else ""
+        last = number == len(invoice.lines) and not line.breakdown
+        table.add_row(str(number), line.description, kind_label(line, invoice.period), shown,
+                      money(line.amount, cur), money(line.tax, cur), end_section=last)  # fmt: skip
+        for position, part in enumerate(line.breakdown, start=1):
+            price = f" @ {plain(part.unit_price)}" if part.unit_price else ""
+            last = number == len(invoice.lines) and position == len(line.breakdown)
+            table.add_row("", f"[dim]  {part.label}{price}[/]", "",
+                          f"[dim]{trimmed(part.units)}[/]" if part.units else "",
+                          f"[dim]{exact(part.amount, cur)}[/]", "", end_section=last)  # fmt: skip
+    table.add_row("", "subtotal", "", "", money(invoice.subtotal, cur), "")
+    table.add_row("", "tax", "", "", money(invoice.tax, cur), "")
+    table.add_row("", "[bold]total[/]", "", "", f"[bold]{money(invoice.total, cur)} {cur}[/]", "")
+    console.print(table)
+
+
+@invoices.command("export")
+@_period_option("The billing period.  [default: last month]")
+@_TENANT
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
+    show_default=True, help="html: one printable page per invoice.",
+)  # fmt: skip
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file.  [default: standard output]",
+)  # fmt: skip
+@click.option("--status", type=click.Choice(["draft", "finalized"]), default=None)
+def export(
+    period: date | None, tenant: str | None, fmt: str, output: Path | None, status: str | None
+) -> None:
+    """Export the period's invoices as JSON, CSV (a row per line) or printable HTML."""
+    from invoicing.export import render
+    from invoicing.ledger import InvoiceLedger
+
+    month = period or previous_month()
+    with opened_store(load_settings()) as store:
+        store.migrate()
+        found = InvoiceLedger(store).invoices([month], tenant, status=status)
+    text = render(found, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    errors.print(f"wrote {len(found):,} invoices of {month:%Y-%m} to {output}")
+
+
+@invoices.command("explain")
+@click.argument("invoice_id")
+@click.argument("line", type=click.IntRange(1))
+@click.option(
+    "--window", type=click.Choice(["day", "hour"]), default="day", show_default=True,
+    help="Width of the windows the events are counted in.",
+)  # fmt: skip
+def explain(invoice_id: str, line: int, window: str) -> None:
+    """Explain one line of an invoice: the events behind usage, the arithmetic of a fee."""
+    from rich.table import Table
+
+    from invoicing.explain import ExplainError, explain_line
+    from rating.money import plain
+
+    invoice = _find(invoice_id)
+    settings = load_settings()
+    with opened_store(settings) as store:
+        try:
+            found = explain_line(store, load_book(settings), invoice, line, window)
+        except ExplainError as error:
+            fail(str(error))
+    console.print(f"[bold]{invoice.invoice_id} line {line}[/]: {found.line.description}")
+    for fact in found.facts:
+        console.print(f"  • {fact}", highlight=False)
+    if found.windows:
+        table = Table(title=f"Events by {window}")
+        for column in ("Window (UTC)", "Events", "Quantity", "Arrived after finalization"):
+            table.add_column(column, justify="left" if column.startswith("Window") else "right")
+        late_shown = any(w.late_events for w in found.windows)
+        for w in found.windows:
+            table.add_row(f"{w.start:%Y-%m-%d %H:%M}", f"{w.events:,}", plain(w.quantity),
+                          f"{w.late_events:,}" if late_shown else "")  # fmt: skip
+        console.print(table)
+    if found.agrees is False:
+        sys.exit(2)
+
+
+@click.group()
+def report() -> None:
+    """Analytics: usage by meter and day, top subscriptions, revenue by plan and month."""
+
+
+@report.command("usage")
+@_period_option("The period.  [default: this month]")
+@_TENANT
+def report_usage(period: date | None, tenant: str | None) -> None:
+    """Usage per meter and day (deduplicated events), with a chart per meter."""
+    from invoicing.reports import usage_by_day
+    from meterline.charts import bar_chart
+    from rating.money import plain
+
+    settings = load_settings()
+    month = period or datetime.now(UTC).date().replace(day=1)
+    with opened_store(settings) as store:
+        store.migrate()
+        rows = usage_by_day(store, load_book(settings), month, tenant)
+    if not rows:
+        console.print(f"no usage stored for {month:%Y-%m}")
+        return
+    for meter in sorted({row.meter for row in rows}):
+        own = [row for row in rows if row.meter == meter]
+        total = sum((row.quantity for row in own), Decimal(0))
+        events = sum(row.events for row in own)
+        console.print(
+            bar_chart(
+                f"{meter}, {month:%Y-%m}: {plain(total)} in {events:,} events",
+                [
+                    (
+                        f"{row.day:%m-%d}",
+                        row.quantity,
+                        f"{plain(row.quantity)} ({row.events:,} ev, {row.subscriptions:,} subs)",
+                    )
+                    for row in own
+                ],
+            )
+        )
+
+
+@report.command("top")
+@_period_option("The period.  [default: last month]")
+@_TENANT
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+def report_top(period: date | None, tenant: str | None, limit: int) -> None:
+    """The subscriptions with the largest amounts in a period."""
+    from invoicing.export import money
+    from invoicing.reports import top_subscriptions
+    from meterline.charts import bar_chart
+
+    month = period or previous_month()
+    with opened_store(load_settings()) as store:
+        store.migrate()
+        source, rows = top_subscriptions(store, month, tenant, limit)
+    if not rows:
+        console.print(f"nothing billed in {month:%Y-%m}")
+        return
+    for currency in sorted({row.currency for row in rows}):
+        console.print(
+            bar_chart(
+                f"Top subscriptions {month:%Y-%m} in {currency}, by {source}",
+                [
+                    (
+                        f"{row.tenant}/{row.subscription}",
+                        row.amount,
+                        f"{money(row.amount, currency)} {currency}",
+                    )
+                    for row in rows
+                    if row.currency == currency
+                ],
+                color="green",
+            )
+        )
+
+
+@report.command("revenue")
+@click.option("--until", type=Period(), default=None, help="Last month.  [default: last month]")
+@click.option("--months", type=click.IntRange(1, 120), default=6, show_default=True)
+@_TENANT
+def report_revenue(until: date | None, months: int, tenant: str | None) -> None:
+    """Invoiced revenue by plan and month (drafts and finalized), with a chart."""
+    from rich.table import Table
+
+    from invoicing.export import money
+    from invoicing.reports import revenue_by_plan
+    from meterline.charts import bar_chart
+
+    last = until or previous_month()
+    with opened_store(load_settings()) as store:
+        store.migrate()
+        rows = revenue_by_plan(store, last, months, tenant)
+    if not rows:
+        console.print("no invoices in those months: meterline invoices close --period YYYY-MM")
+        return
+    table = Table(title=f"Revenue by plan, {months} months to {last:%Y-%m}")
+    for column in ("Month", "Plan", "Status", "Subscriptions", "Amount", "Tax"):
+        table.add_column(column, justify="right" if column in ("Subscriptions", "Amount",
+                                                               "Tax") else "left")  # fmt: skip
+    for row in rows:
+        table.add_row(f"{row.period:%Y-%m}", row.plan, row.status, f"{row.subscriptions:,}",
+                      f"{money(row.amount, row.currency)} {row.currency}",
+                      money(row.tax, row.currency))  # fmt: skip
+    console.print(table)
+    for currency in sorted({row.currency for row in rows}):
+        monthly: dict[date, Decimal] = {}
+        for row in rows:
+            if row.currency == currency:
+                monthly[row.period] = monthly.get(row.period, Decimal(0)) + row.amount
+        console.print(
+            bar_chart(
+                f"Revenue per month in {currency}",
+                [
+                    (f"{month:%Y-%m}", amount, f"{money(amount, currency)} {currency}")
+                    for month, amount in sorted(monthly.items())
+                ],
+                color="green",
+            )
+        )

@@ -1,0 +1,325 @@
+"""Invoicing against the real ClickHouse engine: a scenario with a mid-period start, a plan
+version change, a subscription that ends, a minimum commitment, tax rates, a finalized
+period and usage that arrives after it, checked line by line against a Decimal
+computation (the rating oracle and plain Decimal proration).
+
+Events go through the worker's own pure step (BatchProcessor) into the store, so the rated
+totals are the ones the pipeline writes; no broker is needed for what is tested here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aggregation.batch import BatchProcessor
+from aggregation.state import UsageState
+from invoicing.closing import ClosingError, close_period
+from invoicing.explain import explain_line
+from invoicing.export import to_csv, to_html, to_json
+from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
+from invoicing.ledger import InvoiceLedger
+from invoicing.store import Store, SubscriptionRow
+from meterline.cli import main
+from meterline.demo import PRICE_BOOK
+from meterline.events import EventWindow, Property, UsageEvent, encode, partition_of
+from rating import oracle
+from rating.plans import load_price_book
+from rating.table import ChargeTable
+
+pytestmark = pytest.mark.integration
+
+BOOK = load_price_book(PRICE_BOOK)
+PARTITIONS = 4
+AUG, SEP, OCT = date(2026, 8, 1), date(2026, 9, 1), date(2026, 10, 1)
+TENANT = "acme"
+
+
+def at(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def prorated(amount: str, days: int, period_days: int) -> Decimal:
+    return cents(Decimal(amount) * days / period_days)
+
+
+def usage(plan: str, version: int, meter: str, quantity: int) -> Decimal:
+    """What the Decimal rating oracle says the quantity costs, rounded to the cent."""
+    charge = BOOK.plan(plan, version).charge_for(meter)
+    assert charge is not None
+    return cents(oracle.rate_charge(charge, quantity, BOOK.meter(meter).scale).amount)
+
+
+class Feed:
+    """Events into the store the way the worker writes them: one processor keeps the
+    period-to-date state, so a late event re-rates its period's total."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.offsets = dict.fromkeys(range(PARTITIONS), 0)
+        self.count = 0
+        self.processor = BatchProcessor(
+            UsageState(),
+            lambda owner: store.plans_by_subscription().get(owner),
+            BOOK,
+            ChargeTable.compile(BOOK),
+            window=EventWindow(max_age=timedelta(days=3650), max_skew=timedelta(minutes=5)),
+            partitions=PARTITIONS,
+        )
+
+    def send(self, events: Iterable[tuple[str, str, int, datetime, dict[str, Property]]]) -> None:
+        records = []
+        for subscription, meter, quantity, moment, properties in events:
+            self.count += 1
+            event = UsageEvent(
+                id=f"e{self.count}", tenant=TENANT, subscription=subscription, meter=meter,
+                quantity=quantity, timestamp=moment, properties=properties,
+            )  # fmt: skip
+            partition = partition_of(event.partition_key(), PARTITIONS)
+            records.append((partition, self.offsets[partition], encode(event)))
+            self.offsets[partition] += 1
+        result = self.processor.process(records)
+        assert not result.rejected, result.rejected
+        self.store.write_batch(result)
+
+
+@pytest.fixture
+def scenario(store: Store) -> Feed:
+    """a: growth from Aug 20 (growth v2 takes effect Sep 16), tax 8.25%.
+    b: scale (EUR, commitment 40) all year, ends Sep 21, tax 20%.
+    c: starter all year, no tax."""
+    store.write_subscriptions(
+        [SubscriptionRow(TENANT, "a", "cust-a", "growth", at(date(2026, 8, 20), 0)),
+         SubscriptionRow(TENANT, "b", "cust-b", "scale", at(date(2026, 1, 1), 0),
+                         ended_at=at(date(2026, 9, 21), 0)),
+         SubscriptionRow(TENANT, "c", "cust-c", "starter", at(date(2026, 1, 1), 0))],
+        version=1,
+    )  # fmt: skip
+    store.write_customers(
+        [Customer(TENANT, "cust-a", "Alpha Ltd", "crm-1", Decimal("8.25")),
+         Customer(TENANT, "cust-b", "Beta GmbH", "crm-2", Decimal(20)),
+         Customer(TENANT, "cust-c", "Gamma Inc", "crm-3", Decimal(0))],
+        version=1,
+    )  # fmt: skip
+    feed = Feed(store)
+    feed.send(
+        [("a", "api_calls", 1500, at(date(2026, 8, 25)), {}),
+         ("b", "api_calls", 1000, at(date(2026, 8, 3)), {}),
+         ("c", "tokens", 300_000, at(date(2026, 8, 10)), {"model": "large"}),
+         ("a", "api_calls", 800, at(date(2026, 9, 5)), {}),
+         ("a", "api_calls", 2000, at(date(2026, 9, 20)), {})]
+    )  # fmt: skip
+    return feed
+
+
+def lines_of(invoice: Invoice) -> dict[tuple[str, str, str, int, date], Decimal]:
+    """(kind, item, group, plan version, period billed) -> amount."""
+    return {
+        (line.kind, line.item, line.group, line.plan_version, line.applies_to): line.amount
+        for line in invoice.lines
+    }
+
+
+def invoices(store: Store, period: date) -> dict[str, Invoice]:
+    return {i.subscription: i for i in InvoiceLedger(store).invoices([period])}
+
+
+def test_a_closed_period_bills_prorated_fees_usage_and_commitments_with_tax(
+    scenario: Feed, store: Store
+) -> None:
+    report = close_period(store, BOOK, AUG)
+    assert (report.created, report.updated, report.unchanged) == (3, 0, 0)
+    august = invoices(store, AUG)
+
+    assert lines_of(august["a"]) == {
+        (USAGE, "api_calls", "", 1, AUG): usage("growth", 1, "api_calls", 1500),
+        (FIXED_FEE, "platform", "", 1, AUG): prorated("29", 12, 31),  # from Aug 20
+    }
+    b_usage = usage("scale", 1, "api_calls", 1000)
+    assert lines_of(august["b"]) == {
+        (USAGE, "api_calls", "", 1, AUG): b_usage,
+        (FIXED_FEE, "support", "", 1, AUG): Decimal("15.00"),
+        (TRUE_UP, "commitment", "", 1, AUG): Decimal(40) - Decimal(15) - b_usage,
+    }
+    assert lines_of(august["c"]) == {
+        (USAGE, "tokens", '{"model":"large"}', 1, AUG): usage("starter", 1, "tokens", 300_000),
+    }
+    for invoice, rate in ((august["a"], "8.25"), (august["b"], "20"), (august["c"], "0")):
+        assert all(line.tax == cents(line.amount * Decimal(rate) / 100) for line in invoice.lines)
+        assert invoice.total == invoice.subtotal + invoice.tax
+        assert invoice.subtotal == sum(line.amount for line in invoice.lines)
+    assert august["b"].currency == "EUR" and august["a"].customer_name == "Alpha Ltd"
+
+
+def test_a_plan_version_change_and_an_end_split_the_period_by_day(
+    scenario: Feed, store: Store
+) -> None:
+    close_period(store, BOOK, SEP)
+    september = invoices(store, SEP)
+
+    assert lines_of(september["a"]) == {
+        (USAGE, "api_calls", "", 1, SEP): usage("growth", 1, "api_calls", 800),
+        (USAGE, "api_calls", "", 2, SEP): usage("growth", 2, "api_calls", 2000),
+        (FIXED_FEE, "platform", "", 1, SEP): prorated("29", 15, 30),  # until Sep 16
+        (FIXED_FEE, "platform", "", 2, SEP): prorated("39", 15, 30),  # from Sep 16
+    }
+    fee = prorated("15", 20, 30)  # b ends Sep 21: 20 of 30 days
+    assert lines_of(september["b"]) == {
+        (FIXED_FEE, "support", "", 1, SEP): fee,
+        (TRUE_UP, "commitment", "", 1, SEP): prorated("40", 20, 30) - fee,
+    }
+    assert lines_of(september["c"]) == {}  # starter has no fixed fee; c had no usage
+    close_period(store, BOOK, OCT)
+    assert set(invoices(store, OCT)) == {"a", "c"}  # b ended in September
+
+
+def test_closing_twice_writes_nothing_and_finalizing_twice_finalizes_nothing(
+    scenario: Feed, store: Store
+) -> None:
+    close_period(store, BOOK, AUG)
+    first = invoices(store, AUG)
+    again = close_period(store, BOOK, AUG)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
+    assert invoices(store, AUG) == first  # same revisions, same lines
+
+    final = close_period(store, BOOK, AUG, finalize=True)
+    assert (final.finalized, final.already_final) == (3, 0)
+    frozen = invoices(store, AUG)
+    assert {i.status for i in frozen.values()} == {"finalized"}
+    assert {s: i.lines for s, i in frozen.items()} == {s: i.lines for s, i in first.items()}
+    twice = close_period(store, BOOK, AUG, finalize=True)
+    assert (twice.finalized, twice.already_final) == (0, 3)
+    assert close_period(store, BOOK, AUG).already_final == 3
+    runs = store.invoice_runs()
+    assert runs["close"][0] == 3 and runs["finalize"][0] == 2
+
+
+def test_usage_that_arrives_after_finalization_is_billed_once_on_the_next_invoice(
+    scenario: Feed, store: Store
+) -> None:
+    close_period(store, BOOK, AUG, finalize=True)
+    finalized = invoices(store, AUG)
+    scenario.send(
+        [("a", "api_calls", 700, at(date(2026, 8, 30)), {}),
+         ("b", "api_calls", 3000, at(date(2026, 8, 4)), {}),
+         ("c", "active_users", 1, at(date(2026, 8, 12)), {"user": "u1"}),
+         ("c", "active_users", 1, at(date(2026, 8, 13)), {"user": "u2"})]
+    )  # fmt: skip
+
+    assert close_period(store, BOOK, AUG).already_final == 3
+    assert invoices(store, AUG) == finalized  # a finalized invoice never changes
+    close_period(store, BOOK, SEP)
+    september = invoices(store, SEP)
+
+    def adjustments(sub: str) -> dict[tuple[str, str, str, int, date], Decimal]:
+        return {k: v for k, v in lines_of(september[sub]).items() if k[4] == AUG}
+
+    assert adjustments("a") == {
+        (USAGE, "api_calls", "", 1, AUG): usage("growth", 1, "api_calls", 2200)
+        - usage("growth", 1, "api_calls", 1500),
+    }
+    before, after = usage("scale", 1, "api_calls", 1000), usage("scale", 1, "api_calls", 4000)
+    assert adjustments("b") == {  # more usage, so less commitment shortfall
+        (USAGE, "api_calls", "", 1, AUG): after - before,
+        (TRUE_UP, "commitment", "", 1, AUG): before - after,
+    }
+    # Two active users are within starter's five included: the line says so, at 0.00.
+    assert adjustments("c") == {(USAGE, "active_users", "", 1, AUG): Decimal("0.00")}
+    assert [line.quantity for line in september["c"].lines if line.applies_to == AUG] == [2]
+    adjustment = next(line for line in september["a"].lines if line.applies_to == AUG)
+    assert adjustment.quantity == 700
+    assert adjustment.description == "adjustment for 2026-08: api_calls"
+
+    close_period(store, BOOK, SEP, finalize=True)
+    close_period(store, BOOK, OCT)
+    october = invoices(store, OCT)
+    assert all(line.applies_to == OCT for i in october.values() for line in i.lines), (
+        "an adjustment billed on a finalized invoice is not billed again"
+    )
+
+
+def test_each_line_is_explained_by_the_events_behind_it(scenario: Feed, store: Store) -> None:
+    close_period(store, BOOK, SEP)
+    a = invoices(store, SEP)["a"]
+    number = 1 + next(n for n, line in enumerate(a.lines) if line.plan_version == 2)
+    explained = explain_line(store, BOOK, a, number)
+    assert explained.agrees is True
+    assert [(w.start.date(), w.events, w.quantity) for w in explained.windows] == [
+        (date(2026, 9, 20), 1, Decimal(2000))
+    ]
+    fee = explain_line(store, BOOK, a, len(a.lines))
+    assert "15/30" in fee.facts[-1] and "39" in fee.facts[-1]
+
+    close_period(store, BOOK, SEP, finalize=True)
+    scenario.send([("a", "api_calls", 5, at(date(2026, 9, 29)), {})])
+    close_period(store, BOOK, OCT)
+    october = invoices(store, OCT)["a"]
+    late = next(n for n, line in enumerate(october.lines, 1) if line.applies_to == SEP)
+    explained = explain_line(store, BOOK, october, late)
+    assert sum(w.late_events for w in explained.windows) == 1
+    assert "arrived after the 2026-09 invoice was finalized" in explained.facts[-1]
+
+
+def test_a_period_that_has_not_ended_cannot_be_finalized(scenario: Feed, store: Store) -> None:
+    this_month = datetime.now(UTC).date().replace(day=1)
+    with pytest.raises(ClosingError, match="has not ended"):
+        close_period(store, BOOK, this_month, finalize=True)
+
+
+def test_exports_carry_every_line_with_exact_amounts(scenario: Feed, store: Store) -> None:
+    close_period(store, BOOK, SEP)
+    found = InvoiceLedger(store).invoices([SEP])
+    exported = json.loads(to_json(found))
+    assert [(i["subscription"], i["total"]) for i in exported] == [
+        (i.subscription, f"{i.total:.2f}") for i in found
+    ]
+    rows = list(csv.DictReader(io.StringIO(to_csv(found))))
+    assert len(rows) == sum(len(i.lines) for i in found)
+    assert sum(Decimal(r["amount"]) for r in rows) == sum(i.subtotal for i in found)
+    page = to_html(found)
+    assert all(i.invoice_id in page for i in found) and "DRAFT" in page
+
+
+def test_the_invoice_commands_work_from_a_shell(
+    scenario: Feed, store: Store, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
+    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)
+    runner = CliRunner()
+
+    closed = runner.invoke(main, ["invoices", "close", "--period", "2026-09"])
+    assert closed.exit_code == 0 and "3 drafts created" in closed.output, closed.output
+    a = invoices(store, SEP)["a"]
+    shown = runner.invoke(main, ["invoices", "show", a.invoice_id, "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)[0]["total"] == f"{a.total:.2f}"
+    explained = runner.invoke(main, ["invoices", "explain", a.invoice_id, "1"])
+    assert explained.exit_code == 0 and "they agree" in explained.output, explained.output
+    html = runner.invoke(main, ["invoices", "export", "--period", "2026-09", "--format", "html"])
+    assert html.exit_code == 0 and a.invoice_id in html.output
+    final = runner.invoke(main, ["invoices", "finalize", "--period", "2026-09", "--yes"])
+    assert final.exit_code == 0 and "finalized 3 invoices" in final.output, final.output
+    for command in (["report", "top", "--period", "2026-09"], ["report", "revenue",
+                    "--until", "2026-09"], ["report", "usage", "--period", "2026-09"]):  # fmt: skip
+        reported = runner.invoke(main, command)
+        assert reported.exit_code == 0 and "█" in reported.output, reported.output
+
+    for bad, message in ((["invoices", "show", "nonsense"], "is not an invoice id"),
+                         (["invoices", "show", "INV-202609-0000000000000000"], "no invoice"),
+                         (["invoices", "explain", a.invoice_id, "99"], "there is no line 99"),
+                         (["invoices", "finalize", "--period", "2999-01", "--yes"],
+                          "has not ended")):  # fmt: skip
+        refused = runner.invoke(main, bad)
+        assert refused.exit_code == 1 and message in refused.output, refused.output
+        assert "Traceback" not in refused.output

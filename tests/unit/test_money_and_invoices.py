@@ -1,0 +1,103 @@
+"""Fixed-point money, the rounding rule of invoice lines, and how an invoice is composed."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from invoicing.compose import EarlierPeriod, compose_invoice
+from invoicing.invoice import Customer, Invoice, Subscriber
+from invoicing.store import nanos_to_decimal_array
+from rating.money import INT64_MAX, MoneyError, from_nanos, round_to_minor_unit, to_nanos
+from rating.plans import parse_price_book
+from rating.table import ChargeTable
+
+
+@given(st.integers(-INT64_MAX, INT64_MAX))
+def test_nanos_round_trip_through_decimal(nanos: int) -> None:
+    assert to_nanos(from_nanos(nanos)) == nanos
+
+
+def test_a_value_finer_than_a_nano_is_refused() -> None:
+    with pytest.raises(MoneyError):
+        to_nanos(Decimal("0.0000000005"))
+
+
+@pytest.mark.parametrize(
+    ("amount", "digits", "expected"),
+    [("0.005", 2, "0.01"), ("0.004999999", 2, "0.00"), ("-0.005", 2, "-0.01"), ("12.5", 0, "13")],
+)
+def test_invoice_lines_round_half_up_to_the_minor_unit(
+    amount: str, digits: int, expected: str
+) -> None:
+    assert round_to_minor_unit(Decimal(amount), digits) == Decimal(expected)
+
+
+@given(st.lists(st.integers(-INT64_MAX, INT64_MAX), min_size=1, max_size=50))
+def test_nano_amounts_become_exact_arrow_decimals(nanos: list[int]) -> None:
+    as_arrow = nanos_to_decimal_array(np.array(nanos, dtype=np.int64))
+    assert as_arrow.to_pylist() == [from_nanos(n) for n in nanos]
+
+
+BOOK = parse_price_book(
+    {"meters": [{"id": m} for m in "abc"],
+     "plans": [{"id": "p", "currency": "USD", "fixed_fees": [{"id": "f", "amount": "1"}],
+                "charges": [{"meter": m, "model": "per_unit", "unit_price": "1"}
+                            for m in "abc"]}]},
+    "test",
+)  # fmt: skip
+PERIOD = date(2026, 10, 1)
+SUB = Subscriber("t", "s", "c", "p", PERIOD)
+
+
+def rated_row(meter: str, quantity: int, amount: str) -> dict[str, object]:
+    return {"tenant": "t", "subscription": "s", "plan": "p", "plan_version": 1, "meter": meter,
+            "group_key": "", "currency": "USD", "quantity": quantity,
+            "amount": Decimal(amount)}  # fmt: skip
+
+
+def compose(
+    rows: list[dict[str, object]], rate: str = "0", earlier: tuple[EarlierPeriod, ...] = ()
+) -> Invoice:
+    return compose_invoice(
+        PERIOD, SUB, customer=Customer("t", "c", tax_rate=Decimal(rate)), rows=rows,
+        earlier=earlier, book=BOOK, table=ChargeTable.compile(BOOK),
+    )  # fmt: skip
+
+
+def test_an_invoice_total_is_the_sum_of_its_rounded_lines_and_their_tax() -> None:
+    invoice = compose([rated_row(m, 1, "0.005") for m in "abc"], rate="10")
+    assert [line.amount for line in invoice.lines] == [Decimal("0.01")] * 3 + [Decimal("1.00")]
+    assert [line.tax for line in invoice.lines] == [Decimal("0.00")] * 3 + [Decimal("0.10")]
+    assert (invoice.subtotal, invoice.tax, invoice.total) == (
+        Decimal("1.03"), Decimal("0.10"), Decimal("1.13"),
+    )  # fmt: skip
+
+
+def test_recomputing_an_invoice_gives_the_same_digest_whatever_the_decimal_scale() -> None:
+    first = compose([rated_row("a", 1, "0.5")])
+    again = compose([rated_row("a", 1, "0.500000000")])
+    assert first.digest == again.digest
+    assert compose([rated_row("a", 2, "0.5")]).digest != first.digest
+
+
+def test_an_earlier_finalized_period_is_adjusted_by_the_difference_only() -> None:
+    september = date(2026, 9, 1)
+    billed = compose_invoice(
+        september, SUB, customer=None, rows=[rated_row("a", 3, "3")], earlier=[],
+        book=BOOK, table=ChargeTable.compile(BOOK),
+    ).lines  # fmt: skip
+    now = EarlierPeriod(september, [rated_row("a", 5, "5"), rated_row("b", 1, "1")], billed)
+    invoice = compose([], earlier=(now,))
+    adjustments = [line for line in invoice.lines if line.applies_to == september]
+    assert [(line.item, line.quantity, line.amount) for line in adjustments] == [
+        ("a", Decimal(2), Decimal("2.00")), ("b", Decimal(1), Decimal("1.00")),
+    ]  # fmt: skip
+    assert adjustments[0].description == "adjustment for 2026-09: a"
+    unchanged = EarlierPeriod(september, [rated_row("a", 3, "3")], billed)
+    assert all(line.applies_to == PERIOD for line in compose([], earlier=(unchanged,)).lines)
