@@ -39,6 +39,37 @@ def clickhouse_server_url() -> str:
     return _CLICKHOUSE_SERVER
 
 
+_NOT_RUN: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without CLICKHOUSE_URL, leave out the store tests' ClickHouse-server runs, and
+    count them for the summary."""
+    if _CLICKHOUSE_SERVER:
+        return
+    kept = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("store") == "clickhouse-server":
+            _NOT_RUN.append(item.nodeid)
+        else:
+            kept.append(item)
+    if _NOT_RUN:
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in set(_NOT_RUN)])
+        items[:] = kept
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _NOT_RUN:
+        terminalreporter.write_line(
+            f"NOT RUN: {len(_NOT_RUN)} store and invoice tests on a ClickHouse server "
+            "(set CLICKHOUSE_URL=http://user:password@host:8123 to run them); they ran on "
+            "the embedded engine (chDB) only",
+            yellow=True,
+            bold=True,
+        )
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("meterline")
@@ -66,13 +97,37 @@ def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]
     return make
 
 
-@pytest.fixture
-def store(settings_factory: Callable[..., Settings], shared_data_dir: Path) -> Iterator[Store]:
-    """A migrated database of its own in the real chDB engine, dropped afterwards."""
-    opened = Store.connect(settings_factory(shared_data_dir))
+@pytest.fixture(params=["chdb", "clickhouse-server"])
+def store(
+    request: pytest.FixtureRequest,
+    settings_factory: Callable[..., Settings],
+    shared_data_dir: Path,
+) -> Iterator[Store]:
+    """A migrated database of its own, dropped afterwards: in the real chDB engine, and
+    again on a ClickHouse server when CLICKHOUSE_URL names one (the same SQL through the
+    same client); without it, those runs are left out and the summary says so."""
+    overrides = {}
+    if request.param == "clickhouse-server":
+        overrides["clickhouse_url"] = _CLICKHOUSE_SERVER
+    opened = Store.connect(settings_factory(shared_data_dir, **overrides))
     opened.migrate()
     try:
         yield opened
     finally:
         opened.drop_database()
         opened.close()
+
+
+@pytest.fixture
+def store_environment(
+    store: Store,
+    request: pytest.FixtureRequest,
+    shared_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Store:
+    """The ``store``, and the environment that points a ``meterline`` command at it."""
+    monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
+    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)
+    if request.node.callspec.params.get("store") == "clickhouse-server":
+        monkeypatch.setenv("CLICKHOUSE_URL", str(_CLICKHOUSE_SERVER))
+    return store

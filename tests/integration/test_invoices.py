@@ -15,7 +15,6 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -292,11 +291,8 @@ def test_exports_carry_every_line_with_exact_amounts(scenario: Feed, store: Stor
     assert all(i.invoice_id in page for i in found) and "DRAFT" in page
 
 
-def test_the_invoice_commands_work_from_a_shell(
-    scenario: Feed, store: Store, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
-    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)
+def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environment: Store) -> None:
+    store = store_environment
     runner = CliRunner()
 
     closed = runner.invoke(main, ["invoices", "close", "--period", "2026-09"])

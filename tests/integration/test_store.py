@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -139,14 +138,11 @@ def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store
     ]
 
 
-def test_the_usage_command_shows_a_subscriptions_period_so_far(
-    store: Store, shared_data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_usage_command_shows_a_subscriptions_period_so_far(store_environment: Store) -> None:
+    store = store_environment
     tokens = RatedTotal("t", "s1", "tokens", '{"model":"large"}', PERIOD, "growth", 2, "USD",
                         1500, 150_000_000, 3, 7, 0, 0)  # fmt: skip
     store.write_batch(BatchResult(rated=[tokens]))
-    monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
-    monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)
     result = CliRunner().invoke(main, ["usage", "s1", "--tenant", "t", "--period", "2026-10",
                                        "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
