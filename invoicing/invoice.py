@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -85,7 +86,7 @@ class Invoice:
     customer_name: str = field(default="", compare=False)
     external_id: str = field(default="", compare=False)
 
-    @property
+    @cached_property
     def invoice_id(self) -> str:
         return invoice_id(self.tenant, self.subscription, self.period)
 

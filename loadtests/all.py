@@ -6,7 +6,8 @@ Each benchmark is its own process (``python -m loadtests.NAME``) and ends with o
 line; a figure here is the median of the runs, shown with every run's value so the
 spread on a shared, noisy machine is visible. Ratios come from each benchmark's in-run
 baseline (the Decimal oracle and NumPy for rating, raw consume for the pipeline, raw
-produce for ingest, a set of full ids for the dedupe state).
+produce for ingest, a set of full ids for the dedupe state, the engine's own insert and
+`SELECT 1` for the store).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ BENCHMARKS = (
     Benchmark("bench_ingest", (), "HTTP gateway and SDK Kafka mode against raw produce"),
     Benchmark("bench_pipeline", (), "Topic to queryable totals against raw consume; "
               "produce-to-queryable latency at half load"),
+    Benchmark("bench_store", (), "Rated totals written against the engine's own insert; one "
+              "subscription's usage among 1M against SELECT 1; closing invoices"),
 )  # fmt: skip
 
 

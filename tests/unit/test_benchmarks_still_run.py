@@ -55,6 +55,13 @@ def test_the_soak_runs_and_checks_every_total() -> None:
     assert figures["reports"] >= 2 and figures["worker_rss_last_mb"] > 0
 
 
+def test_the_store_benchmark_runs_in_quick_mode() -> None:
+    figures = quick("bench_store", "--subscriptions", "500", "--queries", "20",
+                    "--close-subscriptions", "50")  # fmt: skip
+    assert figures["rated_rows"] == 2000 and figures["usage_query_p99_ms"] > 0
+    assert figures["close_invoices_per_second"] > 0
+
+
 def test_make_bench_writes_benchmarks_md_with_medians(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     quick("all", "--runs", "2", "--only", "bench_state", "--output", str(output))
