@@ -265,6 +265,10 @@ def create_app(
         for table, (rows, size) in aggregator.store.table_sizes().items():
             metrics.STORE_TABLE_ROWS.labels(table).set(rows)
             metrics.STORE_TABLE_BYTES.labels(table).set(size)
+        # Invoice runs are short CLI processes Prometheus never sees; the store remembers them.
+        for action, (runs, last) in aggregator.store.invoice_runs().items():
+            metrics.INVOICE_RUNS.labels(action).set(runs)
+            metrics.INVOICE_LAST_RUN.labels(action).set(last.replace(tzinfo=UTC).timestamp())
 
     # mode's timer decorator is untyped.
     cast(Any, app.timer)(interval=5.0)(measure_lag)

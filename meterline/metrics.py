@@ -157,6 +157,16 @@ STORE_TABLE_BYTES = _gauge(Spec(
     "meterline_store_table_bytes", "gauge",
     "Compressed bytes of each meterline ClickHouse table on disk", "bytes", ("table",),
 ))  # fmt: skip
+INVOICE_RUNS = _gauge(Spec(
+    "meterline_invoice_runs", "gauge",
+    "Invoice runs recorded in the store (meterline invoices close or finalize), per action",
+    "runs", ("action",),
+))  # fmt: skip
+INVOICE_LAST_RUN = _gauge(Spec(
+    "meterline_invoice_last_run_timestamp_seconds", "gauge",
+    "When the last invoice run of each action was recorded (Unix time)", "seconds",
+    ("action",),
+))  # fmt: skip
 
 
 def exposition() -> tuple[bytes, str]:
