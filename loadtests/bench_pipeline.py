@@ -2,6 +2,7 @@
 on the embedded broker and chDB (everything on this machine, broker included).
 
     python -m loadtests.bench_pipeline [--events N] [--subscriptions N] [--latency-seconds S]
+                                       [--workers N]
 
 (b) meterline: a Faust worker process, from the topic to rated totals queryable in
     ClickHouse (the group's committed offsets: the worker commits only what is durable),
@@ -32,6 +33,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingest.producer import BATCH_EVENTS, produce, records
+from loadtests.workload import generate
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
@@ -42,6 +44,7 @@ from meterline.worker_process import WorkerProcess
 from rating.plans import load_price_book
 
 TICK_SECONDS = 0.05
+SETTLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Figures:
     events: int
     latency_events: int
     latency_rate: float
+    workers: int
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -64,6 +68,7 @@ class Figures:
             "events": self.events,
             "latency_events": self.latency_events,
             "latency_events_per_s": round(self.latency_rate),
+            "workers": self.workers,
         }
 
 
@@ -79,9 +84,10 @@ def bench_settings(data_dir: Path, bootstrap: str) -> Settings:
 
 
 def workload(subs: list[generator.DemoSubscription], count: int, seed: int) -> Iterator[UsageEvent]:
-    """This month's usage so far, Zipf over ``subs``, 5% re-sent; ids unique per seed."""
-    period = datetime.now(UTC).date().replace(day=1)
-    return generator.events(subs, count, period, duplicate_share=0.05, seed=seed)
+    """This month's usage so far, shaped as ``loadtests.workload`` describes; ids unique
+    per seed."""
+    start, end = generator.usage_span(datetime.now(UTC).date().replace(day=1))
+    return iter(generate(subs, count, start, end, seed=seed).sent)
 
 
 async def steady_latency(
@@ -167,19 +173,20 @@ def run(args: argparse.Namespace) -> Figures:
             bootstrap = broker.bootstrap_servers
             settings = bench_settings(data_dir, bootstrap)
             asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))
-            prepare_store(settings, subs, date.today().replace(day=1))
-            worker = WorkerProcess(settings, bootstrap, data_dir / "worker.log")
-            worker.start()
+            workers = start_workers(settings, bootstrap, subs, args.workers, data_dir)
             try:
-                print("starting the worker (one warm-up event)…", flush=True)
-                warm_up = list(workload(subs, 1, args.seed + 1))
+                print(f"starting {args.workers} worker(s) (a warm-up event per partition)…",
+                      flush=True)  # fmt: skip
+                warm_up = list(workload(subs, 50 * settings.topic_partitions, args.seed + 1))
                 warm = asyncio.run(produce(bootstrap, settings.events_topic, warm_up))
-                _wait(settings, bootstrap, warm, worker)
+                _wait(settings, bootstrap, warm, workers)
+                if args.workers > 1:
+                    time.sleep(SETTLE_SECONDS)  # let the group settle its assignment
 
                 print(f"(b) {args.events:,} events through the pipeline…", flush=True)
                 began = time.monotonic()
                 offsets = asyncio.run(produce(bootstrap, settings.events_topic, main_events))
-                _wait(settings, bootstrap, offsets, worker)
+                _wait(settings, bootstrap, offsets, workers)
                 pipeline = args.events / (time.monotonic() - began)
 
                 rate = pipeline * args.rate_share
@@ -190,7 +197,8 @@ def run(args: argparse.Namespace) -> Figures:
                     steady_latency(settings, bootstrap, steady, rate, args.latency_seconds)
                 )
             finally:
-                worker.stop()
+                for worker in workers:
+                    worker.stop()
             print("(a) one raw consumer over the same topic…", flush=True)
             records_total = asyncio.run(_records_in_topic(settings, bootstrap))
             raw = asyncio.run(
@@ -198,13 +206,39 @@ def run(args: argparse.Namespace) -> Figures:
                             records_total)
             )  # fmt: skip
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return Figures(raw, pipeline, quantiles[49], quantiles[98], args.events, latency_events, rate)
+    return Figures(raw, pipeline, quantiles[49], quantiles[98], args.events, latency_events, rate,
+                   args.workers)  # fmt: skip
+
+
+def start_workers(
+    settings: Settings,
+    bootstrap: str,
+    subs: list[generator.DemoSubscription],
+    count: int,
+    data_dir: Path,
+) -> list[WorkerProcess]:
+    """``count`` workers in one consumer group. chDB lets one process own a data directory,
+    so with several each gets its own: enough to measure how the work scales with
+    workers, not a deployment (that shares one ClickHouse server, CLICKHOUSE_URL)."""
+    workers = []
+    for number in range(count):
+        own = settings if count == 1 else settings.model_copy(
+            update={"data_dir": data_dir / f"worker-{number}"}
+        )  # fmt: skip
+        prepare_store(own, subs, date.today().replace(day=1))
+        worker = WorkerProcess(own, bootstrap, data_dir / f"worker-{number}.log")
+        worker.start()
+        workers.append(worker)
+    return workers
 
 
 def _wait(
-    settings: Settings, bootstrap: str, offsets: dict[int, int], worker: WorkerProcess
+    settings: Settings, bootstrap: str, offsets: dict[int, int], workers: list[WorkerProcess]
 ) -> None:
-    asyncio.run(wait_until_consumed(settings, bootstrap, offsets, worker.exit_code, lambda _: None))
+    def stopped() -> int | None:
+        return next((code for w in workers if (code := w.exit_code()) is not None), None)
+
+    asyncio.run(wait_until_consumed(settings, bootstrap, offsets, stopped, lambda _: None))
 
 
 async def _records_in_topic(settings: Settings, bootstrap: str) -> int:
@@ -216,10 +250,13 @@ async def _records_in_topic(settings: Settings, bootstrap: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events for (b)")
-    parser.add_argument("--subscriptions", type=int, default=5_000, help="Zipf over these")
+    parser.add_argument("--subscriptions", type=int, default=1_000_000, help="Zipf over these")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of (c)")
     parser.add_argument(
         "--rate-share", type=float, default=0.5, help="(c)'s steady rate as a share of (b)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="workers in the group (each its own chDB)"
     )
     parser.add_argument("--seed", type=int, default=7)
     figures = run(parser.parse_args())

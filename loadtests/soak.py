@@ -3,7 +3,8 @@
     python -m loadtests.soak --minutes N [--rate EVENTS_PER_S] [--subscriptions N]
 
 On the embedded broker and chDB, a worker process takes usage sent at a fixed rate
-(Zipf over the subscriptions, 5% re-sent within seconds, 0.1% unbillable). Every report interval (a
+(``loadtests.workload``: Zipf over the subscriptions, 5% re-sent within seconds, 2% stamped
+hours late, bursts, 0.1% unbillable). Every report interval (a
 minute by default) it prints the throughput the worker made durable, the lag, the p99
 event age (both from the worker's /metrics) and the RSS of each process. At the end it
 waits for the worker to catch up and checks that the totals in ClickHouse equal the
@@ -20,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.producer import Publisher
 from invoicing.store import Store
+from loadtests.workload import Shape, generate
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port
@@ -154,23 +155,9 @@ async def send_steadily(
     return offsets
 
 
-def with_retries(
-    events: list[UsageEvent], share: float, horizon: int, seed: int
-) -> list[UsageEvent]:
-    """``events`` with about ``share`` of them sent again, each among the ``horizon`` events
-    after its original, as a producer retrying a timed-out send does."""
-    rng = random.Random(seed + 5)
-    sent: list[UsageEvent] = []
-    for event in events:
-        sent.append(event)
-        if rng.random() < share:
-            sent.append(sent[rng.randrange(max(0, len(sent) - horizon), len(sent))])
-    return sent
-
-
 def billable_sums(good: list[UsageEvent], summed: set[str]) -> dict[tuple[str, str], int]:
-    """The generator's own count: the quantities of the distinct billable events (the bad
-    ones are generated apart), per subscription and summed meter."""
+    """The generator's own count: the quantities of the distinct billable events, per
+    subscription and summed meter."""
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for event in generator.distinct(good):
         if event.meter in summed:
@@ -184,13 +171,12 @@ def run(minutes: float, rate: float, subscription_count: int, report_seconds: fl
     period = datetime.now(UTC).date().replace(day=1)
     subs = generator.subscriptions(subscription_count, list(book.versions), seed)
     count = int(rate * minutes * 60)
-    good = list(generator.events(subs, count, period, duplicate_share=0.0, seed=seed))
     # Retries come soon after the original (within ~10 s of sending), so inside any dedupe
     # window the soak is run with, and each counts once.
-    retried = with_retries(good, share=0.05, horizon=int(rate * 10), seed=seed)
-    sent = generator.interleave(
-        retried, generator.bad_events(subs, max(1, count // 1000), period, seed), seed
-    )
+    shape = Shape(late_resend_share=0.0, retry_horizon=max(1, int(rate * 10)))
+    start, end = generator.usage_span(period)
+    load = generate(subs, count, start, end, shape=shape, seed=seed)
+    sent, good = load.sent, load.billable
     summed = {meter.id for meter in book.meters if meter.aggregation == "sum"}
     with (
         tempfile.TemporaryDirectory(prefix="meterline-soak-") as folder,

@@ -98,21 +98,25 @@ def events(
         if sent and rng.random() < duplicate_share:
             event = rng.choice(sent)
         else:
-            meter = rng.choices(tuple(_METER_SHARE), weights=tuple(_METER_SHARE.values()))[0]
-            low, high = _QUANTITY_RANGE[meter]
             active_from = min(start + timedelta(days=sub.start_day), end)
-            event = UsageEvent(
-                id=f"evt-{seed}-{number:09d}",
-                tenant=sub.tenant,
-                subscription=sub.subscription,
-                meter=meter,
-                quantity=rng.randint(low, high),
-                timestamp=_moment(rng, active_from, end),
-                source="demo-service",
-                properties=_properties(rng, meter),
-            )
+            moment = _moment(rng, active_from, end)
+            event = usage_event(rng, sub, f"evt-{seed}-{number:09d}", moment)
             sent.append(event)
         yield event
+
+
+def usage_event(
+    rng: random.Random, sub: DemoSubscription, event_id: str, moment: datetime
+) -> UsageEvent:
+    """One event of the demo's mix: a meter by its share, a quantity in its range, and the
+    properties it is grouped or counted by."""
+    meter = rng.choices(tuple(_METER_SHARE), weights=tuple(_METER_SHARE.values()))[0]
+    low, high = _QUANTITY_RANGE[meter]
+    return UsageEvent(
+        id=event_id, tenant=sub.tenant, subscription=sub.subscription, meter=meter,
+        quantity=rng.randint(low, high), timestamp=moment, source="demo-service",
+        properties=_properties(rng, meter),
+    )  # fmt: skip
 
 
 def _properties(rng: random.Random, meter: str) -> dict[str, str | int | bool]:
@@ -130,20 +134,23 @@ def bad_events(
     meter no plan prices. Each must reach the dead-letter topic, not an invoice."""
     rng = random.Random(seed + 2)
     start, end = usage_span(period)
-    spoiled = []
-    for number in range(count):
-        sub = rng.choice(subs)
-        subscription, meter, quantity = (
-            ("sub-unknown", "api_calls", 5),
-            (sub.subscription, "api_calls", -5),
-            (sub.subscription, "gpu_hours", 5),
-        )[number % 3]
-        spoiled.append(UsageEvent(
-            id=f"bad-{seed}-{number:06d}", tenant=sub.tenant, subscription=subscription,
-            meter=meter, quantity=quantity, source="demo-service",
-            timestamp=_moment(rng, start, end),
-        ))  # fmt: skip
-    return spoiled
+    return [
+        spoiled_event(rng.choice(subs), number, seed, _moment(rng, start, end))
+        for number in range(count)
+    ]
+
+
+def spoiled_event(sub: DemoSubscription, number: int, seed: int, moment: datetime) -> UsageEvent:
+    """In turn: an unknown subscription, a negative quantity, a meter no plan prices."""
+    subscription, meter, quantity = (
+        ("sub-unknown", "api_calls", 5),
+        (sub.subscription, "api_calls", -5),
+        (sub.subscription, "gpu_hours", 5),
+    )[number % 3]
+    return UsageEvent(
+        id=f"bad-{seed}-{number:06d}", tenant=sub.tenant, subscription=subscription,
+        meter=meter, quantity=quantity, source="demo-service", timestamp=moment,
+    )  # fmt: skip
 
 
 def interleave(

@@ -28,9 +28,10 @@ def test_the_rating_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
 
 def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     figures = quick(
-        "bench_pipeline", "--events", "5000", "--subscriptions", "200", "--latency-seconds", "2"
-    )
-    assert figures["events"] == 5000
+        "bench_pipeline", "--events", "5000", "--subscriptions", "200", "--latency-seconds", "2",
+        "--workers", "2",
+    )  # fmt: skip
+    assert figures["events"] == 5000 and figures["workers"] == 2
     assert figures["pipeline_events_per_s"] > 0 and figures["raw_consume_events_per_s"] > 0
     assert figures["latency_events"] > 0 and figures["latency_p99_s"] >= figures["latency_p50_s"]
 
