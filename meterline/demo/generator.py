@@ -60,9 +60,9 @@ TAX_RATES = (Decimal(0), Decimal("8.25"), Decimal(20))
 def customers(subs: Sequence[DemoSubscription]) -> list[Customer]:
     """A customer per subscription, with a name, a CRM id and one of a few tax rates."""
     return [
-        Customer(s.tenant, s.customer, f"Customer {s.customer[5:]}", f"crm-{s.customer[5:]}",
-                 TAX_RATES[int(s.customer[5:]) % len(TAX_RATES)])
-        for s in subs
+        Customer(s.tenant, s.customer, f"Customer {s.customer.removeprefix('cust-')}",
+                 f"crm-{s.customer.removeprefix('cust-')}", TAX_RATES[number % len(TAX_RATES)])
+        for number, s in enumerate(subs)
     ]  # fmt: skip
 
 
