@@ -114,9 +114,11 @@ class BatchProcessor:
         *,
         window: EventWindow,
         partitions: int,
+        ends_of: Callable[[tuple[str, str]], datetime | None] = lambda _: None,
     ) -> None:
         self.state = state
         self.plan_of = plan_of  # (tenant, subscription) -> plan id, or None if unknown
+        self.ends_of = ends_of  # (tenant, subscription) -> when it ends (exclusive), if it does
         self.book = book
         self.charges = charges
         self.window = window
@@ -171,6 +173,7 @@ class BatchProcessor:
         for partition, offset, payload in records:
             owner: tuple[str, str] | None = None
             plan_id: str | None = None
+            ends: datetime | None = None
             elsewhere = False
             for index, item in enumerate(decode_record(payload)):
                 if index >= MAX_RECORD_EVENTS:
@@ -188,11 +191,13 @@ class BatchProcessor:
                     owner = (item.tenant, item.subscription)
                     elsewhere = self._home_partition(item) != partition
                     plan_id = self.plan_of(owner)
+                    ends = self.ends_of(owner)
                 day = utc_day(item.timestamp)
                 known = None if plan_id is None else self._plan_day(plan_id, day)
                 if (
                     elsewhere
                     or known is None
+                    or (ends is not None and item.timestamp >= ends)
                     or item.meter not in known.limits
                     or item.quantity < 0
                     or not oldest <= item.timestamp <= newest
@@ -256,6 +261,12 @@ class BatchProcessor:
         if plan_id is None:
             return "unknown_subscription", (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
+            )
+        ends = self.ends_of((event.tenant, event.subscription))
+        if ends is not None and event.timestamp >= ends:
+            return "subscription_ended", (
+                f"{event.tenant}/{event.subscription} ended at {ends.isoformat()}; the event "
+                f"is stamped {event.timestamp.isoformat()}"
             )
         known = self._plan_day(plan_id, day)
         if known is None:

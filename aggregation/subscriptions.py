@@ -1,36 +1,70 @@
-"""Which plan each subscription is on, as the worker sees it.
+"""Which plan each subscription is on, and when it ends, as the worker sees it.
 
-Read from the store when the worker starts, and again when an event names a
-subscription it does not know (at most once per ``min_interval``), so that a
-subscription created after the worker started is billed within seconds rather
-than dead-lettered until a restart.
+Read whole from the store when the worker starts; afterwards only the rows written since
+(each import or cancellation writes its subscriptions with a larger version): every
+``refresh_interval``, so a cancellation takes effect within that, and at most once per
+``min_interval`` when an event names a subscription the worker does not know, so a
+subscription created after the worker started is billed within seconds rather than
+dead-lettered until a restart.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 Owner = tuple[str, str]  # tenant, subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    plan: str
+    ends_at: datetime | None  # exclusive; usage stamped from then on is not billed
+    version: int
+
+
+Rows = Iterable[tuple[Owner, Entry]]
 
 
 class SubscriptionDirectory:
     def __init__(
         self,
-        load: Callable[[], Mapping[Owner, str]],
+        load: Callable[[int], Rows],
         min_interval: float = 5.0,
+        refresh_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``load(version)`` returns the subscriptions written with a version above it."""
         self._load = load
         self._min_interval = min_interval
+        self._refresh_interval = refresh_interval
         self._clock = clock
-        self._plans = load()
-        self._next_load = clock() + min_interval
+        self._entries: dict[Owner, Entry] = {}
+        self._version = -1
+        self._reload()
+
+    def _reload(self) -> None:
+        for owner, entry in self._load(self._version):
+            known = self._entries.get(owner)
+            if known is None or entry.version >= known.version:
+                self._entries[owner] = entry
+            self._version = max(self._version, entry.version)
+        now = self._clock()
+        self._next_load = now + self._min_interval
+        self._next_refresh = now + self._refresh_interval
+
+    def entry(self, owner: Owner) -> Entry | None:
+        now = self._clock()
+        if now >= self._next_refresh:
+            self._reload()
+        found = self._entries.get(owner)
+        if found is None and now >= self._next_load:
+            self._reload()
+            found = self._entries.get(owner)
+        return found
 
     def plan_of(self, owner: Owner) -> str | None:
-        plan = self._plans.get(owner)
-        if plan is None and self._clock() >= self._next_load:
-            self._plans = self._load()
-            self._next_load = self._clock() + self._min_interval
-            plan = self._plans.get(owner)
-        return plan
+        found = self.entry(owner)
+        return found.plan if found else None

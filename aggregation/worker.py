@@ -61,13 +61,15 @@ class Aggregator:
         self.window = window
         self.dedupe_window = dedupe_window
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
+        directory = SubscriptionDirectory(store.subscription_entries)
         self.processor = BatchProcessor(
             self.state,
-            SubscriptionDirectory(store.plans_by_subscription).plan_of,
+            directory.plan_of,
             book,
             ChargeTable.compile(book),
             window=window,
             partitions=partitions,
+            ends_of=lambda owner: entry.ends_at if (entry := directory.entry(owner)) else None,
         )
 
     def _oldest_open_period(self) -> date:

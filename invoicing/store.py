@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from aggregation.batch import BatchResult, RatedTotal
 from aggregation.state import Position, Total, TotalKey
+from aggregation.subscriptions import Entry
 from invoicing import migrations
 from invoicing.invoice import Customer, Subscriber
 from meterline.events import encode_properties
@@ -28,6 +29,19 @@ _AMOUNT = pa.decimal128(38, 9)
 
 class StoreError(RuntimeError):
     """The store cannot be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """One entry of a subscription's history: what was done, when, and from when on."""
+
+    tenant: str
+    subscription: str
+    recorded_at: datetime
+    kind: str  # imported, cancelled, renewed
+    effective_at: datetime | None
+    plan: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,11 +151,73 @@ class Store:
         ).result_rows
         return {(row[0], row[1]): Customer(*row) for row in rows}
 
-    def plans_by_subscription(self) -> dict[tuple[str, str], str]:
+    def subscription_entries(self, since_version: int) -> list[tuple[tuple[str, str], Entry]]:
+        """Subscriptions written with a version above ``since_version`` (every version of
+        each, without FINAL: the reader keeps the highest)."""
         rows = self.client.query(
-            f"SELECT tenant, subscription, plan FROM {self.table('subscriptions')} FINAL"
+            "SELECT tenant, subscription, plan, ended_at, version "
+            f"FROM {self.table('subscriptions')} WHERE version > {{since:Int64}}",
+            parameters={"since": since_version},
         ).result_rows
-        return {(tenant, subscription): plan for tenant, subscription, plan in rows}
+        return [
+            ((tenant, sub), Entry(plan, ended.replace(tzinfo=UTC) if ended else None, version))
+            for tenant, sub, plan, ended, version in rows
+        ]
+
+    def subscription(self, tenant: str, subscription: str) -> SubscriptionRow | None:
+        rows = self.client.query(
+            "SELECT tenant, subscription, customer, plan, started_at, ended_at "
+            f"FROM {self.table('subscriptions')} FINAL "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String}",
+            parameters={"tenant": tenant, "subscription": subscription},
+        ).result_rows
+        if not rows:
+            return None
+        tenant, sub, customer, plan, started, ended = rows[0]
+        return SubscriptionRow(
+            tenant, sub, customer, plan, _utc(started), _utc(ended) if ended else None
+        )
+
+    def record_changes(self, changes: Sequence[SubscriptionChange]) -> None:
+        """Add to the subscriptions' history (never rewritten)."""
+        self.client.insert_arrow(
+            self.table("subscription_changes"),
+            pa.table(
+                {
+                    "tenant": [c.tenant for c in changes],
+                    "subscription": [c.subscription for c in changes],
+                    "recorded_at": pa.array([c.recorded_at for c in changes], type=_TIMESTAMP),
+                    "kind": [c.kind for c in changes],
+                    "effective_at": pa.array([c.effective_at for c in changes], type=_TIMESTAMP),
+                    "plan": [c.plan for c in changes],
+                    "detail": [c.detail for c in changes],
+                }
+            ),
+        )
+
+    def history(self, tenant: str, subscription: str) -> list[SubscriptionChange]:
+        rows = self.client.query(
+            "SELECT tenant, subscription, recorded_at, kind, effective_at, plan, detail "
+            f"FROM {self.table('subscription_changes')} "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            "ORDER BY recorded_at",
+            parameters={"tenant": tenant, "subscription": subscription},
+        ).result_rows
+        return [
+            SubscriptionChange(t, s, _utc(at), kind, _utc(eff) if eff else None, plan, detail)
+            for t, s, at, kind, eff, plan, detail in rows
+        ]
+
+    def last_finalized_period(self, tenant: str, subscription: str) -> date | None:
+        """The latest period of the subscription whose invoice is finalized."""
+        found = self.client.query(
+            f"SELECT max(period_start) FROM {self.table('invoices')} FINAL "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            "AND status = 'finalized'",
+            parameters={"tenant": tenant, "subscription": subscription},
+        ).result_rows
+        period = found[0][0] if found else None
+        return period if period and period.year > 1970 else None
 
     def write_batch(self, result: BatchResult) -> None:
         """New distinct values first, then rejections, distinct events and totals: see
@@ -273,6 +349,11 @@ class Store:
 
     def count(self, table: str) -> int:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
+
+
+def _utc(moment: datetime) -> datetime:
+    """ClickHouse hands DateTime64 back without a zone; meterline's columns are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _day(moment: datetime) -> date:

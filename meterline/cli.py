@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from meterline.cli_billing import customers, invoices, report
+from meterline.cli_billing import invoices, report
+from meterline.cli_registry import customers, subscriptions
 from meterline.cli_support import (
     Period,
     console,
     errors,
     fail,
-    import_rows,
     load_book,
     load_settings,
     opened_store,
@@ -262,31 +262,6 @@ def usage(subscription: str, tenant: str, period: date | None, as_json: bool) ->
     console.print(table)
 
 
-@main.group()
-def subscriptions() -> None:
-    """The subscriptions meterline bills: which tenant, customer and plan, since when."""
-
-
-@subscriptions.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_subscriptions(path: Path) -> None:
-    """Import subscriptions from a CSV (header: tenant, subscription, customer, plan,
-    started_at, and optionally ended_at) or a JSON array of such objects. A day means
-    midnight UTC; ended_at is exclusive. A row for a known subscription replaces it. One
-    bad row rejects the whole file, naming each problem.
-
-    With the embedded engine, run it while no worker runs (chDB allows one process);
-    with a ClickHouse server, running workers pick new subscriptions up within seconds.
-    """
-    from invoicing.subscription_import import read_subscriptions
-
-    settings = load_settings()
-    book = load_book(settings)
-    import_rows(
-        settings, "subscriptions", lambda: read_subscriptions(path, book), "write_subscriptions"
-    )
-
-
 @main.command()
 def openapi() -> None:
     """Print the gateway's OpenAPI document (the repository keeps a copy)."""
@@ -386,5 +361,6 @@ def status() -> None:
 
 
 main.add_command(customers)
+main.add_command(subscriptions)
 main.add_command(invoices)
 main.add_command(report)

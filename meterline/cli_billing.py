@@ -1,5 +1,5 @@
-"""``meterline invoices``, ``meterline customers`` and ``meterline report``: what billing
-and finance run. With the embedded engine, run them while no worker holds the store."""
+"""``meterline invoices`` and ``meterline report``: what billing and finance run. With the
+embedded engine, run them while no worker holds the store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from meterline.cli_support import (
     console,
     errors,
     fail,
-    import_rows,
     load_book,
     load_settings,
     opened_store,
@@ -32,22 +31,6 @@ Command = TypeVar("Command", bound=Callable[..., Any])
 
 def _period_option(default_help: str) -> Callable[[Command], Command]:
     return click.option("--period", type=Period(), default=None, help=default_help)
-
-
-@click.group()
-def customers() -> None:
-    """Customers: who pays, their CRM reference and their tax rate."""
-
-
-@customers.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_customers(path: Path) -> None:
-    """Import customers from a CSV (header: tenant, customer, name, tax_rate, and optionally
-    external_id) or a JSON array of such objects. tax_rate is a percentage (8.25). A row
-    for a known customer replaces it; one bad row rejects the whole file."""
-    from invoicing.subscription_import import read_customers
-
-    import_rows(load_settings(), "customers", lambda: read_customers(path), "write_customers")
 
 
 @click.group()

@@ -78,11 +78,14 @@ def load_book(settings: Settings) -> Any:
 
 
 def import_rows(
-    settings: Settings, noun: str, read: Callable[[], Sequence[Any]], write: str
+    settings: Settings,
+    noun: str,
+    read: Callable[[], Sequence[Any]],
+    write: Callable[[Any, Sequence[Any], datetime], None],
 ) -> None:
     """Read a registry file (``read`` raises ``SubscriptionFileError`` naming every bad
-    row) and write it whole with ``Store.<write>``, versioned by the time of the import so
-    a later import of the same row wins."""
+    row) and write it whole with ``write(store, rows, now)``; rows are versioned by the
+    time of the import, so a later import of the same row wins."""
     from invoicing.subscription_import import SubscriptionFileError
 
     try:
@@ -91,5 +94,5 @@ def import_rows(
         fail(str(error))
     with opened_store(settings) as store:
         store.migrate()
-        getattr(store, write)(rows, version=int(datetime.now(UTC).timestamp() * 1000))
+        write(store, rows, datetime.now(UTC))
     console.print(f"imported {len(rows):,} {noun} into {settings.clickhouse_database}")

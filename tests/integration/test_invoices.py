@@ -15,12 +15,14 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from aggregation.batch import BatchProcessor
 from aggregation.state import UsageState
+from aggregation.subscriptions import SubscriptionDirectory
 from invoicing.closing import ClosingError, close_period
 from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
@@ -69,13 +71,15 @@ class Feed:
         self.store = store
         self.offsets = dict.fromkeys(range(PARTITIONS), 0)
         self.count = 0
+        directory = SubscriptionDirectory(store.subscription_entries)
         self.processor = BatchProcessor(
             UsageState(),
-            lambda owner: store.plans_by_subscription().get(owner),
+            directory.plan_of,
             BOOK,
             ChargeTable.compile(BOOK),
             window=EventWindow(max_age=timedelta(days=3650), max_skew=timedelta(minutes=5)),
             partitions=PARTITIONS,
+            ends_of=lambda owner: entry.ends_at if (entry := directory.entry(owner)) else None,
         )
 
     def send(self, events: Iterable[tuple[str, str, int, datetime, dict[str, Property]]]) -> None:
@@ -319,3 +323,38 @@ def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environmen
         refused = runner.invoke(main, bad)
         assert refused.exit_code == 1 and message in refused.output, refused.output
         assert "Traceback" not in refused.output
+
+
+def test_a_subscription_is_cancelled_renewed_and_its_history_kept(
+    scenario: Feed, store_environment: Store, tmp_path: Path
+) -> None:
+    store, runner = store_environment, CliRunner()
+    subs = tmp_path / "subs.csv"
+    subs.write_text(
+        "tenant,subscription,customer,plan,started_at\nacme,d,cust-a,growth,2026-08-01\n"
+    )
+    assert runner.invoke(main, ["subscriptions", "import", str(subs)]).exit_code == 0
+
+    cancelled = runner.invoke(main, ["subscriptions", "cancel", "d", "--tenant", TENANT,
+                                     "--at", "2026-09-11"])  # fmt: skip
+    assert cancelled.exit_code == 0 and "ends 2026-09-11" in cancelled.output, cancelled.output
+    close_period(store, BOOK, SEP)
+    assert lines_of(invoices(store, SEP)["d"]) == {
+        (FIXED_FEE, "platform", "", 1, SEP): prorated("29", 10, 30),  # Sep 1 to 11
+    }
+    close_period(store, BOOK, AUG, finalize=True)
+    into_finalized = runner.invoke(main, ["subscriptions", "cancel", "d", "--tenant", TENANT,
+                                          "--at", "2026-08-20"])  # fmt: skip
+    assert into_finalized.exit_code == 1 and "falls in 2026-08" in into_finalized.output
+    renewed = runner.invoke(main, ["subscriptions", "renew", "d", "--tenant", TENANT])
+    assert renewed.exit_code == 0, renewed.output
+    close_period(store, BOOK, SEP)
+    assert lines_of(invoices(store, SEP)["d"]) == {
+        (FIXED_FEE, "platform", "", 1, SEP): prorated("29", 15, 30),
+        (FIXED_FEE, "platform", "", 2, SEP): prorated("39", 15, 30),
+    }
+    shown = runner.invoke(main, ["subscriptions", "show", "d", "--tenant", TENANT])
+    assert shown.exit_code == 0, shown.output
+    assert [c.kind for c in store.history(TENANT, "d")] == ["imported", "cancelled", "renewed"]
+    missing = runner.invoke(main, ["subscriptions", "cancel", "nobody", "--tenant", TENANT])
+    assert missing.exit_code == 1 and "no subscription 'nobody'" in missing.output

@@ -28,6 +28,7 @@ WINDOW = EventWindow(timedelta(days=35), timedelta(minutes=5), clock=lambda: NOW
 
 
 PARTITIONS = 4
+HOUR = timedelta(hours=1)
 
 
 def processor() -> BatchProcessor:
@@ -209,3 +210,18 @@ def test_an_events_period_is_its_utc_month_whatever_offset_it_states() -> None:
     result = processor().process([record(0, usage("a", timestamp=late_september_there))])
     (rated,) = result.rated
     assert rated.period_start == date(2026, 10, 1)
+
+
+def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_billed() -> None:
+    end = datetime(2026, 10, 10, tzinfo=UTC)
+    step = BatchProcessor(
+        UsageState(), {("demo", "s1"): "starter"}.get, BOOK, ChargeTable.compile(BOOK),
+        window=WINDOW, partitions=PARTITIONS, ends_of={("demo", "s1"): end}.get,
+    )  # fmt: skip
+    result = step.process(
+        [record(0, usage("a", timestamp=end - timedelta(milliseconds=1))),
+         record(1, usage("b", timestamp=end)), record(2, usage("c", timestamp=end + HOUR))]
+    )  # fmt: skip
+    assert [a.event.id for a in result.accepted] == ["a"]
+    assert [r.reason for r in result.rejected] == ["subscription_ended"] * 2
+    assert "ended at 2026-10-10T00:00:00+00:00" in result.rejected[0].detail

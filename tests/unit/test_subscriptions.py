@@ -1,24 +1,54 @@
-"""The worker's view of subscriptions: re-read when an unknown one shows up, not too often."""
+"""The worker's view of subscriptions: re-read when an unknown one shows up, not too often,
+and refreshed now and then so that a cancellation takes effect."""
 
 from __future__ import annotations
 
-from aggregation.subscriptions import SubscriptionDirectory
+from datetime import UTC, datetime
+
+from aggregation.subscriptions import Entry, Owner, SubscriptionDirectory
+
+END = datetime(2026, 10, 20, tzinfo=UTC)
+
+
+class FakeStore:
+    """Subscription rows with versions, as ``Store.subscription_entries`` reads them."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Owner, Entry]] = [(("t", "s1"), Entry("starter", None, 1))]
+        self.asked: list[int] = []
+
+    def entries_since(self, version: int) -> list[tuple[Owner, Entry]]:
+        self.asked.append(version)
+        return [row for row in self.rows if row[1].version > version]
 
 
 def test_an_unknown_subscription_is_looked_up_again_but_at_most_once_per_interval() -> None:
-    store = {("t", "s1"): "starter"}
-    loads = []
-    now = [100.0]
-
-    def load() -> dict[tuple[str, str], str]:
-        loads.append(now[0])
-        return dict(store)
-
-    directory = SubscriptionDirectory(load, min_interval=5.0, clock=lambda: now[0])
-    store[("t", "s2")] = "growth"  # created after the worker started
+    store, now = FakeStore(), [100.0]
+    directory = SubscriptionDirectory(
+        store.entries_since, min_interval=5.0, refresh_interval=60.0, clock=lambda: now[0]
+    )
+    store.rows.append((("t", "s2"), Entry("growth", None, 2)))  # created after the start
     assert directory.plan_of(("t", "s2")) is None  # too soon after the first load
     now[0] = 105.0
     assert directory.plan_of(("t", "s2")) == "growth"
     assert directory.plan_of(("t", "nobody")) is None  # just loaded: no new query
     assert directory.plan_of(("t", "s1")) == "starter"
-    assert loads == [100.0, 105.0]
+    assert store.asked == [-1, 1], "the second load asks only for what is newer"
+
+
+def test_a_cancellation_reaches_the_worker_at_the_next_refresh() -> None:
+    store, now = FakeStore(), [0.0]
+    directory = SubscriptionDirectory(
+        store.entries_since, min_interval=5.0, refresh_interval=30.0, clock=lambda: now[0]
+    )
+    store.rows.append((("t", "s1"), Entry("starter", END, 7)))
+    assert directory.entry(("t", "s1")) == Entry("starter", None, 1)
+    now[0] = 30.0
+    assert directory.entry(("t", "s1")) == Entry("starter", END, 7)
+
+
+def test_an_older_version_read_late_does_not_undo_a_newer_one() -> None:
+    store = FakeStore()
+    store.rows = [(("t", "s1"), Entry("starter", END, 7)), (("t", "s1"), Entry("starter", None, 1))]
+    directory = SubscriptionDirectory(store.entries_since)
+    assert directory.entry(("t", "s1")) == Entry("starter", END, 7)
