@@ -215,7 +215,8 @@ class BatchProcessor:
                 group_by, aggregation, unique = self._meters[item.meter]
                 group = self._group(item, group_by) if group_by else ""
                 totals_key = (
-                    owner[0], owner[1], item.meter, known.period_start, known.plan.version, group
+                    owner[0], owner[1], item.meter, known.period_start, known.plan.id,
+                    known.plan.version, group,
                 )  # fmt: skip
                 limit = known.limits[item.meter]
                 value = value_digest(item.properties[unique]) if unique else b""
@@ -301,7 +302,7 @@ class BatchProcessor:
                 tenant=key[0],
                 subscription=key[1],
                 meter=key[2],
-                group=key[5],
+                group=key[6],
                 period_start=key[3],
                 plan=plan.id,
                 plan_version=plan.version,

@@ -33,10 +33,11 @@ from enum import Enum
 from meterline.events import UsageEvent
 from rating.money import INT64_MAX
 
-# tenant, subscription, meter, period start, plan version, group: a period's usage is
-# split where a new plan version takes effect, and by the meter's group-by properties
-# (the group is "" for a meter without them); each part is rated on its own.
-TotalKey = tuple[str, str, str, date, int, str]
+# tenant, subscription, meter, period start, plan, plan version, group: a period's usage
+# is split where the subscription changes plan or a new plan version takes effect, and by
+# the meter's group-by properties (the group is "" for a meter without them); each part
+# is rated on its own.
+TotalKey = tuple[str, str, str, date, str, int, str]
 
 
 Position = tuple[int, int, int]  # partition, offset, index of the event in its record

@@ -261,15 +261,15 @@ class Store:
     ) -> Iterator[tuple[TotalKey, Total]]:
         """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self.client.query(
-            "SELECT tenant, subscription, meter, period_start, plan_version, group_key, "
+            "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
             "quantity, kafka_partition, kafka_offset, event_index, value_at "
             f"FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
-        for tenant, subscription, meter, period, version, group, quantity, *rest in rows:
-            key = (tenant, subscription, meter, period, version, group)
+        for tenant, subscription, meter, period, plan, version, group, quantity, *rest in rows:
+            key = (tenant, subscription, meter, period, plan, version, group)
             yield key, Total(quantity, *rest)
 
     def load_distinct(
@@ -277,16 +277,17 @@ class Store:
     ) -> Iterator[tuple[TotalKey, int, bytes]]:
         """The distinct values unique counts have seen in the periods from ``since_period``."""
         rows = self.client.query(
-            "SELECT DISTINCT tenant, subscription, meter, period_start, plan_version, group_key, "
-            "kafka_partition, value_digest "
+            "SELECT DISTINCT tenant, subscription, meter, period_start, plan_key, plan_version, "
+            "group_key, kafka_partition, value_digest "
             f"FROM {self.table('distinct_values')} "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
             column_formats={"value_digest": "bytes"},
         ).result_rows
-        for tenant, subscription, meter, period, version, group, partition, value in rows:
-            yield (tenant, subscription, meter, period, version, group), partition, bytes(value)
+        for tenant, subscription, meter, period, plan, version, group, partition, value in rows:
+            key = (tenant, subscription, meter, period, plan, version, group)
+            yield key, partition, bytes(value)
 
     def rated_usage(
         self, period: date, tenant: str | None = None, subscription: str | None = None
@@ -410,8 +411,9 @@ def _distinct(result: BatchResult, now: datetime) -> pa.Table:
             "subscription": [k[1] for k in keys],
             "meter": [k[2] for k in keys],
             "period_start": pa.array([k[3] for k in keys], type=pa.date32()),
-            "plan_version": pa.array([k[4] for k in keys], type=pa.uint32()),
-            "group_key": [k[5] for k in keys],
+            "plan_key": [k[4] for k in keys],
+            "plan_version": pa.array([k[5] for k in keys], type=pa.uint32()),
+            "group_key": [k[6] for k in keys],
             "value_digest": pa.array([v for _, _, v in result.distinct], type=pa.binary(8)),
             "kafka_partition": pa.array([p for _, p, _ in result.distinct], type=pa.uint32()),
             "written_at": pa.array([now] * len(keys), type=_TIMESTAMP),
@@ -429,6 +431,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "group_key": [r.group for r in rows],
             "period_start": pa.array([r.period_start for r in rows], type=pa.date32()),
             "plan": [r.plan for r in rows],
+            "plan_key": [r.plan for r in rows],
             "plan_version": pa.array([r.plan_version for r in rows], type=pa.uint32()),
             "currency": [r.currency for r in rows],
             "quantity": pa.array([r.quantity for r in rows], type=pa.int64()),

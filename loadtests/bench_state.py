@@ -51,7 +51,7 @@ def measured(work: Callable[[], object]) -> tuple[object, int, float]:
 def fill_state(events: list[UsageEvent]) -> UsageState:
     state = UsageState()
     for offset, event in enumerate(events):
-        key = (event.tenant, event.subscription, event.meter, PERIOD, 1, "")
+        key = (event.tenant, event.subscription, event.meter, PERIOD, "pro", 1, "")
         state.apply((0, offset, 0), dedupe_key(event), key, event.quantity)
     return state
 

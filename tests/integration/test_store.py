@@ -94,7 +94,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
     assert list(store.load_marks({0, 1}, since=an_hour_ago)) == []
     assert list(store.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
     assert list(store.load_totals({3}, since_period=PERIOD)) == [
-        (("t", "s1", "calls", PERIOD, 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
+        (("t", "s1", "calls", PERIOD, "pro", 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
     ]
     assert list(store.load_totals({3}, since_period=date(2026, 11, 1))) == []  # a closed period
     assert store.count("rejected_events") == 3
@@ -105,7 +105,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
 
 
 def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Store) -> None:
-    key = ("t", "s1", "active_users", PERIOD, 1, "")
+    key = ("t", "s1", "active_users", PERIOD, "pro", 1, "")
     values = [value_digest("ann"), value_digest("bob"), value_digest(b"\x00\xff")]
     batch = BatchResult(distinct=[(key, 3, value) for value in values])
     store.write_batch(batch)

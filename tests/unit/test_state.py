@@ -37,6 +37,7 @@ def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
         e.subscription,
         e.meter,
         Period.of(e.timestamp.date()).start,
+        "pro",
         plan_version,
         "",
     )
