@@ -23,6 +23,7 @@ from aggregation.state import (
     dedupe_key,
     value_digest,
 )
+from aggregation.subscriptions import Entry
 from meterline.events import (
     EventWindow,
     Undecodable,
@@ -108,17 +109,16 @@ class BatchProcessor:
     def __init__(
         self,
         state: UsageState,
-        plan_of: Callable[[tuple[str, str]], str | None],
+        subscription_of: Callable[[tuple[str, str]], Entry | None],
         book: PriceBook,
         charges: ChargeTable,
         *,
         window: EventWindow,
         partitions: int,
-        ends_of: Callable[[tuple[str, str]], datetime | None] = lambda _: None,
     ) -> None:
         self.state = state
-        self.plan_of = plan_of  # (tenant, subscription) -> plan id, or None if unknown
-        self.ends_of = ends_of  # (tenant, subscription) -> when it ends (exclusive), if it does
+        # (tenant, subscription) -> its plans and end, or None when it is unknown
+        self.subscription_of = subscription_of
         self.book = book
         self.charges = charges
         self.window = window
@@ -172,7 +172,7 @@ class BatchProcessor:
         oldest, newest = self.window.bounds()
         for partition, offset, payload in records:
             owner: tuple[str, str] | None = None
-            plan_id: str | None = None
+            entry: Entry | None = None
             ends: datetime | None = None
             elsewhere = False
             for index, item in enumerate(decode_record(payload)):
@@ -190,9 +190,10 @@ class BatchProcessor:
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
                     elsewhere = self._home_partition(item) != partition
-                    plan_id = self.plan_of(owner)
-                    ends = self.ends_of(owner)
+                    entry = self.subscription_of(owner)
+                    ends = entry.ends_at if entry else None
                 day = utc_day(item.timestamp)
+                plan_id = entry.plan_on(day) if entry else None
                 known = None if plan_id is None else self._plan_day(plan_id, day)
                 if (
                     elsewhere
@@ -263,7 +264,8 @@ class BatchProcessor:
             return "unknown_subscription", (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
             )
-        ends = self.ends_of((event.tenant, event.subscription))
+        entry = self.subscription_of((event.tenant, event.subscription))
+        ends = entry.ends_at if entry else None
         if ends is not None and event.timestamp >= ends:
             return "subscription_ended", (
                 f"{event.tenant}/{event.subscription} ended at {ends.isoformat()}; the event "

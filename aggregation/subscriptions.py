@@ -1,4 +1,5 @@
-"""Which plan each subscription is on, and when it ends, as the worker sees it.
+"""Which plan each subscription is on, from which day, and when it ends, as the worker
+sees it.
 
 Read whole from the store when the worker starts; afterwards only the rows written since
 (each import or cancellation writes its subscriptions with a larger version): every
@@ -13,16 +14,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+
+from rating.period import PlanChanges, plan_on
 
 Owner = tuple[str, str]  # tenant, subscription
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    plan: str
+    plan: str  # the plan it started on
     ends_at: datetime | None  # exclusive; usage stamped from then on is not billed
     version: int
+    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+
+    def plan_on(self, day: date) -> str:
+        return plan_on(self.plan, self.changes, day) if self.changes else self.plan
 
 
 Rows = Iterable[tuple[Owner, Entry]]
@@ -64,7 +71,3 @@ class SubscriptionDirectory:
             self._reload()
             found = self._entries.get(owner)
         return found
-
-    def plan_of(self, owner: Owner) -> str | None:
-        found = self.entry(owner)
-        return found.plan if found else None

@@ -61,15 +61,13 @@ class Aggregator:
         self.window = window
         self.dedupe_window = dedupe_window
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
-        directory = SubscriptionDirectory(store.subscription_entries)
         self.processor = BatchProcessor(
             self.state,
-            directory.plan_of,
+            SubscriptionDirectory(store.subscription_entries).entry,
             book,
             ChargeTable.compile(book),
             window=window,
             partitions=partitions,
-            ends_of=lambda owner: entry.ends_at if (entry := directory.entry(owner)) else None,
         )
 
     def _oldest_open_period(self) -> date:

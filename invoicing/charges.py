@@ -1,5 +1,5 @@
 """What one subscription owes for one period, line by line: a usage line per rated
-period-to-date total (with its tiers), then, per slice of the period under one plan
+period-to-date total (with its tiers), then, per slice of the period under one plan and
 version, the plan's fixed fees prorated by day and the minimum-commitment true-up."""
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine, Subscriber
 from meterline.events import group_label
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
-from rating.period import Period, Slice, commitment_true_up, fixed_fee_lines, slices
+from rating.period import (
+    Period,
+    Slice,
+    commitment_true_up,
+    fixed_fee_lines,
+    subscription_slices,
+)
 from rating.plans import PriceBook
 from rating.quote import TierPart, tier_parts
 from rating.rater import breakdown
@@ -33,7 +39,9 @@ def period_lines(
     usage = usage_lines(period, rows, book, table)
     billing = Period(period)
     lines = list(usage)
-    in_force = slices(book, sub.plan, billing, sub.active_from, sub.active_until)
+    in_force = subscription_slices(
+        book, sub.plan, billing, sub.active_from, sub.active_until, changes=sub.changes
+    )
     for part in in_force:
         fees = [
             _charge_line(
@@ -41,7 +49,11 @@ def period_lines(
             )
             for fee in fixed_fee_lines(part, billing)
         ]
-        billed = [line.amount for line in usage if line.plan_version == part.plan.version]
+        billed = [
+            line.amount
+            for line in usage
+            if (line.plan, line.plan_version) == (part.plan.id, part.plan.version)
+        ]
         shortfall = commitment_true_up(part, billing, billed + [fee.amount for fee in fees])
         lines.extend(fees)
         if shortfall:

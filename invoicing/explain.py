@@ -15,7 +15,7 @@ from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine, i
 from invoicing.ledger import InvoiceLedger
 from invoicing.store import Store
 from rating.money import plain, trimmed
-from rating.period import Period, slices
+from rating.period import Period, Slice, subscription_slices
 from rating.plans import Meter, PriceBook
 
 _AGGREGATES = {
@@ -67,7 +67,9 @@ def _usage(
 ) -> Explanation:
     line = invoice.lines[number - 1]
     meter = book.meter(line.item)
-    since, until = _slice_bounds(book, line)
+    part = _slice(store, book, invoice, line, billed_days=False)
+    period = Period(line.applies_to)
+    since, until = (part.start, part.end) if part else (period.start, period.end)
     finalized_at = None
     if line.is_adjustment_on(invoice.period):
         billed = InvoiceLedger(store).find(
@@ -148,30 +150,27 @@ def _event_filter(
     return where, params
 
 
-def _slice_bounds(book: PriceBook, line: InvoiceLine) -> tuple[date, date]:
-    """The days of the billed period the line's plan version was in force."""
+def _slice(
+    store: Store, book: PriceBook, invoice: Invoice, line: InvoiceLine, *, billed_days: bool
+) -> Slice | None:
+    """The days of the billed period the line's plan and version were in force for the
+    subscription: from its start when ``billed_days`` (fees), else from the period's (the
+    worker bills usage stamped before a start under the first plan)."""
     period = Period(line.applies_to)
-    for part in slices(book, line.plan, period, period.start):
-        if part.plan.version == line.plan_version:
-            return part.start, part.end
-    return period.start, period.end
+    row = store.subscription(invoice.tenant, invoice.subscription)
+    if row is None:
+        return None
+    starts = row.started_at.date() if billed_days else period.start
+    ends = row.ended_at.date() if row.ended_at and billed_days else None
+    for part in subscription_slices(book, row.plan, period, starts, ends, changes=row.changes):
+        if (part.plan.id, part.plan.version) == (line.plan, line.plan_version):
+            return part
+    return None
 
 
 def _arithmetic(store: Store, book: PriceBook, invoice: Invoice, line: InvoiceLine) -> list[str]:
     period = Period(line.applies_to)
-    sub = next(
-        (s for s in store.subscribers(invoice.tenant) if s.subscription == invoice.subscription),
-        None,
-    )
-    active = (sub.active_from, sub.active_until) if sub else (period.start, None)
-    part = next(
-        (
-            p
-            for p in slices(book, line.plan, period, *active)
-            if p.plan.version == line.plan_version
-        ),
-        None,
-    )
+    part = _slice(store, book, invoice, line, billed_days=True)
     money = f"{plain(line.rated)} {line.currency}"
     if part is None:
         return [f"{line.description}: {money} (the plan version is no longer in force)"]

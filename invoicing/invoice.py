@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from rating.money import plain, round_to_minor_unit
+from rating.period import PlanChanges
 from rating.quote import TierPart
 
 USAGE, FIXED_FEE, TRUE_UP = "usage", "fixed_fee", "true_up"
@@ -29,9 +30,10 @@ class Subscriber:
     tenant: str
     subscription: str
     customer: str
-    plan: str
+    plan: str  # the plan it started on
     active_from: date
     active_until: date | None = None
+    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
 
 
 @dataclass(frozen=True)

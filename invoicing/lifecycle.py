@@ -1,15 +1,17 @@
-"""Changes to a subscription's life: ending it (now, on a date, or at the end of the
-period) and renewing it (removing an end). Pure checks: a change that would alter a
-finalized invoice, or put an end before the start, is refused with the reason, and the
-caller writes nothing."""
+"""Changes to a subscription's life: moving it to another plan (an upgrade or a
+downgrade, from a day on), ending it (now, on a date, or at the end of the period) and
+renewing it (removing an end). Pure checks: a change that would alter a finalized
+invoice, reach back into usage already priced, overlap another, or put an end before the
+start is refused with the reason, and the caller writes nothing."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from invoicing.store import SubscriptionRow
-from rating.period import Period
+from rating.period import Period, plan_on
+from rating.plans import PriceBook
 
 
 class LifecycleError(ValueError):
@@ -19,6 +21,49 @@ class LifecycleError(ValueError):
 def period_end(moment: datetime) -> datetime:
     """The end of the billing period ``moment`` falls in (midnight UTC, exclusive)."""
     return datetime.combine(Period.of(moment.astimezone(UTC).date()).end, time(), tzinfo=UTC)
+
+
+def earliest_change_day(now: datetime, notice: timedelta) -> date:
+    """A plan change takes effect at the start of a UTC day (fees are prorated by day), at
+    least ``notice`` from now: every worker must know it before the first event it prices,
+    and events may be stamped ahead of the clock. Usage already priced is never moved."""
+    return (now.astimezone(UTC) + notice).date() + timedelta(days=1)
+
+
+def change_plan(
+    row: SubscriptionRow,
+    plan: str,
+    day: date,
+    *,
+    earliest: date,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> SubscriptionRow:
+    """Move the subscription to ``plan`` from the start of ``day`` (UTC)."""
+    name = f"{row.tenant}/{row.subscription}"
+    if plan not in book.versions:
+        raise LifecycleError(
+            f"plan {plan!r} is not in the price book (plans: {', '.join(book.versions)})"
+        )
+    if day < earliest:
+        raise LifecycleError(
+            f"a plan change takes effect from the start of a day every worker knows of in "
+            f"time; the earliest is {earliest}"
+        )
+    if day <= row.started_at.astimezone(UTC).date():
+        raise LifecycleError(f"{name} starts {row.started_at.isoformat()}: change it after that")
+    if row.ended_at is not None and day >= row.ended_at.astimezone(UTC).date():
+        raise LifecycleError(f"{name} ends {row.ended_at.isoformat()}: renew it first")
+    later = [(d, p) for d, p in row.changes if d >= day]
+    if later:
+        raise LifecycleError(
+            f"{name} already changes to {later[0][1]} on {later[0][0]}: changes are made in "
+            "day order"
+        )
+    if plan_on(row.plan, row.changes, day) == plan:
+        raise LifecycleError(f"{name} is on {plan} then already")
+    _outside_finalized(name, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
+    return replace(row, changes=(*row.changes, (day, plan)))
 
 
 def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> SubscriptionRow:

@@ -22,6 +22,7 @@ from invoicing import migrations
 from invoicing.invoice import Customer, Subscriber
 from meterline.events import encode_properties
 from meterline.settings import Settings
+from rating.period import PlanChanges
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 _AMOUNT = pa.decimal128(38, 9)
@@ -52,6 +53,7 @@ class SubscriptionRow:
     plan: str
     started_at: datetime
     ended_at: datetime | None = None
+    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
 
 
 def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:
@@ -111,6 +113,12 @@ class Store:
                 "plan": [row.plan for row in rows],
                 "started_at": pa.array([row.started_at for row in rows], type=_TIMESTAMP),
                 "ended_at": pa.array([row.ended_at for row in rows], type=_TIMESTAMP),
+                "change_days": pa.array(
+                    [[day for day, _ in row.changes] for row in rows], type=pa.list_(pa.date32())
+                ),
+                "change_plans": pa.array(
+                    [[plan for _, plan in row.changes] for row in rows], type=pa.list_(pa.string())
+                ),
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
             }
         )
@@ -120,14 +128,16 @@ class Store:
         """Every subscription (of one tenant), with the days it is active."""
         where = "" if tenant is None else "WHERE tenant = {tenant:String}"
         rows = self.client.query(
-            "SELECT tenant, subscription, customer, plan, started_at, ended_at "
-            f"FROM {self.table('subscriptions')} FINAL {where} ORDER BY tenant, subscription",
+            "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
+            f"change_plans FROM {self.table('subscriptions')} FINAL {where} "
+            "ORDER BY tenant, subscription",
             parameters={"tenant": tenant},
         ).result_rows
         return [
-            Subscriber(tenant, sub, customer, plan, _day(started), _day(ended) if ended else None)
-            for tenant, sub, customer, plan, started, ended in rows
-        ]
+            Subscriber(tenant, sub, customer, plan, _day(started), _day(ended) if ended else None,
+                       tuple(zip(days, plans, strict=True)))
+            for tenant, sub, customer, plan, started, ended, days, plans in rows
+        ]  # fmt: skip
 
     def write_customers(self, rows: Sequence[Customer], version: int) -> None:
         table = pa.table(
@@ -155,28 +165,29 @@ class Store:
         """Subscriptions written with a version above ``since_version`` (every version of
         each, without FINAL: the reader keeps the highest)."""
         rows = self.client.query(
-            "SELECT tenant, subscription, plan, ended_at, version "
+            "SELECT tenant, subscription, plan, ended_at, version, change_days, change_plans "
             f"FROM {self.table('subscriptions')} WHERE version > {{since:Int64}}",
             parameters={"since": since_version},
         ).result_rows
         return [
-            ((tenant, sub), Entry(plan, ended.replace(tzinfo=UTC) if ended else None, version))
-            for tenant, sub, plan, ended, version in rows
-        ]
+            ((tenant, sub), Entry(plan, _utc(ended) if ended else None, version,
+                                  tuple(zip(days, plans, strict=True))))
+            for tenant, sub, plan, ended, version, days, plans in rows
+        ]  # fmt: skip
 
     def subscription(self, tenant: str, subscription: str) -> SubscriptionRow | None:
         rows = self.client.query(
-            "SELECT tenant, subscription, customer, plan, started_at, ended_at "
-            f"FROM {self.table('subscriptions')} FINAL "
+            "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
+            f"change_plans FROM {self.table('subscriptions')} FINAL "
             "WHERE tenant = {tenant:String} AND subscription = {subscription:String}",
             parameters={"tenant": tenant, "subscription": subscription},
         ).result_rows
         if not rows:
             return None
-        tenant, sub, customer, plan, started, ended = rows[0]
-        return SubscriptionRow(
-            tenant, sub, customer, plan, _utc(started), _utc(ended) if ended else None
-        )
+        tenant, sub, customer, plan, started, ended, days, plans = rows[0]
+        ends = _utc(ended) if ended else None
+        changes = tuple(zip(days, plans, strict=True))
+        return SubscriptionRow(tenant, sub, customer, plan, _utc(started), ends, changes)
 
     def record_changes(self, changes: Sequence[SubscriptionChange]) -> None:
         """Add to the subscriptions' history (never rewritten)."""

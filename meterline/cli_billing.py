@@ -255,7 +255,7 @@ def explain(invoice_id: str, line: int, window: str) -> None:
 
 @click.group()
 def report() -> None:
-    """Analytics: usage by meter and day, top subscriptions, revenue by plan and month."""
+    """Analytics: usage by meter and day, top subscriptions, revenue by plan and month, MRR."""
 
 
 @report.command("usage")
@@ -370,5 +370,53 @@ def report_revenue(until: date | None, months: int, tenant: str | None) -> None:
                     for month, amount in sorted(monthly.items())
                 ],
                 color="green",
+            )
+        )
+
+
+@report.command("mrr")
+@click.option("--until", type=Period(), default=None, help="Last month.  [default: this month]")
+@click.option("--months", type=click.IntRange(1, 120), default=12, show_default=True)
+@_TENANT
+def report_mrr(until: date | None, months: int, tenant: str | None) -> None:
+    """MRR and ARR by month and currency, active subscriptions, and the movements: new,
+    expansion, contraction, churned. A subscription's MRR is its plan's fixed fees, or its
+    commitment when larger, on the month's last day."""
+    from rich.table import Table
+
+    from invoicing.export import money
+    from invoicing.mrr import mrr_by_month
+    from meterline.charts import bar_chart
+
+    settings = load_settings()
+    last = until or datetime.now(UTC).date().replace(day=1)
+    with opened_store(settings) as store:
+        store.migrate()
+        subscribers = store.subscribers(tenant)
+    rows = mrr_by_month(subscribers, load_book(settings), last, months)
+    if not rows:
+        console.print("no subscriptions: meterline subscriptions import FILE")
+        return
+    table = Table(title=f"MRR, {months} months to {last:%Y-%m}")
+    columns = ("Month", "Currency", "MRR", "ARR", "Active", "New", "Expansion", "Contraction",
+               "Churned")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("Month", "Currency") else "right")
+    for row in rows:
+        cur = row.currency
+        table.add_row(f"{row.month:%Y-%m}", cur, money(row.mrr, cur), money(row.arr, cur),
+                      f"{row.active:,}", money(row.new, cur), money(row.expansion, cur),
+                      money(row.contraction, cur), money(row.churned, cur))  # fmt: skip
+    console.print(table)
+    for currency in sorted({row.currency for row in rows}):
+        console.print(
+            bar_chart(
+                f"MRR per month in {currency}",
+                [
+                    (f"{row.month:%Y-%m}", row.mrr, f"{money(row.mrr, currency)} {currency}")
+                    for row in rows
+                    if row.currency == currency
+                ],
+                color="magenta",
             )
         )

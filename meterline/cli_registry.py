@@ -5,7 +5,7 @@ server, running workers see a change within ``subscription refresh`` (30 s)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,61 @@ def import_subscriptions(path: Path) -> None:
 _TENANT = click.option("--tenant", required=True, help="The subscription's tenant.")
 
 
+class Day(click.ParamType):
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> date:
+        if isinstance(value, date):
+            return value
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a day like 2026-12-01", param, ctx)
+
+
+# Every worker re-reads subscriptions this often (aggregation.subscriptions).
+_WORKER_REFRESH = timedelta(seconds=30)
+
+
+@subscriptions.command("change")
+@click.argument("subscription")
+@_TENANT
+@click.option("--plan", required=True, help="The plan to move to.")
+@click.option(
+    "--on",
+    "day",
+    type=Day(),
+    default=None,
+    help="First day (UTC) on the new plan.  [default: the earliest: tomorrow]",
+)
+@click.option("--at-period-end", is_flag=True, help="From the first day of the next period.")
+def change(
+    subscription: str, tenant: str, plan: str, day: date | None, at_period_end: bool
+) -> None:  # fmt: skip
+    """Move a subscription to another plan (an upgrade or a downgrade) from the start of a
+    day. Usage from then on is priced under the new plan, fixed fees and the commitment are
+    prorated by day to each plan. Usage already priced is never moved, so the day is at
+    least tomorrow (UTC); a change inside a finalized period is refused."""
+    from invoicing import lifecycle
+
+    if day is not None and at_period_end:
+        fail("give --on or --at-period-end, not both")
+    settings = load_settings()
+    book = load_book(settings)
+    now = datetime.now(UTC)
+    notice = timedelta(seconds=settings.max_clock_skew_seconds) + 2 * _WORKER_REFRESH
+    earliest = lifecycle.earliest_change_day(now, notice)
+    first = lifecycle.period_end(now).date() if at_period_end else day or earliest
+
+    def move(row: Any, last_finalized: Any) -> Any:
+        return lifecycle.change_plan(
+            row, plan, first, earliest=earliest, last_finalized=last_finalized, book=book
+        )
+
+    effective = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    _change(tenant, subscription, "plan changed", move, effective, now)
+
+
 @subscriptions.command("cancel")
 @click.argument("subscription")
 @_TENANT
@@ -125,11 +180,17 @@ def _change(
         except LifecycleError as error:
             fail(str(error))
         store.write_subscriptions([changed], version=_version(now))
-        detail = f"ends {changed.ended_at.isoformat()}" if changed.ended_at else "no end"
+        detail = _describe(changed)
         store.record_changes(
             [SubscriptionChange(tenant, subscription, now, kind, effective, changed.plan, detail)]
         )
-    console.print(f"{tenant}/{subscription} {kind}: {detail}")
+    console.print(f"{tenant}/{subscription} {kind}: {detail}", highlight=False, soft_wrap=True)
+
+
+def _describe(row: Any) -> str:
+    plans = "; ".join(f"{plan} from {day}" for day, plan in row.changes)
+    ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"
+    return f"{plans}; {ends}" if plans else ends
 
 
 @subscriptions.command("show")
@@ -146,11 +207,10 @@ def show(subscription: str, tenant: str) -> None:
             fail(f"no subscription {subscription!r} for tenant {tenant!r}")
         history = store.history(tenant, subscription)
         final = store.last_finalized_period(tenant, subscription)
-    ends = row.ended_at.isoformat() if row.ended_at else "no end"
     finalized = f"invoices finalized up to {final:%Y-%m}" if final else "no invoice finalized"
     console.print(
-        f"[bold]{tenant}/{subscription}[/]: customer {row.customer}, plan {row.plan}, from "
-        f"{row.started_at.isoformat()} to {ends}; {finalized}",
+        f"[bold]{tenant}/{subscription}[/]: customer {row.customer}, plan {row.plan} from "
+        f"{row.started_at.isoformat()}; {_describe(row)}; {finalized}",
         highlight=False,
     )
     table = Table(title="History")
@@ -167,8 +227,10 @@ def show(subscription: str, tenant: str) -> None:
 @click.option("--tenant", default=None, help="Only this tenant.  [default: all]")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
 def list_subscriptions(tenant: str | None, limit: int) -> None:
-    """List subscriptions: plan, customer, start and end."""
+    """List subscriptions: the plan they are on today, customer, start and end."""
     from rich.table import Table
+
+    from rating.period import plan_on
 
     with opened_store(load_settings()) as store:
         store.migrate()
@@ -176,9 +238,13 @@ def list_subscriptions(tenant: str | None, limit: int) -> None:
     table = Table(title=f"Subscriptions ({len(found):,}; showing up to {limit:,})")
     for column in ("Tenant", "Subscription", "Customer", "Plan", "From", "Until"):
         table.add_column(column)
+    today = datetime.now(UTC).date()
     for sub in found[:limit]:
         until = sub.active_until.isoformat() if sub.active_until else ""
-        table.add_row(sub.tenant, sub.subscription, sub.customer, sub.plan,
+        plan = plan_on(sub.plan, sub.changes, today)
+        if any(day > today for day, _ in sub.changes):
+            plan += " (a change is scheduled)"
+        table.add_row(sub.tenant, sub.subscription, sub.customer, plan,
                       sub.active_from.isoformat(), until)  # fmt: skip
     console.print(table)
 

@@ -85,6 +85,40 @@ def slices(
     return found
 
 
+PlanChanges = tuple[tuple[date, str], ...]  # (first day on the plan, plan id), in day order
+
+
+def plan_on(plan: str, changes: PlanChanges, day: date) -> str:
+    """The plan a subscription that started on ``plan`` is on during ``day``."""
+    for first_day, changed_to in changes:
+        if first_day > day:
+            break
+        plan = changed_to
+    return plan
+
+
+def subscription_slices(
+    book: PriceBook,
+    plan_id: str,
+    period: Period,
+    active_from: date,
+    active_until: date | None = None,
+    *,
+    changes: PlanChanges = (),
+) -> list[Slice]:
+    """``slices`` of each plan a subscription is on during the period, in day order: it
+    started on ``plan_id`` and changed plan on the days in ``changes``."""
+    starts = [(active_from, plan_on(plan_id, changes, active_from))]
+    starts += [(day, plan) for day, plan in changes if day > active_from]
+    ends = [day for day, _ in starts[1:]] + [active_until]
+    return [
+        part
+        for (start, plan), end in zip(starts, ends, strict=True)
+        if end is None or start < end
+        for part in slices(book, plan, period, start, end)
+    ]
+
+
 def prorate(amount: Decimal, days: int, period_days: int, minor_digits: int) -> Decimal:
     """``amount * days / period_days`` rounded half up to ``minor_digits`` decimals, exactly."""
     numerator = to_nanos(amount) * days * 10**minor_digits

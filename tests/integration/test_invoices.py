@@ -28,6 +28,7 @@ from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
 from invoicing.ledger import InvoiceLedger
+from invoicing.lifecycle import change_plan
 from invoicing.store import Store, SubscriptionRow
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
@@ -71,15 +72,13 @@ class Feed:
         self.store = store
         self.offsets = dict.fromkeys(range(PARTITIONS), 0)
         self.count = 0
-        directory = SubscriptionDirectory(store.subscription_entries)
         self.processor = BatchProcessor(
             UsageState(),
-            directory.plan_of,
+            SubscriptionDirectory(store.subscription_entries, min_interval=0).entry,
             BOOK,
             ChargeTable.compile(BOOK),
             window=EventWindow(max_age=timedelta(days=3650), max_skew=timedelta(minutes=5)),
             partitions=PARTITIONS,
-            ends_of=lambda owner: entry.ends_at if (entry := directory.entry(owner)) else None,
         )
 
     def send(self, events: Iterable[tuple[str, str, int, datetime, dict[str, Property]]]) -> None:
@@ -310,8 +309,13 @@ def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environmen
     assert html.exit_code == 0 and a.invoice_id in html.output
     final = runner.invoke(main, ["invoices", "finalize", "--period", "2026-09", "--yes"])
     assert final.exit_code == 0 and "finalized 3 invoices" in final.output, final.output
-    for command in (["report", "top", "--period", "2026-09"], ["report", "revenue",
-                    "--until", "2026-09"], ["report", "usage", "--period", "2026-09"]):  # fmt: skip
+    reports = (
+        ["report", "top", "--period", "2026-09"],
+        ["report", "revenue", "--until", "2026-09"],
+        ["report", "usage", "--period", "2026-09"],
+        ["report", "mrr", "--until", "2026-09", "--months", "2"],
+    )
+    for command in reports:
         reported = runner.invoke(main, command)
         assert reported.exit_code == 0 and "█" in reported.output, reported.output
 
@@ -358,3 +362,47 @@ def test_a_subscription_is_cancelled_renewed_and_its_history_kept(
     assert [c.kind for c in store.history(TENANT, "d")] == ["imported", "cancelled", "renewed"]
     missing = runner.invoke(main, ["subscriptions", "cancel", "nobody", "--tenant", TENANT])
     assert missing.exit_code == 1 and "no subscription 'nobody'" in missing.output
+
+
+def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_plan(
+    scenario: Feed, store_environment: Store
+) -> None:
+    store = store_environment
+    row = SubscriptionRow(TENANT, "e", "cust-a", "starter", at(date(2026, 8, 1), 0))
+    for day, plan in ((date(2026, 9, 11), "growth"), (OCT, "starter")):
+        row = change_plan(row, plan, day, earliest=AUG, last_finalized=None, book=BOOK)
+    store.write_subscriptions([row], version=5)
+    scenario.send(
+        [("e", "api_calls", 100, at(date(2026, 9, 5)), {}),  # starter
+         ("e", "api_calls", 700, at(date(2026, 9, 12)), {}),  # growth v1
+         ("e", "api_calls", 2000, at(date(2026, 9, 20)), {}),  # growth v2 (from Sep 16)
+         ("e", "api_calls", 50, at(date(2026, 10, 3)), {})]  # starter again
+    )  # fmt: skip
+    close_period(store, BOOK, SEP)
+    close_period(store, BOOK, OCT)
+
+    september = {
+        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["e"].lines
+    }
+    assert september == {
+        ("starter", 1, USAGE): usage("starter", 1, "api_calls", 100),
+        ("growth", 1, USAGE): usage("growth", 1, "api_calls", 700),
+        ("growth", 2, USAGE): usage("growth", 2, "api_calls", 2000),
+        ("growth", 1, FIXED_FEE): prorated("29", 5, 30),
+        ("growth", 2, FIXED_FEE): prorated("39", 15, 30),
+    }
+    october = {(x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, OCT)["e"].lines}
+    assert october == {("starter", 1, USAGE): usage("starter", 1, "api_calls", 50)}
+
+    runner = CliRunner()
+    past = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT, "--plan",
+                                "scale", "--on", "2026-10-20"])  # fmt: skip
+    assert past.exit_code == 1 and "the earliest is" in past.output, past.output
+    scheduled = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
+                                     "--plan", "scale", "--on", "2099-01-01"])  # fmt: skip
+    assert scheduled.exit_code == 0 and "scale from 2099-01-01" in scheduled.output
+    changed = store.subscription(TENANT, "e")
+    assert changed is not None and changed.changes[-1] == (date(2099, 1, 1), "scale")
+    unknown = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
+                                   "--plan", "platinum", "--on", "2099-02-01"])  # fmt: skip
+    assert unknown.exit_code == 1 and "not in the price book" in unknown.output

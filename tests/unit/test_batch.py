@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
 
 from aggregation.batch import BatchProcessor, Record
 from aggregation.state import UsageState
+from aggregation.subscriptions import Entry
 from meterline.demo import PRICE_BOOK
 from meterline.events import (
     EventWindow,
@@ -31,11 +33,15 @@ PARTITIONS = 4
 HOUR = timedelta(hours=1)
 
 
+def on_plans(plans: dict[tuple[str, str], str]) -> Callable[[tuple[str, str]], Entry | None]:
+    """Subscriptions as the worker's directory gives them: each on one plan, no end."""
+    return {owner: Entry(plan, None, 1) for owner, plan in plans.items()}.get
+
+
 def processor() -> BatchProcessor:
-    plans = {("demo", "s1"): "starter", ("demo", "s2"): "growth"}
     return BatchProcessor(
         UsageState(),
-        plans.get,
+        on_plans({("demo", "s1"): "starter", ("demo", "s2"): "growth"}),
         BOOK,
         ChargeTable.compile(BOOK),
         window=WINDOW,
@@ -46,7 +52,7 @@ def processor() -> BatchProcessor:
 def processor_for(book: PriceBook, plan: str, state: UsageState | None = None) -> BatchProcessor:
     """A batch step over ``book`` where demo/s1 is on ``plan``."""
     return BatchProcessor(
-        state or UsageState(), {("demo", "s1"): plan}.get, book, ChargeTable.compile(book),
+        state or UsageState(), on_plans({("demo", "s1"): plan}), book, ChargeTable.compile(book),
         window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
 
@@ -215,8 +221,8 @@ def test_an_events_period_is_its_utc_month_whatever_offset_it_states() -> None:
 def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_billed() -> None:
     end = datetime(2026, 10, 10, tzinfo=UTC)
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): "starter"}.get, BOOK, ChargeTable.compile(BOOK),
-        window=WINDOW, partitions=PARTITIONS, ends_of={("demo", "s1"): end}.get,
+        UsageState(), {("demo", "s1"): Entry("starter", end, 1)}.get, BOOK,
+        ChargeTable.compile(BOOK), window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     result = step.process(
         [record(0, usage("a", timestamp=end - timedelta(milliseconds=1))),
@@ -225,3 +231,16 @@ def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_bill
     assert [a.event.id for a in result.accepted] == ["a"]
     assert [r.reason for r in result.rejected] == ["subscription_ended"] * 2
     assert "ended at 2026-10-10T00:00:00+00:00" in result.rejected[0].detail
+
+
+def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
+    upgraded = Entry("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
+    step = BatchProcessor(
+        UsageState(), {("demo", "s1"): upgraded}.get, BOOK, ChargeTable.compile(BOOK),
+        window=WINDOW, partitions=PARTITIONS,
+    )  # fmt: skip
+    result = step.process(
+        [record(0, usage("a", timestamp=datetime(2026, 10, 14, 23, 59, tzinfo=UTC))),
+         record(1, usage("b", timestamp=datetime(2026, 10, 15, tzinfo=UTC)))]
+    )  # fmt: skip
+    assert sorted((r.plan, r.quantity) for r in result.rated) == [("growth", 10), ("starter", 10)]

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from invoicing.lifecycle import LifecycleError, cancel, period_end, renew
+from invoicing.lifecycle import (
+    LifecycleError,
+    cancel,
+    change_plan,
+    earliest_change_day,
+    period_end,
+    renew,
+)
 from invoicing.store import SubscriptionRow
+from meterline.demo import PRICE_BOOK
+from rating.plans import load_price_book
 
+BOOK = load_price_book(PRICE_BOOK)
 START = datetime(2026, 8, 10, tzinfo=UTC)
 ROW = SubscriptionRow("acme", "s1", "c1", "growth", START)
 
@@ -46,3 +56,32 @@ def test_a_change_that_cannot_be_made_is_refused_with_its_reason(
     assert callable(change)
     with pytest.raises(LifecycleError, match=problem):
         change()
+
+
+def test_the_earliest_plan_change_is_a_midnight_every_worker_knows_of_in_time() -> None:
+    notice = timedelta(minutes=6)
+    assert earliest_change_day(datetime(2026, 11, 23, 10, tzinfo=UTC), notice) == date(2026, 11, 24)
+    late = datetime(2026, 11, 23, 23, 58, tzinfo=UTC)
+    assert earliest_change_day(late, notice) == date(2026, 11, 25)
+
+
+def move(row: SubscriptionRow, plan: str, day: date) -> SubscriptionRow:
+    return change_plan(row, plan, day, earliest=date(2026, 9, 1), last_finalized=None, book=BOOK)
+
+
+def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
+    upgraded = move(ROW, "scale", date(2026, 9, 15))
+    assert upgraded.changes == ((date(2026, 9, 15), "scale"),)
+    assert move(upgraded, "growth", date(2026, 10, 1)).changes[-1] == (date(2026, 10, 1), "growth")
+    refusals = [
+        (lambda: move(ROW, "platinum", date(2026, 9, 15)), "not in the price book"),
+        (lambda: move(ROW, "scale", date(2026, 8, 31)), "the earliest is 2026-09-01"),
+        (lambda: move(upgraded, "starter", date(2026, 9, 10)), "already changes to scale"),
+        (lambda: move(upgraded, "scale", date(2026, 9, 20)), "is on scale then already"),
+        (lambda: move(cancel(ROW, at(9, 20), None), "scale", date(2026, 9, 25)), "renew it"),
+        (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
+                             last_finalized=date(2026, 9, 1), book=BOOK), "falls in 2026-09"),
+    ]  # fmt: skip
+    for change, problem in refusals:
+        with pytest.raises(LifecycleError, match=problem):
+            change()

@@ -10,9 +10,18 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterline.demo import PRICE_BOOK
 from rating.money import from_nanos
-from rating.period import Period, commitment_true_up, fixed_fee_lines, prorate, slices
-from rating.plans import PriceBook, parse_price_book
+from rating.period import (
+    Period,
+    commitment_true_up,
+    fixed_fee_lines,
+    plan_on,
+    prorate,
+    slices,
+    subscription_slices,
+)
+from rating.plans import PriceBook, load_price_book, parse_price_book
 
 SEPTEMBER = Period(date(2026, 9, 1))
 
@@ -89,3 +98,17 @@ def test_proration_equals_the_decimal_computation(
             Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP
         )
     assert prorate(amount, days, period_days, digits) == expected
+
+
+def test_a_subscription_that_changes_plan_is_sliced_by_each_plan_and_its_versions() -> None:
+    book = load_price_book(PRICE_BOOK)
+    september = Period(date(2026, 9, 1))
+    changes = ((date(2026, 9, 11), "growth"), (date(2026, 9, 25), "scale"))
+    found = subscription_slices(book, "starter", september, date(2026, 9, 1), changes=changes)
+    assert [(s.plan.id, s.plan.version, s.start.day, s.end.day) for s in found] == [
+        ("starter", 1, 1, 11), ("growth", 1, 11, 16), ("growth", 2, 16, 25), ("scale", 1, 25, 1),
+    ]  # fmt: skip
+    assert plan_on("starter", changes, date(2026, 9, 24)) == "growth"
+    ended = subscription_slices(book, "starter", september, date(2026, 9, 1), date(2026, 9, 20),
+                                changes=changes)  # fmt: skip
+    assert [s.plan.id for s in ended] == ["starter", "growth", "growth"]

@@ -28,11 +28,11 @@ def test_an_unknown_subscription_is_looked_up_again_but_at_most_once_per_interva
         store.entries_since, min_interval=5.0, refresh_interval=60.0, clock=lambda: now[0]
     )
     store.rows.append((("t", "s2"), Entry("growth", None, 2)))  # created after the start
-    assert directory.plan_of(("t", "s2")) is None  # too soon after the first load
+    assert directory.entry(("t", "s2")) is None  # too soon after the first load
     now[0] = 105.0
-    assert directory.plan_of(("t", "s2")) == "growth"
-    assert directory.plan_of(("t", "nobody")) is None  # just loaded: no new query
-    assert directory.plan_of(("t", "s1")) == "starter"
+    assert directory.entry(("t", "s2")) == Entry("growth", None, 2)
+    assert directory.entry(("t", "nobody")) is None  # just loaded: no new query
+    assert directory.entry(("t", "s1")) == Entry("starter", None, 1)
     assert store.asked == [-1, 1], "the second load asks only for what is newer"
 
 
