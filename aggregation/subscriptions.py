@@ -1,12 +1,12 @@
 """Which plan each subscription is on, from which day, and when it ends, as the worker
 sees it.
 
-Read whole from the store when the worker starts; afterwards only the rows written since
-(each import or cancellation writes its subscriptions with a larger version): every
-``refresh_interval``, so a cancellation takes effect within that, and at most once per
+Read whole from the store when the worker starts; afterwards each change arrives within
+a second on the subscriptions topic (``subscription_feed``), and the store is read again
+for the rows written since the last look (each change writes a larger version): every
+``refresh_interval``, in case a change was stored but not published, and at most once per
 ``min_interval`` when an event names a subscription the worker does not know, so a
-subscription created after the worker started is billed within seconds rather than
-dead-lettered until a restart.
+subscription created after the worker started is billed rather than dead-lettered.
 """
 
 from __future__ import annotations
@@ -52,11 +52,15 @@ class SubscriptionDirectory:
         self._version = -1
         self._reload()
 
+    def absorb(self, owner: Owner, entry: Entry) -> None:
+        """Take a subscription's row, unless a newer version of it is known already."""
+        known = self._entries.get(owner)
+        if known is None or entry.version >= known.version:
+            self._entries[owner] = entry
+
     def _reload(self) -> None:
         for owner, entry in self._load(self._version):
-            known = self._entries.get(owner)
-            if known is None or entry.version >= known.version:
-                self._entries[owner] = entry
+            self.absorb(owner, entry)
             self._version = max(self._version, entry.version)
         now = self._clock()
         self._next_load = now + self._min_interval

@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
 from aggregation.state import UsageState
+from aggregation.subscription_feed import follow
 from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from invoicing.store import Store
@@ -61,9 +62,10 @@ class Aggregator:
         self.window = window
         self.dedupe_window = dedupe_window
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
+        self.subscriptions = SubscriptionDirectory(store.subscription_entries)
         self.processor = BatchProcessor(
             self.state,
-            SubscriptionDirectory(store.subscription_entries).entry,
+            self.subscriptions.entry,
             book,
             ChargeTable.compile(book),
             window=window,
@@ -270,9 +272,15 @@ def create_app(
             metrics.INVOICE_RUNS.labels(action).set(runs)
             metrics.INVOICE_LAST_RUN.labels(action).set(last.replace(tzinfo=UTC).timestamp())
 
-    # mode's timer decorator is untyped.
+    async def follow_subscriptions() -> None:
+        await follow(
+            bootstrap_servers, settings.subscriptions_topic, aggregator.subscriptions.absorb
+        )
+
+    # mode's timer and task decorators are untyped.
     cast(Any, app.timer)(interval=5.0)(measure_lag)
     cast(Any, app.timer)(interval=60.0)(measure_tables)
+    cast(Any, app.task)(follow_subscriptions)
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

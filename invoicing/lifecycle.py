@@ -70,6 +70,8 @@ def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> S
     """End the subscription at ``at`` (exclusive): usage from then on is refused, and fees
     are prorated to the day."""
     name = f"{row.tenant}/{row.subscription}"
+    # The store keeps milliseconds: every reader must see the same end.
+    at = at.replace(microsecond=at.microsecond - at.microsecond % 1000)
     if at <= row.started_at:
         raise LifecycleError(
             f"{name} started {row.started_at.isoformat()}; an end at {at.isoformat()} is not "

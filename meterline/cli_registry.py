@@ -13,6 +13,7 @@ import click
 
 from meterline.cli_support import (
     console,
+    errors,
     fail,
     import_rows,
     load_book,
@@ -66,6 +67,7 @@ def import_subscriptions(path: Path) -> None:
             [SubscriptionChange(r.tenant, r.subscription, now, "imported", r.started_at, r.plan,
                                 f"from {path.name}") for r in rows]
         )  # fmt: skip
+        _publish(settings, rows, now)
 
     import_rows(settings, "subscriptions", lambda: read_subscriptions(path, book), write)
 
@@ -184,7 +186,32 @@ def _change(
         store.record_changes(
             [SubscriptionChange(tenant, subscription, now, kind, effective, changed.plan, detail)]
         )
+        _publish(settings, [changed], now)
     console.print(f"{tenant}/{subscription} {kind}: {detail}", highlight=False, soft_wrap=True)
+
+
+def _publish(settings: Any, rows: Sequence[Any], now: datetime) -> None:
+    """Tell running workers at once, on the subscriptions topic. Without Kafka there are
+    none (the embedded broker lives inside `meterline serve`); if Kafka cannot be reached,
+    workers still read the change from the store within half a minute."""
+    import asyncio
+
+    from aggregation.subscription_feed import publish
+    from aggregation.subscriptions import Entry
+
+    if settings.kafka_bootstrap_servers is None:
+        return
+    entries = [((r.tenant, r.subscription), Entry(r.plan, r.ended_at, _version(now), r.changes))
+               for r in rows]  # fmt: skip
+    try:
+        asyncio.run(publish(settings.kafka_bootstrap_servers, settings.subscriptions_topic,
+                            entries))  # fmt: skip
+    except Exception as error:  # the store has it: a warning, not a failure
+        errors.print(
+            f"[yellow]warning:[/] stored, but not published to {settings.subscriptions_topic} "
+            f"({error}); workers read it from the store within 30 s",
+            highlight=False,
+        )
 
 
 def _describe(row: Any) -> str:

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(default="meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     data_dir: Path = Path(".meterline")
     events_topic: str = "usage.events"
+    subscriptions_topic: str = Field(
+        default="meterline.subscriptions",
+        description="compacted topic on which subscription changes reach every worker",
+    )
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     consumer_group: str = "meterline-aggregator"
     batch_max_records: int = Field(

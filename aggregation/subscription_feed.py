@@ -1,0 +1,100 @@
+"""The subscriptions topic: each subscription's row, as it is after every change, keyed by
+tenant/subscription on a compacted topic, so the latest row of every subscription stays in
+Kafka and every worker learns a change within a second, without a query per event.
+
+The store stays the source of truth: a change is written there first and published
+after, and a worker still re-reads the store now and then (``subscriptions``), so a
+change stored but never published is picked up too. A record carries the row's version,
+so a worker never lets an older row undo a newer one, whichever way each arrived.
+
+Every worker reads the whole topic (no consumer group): each needs every subscription.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from aggregation.subscriptions import Entry, Owner
+
+
+class _Row(msgspec.Struct, frozen=True):
+    tenant: str
+    subscription: str
+    plan: str
+    version: int
+    ends_at: datetime | None = None
+    changes: list[tuple[date, str]] = msgspec.field(default_factory=list)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Row)
+
+
+def encode(owner: Owner, entry: Entry) -> tuple[bytes, bytes]:
+    """(key, value) of the record for one subscription's row."""
+    row = _Row(owner[0], owner[1], entry.plan, entry.version, entry.ends_at, list(entry.changes))
+    return f"{owner[0]}/{owner[1]}".encode(), _encoder.encode(row)
+
+
+def decode(value: bytes) -> tuple[Owner, Entry]:
+    row = _decoder.decode(value)
+    entry = Entry(row.plan, row.ends_at, row.version, tuple(row.changes))
+    return (row.tenant, row.subscription), entry
+
+
+async def ensure_feed(bootstrap_servers: str, topic: str) -> None:
+    """Create the topic, compacted (one partition: it is small, and keeps one order)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, 1, replication_factor=1, topic_configs={"cleanup.policy": "compact"})]
+        )
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        await admin.close()
+
+
+async def publish(bootstrap_servers: str, topic: str, rows: Sequence[tuple[Owner, Entry]]) -> None:
+    await ensure_feed(bootstrap_servers, topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, request_timeout_ms=10_000
+    )
+    await producer.start()
+    try:
+        sent = [await producer.send(topic, value, key=key) for key, value in map(_pair, rows)]
+        for delivery in sent:
+            await delivery
+    finally:
+        await producer.stop()
+
+
+def _pair(row: tuple[Owner, Entry]) -> tuple[bytes, bytes]:
+    return encode(*row)
+
+
+async def follow(
+    bootstrap_servers: str, topic: str, absorb: Callable[[Owner, Entry], None]
+) -> None:
+    """Read the topic from its start, then every new record, until cancelled."""
+    await ensure_feed(bootstrap_servers, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        await consumer.seek_to_beginning()
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=5_000)
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        absorb(*decode(record.value))
+    finally:
+        await consumer.stop()
