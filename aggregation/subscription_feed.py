@@ -17,10 +17,9 @@ from datetime import date, datetime
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from aggregation.subscriptions import Entry, Owner
+from meterline.kafka_admin import ensure_topic
 
 
 class _Row(msgspec.Struct, frozen=True):
@@ -50,16 +49,7 @@ def decode(value: bytes) -> tuple[Owner, Entry]:
 
 async def ensure_feed(bootstrap_servers: str, topic: str) -> None:
     """Create the topic, compacted (one partition: it is small, and keeps one order)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic, 1, replication_factor=1, topic_configs={"cleanup.policy": "compact"})]
-        )
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        await admin.close()
+    await ensure_topic(bootstrap_servers, topic, 1, {"cleanup.policy": "compact"})
 
 
 async def publish(bootstrap_servers: str, topic: str, rows: Sequence[tuple[Owner, Entry]]) -> None:

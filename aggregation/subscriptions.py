@@ -19,6 +19,7 @@ from datetime import date, datetime
 from rating.period import PlanChanges, plan_on
 
 Owner = tuple[str, str]  # tenant, subscription
+REFRESH_SECONDS = 30.0  # how often a worker re-reads what changed in the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,7 @@ class SubscriptionDirectory:
         self,
         load: Callable[[int], Rows],
         min_interval: float = 5.0,
-        refresh_interval: float = 30.0,
+        refresh_interval: float = REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``load(version)`` returns the subscriptions written with a version above it."""

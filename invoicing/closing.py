@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
-from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Subscriber
+from invoicing.invoice import DRAFT, FINALIZED, InvoiceLine, Subscriber
 from invoicing.ledger import InvoiceLedger
 from invoicing.store import Store
 from rating.period import Period
@@ -154,9 +154,3 @@ def _unregistered(owner: Owner, rows: Sequence[Any], period: Period) -> Subscrib
     """Usage of a subscription no longer registered is still billed (usage only)."""
     plan = rows[0]["plan"] if rows else ""
     return Subscriber(owner[0], owner[1], "", plan, period.end, period.end)
-
-
-def invoices_of(
-    store: Store, period: date, tenant: str | None = None, status: str | None = None
-) -> list[Invoice]:
-    return InvoiceLedger(store).invoices([period], tenant, status=status)

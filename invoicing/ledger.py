@@ -17,7 +17,7 @@ import msgspec
 import pyarrow as pa
 
 from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
-from invoicing.store import Store
+from invoicing.store import Store, as_utc
 from rating.money import plain
 from rating.quote import TierPart
 
@@ -114,14 +114,9 @@ def _invoice(
     return Invoice(
         tenant=tenant, subscription=subscription, customer=customer, period=period,
         currency=currency, tax_rate=rate, lines=tuple(lines), status=status,
-        revision=revision, computed_at=_utc(at), finalized_at=_utc(final),
+        revision=revision, computed_at=as_utc(at), finalized_at=as_utc(final) if final else None,
         customer_name=who.name if who else "", external_id=who.external_id if who else "",
     )  # fmt: skip
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """ClickHouse hands DateTime64 back without a zone; these columns are UTC."""
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 _parts = msgspec.json.Decoder(list[tuple[str, str, str, str, str]])

@@ -170,7 +170,7 @@ class Store:
             parameters={"since": since_version},
         ).result_rows
         return [
-            ((tenant, sub), Entry(plan, _utc(ended) if ended else None, version,
+            ((tenant, sub), Entry(plan, as_utc(ended) if ended else None, version,
                                   tuple(zip(days, plans, strict=True))))
             for tenant, sub, plan, ended, version, days, plans in rows
         ]  # fmt: skip
@@ -185,9 +185,9 @@ class Store:
         if not rows:
             return None
         tenant, sub, customer, plan, started, ended, days, plans = rows[0]
-        ends = _utc(ended) if ended else None
+        ends = as_utc(ended) if ended else None
         changes = tuple(zip(days, plans, strict=True))
-        return SubscriptionRow(tenant, sub, customer, plan, _utc(started), ends, changes)
+        return SubscriptionRow(tenant, sub, customer, plan, as_utc(started), ends, changes)
 
     def record_changes(self, changes: Sequence[SubscriptionChange]) -> None:
         """Add to the subscriptions' history (never rewritten)."""
@@ -215,7 +215,7 @@ class Store:
             parameters={"tenant": tenant, "subscription": subscription},
         ).result_rows
         return [
-            SubscriptionChange(t, s, _utc(at), kind, _utc(eff) if eff else None, plan, detail)
+            SubscriptionChange(t, s, as_utc(at), kind, as_utc(eff) if eff else None, plan, detail)
             for t, s, at, kind, eff, plan, detail in rows
         ]
 
@@ -363,7 +363,7 @@ class Store:
         return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """ClickHouse hands DateTime64 back without a zone; meterline's columns are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

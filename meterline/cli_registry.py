@@ -87,10 +87,6 @@ class Day(click.ParamType):
             self.fail(f"{value!r} is not a day like 2026-12-01", param, ctx)
 
 
-# Every worker re-reads subscriptions this often (aggregation.subscriptions).
-_WORKER_REFRESH = timedelta(seconds=30)
-
-
 @subscriptions.command("change")
 @click.argument("subscription")
 @_TENANT
@@ -110,6 +106,7 @@ def change(
     day. Usage from then on is priced under the new plan, fixed fees and the commitment are
     prorated by day to each plan. Usage already priced is never moved, so the day is at
     least tomorrow (UTC); a change inside a finalized period is refused."""
+    from aggregation.subscriptions import REFRESH_SECONDS
     from invoicing import lifecycle
 
     if day is not None and at_period_end:
@@ -117,7 +114,8 @@ def change(
     settings = load_settings()
     book = load_book(settings)
     now = datetime.now(UTC)
-    notice = timedelta(seconds=settings.max_clock_skew_seconds) + 2 * _WORKER_REFRESH
+    # Published changes arrive within a second; one that was not, with the next re-read.
+    notice = timedelta(seconds=settings.max_clock_skew_seconds + 2 * REFRESH_SECONDS)
     earliest = lifecycle.earliest_change_day(now, notice)
     first = lifecycle.period_end(now).date() if at_period_end else day or earliest
 

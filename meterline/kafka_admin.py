@@ -14,11 +14,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def ensure_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def ensure_topic(
+    bootstrap_servers: str, topic: str, partitions: int, configs: dict[str, str] | None = None
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, partitions, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, partitions, replication_factor=1, topic_configs=configs or {})]
+        )
     except TopicAlreadyExistsError:
         pass
     finally:
