@@ -85,7 +85,7 @@ def main() -> None:
     default=15,
     show_default=True,
     type=click.IntRange(0),
-    help="Subscriptions to list in the summary (the CSV has them all).",
+    help="Invoices to print (the CSV and HTML have them all).",
 )
 def run(
     subscriptions: int,
@@ -98,11 +98,12 @@ def run(
     price_book: Path | None,
     show: int,
 ) -> None:
-    """Run the demo end to end and print the period's invoice summary.
+    """Run the demo end to end and close its month into draft invoices.
 
-    Generates subscriptions and a month of usage (with duplicates), produces it to
-    Kafka, dedupes, aggregates and rates it in a Faust worker, writes rated totals to
-    ClickHouse, and reads the invoice summary back. Uses its own database
+    Generates subscriptions, customers and a month of usage (with duplicates), produces
+    it to Kafka, dedupes, aggregates and rates it in a Faust worker, writes rated totals
+    to ClickHouse, closes the period into a draft invoice per subscription, and prints
+    the largest (every one goes to CSV and printable HTML). Uses its own database
     (meterline_demo), reset on each run, and a fresh topic.
     """
     from meterline.demo.job import DemoError, DemoOptions, run_demo
