@@ -43,6 +43,13 @@ class Customer:
     name: str = ""
     external_id: str = ""
     tax_rate: Decimal = Decimal(0)  # percent
+    currency: str = ""  # the billing currency; "" when not given
+
+    def refuses(self, currency: str) -> str | None:
+        """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""
+        if self.currency and currency != self.currency:
+            return f"customer {self.customer!r} is billed in {self.currency}, not {currency}"
+        return None
 
 
 @dataclass(frozen=True)

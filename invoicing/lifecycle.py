@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
+from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.period import Period, plan_on
 from rating.plans import PriceBook
@@ -38,6 +39,7 @@ def change_plan(
     earliest: date,
     last_finalized: date | None,
     book: PriceBook,
+    customer: Customer | None = None,
 ) -> SubscriptionRow:
     """Move the subscription to ``plan`` from the start of ``day`` (UTC)."""
     name = f"{row.tenant}/{row.subscription}"
@@ -45,6 +47,9 @@ def change_plan(
         raise LifecycleError(
             f"plan {plan!r} is not in the price book (plans: {', '.join(book.versions)})"
         )
+    refused = customer.refuses(book.plan(plan).currency) if customer else None
+    if refused:
+        raise LifecycleError(f"{name} cannot move to {plan}: {refused}")
     if day < earliest:
         raise LifecycleError(
             f"a plan change takes effect from the start of a day every worker knows of in "

@@ -147,15 +147,25 @@ class Store:
                 "name": [row.name for row in rows],
                 "external_id": [row.external_id for row in rows],
                 "tax_rate": pa.array([row.tax_rate for row in rows], type=pa.decimal128(9, 4)),
+                "currency": [row.currency for row in rows],
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
             }
         )
         self.client.insert_arrow(self.table("customers"), table)
 
+    def customer(self, tenant: str, customer: str) -> Customer | None:
+        rows = self.client.query(
+            "SELECT tenant, customer, name, external_id, tax_rate, currency "
+            f"FROM {self.table('customers')} FINAL "
+            "WHERE tenant = {tenant:String} AND customer = {customer:String}",
+            parameters={"tenant": tenant, "customer": customer},
+        ).result_rows
+        return Customer(*rows[0]) if rows else None
+
     def customers(self, tenant: str | None = None) -> dict[tuple[str, str], Customer]:
         where = "" if tenant is None else "WHERE tenant = {tenant:String}"
         rows = self.client.query(
-            "SELECT tenant, customer, name, external_id, tax_rate "
+            "SELECT tenant, customer, name, external_id, tax_rate, currency "
             f"FROM {self.table('customers')} FINAL {where}",
             parameters={"tenant": tenant},
         ).result_rows

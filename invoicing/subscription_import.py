@@ -5,7 +5,7 @@ the file with errors that name the row and the field, so nothing is half importe
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -15,6 +15,7 @@ import msgspec
 
 from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
+from rating.currencies import MINOR_UNIT_DIGITS
 from rating.plans import PriceBook
 
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
@@ -44,6 +45,7 @@ class _Customer(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     tax_rate: str  # percent, e.g. 8.25
     external_id: str = ""
+    currency: str = ""  # ISO 4217; optional
 
 
 def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
@@ -76,11 +78,26 @@ def read_customers(path: Path) -> list[Customer]:
             problems.append(f"tax_rate {row.tax_rate!r} is not a percentage from 0 to 100")
         elif rate.as_tuple().exponent < -4:  # type: ignore[operator]
             problems.append(f"tax_rate {row.tax_rate!r} has more than 4 decimal places")
+        if row.currency and row.currency not in MINOR_UNIT_DIGITS:
+            problems.append(f"currency {row.currency!r} is not an ISO 4217 code meterline bills in")
         if problems or rate is None:
             return None, problems
-        return Customer(row.tenant, row.customer, row.name, row.external_id, rate), []
+        return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency), []
 
     return _read(path, _Customer, CUSTOMER_FIELDS, parse, _customer_key)
+
+
+def currency_problems(
+    rows: Sequence[SubscriptionRow], customers: Mapping[tuple[str, str], Customer], book: PriceBook
+) -> list[str]:
+    """Subscriptions whose plan is priced in another currency than their customer's."""
+    problems = []
+    for row in rows:
+        customer = customers.get((row.tenant, row.customer))
+        refused = customer.refuses(book.plan(row.plan).currency) if customer else None
+        if refused:
+            problems.append(f"{row.tenant}/{row.subscription} on {row.plan}: {refused}")
+    return problems
 
 
 def _subscription_key(row: _Subscription) -> tuple[str, str]:

@@ -56,12 +56,15 @@ def import_subscriptions(path: Path) -> None:
     bad row rejects the whole file, naming each problem.
     """
     from invoicing.store import SubscriptionChange
-    from invoicing.subscription_import import read_subscriptions
+    from invoicing.subscription_import import currency_problems, read_subscriptions
 
     settings = load_settings()
     book = load_book(settings)
 
     def write(store: Any, rows: Sequence[Any], now: datetime) -> None:
+        refused = currency_problems(rows, store.customers(), book)
+        if refused:
+            fail(f"{path}: nothing imported:\n  " + "\n  ".join(refused))
         store.write_subscriptions(rows, version=_version(now))
         store.record_changes(
             [SubscriptionChange(r.tenant, r.subscription, now, "imported", r.started_at, r.plan,
@@ -119,10 +122,11 @@ def change(
     earliest = lifecycle.earliest_change_day(now, notice)
     first = lifecycle.period_end(now).date() if at_period_end else day or earliest
 
-    def move(row: Any, last_finalized: Any) -> Any:
+    def move(row: Any, last_finalized: Any, customer: Any) -> Any:
         return lifecycle.change_plan(
-            row, plan, first, earliest=earliest, last_finalized=last_finalized, book=book
-        )
+            row, plan, first, earliest=earliest, last_finalized=last_finalized, book=book,
+            customer=customer,
+        )  # fmt: skip
 
     effective = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
     _change(tenant, subscription, "plan changed", move, effective, now)
@@ -144,7 +148,7 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
     now = datetime.now(UTC)
     moment = lifecycle.period_end(now) if at_period_end else at or now
 
-    def end(row: Any, last_finalized: Any) -> Any:
+    def end(row: Any, last_finalized: Any, _: Any) -> Any:
         return lifecycle.cancel(row, moment, last_finalized)
 
     _change(tenant, subscription, "cancelled", end, moment, now)
@@ -159,7 +163,11 @@ def renew(subscription: str, tenant: str) -> None:
     from invoicing import lifecycle
 
     now = datetime.now(UTC)
-    _change(tenant, subscription, "renewed", lifecycle.renew, None, now)
+
+    def keep(row: Any, last_finalized: Any, _: Any) -> Any:
+        return lifecycle.renew(row, last_finalized)
+
+    _change(tenant, subscription, "renewed", keep, None, now)
 
 
 def _change(
@@ -176,7 +184,8 @@ def _change(
         if row is None:
             fail(f"no subscription {subscription!r} for tenant {tenant!r}")
         try:
-            changed = apply(row, store.last_finalized_period(tenant, subscription))
+            final = store.last_finalized_period(tenant, subscription)
+            changed = apply(row, final, store.customer(tenant, row.customer))
         except LifecycleError as error:
             fail(str(error))
         store.write_subscriptions([changed], version=_version(now))
@@ -283,8 +292,9 @@ def customers() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_customers(path: Path) -> None:
     """Import customers from a CSV (header: tenant, customer, name, tax_rate, and optionally
-    external_id) or a JSON array of such objects. tax_rate is a percentage (8.25). A row
-    for a known customer replaces it; one bad row rejects the whole file."""
+    external_id and currency) or a JSON array of such objects. tax_rate is a percentage
+    (8.25); currency, the one the customer is billed in, limits its subscriptions to plans
+    priced in it. A row for a known customer replaces it; one bad row rejects the file."""
     from invoicing.subscription_import import read_customers
 
     def write(store: Any, rows: Sequence[Any], now: datetime) -> None:

@@ -363,6 +363,15 @@ def test_a_subscription_is_cancelled_renewed_and_its_history_kept(
     missing = runner.invoke(main, ["subscriptions", "cancel", "nobody", "--tenant", TENANT])
     assert missing.exit_code == 1 and "no subscription 'nobody'" in missing.output
 
+    store.write_customers([Customer(TENANT, "cust-eur", "Euro AG", currency="EUR")], version=2)
+    euro = tmp_path / "euro.csv"
+    euro.write_text(
+        "tenant,subscription,customer,plan,started_at\nacme,f,cust-eur,growth,2026-08-01\n"
+    )
+    refused = runner.invoke(main, ["subscriptions", "import", str(euro)])
+    assert refused.exit_code == 1 and "billed in EUR, not USD" in refused.output, refused.output
+    assert store.subscription(TENANT, "f") is None
+
 
 def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_plan(
     scenario: Feed, store_environment: Store

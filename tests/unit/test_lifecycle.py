@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from invoicing.invoice import Customer
 from invoicing.lifecycle import (
     LifecycleError,
     cancel,
@@ -81,6 +82,10 @@ def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
         (lambda: move(cancel(ROW, at(9, 20), None), "scale", date(2026, 9, 25)), "renew it"),
         (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
                              last_finalized=date(2026, 9, 1), book=BOOK), "falls in 2026-09"),
+        (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
+                             last_finalized=None, book=BOOK,
+                             customer=Customer("acme", "c1", currency="USD")),
+         "cannot move to scale: customer 'c1' is billed in USD, not EUR"),
     ]  # fmt: skip
     for change, problem in refusals:
         with pytest.raises(LifecycleError, match=problem):

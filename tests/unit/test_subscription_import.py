@@ -107,3 +107,10 @@ def test_a_customer_with_an_impossible_tax_rate_is_refused(
     path.write_text(f"tenant,customer,name,tax_rate\nacme,c1,Alpha,{rate}\n")
     with pytest.raises(SubscriptionFileError, match=f"row 2: tax_rate '{rate}' {problem}"):
         read_customers(path)
+
+
+def test_a_customer_in_a_currency_meterline_does_not_bill_in_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "customers.csv"
+    path.write_text("tenant,customer,name,tax_rate,currency\nacme,c1,Alpha,0,XYZ\n")
+    with pytest.raises(SubscriptionFileError, match="row 2: currency 'XYZ' is not an ISO 4217"):
+        read_customers(path)
