@@ -72,21 +72,25 @@ def close_period(
         )
     report = CloseReport(billing.start, "finalize" if finalize else "close")
     ledger = InvoiceLedger(store)
-    current = {(i.tenant, i.subscription): i for i in ledger.invoices([billing.start], tenant)}
+    customers = store.customers(tenant)
+    current = {
+        (i.tenant, i.subscription): i
+        for i in ledger.invoices([billing.start], tenant, customers=customers)
+    }
     around = [billing.shifted(k).start for k in range(-lookback, lookback + 1) if k]
-    earlier = [day for day in around if day < billing.start]
     billed: dict[tuple[str, str, date], list[InvoiceLine]] = defaultdict(list)
     finalized_earlier: dict[Owner, list[date]] = defaultdict(list)
-    for invoice in ledger.invoices(around, tenant, status=FINALIZED):
+    for invoice in ledger.invoices(around, tenant, status=FINALIZED, customers=customers):
         owner = (invoice.tenant, invoice.subscription)
         if invoice.period < billing.start:
             finalized_earlier[owner].append(invoice.period)
         for line in invoice.lines:
             billed[(*owner, line.applies_to)].append(line)
     rows = _rows_by_owner(store, billing.start, tenant)
-    earlier_rows = {day: _rows_by_owner(store, day, tenant) for day in earlier}
+    # Only a finalized earlier period can need adjustments: read only those periods' totals.
+    adjustable = {day for days in finalized_earlier.values() for day in days}
+    earlier_rows = {day: _rows_by_owner(store, day, tenant) for day in sorted(adjustable)}
     subscribers = {(s.tenant, s.subscription): s for s in store.subscribers(tenant)}
-    customers = store.customers(tenant)
     table = ChargeTable.compile(book)
     owners = sorted(
         {owner for owner, sub in subscribers.items() if _active_in(sub, billing)}

@@ -8,7 +8,7 @@ revision in force and a retry rewrites the same rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
+from invoicing.invoice import Customer, Invoice, InvoiceLine, invoice_id, period_of_invoice_id
 from invoicing.store import Store, as_utc
 from rating.money import plain
 from rating.quote import TierPart
@@ -56,9 +56,11 @@ class InvoiceLedger:
         tenant: str | None = None,
         subscription: str | None = None,
         status: str | None = None,
+        customers: Mapping[tuple[str, str], Customer] | None = None,
     ) -> list[Invoice]:
         """Current revisions of the invoices of ``periods``, with their lines, ordered by
-        tenant, period and subscription."""
+        tenant, period and subscription; ``customers`` (for names), when the caller has
+        them already, saves reading them again."""
         if not periods:
             return []
         where = "period_start IN {periods:Array(Date)}"
@@ -87,7 +89,8 @@ class InvoiceLedger:
         by_invoice: dict[tuple[str, date, str], list[InvoiceLine]] = defaultdict(list)
         for row in lines:
             by_invoice[(row[0], row[1], row[2])].append(_line(row))
-        customers = self.store.customers(tenant)
+        if customers is None:
+            customers = self.store.customers(tenant)
         return [_invoice(h, by_invoice[(h[1], h[2], h[3])], customers) for h in headers]
 
     def find(self, identifier: str) -> Invoice | None:
@@ -107,7 +110,7 @@ class InvoiceLedger:
 
 
 def _invoice(
-    header: Sequence[Any], lines: list[InvoiceLine], customers: dict[tuple[str, str], Any]
+    header: Sequence[Any], lines: list[InvoiceLine], customers: Mapping[tuple[str, str], Customer]
 ) -> Invoice:
     _, tenant, period, subscription, customer, currency, rate, status, revision, at, final = header
     who = customers.get((tenant, customer))
