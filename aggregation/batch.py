@@ -159,7 +159,7 @@ class BatchProcessor:
     def _describe(self, plan: Plan, day: date) -> _PlanDay:
         limits = {}
         for charge in plan.charges:
-            row = self.charges.index[(plan.id, plan.version, charge.meter)]
+            row = self.charges.row(plan, charge.meter)
             limits[charge.meter] = self.charges.refs[row].max_quantity
         return _PlanDay(plan, Period.of(day).start, limits)
 
@@ -292,7 +292,7 @@ class BatchProcessor:
         keys = [key for key, _ in changed]
         plans = [plan for _, plan in changed]
         charge_index = np.fromiter(
-            (self.charges.index[(plan.id, plan.version, key[2])] for key, plan in changed),
+            (self.charges.row(plan, key[2]) for key, plan in changed),
             dtype=np.int64,
             count=len(keys),
         )

@@ -105,7 +105,7 @@ class UnknownPlanError(ValueError):
 
 
 def _currency(sub: Subscriber, lines: Sequence[InvoiceLine], book: PriceBook) -> str:
-    if sub.plan in book.versions:
+    if book.knows(sub.plan):
         return book.plan(sub.plan).currency
     if lines:
         return lines[0].currency

@@ -1,18 +1,21 @@
 """Changes to a subscription's life: moving it to another plan (an upgrade or a
-downgrade, from a day on), ending it (now, on a date, or at the end of the period) and
-renewing it (removing an end). Pure checks: a change that would alter a finalized
-invoice, reach back into usage already priced, overlap another, or put an end before the
-start is refused with the reason, and the caller writes nothing."""
+downgrade, from a day on), revising its prices by a percentage (from a day on), ending it
+(now, on a date, or at the end of the period) and renewing it (removing an end). Pure
+checks: a change that would alter a finalized invoice, reach back into usage already
+priced, overlap another, or put an end before the start is refused with the reason, and
+the caller writes nothing."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
 from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.period import Period, plan_on
-from rating.plans import PriceBook
+from rating.plans import PriceBook, PriceBookError
+from rating.revision import RevisionError, check_percent, revised_id
 
 
 class LifecycleError(ValueError):
@@ -43,7 +46,7 @@ def change_plan(
 ) -> SubscriptionRow:
     """Move the subscription to ``plan`` from the start of ``day`` (UTC)."""
     name = f"{row.tenant}/{row.subscription}"
-    if plan not in book.versions:
+    if not book.knows(plan):
         raise LifecycleError(
             f"plan {plan!r} is not in the price book (plans: {', '.join(book.versions)})"
         )
@@ -69,6 +72,28 @@ def change_plan(
         raise LifecycleError(f"{name} is on {plan} then already")
     _outside_finalized(name, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
     return replace(row, changes=(*row.changes, (day, plan)))
+
+
+def revise(
+    row: SubscriptionRow,
+    percent: Decimal,
+    day: date,
+    *,
+    earliest: date,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> SubscriptionRow:
+    """Revise every price of the plan the subscription is on by ``percent`` from the
+    start of ``day`` (UTC): a move to the revised plan ("pro@+5%"), checked like any plan
+    change. A revision of a revised plan compounds."""
+    name = f"{row.tenant}/{row.subscription}"
+    try:
+        plan = revised_id(plan_on(row.plan, row.changes, day), check_percent(percent))
+        book.versions_of(plan)  # a revised price must still fit in 64-bit nano-units
+    except (RevisionError, PriceBookError) as error:
+        raise LifecycleError(f"{name}: {error}") from None
+    return change_plan(row, plan, day, earliest=earliest, last_finalized=last_finalized,
+                       book=book)  # fmt: skip
 
 
 def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> SubscriptionRow:

@@ -37,7 +37,7 @@ class MrrMonth:
 
 def committed(book: PriceBook, plan_id: str, day: date) -> tuple[str, Decimal] | None:
     """(currency, monthly commitment) of the plan version in force on ``day``."""
-    plan = book.plan_at(plan_id, day) if plan_id in book.versions else None
+    plan = book.plan_at(plan_id, day)
     if plan is None:
         return None
     fees = sum((fee.amount for fee in plan.fixed_fees), Decimal(0))

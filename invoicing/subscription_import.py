@@ -52,7 +52,7 @@ def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
     def parse(row: _Subscription) -> tuple[SubscriptionRow | None, list[str]]:
         problems = [f"{name} is empty" for name in SUBSCRIPTION_FIELDS[:4]
                     if not getattr(row, name).strip()]  # fmt: skip
-        if row.plan and row.plan not in book.versions:
+        if row.plan and not book.knows(row.plan):
             problems.append(f"plan {row.plan!r} is not in the price book")
         started = _moment(row.started_at, "started_at", problems)
         ended = _moment(row.ended_at, "ended_at", problems) if row.ended_at.strip() else None

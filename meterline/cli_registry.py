@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +91,41 @@ class Day(click.ParamType):
             self.fail(f"{value!r} is not a day like 2026-12-01", param, ctx)
 
 
-@subscriptions.command("change")
-@click.argument("subscription")
-@_TENANT
-@click.option("--plan", required=True, help="The plan to move to.")
-@click.option(
+_ON = click.option(
     "--on",
     "day",
     type=Day(),
     default=None,
-    help="First day (UTC) on the new plan.  [default: the earliest: tomorrow]",
+    help="First day (UTC) it applies to.  [default: the earliest: tomorrow]",
 )
-@click.option("--at-period-end", is_flag=True, help="From the first day of the next period.")
+_AT_PERIOD_END = click.option(
+    "--at-period-end", is_flag=True, help="From the first day of the next period."
+)
+
+
+def _first_day(day: date | None, at_period_end: bool, now: datetime) -> tuple[date, date]:
+    """(the earliest day a change may take effect, the day asked for)."""
+    from aggregation.subscriptions import REFRESH_SECONDS
+    from invoicing import lifecycle
+
+    if day is not None and at_period_end:
+        fail("give --on or --at-period-end, not both")
+    # Published changes arrive within a second; one that was not, with the next re-read.
+    notice = timedelta(seconds=load_settings().max_clock_skew_seconds + 2 * REFRESH_SECONDS)
+    earliest = lifecycle.earliest_change_day(now, notice)
+    return earliest, lifecycle.period_end(now).date() if at_period_end else day or earliest
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+@subscriptions.command("change")
+@click.argument("subscription")
+@_TENANT
+@click.option("--plan", required=True, help="The plan to move to.")
+@_ON
+@_AT_PERIOD_END
 def change(
     subscription: str, tenant: str, plan: str, day: date | None, at_period_end: bool
 ) -> None:  # fmt: skip
@@ -109,18 +133,11 @@ def change(
     day. Usage from then on is priced under the new plan, fixed fees and the commitment are
     prorated by day to each plan. Usage already priced is never moved, so the day is at
     least tomorrow (UTC); a change inside a finalized period is refused."""
-    from aggregation.subscriptions import REFRESH_SECONDS
     from invoicing import lifecycle
 
-    if day is not None and at_period_end:
-        fail("give --on or --at-period-end, not both")
-    settings = load_settings()
-    book = load_book(settings)
+    book = load_book(load_settings())
     now = datetime.now(UTC)
-    # Published changes arrive within a second; one that was not, with the next re-read.
-    notice = timedelta(seconds=settings.max_clock_skew_seconds + 2 * REFRESH_SECONDS)
-    earliest = lifecycle.earliest_change_day(now, notice)
-    first = lifecycle.period_end(now).date() if at_period_end else day or earliest
+    earliest, first = _first_day(day, at_period_end, now)
 
     def move(row: Any, last_finalized: Any, customer: Any) -> Any:
         return lifecycle.change_plan(
@@ -128,8 +145,43 @@ def change(
             customer=customer,
         )  # fmt: skip
 
-    effective = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
-    _change(tenant, subscription, "plan changed", move, effective, now)
+    _change(tenant, subscription, "plan changed", move, _midnight(first), now)
+
+
+@subscriptions.command("revise")
+@click.argument("subscription")
+@_TENANT
+@click.option(
+    "--percent",
+    required=True,
+    help="By how much every price changes: 5 for +5%, -2.5 for a 2.5% discount.",
+)
+@_ON
+@_AT_PERIOD_END
+def revise(
+    subscription: str, tenant: str, percent: str, day: date | None, at_period_end: bool
+) -> None:  # fmt: skip
+    """Revise every price of a subscription's plan by a percentage from the start of a day
+    (a contract's yearly uplift, a negotiated discount). Each price becomes price x (1 +
+    percent/100), rounded half up to the nano-unit, as the plan "<plan>@+<percent>%"; it
+    follows the list plan's versions, and a second revision compounds on the first. Dated
+    like a plan change: tomorrow at the earliest, never inside a finalized period."""
+    from invoicing import lifecycle
+
+    try:
+        by = Decimal(percent)
+    except InvalidOperation:
+        fail(f"--percent {percent!r} is not a number")
+    book = load_book(load_settings())
+    now = datetime.now(UTC)
+    earliest, first = _first_day(day, at_period_end, now)
+
+    def uplift(row: Any, last_finalized: Any, _: Any) -> Any:
+        return lifecycle.revise(
+            row, by, first, earliest=earliest, last_finalized=last_finalized, book=book
+        )
+
+    _change(tenant, subscription, "prices revised", uplift, _midnight(first), now)
 
 
 @subscriptions.command("cancel")
@@ -176,6 +228,7 @@ def _change(
 ) -> None:  # fmt: skip
     from invoicing.lifecycle import LifecycleError
     from invoicing.store import SubscriptionChange
+    from rating.period import plan_on
 
     settings = load_settings()
     with opened_store(settings) as store:
@@ -190,8 +243,10 @@ def _change(
             fail(str(error))
         store.write_subscriptions([changed], version=_version(now))
         detail = _describe(changed)
+        day = (effective or now).astimezone(UTC).date()
+        plan = plan_on(changed.plan, changed.changes, day)  # the plan from then on
         store.record_changes(
-            [SubscriptionChange(tenant, subscription, now, kind, effective, changed.plan, detail)]
+            [SubscriptionChange(tenant, subscription, now, kind, effective, plan, detail)]
         )
         _publish(settings, [changed], now)
     console.print(f"{tenant}/{subscription} {kind}: {detail}", highlight=False, soft_wrap=True)

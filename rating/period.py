@@ -73,7 +73,7 @@ def slices(
         {start, end}
         | {
             plan.effective_from
-            for plan in book.versions.get(plan_id, ())
+            for plan in book.versions_of(plan_id)
             if plan.effective_from is not None and start < plan.effective_from < end
         }
     )

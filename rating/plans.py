@@ -27,6 +27,7 @@ from pydantic import (
 
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import INT64_MAX, MoneyError, to_nanos
+from rating.revision import RevisionError, revised_id, revised_prices, split
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -304,9 +305,41 @@ class PriceBook(_Frozen):
             by_id[plan.id].append(plan)
         return {plan_id: sorted(found, key=lambda p: p.version) for plan_id, found in by_id.items()}
 
+    def versions_of(self, plan_id: str) -> list[Plan]:
+        """A plan's versions, oldest first, revised ones ("pro@+5%") included; none for a
+        plan the book does not have."""
+        try:
+            base, percent = split(plan_id)
+        except RevisionError:
+            return []
+        found = self.versions.get(base, [])
+        if not percent:
+            return found
+        if not found or revised_id(base, percent) != plan_id:
+            return []  # one name per revision: "pro@+5.0%" is not "pro@+5%"
+        return [self._revised(plan, plan_id, percent) for plan in found]
+
+    def knows(self, plan_id: str) -> bool:
+        return bool(self.versions_of(plan_id))
+
+    def _revised(self, plan: Plan, plan_id: str, percent: Decimal) -> Plan:
+        key = (plan_id, plan.version)
+        if key not in self._revisions:
+            try:
+                revised = Plan.model_validate(revised_prices(plan.model_dump(), percent))
+            except ValidationError as error:
+                problem = error.errors()[0]["msg"]
+                raise PriceBookError(f"{plan.label} revised by {percent}%: {problem}") from None
+            self._revisions[key] = revised.model_copy(update={"id": plan_id})
+        return self._revisions[key]
+
+    @cached_property
+    def _revisions(self) -> dict[tuple[str, int], Plan]:
+        return {}
+
     def plan(self, plan_id: str, version: int | None = None) -> Plan:
         """A plan's given version, or its newest."""
-        versions = self.versions.get(plan_id)
+        versions = self.versions_of(plan_id)
         if not versions:
             raise KeyError(plan_id)
         if version is None:
@@ -319,7 +352,7 @@ class PriceBook(_Frozen):
     def plan_at(self, plan_id: str, day: date) -> Plan | None:
         """The version of a plan in force on ``day``; None before its first version."""
         in_force = None
-        for plan in self.versions.get(plan_id, ()):
+        for plan in self.versions_of(plan_id):
             if plan.effective_from is None or plan.effective_from <= day:
                 in_force = plan
         return in_force

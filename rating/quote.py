@@ -67,8 +67,8 @@ def quote(
     try:
         plan = book.plan(plan_id, version)
     except KeyError:
-        if plan_id in book.versions:
-            numbers = ", ".join(str(p.version) for p in book.versions[plan_id])
+        if book.knows(plan_id):
+            numbers = ", ".join(str(p.version) for p in book.versions_of(plan_id))
             raise QuoteError(f"plan {plan_id!r} has no version {version} ({numbers})") from None
         known = ", ".join(book.versions)
         raise QuoteError(f"no plan {plan_id!r} in the price book (plans: {known})") from None

@@ -3,6 +3,7 @@ one row per tier. Every model is expressed as graduated tiers, volume tiers or a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ from rating.plans import (
     Graduated,
     Package,
     PerUnit,
+    Plan,
     PriceBook,
     Tier,
     Volume,
@@ -50,19 +52,46 @@ class _ScaledTier:
     label: str
 
 
-@dataclass(frozen=True)
 class ChargeTable:
-    refs: tuple[ChargeRef, ...]
-    index: dict[tuple[str, int, str], int]  # (plan, version, meter) -> charge row
-    charges: np.ndarray
-    tiers: np.ndarray
+    """The compiled price book. A plan the book resolves but this table has not compiled
+    yet (a subscription's revised plan, "pro@+5%") is compiled the first time it is asked
+    for; rows already handed out never move."""
+
+    def __init__(self, book: PriceBook) -> None:
+        self.book = book
+        self.refs: list[ChargeRef] = []
+        self.index: dict[tuple[str, int, str], int] = {}  # (plan, version, meter) -> row
+        self._charge_rows: list[list[int]] = []
+        self._tier_rows: list[list[int]] = []
+        self.charges = np.empty((0, k.CHARGE_COLUMNS), dtype=np.int64)
+        self.tiers = np.empty((0, k.TIER_COLUMNS), dtype=np.int64)
+        self._add(book.plans)
 
     @classmethod
     def compile(cls, book: PriceBook) -> ChargeTable:
-        refs: list[ChargeRef] = []
-        charge_rows: list[list[int]] = []
-        tier_rows: list[list[int]] = []
-        for plan in book.plans:
+        return cls(book)
+
+    def row(self, plan: Plan, meter: str) -> int:
+        """The row of ``plan``'s charge on ``meter``; KeyError when it has none."""
+        key = (plan.id, plan.version, meter)
+        if key not in self.index and plan.charge_for(meter) is not None:
+            self._add([plan])
+        return self.index[key]
+
+    def charge_of(self, plan: str, version: int, meter: str) -> int | None:
+        if (plan, version, meter) not in self.index:
+            try:
+                found = self.book.plan(plan, version)
+            except KeyError:
+                return None
+            if found.charge_for(meter) is None:
+                return None
+            self._add([found])
+        return self.index[(plan, version, meter)]
+
+    def _add(self, plans: Iterable[Plan]) -> None:
+        book = self.book
+        for plan in plans:
             for charge in plan.charges:
                 divisor = 10 ** book.meter(charge.meter).scale
                 row = [0] * k.CHARGE_COLUMNS
@@ -85,15 +114,16 @@ class ChargeTable:
                 else:
                     kind, tiers = _tiers_of(charge, book.meter(charge.meter).scale)
                     row[k.KIND] = kind
-                    row[k.FIRST_TIER] = len(tier_rows)
+                    row[k.FIRST_TIER] = len(self._tier_rows)
                     row[k.TIER_COUNT] = len(tiers)
                     own_tiers = _tier_rows(kind, tiers, divisor)
-                    tier_rows.extend(own_tiers)
+                    self._tier_rows.extend(own_tiers)
                     columns = tuple(
                         TierColumn(t.label, _price(t.price), _price(t.flat)) for t in tiers
                     )
                 limit = _max_quantity(row, own_tiers)
-                refs.append(
+                self.index[(plan.id, plan.version, charge.meter)] = len(self.refs)
+                self.refs.append(
                     ChargeRef(
                         plan.id,
                         plan.version,
@@ -103,19 +133,12 @@ class ChargeTable:
                         counts_blocks=isinstance(charge, Package),
                     )
                 )
-                charge_rows.append(row)
-        return cls(
-            refs=tuple(refs),
-            index={(ref.plan, ref.version, ref.meter): row for row, ref in enumerate(refs)},
-            charges=np.asarray(charge_rows, dtype=np.int64).reshape(-1, k.CHARGE_COLUMNS),
-            # Column-major, so the tier search reads a charge's lower bounds contiguously.
-            tiers=np.asfortranarray(
-                np.asarray(tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS)
-            ),
+                self._charge_rows.append(row)
+        self.charges = np.asarray(self._charge_rows, dtype=np.int64).reshape(-1, k.CHARGE_COLUMNS)
+        # Column-major, so the tier search reads a charge's lower bounds contiguously.
+        self.tiers = np.asfortranarray(
+            np.asarray(self._tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS)
         )
-
-    def charge_of(self, plan: str, version: int, meter: str) -> int | None:
-        return self.index.get((plan, version, meter))
 
 
 def _price(nanos: int) -> Decimal:

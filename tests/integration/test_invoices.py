@@ -28,13 +28,13 @@ from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
 from invoicing.ledger import InvoiceLedger
-from invoicing.lifecycle import change_plan
+from invoicing.lifecycle import change_plan, revise
 from invoicing.store import Store, SubscriptionRow
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
 from meterline.events import EventWindow, Property, UsageEvent, encode, partition_of
 from rating import oracle
-from rating.plans import load_price_book
+from rating.plans import Graduated, load_price_book
 from rating.table import ChargeTable
 
 pytestmark = pytest.mark.integration
@@ -415,3 +415,62 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
     unknown = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
                                    "--plan", "platinum", "--on", "2099-02-01"])  # fmt: skip
     assert unknown.exit_code == 1 and "not in the price book" in unknown.output
+
+
+def uplifted(version: int, quantity: int, percent: str) -> Decimal:
+    """The oracle on growth's api_calls tiers with each price times (1 + percent/100)
+    (exact for these prices, so no rounding to the nano-unit is needed)."""
+    charge = BOOK.plan("growth", version).charge_for("api_calls")
+    assert isinstance(charge, Graduated)
+    factor = 1 + Decimal(percent) / 100
+    tiers = tuple(tier.model_copy(update={"unit_price": tier.unit_price * factor,
+                                          "flat_fee": tier.flat_fee * factor})
+                  for tier in charge.tiers)  # fmt: skip
+    return cents(oracle.rate_charge(charge.model_copy(update={"tiers": tiers}), quantity, 0).amount)
+
+
+def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
+    scenario: Feed, store_environment: Store
+) -> None:
+    """growth from Aug 1, +7.5% from Sep 11; growth v2 (Sep 16) is revised as well."""
+    store = store_environment
+    row = revise(SubscriptionRow(TENANT, "r", "cust-a", "growth", at(AUG, 0)), Decimal("7.5"),
+                 date(2026, 9, 11), earliest=AUG, last_finalized=None, book=BOOK)  # fmt: skip
+    store.write_subscriptions([row], version=6)
+    scenario.send(
+        [("r", "api_calls", 1200, at(date(2026, 9, 5)), {}),  # list price
+         ("r", "api_calls", 700, at(date(2026, 9, 12)), {}),  # growth v1 +7.5%
+         ("r", "api_calls", 2000, at(date(2026, 9, 20)), {})]  # growth v2 +7.5%
+    )  # fmt: skip
+    close_period(store, BOOK, SEP)
+
+    september = {
+        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["r"].lines
+    }
+    assert september == {
+        ("growth", 1, USAGE): usage("growth", 1, "api_calls", 1200),
+        ("growth@+7.5%", 1, USAGE): uplifted(1, 700, "7.5"),
+        ("growth@+7.5%", 2, USAGE): uplifted(2, 2000, "7.5"),
+        ("growth", 1, FIXED_FEE): prorated("29", 10, 30),
+        ("growth@+7.5%", 1, FIXED_FEE): prorated("31.175", 5, 30),
+        ("growth@+7.5%", 2, FIXED_FEE): prorated("41.925", 15, 30),
+    }
+
+    runner = CliRunner()
+    compounded = runner.invoke(main, ["subscriptions", "revise", "r", "--tenant", TENANT,
+                                      "--percent", "-2", "--on", "2099-01-01"])  # fmt: skip
+    assert compounded.exit_code == 0, compounded.output
+    assert "growth@+5.35% from 2099-01-01" in compounded.output
+    history = store.history(TENANT, "r")
+    assert history[-1].kind == "prices revised" and history[-1].plan == "growth@+5.35%"
+    for arguments, problem in (
+        (["--percent", "0"], "changes no price"),
+        (["--percent", "ten"], "is not a number"),
+        (["--percent", "-100"], "above -100%"),
+        (["--percent", "3", "--on", "2026-10-20"], "the earliest is"),
+        (["--percent", "3", "--on", "2099-02-01", "--at-period-end"], "not both"),
+    ):
+        refused = runner.invoke(main, ["subscriptions", "revise", "r", "--tenant", TENANT,
+                                       *arguments])  # fmt: skip
+        assert refused.exit_code != 0 and problem in refused.output, refused.output
+        assert "Traceback" not in refused.output

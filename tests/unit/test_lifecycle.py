@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -14,6 +16,7 @@ from invoicing.lifecycle import (
     earliest_change_day,
     period_end,
     renew,
+    revise,
 )
 from invoicing.store import SubscriptionRow
 from meterline.demo import PRICE_BOOK
@@ -87,6 +90,31 @@ def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
                              customer=Customer("acme", "c1", currency="USD")),
          "cannot move to scale: customer 'c1' is billed in USD, not EUR"),
     ]  # fmt: skip
+    for change, problem in refusals:
+        with pytest.raises(LifecycleError, match=problem):
+            change()
+
+
+def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_one() -> None:
+    def uplift(row: SubscriptionRow, percent: str, day: date) -> SubscriptionRow:
+        return revise(row, Decimal(percent), day, earliest=date(2026, 9, 1),
+                      last_finalized=date(2026, 9, 1), book=BOOK)  # fmt: skip
+
+    revised = uplift(ROW, "5", date(2027, 1, 1))
+    assert revised.changes == ((date(2027, 1, 1), "growth@+5%"),)
+    again = uplift(revised, "-2", date(2028, 1, 1))
+    assert again.changes[-1] == (date(2028, 1, 1), "growth@+2.9%")
+    upgraded = move(revised, "scale", date(2027, 3, 1))  # a new plan starts at its list price
+    assert uplift(upgraded, "10", date(2027, 4, 1)).changes[-1] == (date(2027, 4, 1), "scale@+10%")
+    refusals = [
+        (lambda: uplift(ROW, "0", date(2027, 1, 1)), "changes no price"),
+        (lambda: uplift(ROW, "-100", date(2027, 1, 1)), "above -100%"),
+        (lambda: uplift(ROW, "5", date(2026, 9, 20)), "finalized up to 2026-09"),
+        (
+            lambda: uplift(revised, "5", date(2026, 12, 1)),
+            re.escape("already changes to growth@+5%"),
+        ),
+    ]
     for change, problem in refusals:
         with pytest.raises(LifecycleError, match=problem):
             change()
