@@ -19,6 +19,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from aggregation.subscriptions import Entry, Owner
+from invoicing.store import SubscriptionRow
 from meterline.kafka_admin import ensure_topic
 
 
@@ -68,6 +69,12 @@ async def publish(bootstrap_servers: str, topic: str, rows: Sequence[tuple[Owner
 
 def _pair(row: tuple[Owner, Entry]) -> tuple[bytes, bytes]:
     return encode(*row)
+
+
+def entries(rows: Sequence[SubscriptionRow], version: int) -> list[tuple[Owner, Entry]]:
+    """The workers' view of stored rows written with ``version``."""
+    return [((r.tenant, r.subscription), Entry(r.plan, r.ended_at, version, r.changes))
+            for r in rows]  # fmt: skip
 
 
 async def follow(

@@ -30,7 +30,7 @@ from ingest.api_keys import KeyFileError, KeyRing
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
-from ingest.usage_reads import StoreUsage, UsageSource, UsageUnavailableError
+from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
 from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
 from meterline import metrics
 from meterline.metrics import exposition
@@ -85,10 +85,10 @@ class Gateway:
         book: PriceBook,
         bootstrap_servers: str,
         keys: KeyRing,
-        usage: UsageSource | None = None,
+        usage: StoreAccess | None = None,
     ) -> None:
         self.settings = settings
-        self.usage = usage or StoreUsage(settings, book)
+        self.usage = usage or DirectStore(settings, book)
         self.keys = keys
         self.admission = Admission(
             book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
@@ -158,7 +158,7 @@ class Gateway:
             answer = await self.usage.read(tenant, request.path_params["subscription"], period)
         except RequestError as problem:
             return problem.response()
-        except UsageUnavailableError as error:
+        except StoreUnavailableError as error:
             log.warning("%s", error)
             return RequestError(503, "Service Unavailable", str(error),
                                 **{"Retry-After": "1"}).response()  # fmt: skip

@@ -4,8 +4,8 @@ server, running workers see a change within ``subscription refresh`` (30 s)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,6 @@ from meterline.cli_support import (
     load_settings,
     opened_store,
 )
-
-
-def _version(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 class Moment(click.ParamType):
@@ -56,22 +52,19 @@ def import_subscriptions(path: Path) -> None:
     midnight UTC; ended_at is exclusive. A row for a known subscription replaces it. One
     bad row rejects the whole file, naming each problem.
     """
-    from invoicing.store import SubscriptionChange
-    from invoicing.subscription_import import currency_problems, read_subscriptions
+    from invoicing.lifecycle import LifecycleError
+    from invoicing.registry import import_subscriptions, version_of
+    from invoicing.subscription_import import read_subscriptions
 
     settings = load_settings()
     book = load_book(settings)
 
     def write(store: Any, rows: Sequence[Any], now: datetime) -> None:
-        refused = currency_problems(rows, store.customers(), book)
-        if refused:
-            fail(f"{path}: nothing imported:\n  " + "\n  ".join(refused))
-        store.write_subscriptions(rows, version=_version(now))
-        store.record_changes(
-            [SubscriptionChange(r.tenant, r.subscription, now, "imported", r.started_at, r.plan,
-                                f"from {path.name}") for r in rows]
-        )  # fmt: skip
-        _publish(settings, rows, now)
+        try:
+            import_subscriptions(store, rows, book, now, path.name)
+        except LifecycleError as error:
+            fail(str(error))
+        _publish(settings, rows, version_of(now))
 
     import_rows(settings, "subscriptions", lambda: read_subscriptions(path, book), write)
 
@@ -103,23 +96,6 @@ _AT_PERIOD_END = click.option(
 )
 
 
-def _first_day(day: date | None, at_period_end: bool, now: datetime) -> tuple[date, date]:
-    """(the earliest day a change may take effect, the day asked for)."""
-    from aggregation.subscriptions import REFRESH_SECONDS
-    from invoicing import lifecycle
-
-    if day is not None and at_period_end:
-        fail("give --on or --at-period-end, not both")
-    # Published changes arrive within a second; one that was not, with the next re-read.
-    notice = timedelta(seconds=load_settings().max_clock_skew_seconds + 2 * REFRESH_SECONDS)
-    earliest = lifecycle.earliest_change_day(now, notice)
-    return earliest, lifecycle.period_end(now).date() if at_period_end else day or earliest
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-
-
 @subscriptions.command("change")
 @click.argument("subscription")
 @_TENANT
@@ -133,19 +109,13 @@ def change(
     day. Usage from then on is priced under the new plan, fixed fees and the commitment are
     prorated by day to each plan. Usage already priced is never moved, so the day is at
     least tomorrow (UTC); a change inside a finalized period is refused."""
-    from invoicing import lifecycle
+    from invoicing import registry
 
-    book = load_book(load_settings())
-    now = datetime.now(UTC)
-    earliest, first = _first_day(day, at_period_end, now)
-
-    def move(row: Any, last_finalized: Any, customer: Any) -> Any:
-        return lifecycle.change_plan(
-            row, plan, first, earliest=earliest, last_finalized=last_finalized, book=book,
-            customer=customer,
-        )  # fmt: skip
-
-    _change(tenant, subscription, "plan changed", move, _midnight(first), now)
+    settings = load_settings()
+    _change(tenant, subscription, lambda now: registry.plan_change(
+        plan, day, at_period_end, now=now, book=load_book(settings),
+        notice=registry.change_notice(settings.max_clock_skew_seconds),
+    ))  # fmt: skip
 
 
 @subscriptions.command("revise")
@@ -166,22 +136,17 @@ def revise(
     percent/100), rounded half up to the nano-unit, as the plan "<plan>@+<percent>%"; it
     follows the list plan's versions, and a second revision compounds on the first. Dated
     like a plan change: tomorrow at the earliest, never inside a finalized period."""
-    from invoicing import lifecycle
+    from invoicing import registry
 
     try:
         by = Decimal(percent)
     except InvalidOperation:
         fail(f"--percent {percent!r} is not a number")
-    book = load_book(load_settings())
-    now = datetime.now(UTC)
-    earliest, first = _first_day(day, at_period_end, now)
-
-    def uplift(row: Any, last_finalized: Any, _: Any) -> Any:
-        return lifecycle.revise(
-            row, by, first, earliest=earliest, last_finalized=last_finalized, book=book
-        )
-
-    _change(tenant, subscription, "prices revised", uplift, _midnight(first), now)
+    settings = load_settings()
+    _change(tenant, subscription, lambda now: registry.price_revision(
+        by, day, at_period_end, now=now, book=load_book(settings),
+        notice=registry.change_notice(settings.max_clock_skew_seconds),
+    ))  # fmt: skip
 
 
 @subscriptions.command("cancel")
@@ -193,17 +158,10 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
     """End a subscription: now, at a time (--at), or at the end of the period. Usage
     stamped from then on is refused (subscription_ended); fixed fees and the commitment
     are prorated to the day. An end inside a finalized period is refused."""
-    from invoicing import lifecycle
+    from invoicing import registry
 
-    if at is not None and at_period_end:
-        fail("give --at or --at-period-end, not both")
-    now = datetime.now(UTC)
-    moment = lifecycle.period_end(now) if at_period_end else at or now
-
-    def end(row: Any, last_finalized: Any, _: Any) -> Any:
-        return lifecycle.cancel(row, moment, last_finalized)
-
-    _change(tenant, subscription, "cancelled", end, moment, now)
+    _change(tenant, subscription,
+            lambda now: registry.cancellation(at, at_period_end, now=now))  # fmt: skip
 
 
 @subscriptions.command("renew")
@@ -212,62 +170,43 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
 def renew(subscription: str, tenant: str) -> None:
     """Remove a subscription's end, so it is billed on (unless that end falls in a
     finalized period)."""
-    from invoicing import lifecycle
+    from invoicing import registry
 
-    now = datetime.now(UTC)
-
-    def keep(row: Any, last_finalized: Any, _: Any) -> Any:
-        return lifecycle.renew(row, last_finalized)
-
-    _change(tenant, subscription, "renewed", keep, None, now)
+    _change(tenant, subscription, lambda now: registry.renewal())
 
 
-def _change(
-    tenant: str, subscription: str, kind: str, apply: Any, effective: datetime | None,
-    now: datetime,
-) -> None:  # fmt: skip
+def _change(tenant: str, subscription: str, operation: Callable[[datetime], Any]) -> None:
+    """Make the change ``operation(now)`` describes, or say why it cannot be made."""
+    from invoicing import registry
     from invoicing.lifecycle import LifecycleError
-    from invoicing.store import SubscriptionChange
-    from rating.period import plan_on
 
     settings = load_settings()
-    with opened_store(settings) as store:
-        store.migrate()
-        row = store.subscription(tenant, subscription)
-        if row is None:
-            fail(f"no subscription {subscription!r} for tenant {tenant!r}")
-        try:
-            final = store.last_finalized_period(tenant, subscription)
-            changed = apply(row, final, store.customer(tenant, row.customer))
-        except LifecycleError as error:
-            fail(str(error))
-        store.write_subscriptions([changed], version=_version(now))
-        detail = _describe(changed)
-        day = (effective or now).astimezone(UTC).date()
-        plan = plan_on(changed.plan, changed.changes, day)  # the plan from then on
-        store.record_changes(
-            [SubscriptionChange(tenant, subscription, now, kind, effective, plan, detail)]
-        )
-        _publish(settings, [changed], now)
-    console.print(f"{tenant}/{subscription} {kind}: {detail}", highlight=False, soft_wrap=True)
+    now = datetime.now(UTC)
+    try:
+        planned = operation(now)
+        with opened_store(settings) as store:
+            store.migrate()
+            changed = registry.perform(store, tenant, subscription, planned, now)
+    except (LifecycleError, registry.UnknownSubscriptionError) as error:
+        fail(str(error))
+    _publish(settings, [changed], registry.version_of(now))
+    console.print(f"{tenant}/{subscription} {planned.kind}: {registry.describe(changed)}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
 
 
-def _publish(settings: Any, rows: Sequence[Any], now: datetime) -> None:
+def _publish(settings: Any, rows: Sequence[Any], version: int) -> None:
     """Tell running workers at once, on the subscriptions topic. Without Kafka there are
     none (the embedded broker lives inside `meterline serve`); if Kafka cannot be reached,
     workers still read the change from the store within half a minute."""
     import asyncio
 
-    from aggregation.subscription_feed import publish
-    from aggregation.subscriptions import Entry
+    from aggregation.subscription_feed import entries, publish
 
     if settings.kafka_bootstrap_servers is None:
         return
-    entries = [((r.tenant, r.subscription), Entry(r.plan, r.ended_at, _version(now), r.changes))
-               for r in rows]  # fmt: skip
     try:
         asyncio.run(publish(settings.kafka_bootstrap_servers, settings.subscriptions_topic,
-                            entries))  # fmt: skip
+                            entries(rows, version)))  # fmt: skip
     except Exception as error:  # the store has it: a warning, not a failure
         errors.print(
             f"[yellow]warning:[/] stored, but not published to {settings.subscriptions_topic} "
@@ -276,18 +215,14 @@ def _publish(settings: Any, rows: Sequence[Any], now: datetime) -> None:
         )
 
 
-def _describe(row: Any) -> str:
-    plans = "; ".join(f"{plan} from {day}" for day, plan in row.changes)
-    ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"
-    return f"{plans}; {ends}" if plans else ends
-
-
 @subscriptions.command("show")
 @click.argument("subscription")
 @_TENANT
 def show(subscription: str, tenant: str) -> None:
     """A subscription as billing sees it, and the history of its changes."""
     from rich.table import Table
+
+    from invoicing.registry import describe
 
     with opened_store(load_settings()) as store:
         store.migrate()
@@ -299,7 +234,7 @@ def show(subscription: str, tenant: str) -> None:
     finalized = f"invoices finalized up to {final:%Y-%m}" if final else "no invoice finalized"
     console.print(
         f"[bold]{tenant}/{subscription}[/]: customer {row.customer}, plan {row.plan} from "
-        f"{row.started_at.isoformat()}; {_describe(row)}; {finalized}",
+        f"{row.started_at.isoformat()}; {describe(row)}; {finalized}",
         highlight=False,
     )
     table = Table(title="History")
@@ -350,9 +285,10 @@ def import_customers(path: Path) -> None:
     external_id and currency) or a JSON array of such objects. tax_rate is a percentage
     (8.25); currency, the one the customer is billed in, limits its subscriptions to plans
     priced in it. A row for a known customer replaces it; one bad row rejects the file."""
+    from invoicing.registry import version_of
     from invoicing.subscription_import import read_customers
 
     def write(store: Any, rows: Sequence[Any], now: datetime) -> None:
-        store.write_customers(rows, version=_version(now))
+        store.write_customers(rows, version=version_of(now))
 
     import_rows(load_settings(), "customers", lambda: read_customers(path), write)

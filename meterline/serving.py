@@ -18,7 +18,7 @@ from uvicorn.supervisors import Multiprocess
 
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
-from ingest.usage_reads import NoUsage, StoreUsage, UsageSource, WorkerUsage
+from ingest.store_access import DirectStore, NoStore, StoreAccess, WorkerStore
 from meterline import logs
 from meterline.embedded_broker import free_port, kafka
 from meterline.kafka_admin import ensure_topic
@@ -101,11 +101,11 @@ def serve_gateway(
 
 def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
     """The gateway, reading usage from the store, or from the worker when it owns chDB."""
-    usage: UsageSource = StoreUsage(settings, book)
+    usage: StoreAccess = DirectStore(settings, book)
     if settings.usage_reads == "worker":
-        usage = WorkerUsage(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
+        usage = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
     elif settings.usage_reads == "off":
-        usage = NoUsage("usage reads are off here (METERLINE_USAGE_READS=off)")
+        usage = NoStore("usage reads are off here (METERLINE_USAGE_READS=off)")
     return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), usage)
 
 

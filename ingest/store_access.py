@@ -20,11 +20,11 @@ from rating.plans import PriceBook
 _usage_decoder = msgspec.json.Decoder(CurrentUsage)
 
 
-class UsageUnavailableError(RuntimeError):
+class StoreUnavailableError(RuntimeError):
     """The store (or the worker that holds it) did not answer."""
 
 
-class UsageSource(Protocol):
+class StoreAccess(Protocol):
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage: ...
 
     async def ping(self) -> str:
@@ -34,7 +34,7 @@ class UsageSource(Protocol):
     async def close(self) -> None: ...
 
 
-class StoreUsage:
+class DirectStore:
     def __init__(self, settings: Settings, book: PriceBook) -> None:
         self._settings = settings
         self._book = book
@@ -47,7 +47,7 @@ class StoreUsage:
             try:
                 return await asyncio.to_thread(self._read, tenant, subscription, period)
             except Exception as error:
-                raise UsageUnavailableError(f"the store did not answer: {error}") from None
+                raise StoreUnavailableError(f"the store did not answer: {error}") from None
 
     def _read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         return read_usage(self._connected(), self._book, tenant, subscription, period)
@@ -72,12 +72,12 @@ class StoreUsage:
             self._store.close()
 
 
-class NoUsage:
+class NoStore:
     def __init__(self, reason: str) -> None:
         self._reason = reason
 
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
-        raise UsageUnavailableError(self._reason)
+        raise StoreUnavailableError(self._reason)
 
     async def ping(self) -> str:
         return "not read here"
@@ -86,7 +86,7 @@ class NoUsage:
         return None
 
 
-class WorkerUsage:
+class WorkerStore:
     def __init__(self, worker_url: str) -> None:
         self._client = httpx.AsyncClient(base_url=worker_url, timeout=10)
 
@@ -96,7 +96,7 @@ class WorkerUsage:
             response = await self._client.get(path)
             response.raise_for_status()
         except httpx.HTTPError as error:
-            raise UsageUnavailableError(f"the worker did not answer: {error}") from None
+            raise StoreUnavailableError(f"the worker did not answer: {error}") from None
         return _usage_decoder.decode(response.content)
 
     async def ping(self) -> str:
