@@ -22,14 +22,17 @@ import faust
 import msgspec
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
+from faust.web import View
 from prometheus_client import REGISTRY
 
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
 from aggregation.prompt_fetch import PromptFetchTransport
 from aggregation.state import UsageState
-from aggregation.subscription_feed import follow
+from aggregation.subscription_feed import announce, entries, follow
 from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
+from ingest.registry_api import RegistryRequest, answer
+from invoicing.registry import version_of
 from invoicing.store import Store
 from invoicing.usage import read_usage
 from meterline import logs, metrics
@@ -305,6 +308,25 @@ def create_app(
         day = date.fromisoformat(f"{period}-01")
         answer = read_usage(aggregator.store, book, tenant, subscription, day)
         return web.json(msgspec.to_builtins(answer))
+
+    # And so are subscription changes the gateway forwards: stored here, taken into this
+    # worker's directory at once, and published for the others.
+    registry_decoder = msgspec.json.Decoder(RegistryRequest)
+
+    class Registry(View):
+        async def post(self, request: Any) -> Any:
+            asked = registry_decoder.decode(await request.read())
+            now = datetime.now(UTC)
+            answered, written = answer(aggregator.store, book, settings.max_clock_skew_seconds,
+                                       asked, now)  # fmt: skip
+            version = version_of(now)
+            for owner, entry in entries(written, version):
+                aggregator.subscriptions.absorb(owner, entry)
+            if written:
+                await announce(bootstrap_servers, settings.subscriptions_topic, written, version)
+            return self.bytes(msgspec.json.encode(answered), content_type="application/json")
+
+    app.page("/registry")(Registry)
 
     return app
 

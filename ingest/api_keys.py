@@ -1,4 +1,8 @@
-"""API keys: each bound to one tenant, stored only as a SHA-256 digest.
+"""API keys: each bound to one tenant and a scope, stored only as a SHA-256 digest.
+
+A key's scope is ``ingest`` (send events, read usage: what a product service needs) or
+``admin`` (that, and manage the tenant's subscriptions): a service that leaks its key
+cannot cancel anyone's subscription.
 
 A key is 32 random bytes, so a fast hash is enough (there is nothing to guess from it, and
 a slow password hash would cost every request). The key itself is shown once, when it is
@@ -17,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 PREFIX = "mlk_"
+INGEST, ADMIN = "ingest", "admin"
+SCOPES = (INGEST, ADMIN)
 
 
 class KeyFileError(ValueError):
@@ -30,6 +36,10 @@ class KeyRecord:
     name: str
     created_at: str
     hint: str  # the key's first characters, to tell keys apart in a listing
+    scope: str = INGEST  # key files written before scopes existed hold ingest keys
+
+    def allows(self, scope: str) -> bool:
+        return self.scope in (ADMIN, scope)
 
 
 def digest(key: str) -> str:
@@ -46,17 +56,17 @@ class KeyRing:
         self._refresh()
         return sorted(self._by_digest.values(), key=lambda record: record.created_at)
 
-    def tenant_of(self, key: str) -> str | None:
+    def record_of(self, key: str) -> KeyRecord | None:
         self._refresh()
         # Looking up the digest, not the key, leaks nothing about the key through timing.
-        record = self._by_digest.get(digest(key))
-        return None if record is None else record.tenant
+        return self._by_digest.get(digest(key))
 
-    def create(self, tenant: str, name: str) -> tuple[str, KeyRecord]:
+    def create(self, tenant: str, name: str, scope: str = INGEST) -> tuple[str, KeyRecord]:
+        if scope not in SCOPES:
+            raise ValueError(f"scope {scope!r} is not one of {', '.join(SCOPES)}")
         key = PREFIX + secrets.token_urlsafe(32)
-        record = KeyRecord(
-            digest(key), tenant, name, datetime.now(UTC).isoformat(timespec="seconds"), key[:10]
-        )
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+        record = KeyRecord(digest(key), tenant, name, created, key[:10], scope)
         self._write([*self.records(), record])
         return key, record
 

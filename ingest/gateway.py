@@ -6,6 +6,9 @@ accepted. Whole-request problems use RFC 9457 problem documents: 401 without a v
 key, 403 for another tenant's events, 413 beyond the size limits, 415 for an unknown
 content type, 429 with Retry-After over the tenant's rate, 503 when Kafka did not
 acknowledge (nothing is reported accepted; resend with the same ids, dedupe absorbs it).
+
+It also reads current usage (``GET /v1/usage/{subscription}``) and, with an admin key,
+manages the tenant's subscriptions (``/v1/subscriptions``: ``registry_api``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.admission import Admission, Limits, OtherTenantError
-from ingest.api_keys import KeyFileError, KeyRing
+from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRing
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
+from ingest.registry_api import RegistryRequest
 from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
 from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
 from meterline import metrics
@@ -78,6 +82,14 @@ def _period(stated: str | None) -> date:
         ) from None
 
 
+def _limit(stated: str | None) -> int:
+    if stated is None:
+        return 100
+    if not stated.isdigit() or not 1 <= int(stated) <= 10_000:
+        raise RequestError(400, "Bad Request", f"limit {stated!r} is not a number from 1 to 10000")
+    return int(stated)
+
+
 class Gateway:
     def __init__(
         self,
@@ -85,10 +97,10 @@ class Gateway:
         book: PriceBook,
         bootstrap_servers: str,
         keys: KeyRing,
-        usage: StoreAccess | None = None,
+        store: StoreAccess | None = None,
     ) -> None:
         self.settings = settings
-        self.usage = usage or DirectStore(settings, book)
+        self.store = store or DirectStore(settings, book, bootstrap_servers)
         self.keys = keys
         self.admission = Admission(
             book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
@@ -105,7 +117,7 @@ class Gateway:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.publisher.__aexit__(*exc_info)
-        await self.usage.close()
+        await self.store.close()
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:
         """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""
@@ -120,6 +132,21 @@ class Gateway:
                 Route("/v1/events", _measured("events", self.post_events), methods=["POST"]),
                 Route(
                     "/v1/usage/{subscription}", _measured("usage", self.get_usage), methods=["GET"]
+                ),
+                Route(
+                    "/v1/subscriptions",
+                    _measured("subscriptions", self.subscriptions),
+                    methods=["GET", "POST"],
+                ),
+                Route(
+                    "/v1/subscriptions/{subscription}",
+                    _measured("subscriptions", self.subscriptions),
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/subscriptions/{subscription}/{action}",
+                    _measured("subscriptions", self.subscriptions),
+                    methods=["POST"],
                 ),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -142,7 +169,7 @@ class Gateway:
             kafka = "ok"
         except Exception as error:
             kafka = f"error: {type(error).__name__}: {error}"
-        store = await self.usage.ping()
+        store = await self.store.ping()
         healthy = kafka == "ok" and not store.startswith("error")
         body = {"status": "ok" if healthy else "degraded", "kafka": kafka, "store": store,
                 "topic": self.publisher.topic}  # fmt: skip
@@ -155,7 +182,7 @@ class Gateway:
         try:
             tenant = self._tenant(request)
             period = _period(request.query_params.get("period"))
-            answer = await self.usage.read(tenant, request.path_params["subscription"], period)
+            answer = await self.store.read(tenant, request.path_params["subscription"], period)
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
@@ -163,6 +190,32 @@ class Gateway:
             return RequestError(503, "Service Unavailable", str(error),
                                 **{"Retry-After": "1"}).response()  # fmt: skip
         return Response(_encoder.encode(answer), media_type="application/json")
+
+    async def subscriptions(self, request: Request) -> Response:
+        """The key's tenant's subscriptions: list, show, import, and change, revise,
+        cancel or renew one. An admin key only: a service that sends events cannot."""
+        subscription = request.path_params.get("subscription", "")
+        reading = request.method == "GET"
+        default = ("show" if subscription else "list") if reading else "import"
+        try:
+            tenant = self._tenant(request, ADMIN)
+            asked = RegistryRequest(
+                tenant, request.path_params.get("action", default), subscription,
+                b"" if reading else await self._body(request),
+                _limit(request.query_params.get("limit")),
+            )  # fmt: skip
+            answer = await self.store.registry(asked)
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            log.warning("%s", error)
+            return RequestError(503, "Service Unavailable", str(error),
+                                **{"Retry-After": "1"}).response()  # fmt: skip
+        if not reading and answer.status < 300:
+            log.info("subscriptions %s", asked.action,
+                     extra={"tenant": tenant, "subscription": subscription})  # fmt: skip
+        media = "application/json" if answer.status < 400 else "application/problem+json"
+        return Response(bytes(answer.body), answer.status, media_type=media)
 
     async def post_events(self, request: Request) -> Response:
         try:
@@ -222,19 +275,26 @@ class Gateway:
         status = 202 if answer.accepted else 422
         return Response(_encoder.encode(answer), status, media_type="application/json")
 
-    def _tenant(self, request: Request) -> str:
+    def _tenant(self, request: Request, scope: str = INGEST) -> str:
+        """The tenant the request's key acts for, if its scope allows ``scope``."""
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         try:
-            tenant = self.keys.tenant_of(key.strip()) if scheme.lower() == "bearer" else None
+            record = self.keys.record_of(key.strip()) if scheme.lower() == "bearer" else None
         except KeyFileError as error:
             log.error("%s", error)
             raise RequestError(503, "Service Unavailable", "API keys cannot be read") from None
-        if tenant is None:
+        if record is None:
             raise RequestError(
                 401, "Unauthorized", "send a valid API key as 'Authorization: Bearer <key>'",
                 **{"WWW-Authenticate": 'Bearer realm="meterline"'},
             )  # fmt: skip
-        return tenant
+        if not record.allows(scope):
+            raise RequestError(
+                403, "Forbidden",
+                f"this is an {record.scope} key; managing subscriptions needs an admin key "
+                "(meterline keys create --tenant T --scope admin)",
+            )  # fmt: skip
+        return record.tenant
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_request_bytes

@@ -9,6 +9,15 @@ from typing import Any
 
 import msgspec
 
+from ingest.registry_api import (
+    Cancellation,
+    Imported,
+    NewSubscription,
+    PlanChange,
+    PriceRevision,
+    SubscriptionDetail,
+    SubscriptionList,
+)
 from ingest.wire import Accepted, CloudEvent, PlainEvent, ProblemDocument
 from invoicing.usage import CurrentUsage
 
@@ -38,23 +47,146 @@ def _batch(name: str) -> dict[str, Any]:
     return {"type": "array", "items": {"$ref": _REF.format(name=name)}, "minItems": 1}
 
 
+_ADMIN = "needs an admin key (meterline keys create --scope admin)"
+_SUBSCRIPTION = {"name": "subscription", "in": "path", "required": True,
+                 "schema": {"type": "string"}}  # fmt: skip
+
+
+def _admin_problems(*extra: tuple[str, str]) -> dict[str, Any]:
+    return {
+        **{status: _problem(description) for status, description in extra},
+        "401": _problem("No valid API key", "WWW-Authenticate"),
+        "403": _problem("The key is not an admin key"),
+        "503": _problem("The store did not answer", "Retry-After"),
+    }
+
+
+def _change(operation: str, summary: str, body: str | None) -> dict[str, Any]:
+    """One of the POSTs that change a subscription."""
+    request = {"requestBody": {"required": True, "content": _json(body)}} if body else {}
+    return {
+        "post": {
+            "operationId": operation,
+            "summary": f"{summary}; {_ADMIN}",
+            "parameters": [_SUBSCRIPTION],
+            **request,
+            "responses": {
+                "200": {
+                    "description": "Done: the subscription now",
+                    "content": _json("SubscriptionDetail"),
+                },
+                **_admin_problems(
+                    ("400", "The body is not the shape described"),
+                    ("404", "No such subscription for the key's tenant"),
+                    ("422", "Refused, with the reason; nothing was changed"),
+                ),
+            },
+        }
+    }
+
+
+def _subscription_paths() -> dict[str, Any]:
+    return {
+        "/v1/subscriptions": {
+            "get": {
+                "operationId": "listSubscriptions",
+                "summary": f"The key's tenant's subscriptions; {_ADMIN}",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 10000,
+                            "default": 100,
+                        },
+                    }
+                ],
+                "responses": {
+                    "200": {"description": "In id order", "content": _json("SubscriptionList")},
+                    **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
+                },
+            },
+            "post": {
+                "operationId": "importSubscriptions",
+                "summary": f"Import one subscription or an array; {_ADMIN}",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": _REF.format(name="NewSubscription")},
+                                    _batch("NewSubscription"),
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "Imported, every one", "content": _json("Imported")},
+                    **_admin_problems(
+                        ("400", "The body is not the shape described"),
+                        ("413", "More subscriptions than one request may hold"),
+                        ("422", "Nothing imported; every problem is named"),
+                    ),
+                },
+            },
+        },
+        "/v1/subscriptions/{subscription}": {
+            "get": {
+                "operationId": "showSubscription",
+                "summary": f"A subscription, its plans and its history; {_ADMIN}",
+                "parameters": [_SUBSCRIPTION],
+                "responses": {
+                    "200": {
+                        "description": "The subscription",
+                        "content": _json("SubscriptionDetail"),
+                    },
+                    **_admin_problems(("404", "No such subscription for the key's tenant")),
+                },
+            }
+        },
+        "/v1/subscriptions/{subscription}/change": _change(
+            "changePlan", "Move to another plan from a day on", "PlanChange"
+        ),
+        "/v1/subscriptions/{subscription}/revise": _change(
+            "revisePrices", "Revise every price by a percentage from a day on", "PriceRevision"
+        ),
+        "/v1/subscriptions/{subscription}/cancel": _change(
+            "cancelSubscription",
+            "End it: now, at a time, or when the period ends",
+            "Cancellation",
+        ),
+        "/v1/subscriptions/{subscription}/renew": _change(
+            "renewSubscription", "Remove its end", None
+        ),
+    }
+
+
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage], ref_template=_REF
-    )
+        [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage, NewSubscription,
+         Imported, SubscriptionList, SubscriptionDetail, PlanChange, PriceRevision,
+         Cancellation],
+        ref_template=_REF,
+    )  # fmt: skip
     one_cloud = {"$ref": _REF.format(name="CloudEvent")}
     one_plain = {"$ref": _REF.format(name="PlainEvent")}
     answer = _json("Accepted")
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "meterline ingest gateway",
+            "title": "meterline gateway",
             "version": "1",
             "description": (
                 "Send usage events. Each event is checked on its own: the answer counts "
                 "the accepted ones (acknowledged by Kafka) and names each refused one with "
                 "a machine-readable reason. Resending an event with the same source and id "
-                "is safe: it counts once."
+                "is safe: it counts once. Read a subscription's usage so far; with an admin "
+                "key, manage the tenant's subscriptions."
             ),
         },
         "servers": [{"url": "http://127.0.0.1:8787"}],
@@ -127,6 +259,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_subscription_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",

@@ -1,23 +1,29 @@
-"""Where the gateway reads current usage from. With a ClickHouse server, or chDB that no
-worker holds, it queries the store itself; with chDB held by the worker beside it (the
-embedded default: one process may own a chDB directory), it asks that worker."""
+"""How the gateway reaches the store, to read current usage and to make subscription
+changes. With a ClickHouse server, or chDB that no worker holds, it uses the store itself;
+with chDB held by the worker beside it (the embedded default: one process may own a chDB
+directory), it asks that worker, which answers from the same code."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Protocol
 from urllib.parse import quote
 
 import httpx
 import msgspec
 
+from aggregation.subscription_feed import announce
+from ingest.registry_api import RegistryAnswer, RegistryRequest, answer
+from invoicing.registry import version_of
 from invoicing.store import Store
 from invoicing.usage import CurrentUsage, read_usage
 from meterline.settings import Settings
 from rating.plans import PriceBook
 
 _usage_decoder = msgspec.json.Decoder(CurrentUsage)
+_answer_decoder = msgspec.json.Decoder(RegistryAnswer)
+_encoder = msgspec.json.Encoder()
 
 
 class StoreUnavailableError(RuntimeError):
@@ -27,6 +33,10 @@ class StoreUnavailableError(RuntimeError):
 class StoreAccess(Protocol):
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage: ...
 
+    async def registry(self, request: RegistryRequest) -> RegistryAnswer:
+        """Answer a subscriptions request; a change is stored, then published to workers."""
+        ...
+
     async def ping(self) -> str:
         """ "ok", or what is wrong (never raises)."""
         ...
@@ -35,9 +45,12 @@ class StoreAccess(Protocol):
 
 
 class DirectStore:
-    def __init__(self, settings: Settings, book: PriceBook) -> None:
+    def __init__(
+        self, settings: Settings, book: PriceBook, bootstrap_servers: str | None = None
+    ) -> None:
         self._settings = settings
         self._book = book
+        self._bootstrap_servers = bootstrap_servers  # where changes are published
         self._store: Store | None = None
         # One query at a time: a chDB session is not shared between threads.
         self._lock = asyncio.Lock()
@@ -51,6 +64,21 @@ class DirectStore:
 
     def _read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         return read_usage(self._connected(), self._book, tenant, subscription, period)
+
+    async def registry(self, request: RegistryRequest) -> RegistryAnswer:
+        now = datetime.now(UTC)
+        skew = self._settings.max_clock_skew_seconds
+        async with self._lock:
+            try:
+                answered, written = await asyncio.to_thread(
+                    lambda: answer(self._connected(), self._book, skew, request, now)
+                )
+            except Exception as error:
+                raise StoreUnavailableError(f"the store did not answer: {error}") from None
+        if written and self._bootstrap_servers:
+            await announce(self._bootstrap_servers, self._settings.subscriptions_topic, written,
+                           version_of(now))  # fmt: skip
+        return answered
 
     def _connected(self) -> Store:
         if self._store is None:
@@ -79,6 +107,9 @@ class NoStore:
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         raise StoreUnavailableError(self._reason)
 
+    async def registry(self, request: RegistryRequest) -> RegistryAnswer:
+        raise StoreUnavailableError(self._reason)
+
     async def ping(self) -> str:
         return "not read here"
 
@@ -98,6 +129,15 @@ class WorkerStore:
         except httpx.HTTPError as error:
             raise StoreUnavailableError(f"the worker did not answer: {error}") from None
         return _usage_decoder.decode(response.content)
+
+    async def registry(self, request: RegistryRequest) -> RegistryAnswer:
+        """The worker stores and publishes the change, and answers as the gateway would."""
+        try:
+            response = await self._client.post("/registry", content=_encoder.encode(request))
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise StoreUnavailableError(f"the worker did not answer: {error}") from None
+        return _answer_decoder.decode(response.content)
 
     async def ping(self) -> str:
         """The worker's own health: it owns the store."""

@@ -126,16 +126,30 @@ class Store:
 
     def subscribers(self, tenant: str | None = None) -> list[Subscriber]:
         """Every subscription (of one tenant), with the days it is active."""
-        where = "" if tenant is None else "WHERE tenant = {tenant:String}"
+        return [
+            Subscriber(r.tenant, r.subscription, r.customer, r.plan, _day(r.started_at),
+                       _day(r.ended_at) if r.ended_at else None, r.changes)
+            for r in self.subscription_rows(tenant)
+        ]  # fmt: skip
+
+    def subscription_rows(
+        self, tenant: str | None = None, subscription: str | None = None
+    ) -> list[SubscriptionRow]:
+        """Subscriptions as stored (of one tenant; one of them), in id order."""
+        named = {"tenant": tenant, "subscription": subscription}
+        conditions = [
+            f"{name} = {{{name}:String}}" for name, value in named.items() if value is not None
+        ]
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self.client.query(
             "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
             f"change_plans FROM {self.table('subscriptions')} FINAL {where} "
             "ORDER BY tenant, subscription",
-            parameters={"tenant": tenant},
+            parameters=named,
         ).result_rows
         return [
-            Subscriber(tenant, sub, customer, plan, _day(started), _day(ended) if ended else None,
-                       tuple(zip(days, plans, strict=True)))
+            SubscriptionRow(tenant, sub, customer, plan, as_utc(started),
+                            as_utc(ended) if ended else None, tuple(zip(days, plans, strict=True)))
             for tenant, sub, customer, plan, started, ended, days, plans in rows
         ]  # fmt: skip
 
@@ -186,18 +200,8 @@ class Store:
         ]  # fmt: skip
 
     def subscription(self, tenant: str, subscription: str) -> SubscriptionRow | None:
-        rows = self.client.query(
-            "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
-            f"change_plans FROM {self.table('subscriptions')} FINAL "
-            "WHERE tenant = {tenant:String} AND subscription = {subscription:String}",
-            parameters={"tenant": tenant, "subscription": subscription},
-        ).result_rows
-        if not rows:
-            return None
-        tenant, sub, customer, plan, started, ended, days, plans = rows[0]
-        ends = as_utc(ended) if ended else None
-        changes = tuple(zip(days, plans, strict=True))
-        return SubscriptionRow(tenant, sub, customer, plan, as_utc(started), ends, changes)
+        found = self.subscription_rows(tenant, subscription)
+        return found[0] if found else None
 
     def record_changes(self, changes: Sequence[SubscriptionChange]) -> None:
         """Add to the subscriptions' history (never rewritten)."""

@@ -49,6 +49,14 @@ class _Customer(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
+    return subscriptions_from(str(path), _items(path, SUBSCRIPTION_FIELDS), book)
+
+
+def subscriptions_from(
+    source: str, items: Sequence[tuple[int, object]], book: PriceBook
+) -> list[SubscriptionRow]:
+    """Subscriptions from numbered objects (a file's rows, a request's array items)."""
+
     def parse(row: _Subscription) -> tuple[SubscriptionRow | None, list[str]]:
         problems = [f"{name} is empty" for name in SUBSCRIPTION_FIELDS[:4]
                     if not getattr(row, name).strip()]  # fmt: skip
@@ -63,7 +71,7 @@ def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
         owner = (row.tenant, row.subscription, row.customer, row.plan)
         return SubscriptionRow(*owner, started_at=started, ended_at=ended), []
 
-    return _read(path, _Subscription, SUBSCRIPTION_FIELDS, parse, _subscription_key)
+    return _checked(source, items, _Subscription, parse, _subscription_key)
 
 
 def read_customers(path: Path) -> list[Customer]:
@@ -84,7 +92,7 @@ def read_customers(path: Path) -> list[Customer]:
             return None, problems
         return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency), []
 
-    return _read(path, _Customer, CUSTOMER_FIELDS, parse, _customer_key)
+    return _checked(str(path), _items(path, CUSTOMER_FIELDS), _Customer, parse, _customer_key)
 
 
 def currency_problems(
@@ -117,20 +125,23 @@ def _moment(text: str, field: str, problems: list[str]) -> datetime | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _read(
-    path: Path,
-    kind: type[Row],
-    fields: tuple[str, ...],
-    parse: Callable[[Row], tuple[Parsed | None, list[str]]],
-    ident: Callable[[Row], tuple[str, str]],
-) -> list[Parsed]:
+def _items(path: Path, fields: tuple[str, ...]) -> list[tuple[int, object]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise SubscriptionFileError(f"cannot read {path}: {error}") from None
-    items = (
-        _json_items(path, text) if text.lstrip().startswith("[") else _csv_items(path, text, fields)
-    )
+    if text.lstrip().startswith("["):
+        return _json_items(path, text)
+    return _csv_items(path, text, fields)
+
+
+def _checked(
+    source: str,
+    items: Sequence[tuple[int, object]],
+    kind: type[Row],
+    parse: Callable[[Row], tuple[Parsed | None, list[str]]],
+    ident: Callable[[Row], tuple[str, str]],
+) -> list[Parsed]:
     found, problems, seen = [], [], set()
     for number, item in items:
         try:
@@ -147,9 +158,9 @@ def _read(
         if parsed is not None:
             found.append(parsed)
     if problems:
-        raise SubscriptionFileError(f"{path}: nothing imported:\n  " + "\n  ".join(problems))
+        raise SubscriptionFileError(f"{source}: nothing imported:\n  " + "\n  ".join(problems))
     if not found:
-        raise SubscriptionFileError(f"{path}: no {kind.__name__.lstrip('_').lower()}s in the file")
+        raise SubscriptionFileError(f"{source}: no {kind.__name__.lstrip('_').lower()}s in it")
     return found
 
 

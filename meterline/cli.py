@@ -181,19 +181,28 @@ def serve(host: str | None, port: int | None, worker: bool, processes: int) -> N
 
 @main.group()
 def keys() -> None:
-    """API keys for the ingest gateway: each writes one tenant's events."""
+    """API keys for the HTTP API: each acts for one tenant, within its scope."""
 
 
 @keys.command("create")
-@click.option("--tenant", required=True, help="The tenant the key writes for.")
+@click.option("--tenant", required=True, help="The tenant the key acts for.")
 @click.option("--name", default="", help="A label to tell keys apart.")
-def create_key(tenant: str, name: str) -> None:
+@click.option(
+    "--scope",
+    type=click.Choice(["ingest", "admin"]),
+    default="ingest",
+    show_default=True,
+    help="ingest: send events and read usage. admin: that, and manage subscriptions.",
+)
+def create_key(tenant: str, name: str, scope: str) -> None:
     """Create a key and print it once (only its SHA-256 digest is kept)."""
     from ingest.api_keys import KeyRing
 
     settings = load_settings()
-    key, record = KeyRing(settings.api_keys_path).create(tenant, name or tenant)
-    errors.print(f"key for tenant {tenant!r} ({record.name}); store it now, it is not kept:")
+    key, record = KeyRing(settings.api_keys_path).create(tenant, name or tenant, scope)
+    errors.print(
+        f"{scope} key for tenant {tenant!r} ({record.name}); store it now, it is not kept:"
+    )
     console.print(key, highlight=False)
 
 
@@ -207,7 +216,8 @@ def list_keys() -> None:
     except KeyFileError as error:
         fail(str(error))
     for record in records:
-        console.print(f"{record.hint}…  {record.tenant}  {record.name}  {record.created_at}")
+        console.print(f"{record.hint}…  {record.tenant}  {record.scope}  {record.name}  "
+                      f"{record.created_at}")  # fmt: skip
     if not records:
         console.print("no keys yet: meterline keys create --tenant T")
 

@@ -70,8 +70,9 @@ def serve_gateway(
         port = settings.worker_web_port or free_port()
         settings = settings.model_copy(update={"worker_web_port": port, "usage_reads": "worker"})
     elif settings.clickhouse_url is None and processes > 1:
-        say("usage reads are off: several gateway processes cannot share chDB without a "
-            "worker (run one, or use a ClickHouse server)")  # fmt: skip
+        say("usage reads and subscription changes over HTTP are off: several gateway "
+            "processes cannot share chDB without a worker (run one, or use a ClickHouse "
+            "server)")  # fmt: skip
         settings = settings.model_copy(update={"usage_reads": "off"})
     logs.configure()
     if settings.embedded_kafka:
@@ -100,13 +101,13 @@ def serve_gateway(
 
 
 def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
-    """The gateway, reading usage from the store, or from the worker when it owns chDB."""
-    usage: StoreAccess = DirectStore(settings, book)
+    """The gateway, using the store itself, or the worker when it owns chDB."""
+    store: StoreAccess = DirectStore(settings, book, bootstrap)
     if settings.usage_reads == "worker":
-        usage = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
+        store = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
     elif settings.usage_reads == "off":
-        usage = NoStore("usage reads are off here (METERLINE_USAGE_READS=off)")
-    return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), usage)
+        store = NoStore("the store is not reached from here (METERLINE_USAGE_READS=off)")
+    return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), store)
 
 
 def gateway_from_environment() -> Starlette:

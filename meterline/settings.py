@@ -80,12 +80,13 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=65535,
-        description="the worker's HTTP port (health, and usage reads in embedded mode); 0: off",
+        description="the worker's HTTP port (health; in embedded mode, usage reads and "
+        "subscription changes the gateway forwards); 0: off",
     )
     usage_reads: Literal["store", "worker", "off"] = Field(
         default="store",
-        description="where the gateway reads current usage: the store itself, the worker "
-        "that owns chDB (at worker_web_port), or nowhere",
+        description="where the gateway reads current usage and makes subscription changes: "
+        "the store itself, the worker that owns chDB (at worker_web_port), or nowhere",
     )
     api_keys_file: Path | None = Field(
         default=None, description="hashed API keys (JSON); unset: api-keys.json in data_dir"

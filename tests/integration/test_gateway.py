@@ -5,9 +5,10 @@ nothing; a fuzzer never gets a 500."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregation.subscription_feed import decode
+from ingest.api_keys import KeyRing
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.events import decode_record, partition_of
 from meterline.settings import Settings
@@ -227,3 +230,94 @@ def test_fuzzed_requests_never_get_a_server_error(gateway: Running) -> None:
             assert response.json()
 
     post_anything()
+
+
+@pytest.fixture
+def admin_gateway(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> Iterator[tuple[Running, str, str]]:
+    """The gateway with the store itself (as with a ClickHouse server), its own
+    subscriptions topic, and admin keys for acme and globex."""
+    topic = f"meterline.subscriptions.{uuid.uuid4().hex[:8]}"
+    for running in start_gateway(broker, settings_factory, tmp_path, subscriptions_topic=topic):
+        keys = KeyRing(running.settings.api_keys_path)
+        acme_admin, _ = keys.create("acme", "admin", scope="admin")
+        globex_admin, _ = keys.create("globex", "admin", scope="admin")
+        yield running, acme_admin, globex_admin
+
+
+def test_subscriptions_are_managed_over_http_with_an_admin_key(
+    admin_gateway: tuple[Running, str, str],
+) -> None:
+    gateway, admin, other_admin = admin_gateway
+
+    def call(method: str, path: str, body: Any = None, key: str | None = None) -> httpx.Response:
+        content = body if isinstance(body, bytes) else msgspec.json.encode(body) if body else b""
+        headers = {"authorization": f"Bearer {key or admin}", "content-type": "application/json"}
+        return gateway.runner.run(
+            gateway.client.request(method, path, content=content, headers=headers)
+        )
+
+    refused = call("GET", "/v1/subscriptions", key=gateway.key)
+    assert refused.status_code == 403 and "admin key" in refused.json()["detail"]
+
+    imported = call("POST", "/v1/subscriptions", [
+        {"subscription": "sub-1", "customer": "c1", "plan": "starter", "started_at": "2026-01-01"},
+        {"subscription": "sub-2", "customer": "c2", "plan": "growth", "started_at": "2026-03-01"},
+    ])  # fmt: skip
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["imported"] == 2
+    bad_rows = call("POST", "/v1/subscriptions", [
+        {"subscription": "sub-3", "customer": "c3", "plan": "platinum", "started_at": "2026-01-01"},
+    ])  # fmt: skip
+    assert bad_rows.status_code == 422 and "'platinum' is not in the price book" in bad_rows.text
+    other_tenant = call("POST", "/v1/subscriptions", {
+        "tenant": "globex", "subscription": "x", "customer": "c", "plan": "starter",
+        "started_at": "2026-01-01",
+    })  # fmt: skip
+    assert other_tenant.status_code == 403
+    assert call("POST", "/v1/subscriptions", b"{nope").status_code == 400
+
+    listed = call("GET", "/v1/subscriptions").json()
+    assert listed["total"] == 2
+    assert [(s["subscription"], s["plan"]) for s in listed["subscriptions"]] == [
+        ("sub-1", "starter"), ("sub-2", "growth")
+    ]  # fmt: skip
+    assert call("GET", "/v1/subscriptions", key=other_admin).json()["total"] == 0
+    assert call("GET", "/v1/subscriptions/sub-1", key=other_admin).status_code == 404
+
+    changed = call("POST", "/v1/subscriptions/sub-2/change", {"plan": "scale", "on": "2099-01-01"})
+    assert changed.status_code == 200, changed.text
+    revised = call("POST", "/v1/subscriptions/sub-2/revise", {"percent": 5, "on": "2099-02-01"})
+    assert revised.status_code == 200, revised.text
+    shown = call("GET", "/v1/subscriptions/sub-2").json()
+    assert [(p["on"], p["plan"]) for p in shown["plans"]] == [
+        ("2026-03-01", "growth"), ("2099-01-01", "scale"), ("2099-02-01", "scale@+5%")
+    ]  # fmt: skip
+    assert [h["change"] for h in shown["history"]] == ["imported", "plan changed", "prices revised"]
+
+    cancelled = call("POST", "/v1/subscriptions/sub-1/cancel", {"at": "2099-03-01T00:00:00Z"})
+    assert cancelled.json()["ended_at"] == "2099-03-01T00:00:00Z", cancelled.text
+    assert call("POST", "/v1/subscriptions/sub-1/renew").json()["ended_at"] is None
+    for path, body, status, problem in (
+        ("/v1/subscriptions/sub-1/renew", None, 422, "has no end to remove"),
+        ("/v1/subscriptions/sub-1/change", {"plan": "growth", "on": "2020-01-01"}, 422,
+         "the earliest is"),
+        ("/v1/subscriptions/sub-1/change", {"plan": "growth", "when": "soon"}, 400, "when"),
+        ("/v1/subscriptions/sub-1/revise", {"percent": 0}, 422, "changes no price"),
+        ("/v1/subscriptions/sub-404/cancel", None, 404, "no subscription 'sub-404'"),
+        ("/v1/subscriptions/sub-1/pause", None, 404, "no action 'pause'"),
+    ):  # fmt: skip
+        answer = call("POST", path, body)
+        assert answer.status_code == status and problem in answer.json()["detail"], answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+
+    published = gateway.runner.run(
+        read_records(gateway.settings.kafka_bootstrap_servers or "",
+                     gateway.settings.subscriptions_topic, 1, 6, timeout=10)
+    )  # fmt: skip
+    newest = dict(decode(record.value) for record in published)
+    assert newest[("acme", "sub-2")].changes == (
+        (date(2099, 1, 1), "scale"), (date(2099, 2, 1), "scale@+5%")
+    )  # fmt: skip
+    assert newest[("acme", "sub-1")].ends_at is None

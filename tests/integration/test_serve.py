@@ -124,6 +124,7 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
             ("meterline_events_rejected_total", (("reason", "unknown_subscription"),)): 1,
             ("meterline_store_rows_written_total", (("table", "events"),)): 600,
         })  # fmt: skip
+        cancel_over_http_then_see_usage_refused(url, settings)
     finally:
         server.send_signal(signal.SIGTERM)
         output = server.communicate(timeout=60)[0].decode(errors="replace")
@@ -163,18 +164,47 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         assert shown == stored and shown
 
 
+def cancel_over_http_then_see_usage_refused(url: str, settings: Settings) -> None:
+    """In embedded mode the worker owns chDB: the gateway forwards the change to it, and
+    the worker refuses usage stamped after the end from the next event on."""
+    admin, _ = KeyRing(settings.api_keys_path).create("acme", "ops", scope="admin")
+    headers = {"authorization": f"Bearer {admin}"}
+    listed = httpx.get(f"{url}/v1/subscriptions", headers=headers)
+    assert listed.status_code == 200 and listed.json()["total"] == 3, listed.text
+    ended = httpx.post(f"{url}/v1/subscriptions/sub-3/cancel", json={}, headers=headers)
+    assert ended.status_code == 200 and ended.json()["ended_at"], ended.text
+    history = httpx.get(f"{url}/v1/subscriptions/sub-3", headers=headers).json()["history"]
+    assert [entry["change"] for entry in history][-1] == "cancelled"
+    again = httpx.post(f"{url}/v1/subscriptions/sub-3/cancel", json={}, headers=headers)
+    assert again.status_code == 422 and "already ends" in again.json()["detail"]
+    key, _ = KeyRing(settings.api_keys_path).create("acme", "late")
+    with UsageClient(url, key, source="e2e") as usage:
+        usage.record("sub-3", "api_calls", 5, event_id="after-the-end")
+    worker = f"http://127.0.0.1:{settings.worker_web_port}/metrics"
+    ended: Sample = ("meterline_events_rejected_total", (("reason", "subscription_ended"),))
+    deadline = time.monotonic() + 30
+    while scrape(worker).get(ended) != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert scrape(worker).get(ended) == 1
+
+
 Sample = tuple[str, tuple[tuple[str, str], ...]]  # name, sorted labels
 
 
-def assert_counters(url: str, expected: dict[Sample, float]) -> None:
-    """The counters scraped from ``url`` have the expected values."""
-    scraped = {
+def scrape(url: str) -> dict[Sample, float]:
+    """The counters ``url`` exposes."""
+    return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(httpx.get(url).text)
         if family.type == "counter"
         for sample in family.samples
         if sample.name.endswith("_total")
     }
+
+
+def assert_counters(url: str, expected: dict[Sample, float]) -> None:
+    """The counters scraped from ``url`` have the expected values."""
+    scraped = scrape(url)
     assert {name: scraped.get(name) for name in expected} == expected
 
 

@@ -13,28 +13,50 @@ from ingest.openapi import KEPT_COPY, rendered
 from ingest.rate_limit import RateLimiter
 
 
-def test_keys_are_stored_as_digests_and_bound_to_their_tenant(tmp_path: Path) -> None:
+def tenant_of(ring: KeyRing, key: str) -> str | None:
+    record = ring.record_of(key)
+    return None if record is None else record.tenant
+
+
+def test_keys_are_stored_as_digests_and_bound_to_their_tenant_and_scope(tmp_path: Path) -> None:
     ring = KeyRing(tmp_path / "keys.json")
     acme_key, acme = ring.create("acme", "ci")
-    globex_key, _ = ring.create("globex", "prod")
+    globex_key, _ = ring.create("globex", "prod", scope="admin")
     stored = (tmp_path / "keys.json").read_text()
     assert acme_key not in stored and globex_key not in stored
     assert (tmp_path / "keys.json").stat().st_mode & 0o777 == 0o600
     fresh = KeyRing(tmp_path / "keys.json")
-    assert fresh.tenant_of(acme_key) == "acme"
-    assert fresh.tenant_of(globex_key) == "globex"
-    assert fresh.tenant_of(acme_key + "x") is None
-    assert fresh.tenant_of("") is None
+    assert tenant_of(fresh, acme_key) == "acme"
+    assert tenant_of(fresh, globex_key) == "globex"
+    assert tenant_of(fresh, acme_key + "x") is None
+    assert tenant_of(fresh, "") is None
+    acme_record, globex_record = fresh.record_of(acme_key), fresh.record_of(globex_key)
+    assert acme_record is not None and globex_record is not None
+    assert acme_record.allows("ingest") and not acme_record.allows("admin")
+    assert globex_record.allows("ingest") and globex_record.allows("admin")
     assert [r.tenant for r in ring.revoke(acme.hint)] == ["acme"]
-    assert fresh.tenant_of(acme_key) is None, "a revoked key stops working without a restart"
-    assert fresh.tenant_of(globex_key) == "globex"
+    assert tenant_of(fresh, acme_key) is None, "a revoked key stops working without a restart"
+    assert tenant_of(fresh, globex_key) == "globex"
+    with pytest.raises(ValueError, match="scope 'root'"):
+        ring.create("acme", "x", scope="root")
+
+
+def test_a_key_file_written_before_scopes_holds_ingest_keys(tmp_path: Path) -> None:
+    ring = KeyRing(tmp_path / "keys.json")
+    key, _ = ring.create("acme", "old")
+    rows = json.loads((tmp_path / "keys.json").read_text())
+    for row in rows:
+        del row["scope"]
+    (tmp_path / "keys.json").write_text(json.dumps(rows))
+    record = KeyRing(tmp_path / "keys.json").record_of(key)
+    assert record is not None and record.scope == "ingest"
 
 
 def test_a_broken_key_file_is_reported_not_ignored(tmp_path: Path) -> None:
     (tmp_path / "keys.json").write_text("{not json")
     with pytest.raises(KeyFileError, match=r"keys\.json"):
-        KeyRing(tmp_path / "keys.json").tenant_of("mlk_x")
-    assert KeyRing(tmp_path / "absent.json").tenant_of("mlk_x") is None
+        KeyRing(tmp_path / "keys.json").record_of("mlk_x")
+    assert KeyRing(tmp_path / "absent.json").record_of("mlk_x") is None
 
 
 def test_the_rate_limit_allows_a_burst_then_the_rate_and_says_how_long_to_wait() -> None:

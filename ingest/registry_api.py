@@ -1,0 +1,258 @@
+"""The subscriptions part of the HTTP API, over a store: list, show, import, change,
+revise, cancel and renew, made as ``meterline subscriptions`` makes them
+(``invoicing.registry``) and answered as JSON, or as an RFC 9457 problem document.
+
+``answer`` runs where the store is: in the gateway with a ClickHouse server, or in the
+worker that owns chDB (the embedded default), to which the gateway forwards the request
+as it came. It returns the rows it wrote; the caller publishes them to the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from ingest.wire import ProblemDocument
+from invoicing import registry
+from invoicing.lifecycle import LifecycleError
+from invoicing.registry import Operation, UnknownSubscriptionError
+from invoicing.store import Store, SubscriptionRow
+from invoicing.subscription_import import SubscriptionFileError, subscriptions_from
+from rating.period import plan_on
+from rating.plans import PriceBook
+
+ACTIONS = ("list", "show", "import", "change", "revise", "cancel", "renew")
+MAX_IMPORT = 10_000  # subscriptions per request; a larger import is a file for the CLI
+
+
+class RegistryRequest(msgspec.Struct, frozen=True):
+    tenant: str  # the API key's
+    action: str
+    subscription: str = ""
+    body: bytes = b""  # the request's JSON body, as it came
+    limit: int = 100
+
+
+class RegistryAnswer(msgspec.Struct, frozen=True):
+    status: int
+    body: msgspec.Raw  # JSON: the result, or a problem document when status >= 400
+
+
+class NewSubscription(msgspec.Struct, forbid_unknown_fields=True):
+    """A subscription to import; one already known is replaced."""
+
+    subscription: str
+    customer: str
+    plan: str
+    started_at: str  # a day (midnight UTC) or an ISO 8601 time with offset
+    ended_at: str = ""  # exclusive; none by default
+    tenant: str = ""  # the key's tenant; another is refused
+
+
+class PlanChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Move to ``plan`` from the start of ``on`` (UTC; tomorrow by default) or the next
+    period."""
+
+    plan: str
+    on: date | None = None
+    at_period_end: bool = False
+
+
+class PriceRevision(msgspec.Struct, forbid_unknown_fields=True):
+    """Every price times (1 + percent/100) from the start of ``on`` or the next period."""
+
+    percent: Decimal
+    on: date | None = None
+    at_period_end: bool = False
+
+
+class Cancellation(msgspec.Struct, forbid_unknown_fields=True):
+    """End at ``at`` (exclusive; now by default) or when the period ends."""
+
+    at: datetime | None = None
+    at_period_end: bool = False
+
+
+class Renewal(msgspec.Struct, forbid_unknown_fields=True):
+    """Remove the end."""
+
+
+class PlanFrom(msgspec.Struct):
+    on: date  # the first day on the plan
+    plan: str
+
+
+class SubscriptionView(msgspec.Struct):
+    tenant: str
+    subscription: str
+    customer: str
+    plan: str  # the plan it is on today
+    started_at: datetime
+    ended_at: datetime | None
+    plans: list[PlanFrom]  # the plan it started on, then every change, in day order
+
+
+class HistoryEntry(msgspec.Struct):
+    recorded_at: datetime
+    change: str
+    effective_at: datetime | None
+    plan: str
+    detail: str
+
+
+class SubscriptionDetail(SubscriptionView):
+    history: list[HistoryEntry]
+    finalized_through: str | None  # the last period with a finalized invoice, "2026-10"
+
+
+class SubscriptionList(msgspec.Struct):
+    subscriptions: list[SubscriptionView]
+    total: int  # how many the tenant has; at most ``limit`` are listed
+
+
+class Imported(msgspec.Struct):
+    imported: int
+    subscriptions: list[SubscriptionView]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class _RefusedError(Exception):
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def answer(
+    store: Store, book: PriceBook, notice_seconds: float, request: RegistryRequest, now: datetime
+) -> tuple[RegistryAnswer, list[SubscriptionRow]]:
+    """The answer to ``request``, and the rows it wrote."""
+    try:
+        status, body, written = _dispatch(store, book, notice_seconds, request, now)
+    except _RefusedError as problem:
+        document = ProblemDocument(problem.title, problem.status, problem.detail)
+        return RegistryAnswer(problem.status, msgspec.Raw(_encoder.encode(document))), []
+    return RegistryAnswer(status, msgspec.Raw(_encoder.encode(body))), written
+
+
+def _dispatch(
+    store: Store, book: PriceBook, notice_seconds: float, request: RegistryRequest, now: datetime
+) -> tuple[int, Any, list[SubscriptionRow]]:
+    tenant, action = request.tenant, request.action
+    today = now.astimezone(UTC).date()
+    if action == "list":
+        rows = store.subscription_rows(tenant)
+        listed = [view(row, today) for row in rows[: request.limit]]
+        return 200, SubscriptionList(listed, len(rows)), []
+    if action == "show":
+        return 200, _detail(store, tenant, request.subscription, today), []
+    if action == "import":
+        rows = _imported(request, book)
+        try:
+            registry.import_subscriptions(store, rows, book, now, "the request")
+        except LifecycleError as error:
+            raise _RefusedError(422, "Unprocessable Content", str(error)) from None
+        return 201, Imported(len(rows), [view(row, today) for row in rows]), rows
+    make = _operations(book, registry.change_notice(notice_seconds), now).get(action)
+    if make is None:
+        raise _RefusedError(
+            404, "Not Found", f"no action {action!r} (actions: {', '.join(ACTIONS)})"
+        )
+    try:
+        operation = make(request.body)
+        changed = registry.perform(store, tenant, request.subscription, operation, now)
+    except UnknownSubscriptionError as error:
+        raise _RefusedError(404, "Not Found", str(error)) from None
+    except LifecycleError as error:
+        raise _RefusedError(422, "Unprocessable Content", str(error)) from None
+    return 200, _detail(store, tenant, request.subscription, today), [changed]
+
+
+def _operations(
+    book: PriceBook, notice: Any, now: datetime
+) -> dict[str, Callable[[bytes], Operation]]:
+    def change(body: bytes) -> Operation:
+        asked = _decoded(body, PlanChange)
+        return registry.plan_change(asked.plan, asked.on, asked.at_period_end, now=now,
+                                    notice=notice, book=book)  # fmt: skip
+
+    def revise(body: bytes) -> Operation:
+        asked = _decoded(body, PriceRevision)
+        return registry.price_revision(asked.percent, asked.on, asked.at_period_end, now=now,
+                                       notice=notice, book=book)  # fmt: skip
+
+    def cancel(body: bytes) -> Operation:
+        asked = _decoded(body, Cancellation)
+        at = asked.at if asked.at is None or asked.at.tzinfo else asked.at.replace(tzinfo=UTC)
+        return registry.cancellation(at, asked.at_period_end, now=now)
+
+    def renew(body: bytes) -> Operation:
+        _decoded(body, Renewal)
+        return registry.renewal()
+
+    return {"change": change, "revise": revise, "cancel": cancel, "renew": renew}
+
+
+def _decoded(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.DecodeError as error:
+        raise _RefusedError(400, "Bad Request", f"the body: {error}") from None
+
+
+def _imported(request: RegistryRequest, book: PriceBook) -> list[SubscriptionRow]:
+    try:
+        sent = msgspec.json.decode(
+            request.body or b"null", type=list[NewSubscription] | NewSubscription
+        )
+    except msgspec.DecodeError as error:
+        raise _RefusedError(400, "Bad Request", f"the body: {error}") from None
+    items = sent if isinstance(sent, list) else [sent]
+    if not items:
+        raise _RefusedError(400, "Bad Request", "send a subscription or an array of them")
+    if len(items) > MAX_IMPORT:
+        raise _RefusedError(
+            413, "Content Too Large",
+            f"{len(items)} subscriptions; send at most {MAX_IMPORT} per request",
+        )  # fmt: skip
+    for number, item in enumerate(items, start=1):
+        if item.tenant not in ("", request.tenant):
+            raise _RefusedError(
+                403, "Forbidden",
+                f"item {number} names tenant {item.tenant!r}; this key acts for "
+                f"{request.tenant!r}",
+            )  # fmt: skip
+    rows = [(number, msgspec.structs.asdict(item) | {"tenant": request.tenant})
+            for number, item in enumerate(items, start=1)]  # fmt: skip
+    try:
+        return subscriptions_from("the request", rows, book)
+    except SubscriptionFileError as error:
+        raise _RefusedError(422, "Unprocessable Content", str(error)) from None
+
+
+def _detail(store: Store, tenant: str, subscription: str, today: date) -> SubscriptionDetail:
+    row = store.subscription(tenant, subscription)
+    if row is None:
+        raise _RefusedError(
+            404, "Not Found", f"no subscription {subscription!r} for tenant {tenant!r}"
+        )
+    history = [HistoryEntry(c.recorded_at, c.kind, c.effective_at, c.plan, c.detail)
+               for c in store.history(tenant, subscription)]  # fmt: skip
+    final = store.last_finalized_period(tenant, subscription)
+    shown = view(row, today)
+    return SubscriptionDetail(**msgspec.structs.asdict(shown), history=history,
+                              finalized_through=f"{final:%Y-%m}" if final else None)  # fmt: skip
+
+
+def view(row: SubscriptionRow, today: date) -> SubscriptionView:
+    started = PlanFrom(row.started_at.astimezone(UTC).date(), row.plan)
+    return SubscriptionView(
+        row.tenant, row.subscription, row.customer, plan_on(row.plan, row.changes, today),
+        row.started_at, row.ended_at,
+        [started, *(PlanFrom(day, plan) for day, plan in row.changes)],
+    )  # fmt: skip
