@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from ingest.registry_api import (
+    AddOnChange,
     Cancellation,
     Imported,
     NewSubscription,
@@ -152,6 +153,12 @@ def _subscription_paths() -> dict[str, Any]:
         "/v1/subscriptions/{subscription}/change": _change(
             "changePlan", "Move to another plan from a day on", "PlanChange"
         ),
+        "/v1/subscriptions/{subscription}/add-charge": _change(
+            "addCharge", "Add a price book add-on from a day on", "AddOnChange"
+        ),
+        "/v1/subscriptions/{subscription}/remove-charge": _change(
+            "removeCharge", "Remove an add-on from a day on", "AddOnChange"
+        ),
         "/v1/subscriptions/{subscription}/revise": _change(
             "revisePrices", "Revise every price by a percentage from a day on", "PriceRevision"
         ),
@@ -169,7 +176,7 @@ def _subscription_paths() -> dict[str, Any]:
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage, NewSubscription,
-         Imported, SubscriptionList, SubscriptionDetail, PlanChange, PriceRevision,
+         Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
          Cancellation],
         ref_template=_REF,
     )  # fmt: skip

@@ -1,5 +1,5 @@
 """The subscriptions part of the HTTP API, over a store: list, show, import, change,
-revise, cancel and renew, made as ``meterline subscriptions`` makes them
+add-charge, remove-charge, revise, cancel and renew, made as ``meterline subscriptions`` makes them
 (``invoicing.registry``) and answered as JSON, or as an RFC 9457 problem document.
 
 ``answer`` runs where the store is: in the gateway with a ClickHouse server, or in the
@@ -25,7 +25,8 @@ from invoicing.subscription_import import SubscriptionFileError, subscriptions_f
 from rating.period import plan_on
 from rating.plans import PriceBook
 
-ACTIONS = ("list", "show", "import", "change", "revise", "cancel", "renew")
+ACTIONS = ("list", "show", "import", "change", "add-charge", "remove-charge", "revise",
+           "cancel", "renew")  # fmt: skip
 MAX_IMPORT = 10_000  # subscriptions per request; a larger import is a file for the CLI
 
 
@@ -58,6 +59,15 @@ class PlanChange(msgspec.Struct, forbid_unknown_fields=True):
     period."""
 
     plan: str
+    on: date | None = None
+    at_period_end: bool = False
+
+
+class AddOnChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Add (or remove) the price book's add-on ``add_on`` from the start of ``on`` or the
+    next period."""
+
+    add_on: str
     on: date | None = None
     at_period_end: bool = False
 
@@ -181,6 +191,14 @@ def _operations(
         return registry.plan_change(asked.plan, asked.on, asked.at_period_end, now=now,
                                     notice=notice, book=book)  # fmt: skip
 
+    def add_on(adding: bool) -> Callable[[bytes], Operation]:
+        def vary(body: bytes) -> Operation:
+            asked = _decoded(body, AddOnChange)
+            return registry.add_on_change(asked.add_on, adding, asked.on, asked.at_period_end,
+                                          now=now, notice=notice, book=book)  # fmt: skip
+
+        return vary
+
     def revise(body: bytes) -> Operation:
         asked = _decoded(body, PriceRevision)
         return registry.price_revision(asked.percent, asked.on, asked.at_period_end, now=now,
@@ -195,7 +213,8 @@ def _operations(
         _decoded(body, Renewal)
         return registry.renewal()
 
-    return {"change": change, "revise": revise, "cancel": cancel, "renew": renew}
+    return {"change": change, "add-charge": add_on(True), "remove-charge": add_on(False),
+            "revise": revise, "cancel": cancel, "renew": renew}  # fmt: skip
 
 
 def _decoded(body: bytes, kind: type[Any]) -> Any:

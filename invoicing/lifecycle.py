@@ -1,12 +1,13 @@
 """Changes to a subscription's life: moving it to another plan (an upgrade or a
-downgrade, from a day on), revising its prices by a percentage (from a day on), ending it
-(now, on a date, or at the end of the period) and renewing it (removing an end). Pure
-checks: a change that would alter a finalized invoice, reach back into usage already
-priced, overlap another, or put an end before the start is refused with the reason, and
-the caller writes nothing."""
+downgrade), adding or removing an add-on's charges, revising its prices by a percentage
+(each from a day on), ending it (now, on a date, or at the end of the period) and
+renewing it (removing an end). Pure checks: a change that would alter a finalized
+invoice, reach back into usage already priced, overlap another, or put an end before the
+start is refused with the reason, and the caller writes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -15,7 +16,7 @@ from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.period import Period, plan_on
 from rating.plans import PriceBook, PriceBookError
-from rating.revision import RevisionError, check_percent, revised_id
+from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
 
 
 class LifecycleError(ValueError):
@@ -62,16 +63,20 @@ def change_plan(
         raise LifecycleError(f"{name} starts {row.started_at.isoformat()}: change it after that")
     if row.ended_at is not None and day >= row.ended_at.astimezone(UTC).date():
         raise LifecycleError(f"{name} ends {row.ended_at.isoformat()}: renew it first")
-    later = [(d, p) for d, p in row.changes if d >= day]
+    later = [(d, p) for d, p in row.changes if d > day]
     if later:
         raise LifecycleError(
             f"{name} already changes to {later[0][1]} on {later[0][0]}: changes are made in "
             "day order"
         )
-    if plan_on(row.plan, row.changes, day) == plan:
-        raise LifecycleError(f"{name} is on {plan} then already")
     _outside_finalized(name, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
-    return replace(row, changes=(*row.changes, (day, plan)))
+    # A second change for the same day replaces the first (neither has taken effect).
+    earlier = tuple((d, p) for d, p in row.changes if d < day)
+    if plan_on(row.plan, earlier, day) != plan:
+        return replace(row, changes=(*earlier, (day, plan)))
+    if earlier == row.changes:
+        raise LifecycleError(f"{name} is on {plan} then already")
+    return replace(row, changes=earlier)  # the day's change undone
 
 
 def revise(
@@ -84,13 +89,56 @@ def revise(
     book: PriceBook,
 ) -> SubscriptionRow:
     """Revise every price of the plan the subscription is on by ``percent`` from the
-    start of ``day`` (UTC): a move to the revised plan ("pro@+5%"), checked like any plan
-    change. A revision of a revised plan compounds."""
+    start of ``day`` (UTC): a move to the revised plan ("growth@+5%"), checked like any
+    plan change. A revision of a revised plan compounds."""
+    return _vary(row, day, lambda plan: revised_id(plan, check_percent(percent)),
+                 earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
+
+
+def add_charge(
+    row: SubscriptionRow,
+    add_on: str,
+    day: date,
+    *,
+    earliest: date,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> SubscriptionRow:
+    """Add the price book's add-on ``add_on`` (its charges and fees) to the subscription's
+    plan from the start of ``day``: a move to "growth+<add_on>"."""
+    return _vary(row, day, lambda plan: with_add_on(plan, add_on),
+                 earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
+
+
+def remove_charge(
+    row: SubscriptionRow,
+    add_on: str,
+    day: date,
+    *,
+    earliest: date,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> SubscriptionRow:
+    """Remove the add-on ``add_on`` from the start of ``day``."""
+    return _vary(row, day, lambda plan: without_add_on(plan, add_on),
+                 earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
+
+
+def _vary(
+    row: SubscriptionRow,
+    day: date,
+    vary: Callable[[str], str],
+    *,
+    earliest: date,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> SubscriptionRow:
+    """Move to the variant ``vary`` makes of the plan in force on ``day``."""
     name = f"{row.tenant}/{row.subscription}"
     try:
-        plan = revised_id(plan_on(row.plan, row.changes, day), check_percent(percent))
-        book.versions_of(plan)  # a revised price must still fit in 64-bit nano-units
-    except (RevisionError, PriceBookError) as error:
+        plan = vary(plan_on(row.plan, row.changes, day))
+        book.variant_versions(plan)  # says why the book cannot make it, if it cannot
+    except (VariantError, PriceBookError) as error:
         raise LifecycleError(f"{name}: {error}") from None
     return change_plan(row, plan, day, earliest=earliest, last_finalized=last_finalized,
                        book=book)  # fmt: skip

@@ -90,6 +90,20 @@ def price_revision(
     return Operation("prices revised", uplift, _midnight(first))
 
 
+def add_on_change(
+    add_on: str, adding: bool, day: date | None, at_period_end: bool, *, now: datetime,
+    notice: timedelta, book: PriceBook,
+) -> Operation:  # fmt: skip
+    """Add (or remove) a price book add-on's charges and fees from a day on."""
+    earliest, first = _first_day(day, at_period_end, now, notice)
+    step = lifecycle.add_charge if adding else lifecycle.remove_charge
+
+    def vary(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
+        return step(row, add_on, first, earliest=earliest, last_finalized=final, book=book)
+
+    return Operation("charge added" if adding else "charge removed", vary, _midnight(first))
+
+
 def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> Operation:
     if at is not None and at_period_end:
         raise LifecycleError("give a time (at) or the end of the period, not both")

@@ -149,6 +149,54 @@ def revise(
     ))  # fmt: skip
 
 
+_ADD_ON = click.option(
+    "--add-on", "add_on", required=True, help="The add-on, by its id in the price book."
+)
+
+
+@subscriptions.command("add-charge")
+@click.argument("subscription")
+@_TENANT
+@_ADD_ON
+@_ON
+@_AT_PERIOD_END
+def add_charge(
+    subscription: str, tenant: str, add_on: str, day: date | None, at_period_end: bool
+) -> None:  # fmt: skip
+    """Add an add-on of the price book (its charges and fixed fees: premium support, a
+    charge on a meter the plan does not price) to a subscription from the start of a day.
+    It goes with every later plan version, and its fees are prorated by day. Dated like a
+    plan change: tomorrow at the earliest, never inside a finalized period."""
+    _add_on_change(subscription, tenant, add_on, True, day, at_period_end)
+
+
+@subscriptions.command("remove-charge")
+@click.argument("subscription")
+@_TENANT
+@_ADD_ON
+@_ON
+@_AT_PERIOD_END
+def remove_charge(
+    subscription: str, tenant: str, add_on: str, day: date | None, at_period_end: bool
+) -> None:  # fmt: skip
+    """Remove an add-on from a subscription from the start of a day (tomorrow at the
+    earliest). Its usage and fees up to then stay billed."""
+    _add_on_change(subscription, tenant, add_on, False, day, at_period_end)
+
+
+def _add_on_change(
+    subscription: str, tenant: str, add_on: str, adding: bool, day: date | None,
+    at_period_end: bool,
+) -> None:  # fmt: skip
+    from invoicing import registry
+
+    settings = load_settings()
+    _change(tenant, subscription, lambda now: registry.add_on_change(
+        add_on, adding, day, at_period_end, now=now, book=load_book(settings),
+        notice=registry.change_notice(settings.max_clock_skew_seconds),
+    ))  # fmt: skip
+
+
 @subscriptions.command("cancel")
 @click.argument("subscription")
 @_TENANT

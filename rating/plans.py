@@ -27,7 +27,7 @@ from pydantic import (
 
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import INT64_MAX, MoneyError, to_nanos
-from rating.revision import RevisionError, revised_id, revised_prices, split
+from rating.variants import Variant, VariantError, parse, revised_prices
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -217,6 +217,15 @@ def _tier_quantities(tiers: tuple[Tier, ...]) -> tuple[tuple[str, Decimal], ...]
 Charge = Annotated[PerUnit | Graduated | Volume | Package | Allowance, Field(discriminator="model")]
 
 
+def _known_currency(value: str) -> str:
+    if value not in MINOR_UNIT_DIGITS:
+        raise ValueError(f"unknown currency {value!r} (expected an ISO 4217 code such as USD)")
+    return value
+
+
+Currency = Annotated[str, AfterValidator(_known_currency)]
+
+
 class FixedFee(_Frozen):
     """A recurring amount per period, prorated by day when a subscription starts, ends or
     changes plan version inside the period."""
@@ -234,20 +243,13 @@ class Plan(_Frozen):
     name: str = ""
     version: int = Field(default=1, ge=1)
     effective_from: date | None = None
-    currency: str
+    currency: Currency
     interval: Literal["month"] = "month"
     charges: tuple[Charge, ...] = ()
     fixed_fees: tuple[FixedFee, ...] = ()
     commitment: NanoPrice | None = Field(
         default=None, description="minimum spend per period; a shortfall is billed as a true-up"
     )
-
-    @field_validator("currency")
-    @classmethod
-    def _known_currency(cls, value: str) -> str:
-        if value not in MINOR_UNIT_DIGITS:
-            raise ValueError(f"unknown currency {value!r} (expected an ISO 4217 code such as USD)")
-        return value
 
     @model_validator(mode="after")
     def _bills_something(self) -> Plan:
@@ -267,16 +269,41 @@ class Plan(_Frozen):
         return next((charge for charge in self.charges if charge.meter == meter), None)
 
 
+class AddOn(_Frozen):
+    """Charges or fees a subscription can add to its plan from a day on, and remove again
+    (premium support, a charge on a meter its plan does not price). Unversioned: a new
+    price is a new add-on."""
+
+    id: str = Field(pattern=IDENTIFIER)
+    name: str = ""
+    currency: Currency
+    charges: tuple[Charge, ...] = ()
+    fixed_fees: tuple[FixedFee, ...] = ()
+
+    @model_validator(mode="after")
+    def _adds_something(self) -> AddOn:
+        if not self.charges and not self.fixed_fees:
+            raise ValueError("an add-on needs at least one charge or fixed fee")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"add-on {self.id!r}"
+
+
 class PriceBook(_Frozen):
     meters: tuple[Meter, ...] = Field(min_length=1)
     plans: tuple[Plan, ...] = Field(min_length=1)
+    add_ons: tuple[AddOn, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> PriceBook:
         _require_unique("meter", [meter.id for meter in self.meters])
         _require_unique("plan (id, version)", [f"{p.id}, {p.version}" for p in self.plans])
+        _require_unique("add-on", [add_on.id for add_on in self.add_ons])
         known = {meter.id for meter in self.meters}
-        for plan in self.plans:
+        priced: list[Plan | AddOn] = [*self.plans, *self.add_ons]
+        for plan in priced:
             _require_unique(f"{plan.label}: meter", [c.meter for c in plan.charges])
             _require_unique(f"{plan.label}: fixed fee", [fee.id for fee in plan.fixed_fees])
             for charge in plan.charges:
@@ -306,35 +333,70 @@ class PriceBook(_Frozen):
         return {plan_id: sorted(found, key=lambda p: p.version) for plan_id, found in by_id.items()}
 
     def versions_of(self, plan_id: str) -> list[Plan]:
-        """A plan's versions, oldest first, revised ones ("pro@+5%") included; none for a
-        plan the book does not have."""
+        """A plan's versions, oldest first, a subscription's variants ("growth+support",
+        "growth@+5%") included; none for a plan the book cannot make."""
         try:
-            base, percent = split(plan_id)
-        except RevisionError:
+            return self.variant_versions(plan_id)
+        except PriceBookError:
             return []
-        found = self.versions.get(base, [])
-        if not percent:
-            return found
-        if not found or revised_id(base, percent) != plan_id:
-            return []  # one name per revision: "pro@+5.0%" is not "pro@+5%"
-        return [self._revised(plan, plan_id, percent) for plan in found]
 
     def knows(self, plan_id: str) -> bool:
         return bool(self.versions_of(plan_id))
 
-    def _revised(self, plan: Plan, plan_id: str, percent: Decimal) -> Plan:
-        key = (plan_id, plan.version)
-        if key not in self._revisions:
+    def variant_versions(self, plan_id: str) -> list[Plan]:
+        """Like ``versions_of``, but raises ``PriceBookError`` saying why the book cannot
+        make the plan."""
+        if plan_id in self.versions:
+            return self.versions[plan_id]
+        if plan_id not in self._variants:
             try:
-                revised = Plan.model_validate(revised_prices(plan.model_dump(), percent))
-            except ValidationError as error:
-                problem = error.errors()[0]["msg"]
-                raise PriceBookError(f"{plan.label} revised by {percent}%: {problem}") from None
-            self._revisions[key] = revised.model_copy(update={"id": plan_id})
-        return self._revisions[key]
+                variant = parse(plan_id)
+            except VariantError as error:
+                raise PriceBookError(str(error)) from None
+            if variant.id != plan_id:
+                raise PriceBookError(f"{plan_id!r} is written {variant.id!r}")
+            versions = self.versions.get(variant.base)
+            if not versions:
+                raise PriceBookError(f"plan {variant.base!r} is not in the price book")
+            self._variants[plan_id] = [self._variant(plan, variant) for plan in versions]
+        return self._variants[plan_id]
+
+    def add_on(self, add_on_id: str) -> AddOn:
+        for add_on in self.add_ons:
+            if add_on.id == add_on_id:
+                return add_on
+        known = ", ".join(a.id for a in self.add_ons) or "none"
+        raise PriceBookError(f"add-on {add_on_id!r} is not in the price book (add-ons: {known})")
+
+    def _variant(self, plan: Plan, variant: Variant) -> Plan:
+        data = plan.model_dump()
+        data["charges"], data["fixed_fees"] = list(data["charges"]), list(data["fixed_fees"])
+        for add_on in map(self.add_on, variant.add_ons):
+            if add_on.currency != plan.currency:
+                raise PriceBookError(
+                    f"{add_on.label} is priced in {add_on.currency}, {plan.label} in "
+                    f"{plan.currency}"
+                )
+            clash = {c.meter for c in plan.charges} & {c.meter for c in add_on.charges}
+            clash |= {f.id for f in plan.fixed_fees} & {f.id for f in add_on.fixed_fees}
+            if clash:
+                raise PriceBookError(
+                    f"{add_on.label} and {plan.label} both price {', '.join(sorted(clash))}"
+                )
+            added = add_on.model_dump()
+            data["charges"] += added["charges"]
+            data["fixed_fees"] += added["fixed_fees"]
+        if variant.percent:
+            data = revised_prices(data, variant.percent)
+        try:
+            made = Plan.model_validate(data)
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise PriceBookError(f"{plan.label} as {variant.id}: {problem}") from None
+        return made.model_copy(update={"id": variant.id})
 
     @cached_property
-    def _revisions(self) -> dict[tuple[str, int], Plan]:
+    def _variants(self) -> dict[str, list[Plan]]:
         return {}
 
     def plan(self, plan_id: str, version: int | None = None) -> Plan:
@@ -486,13 +548,15 @@ def _merge_folder(folder: Path) -> dict[str, list[object]]:
     files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     if not files:
         raise PriceBookError(f"{folder}: no .yaml files in the price book folder")
-    merged: dict[str, list[object]] = {"meters": [], "plans": []}
+    merged: dict[str, list[object]] = {"meters": [], "plans": [], "add_ons": []}
     for file in files:
         document = _read_yaml(file)
         if document is None:
             continue
         if not isinstance(document, dict) or set(document) - set(merged):
-            raise PriceBookError(f"{file}: expected a mapping with 'meters' and/or 'plans'")
+            raise PriceBookError(
+                f"{file}: expected a mapping with 'meters', 'plans' and/or 'add_ons'"
+            )
         for key, collected in merged.items():
             items = document.get(key) or []
             if not isinstance(items, list):

@@ -296,6 +296,9 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
     ]  # fmt: skip
     assert [h["change"] for h in shown["history"]] == ["imported", "plan changed", "prices revised"]
 
+    added = call("POST", "/v1/subscriptions/sub-1/add-charge",
+                 {"add_on": "storage", "on": "2099-01-01"})  # fmt: skip
+    assert added.json()["plans"][-1] == {"on": "2099-01-01", "plan": "starter+storage"}
     cancelled = call("POST", "/v1/subscriptions/sub-1/cancel", {"at": "2099-03-01T00:00:00Z"})
     assert cancelled.json()["ended_at"] == "2099-03-01T00:00:00Z", cancelled.text
     assert call("POST", "/v1/subscriptions/sub-1/renew").json()["ended_at"] is None
@@ -305,6 +308,8 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
          "the earliest is"),
         ("/v1/subscriptions/sub-1/change", {"plan": "growth", "when": "soon"}, 400, "when"),
         ("/v1/subscriptions/sub-1/revise", {"percent": 0}, 422, "changes no price"),
+        ("/v1/subscriptions/sub-2/add-charge", {"add_on": "storage", "on": "2099-03-01"}, 422,
+         "priced in USD, plan 'scale' in EUR"),
         ("/v1/subscriptions/sub-404/cancel", None, 404, "no subscription 'sub-404'"),
         ("/v1/subscriptions/sub-1/pause", None, 404, "no action 'pause'"),
     ):  # fmt: skip
@@ -314,7 +319,7 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
 
     published = gateway.runner.run(
         read_records(gateway.settings.kafka_bootstrap_servers or "",
-                     gateway.settings.subscriptions_topic, 1, 6, timeout=10)
+                     gateway.settings.subscriptions_topic, 1, 7, timeout=10)
     )  # fmt: skip
     newest = dict(decode(record.value) for record in published)
     assert newest[("acme", "sub-2")].changes == (

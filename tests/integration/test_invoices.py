@@ -28,7 +28,7 @@ from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
 from invoicing.ledger import InvoiceLedger
-from invoicing.lifecycle import change_plan, revise
+from invoicing.lifecycle import add_charge, change_plan, remove_charge, revise
 from invoicing.store import Store, SubscriptionRow
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
@@ -474,3 +474,57 @@ def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
                                        *arguments])  # fmt: skip
         assert refused.exit_code != 0 and problem in refused.output, refused.output
         assert "Traceback" not in refused.output
+
+
+def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_day(
+    scenario: Feed, store_environment: Store
+) -> None:
+    """growth from Aug 1; storage and premium support from Sep 11; support removed from
+    Sep 21. growth v2 takes effect on Sep 16, add-ons and all."""
+    store = store_environment
+    row = SubscriptionRow(TENANT, "x", "cust-a", "growth", at(AUG, 0))
+    for day, step, add_on in ((date(2026, 9, 11), add_charge, "storage"),
+                              (date(2026, 9, 11), add_charge, "premium_support"),
+                              (date(2026, 9, 21), remove_charge, "premium_support")):  # fmt: skip
+        row = step(row, add_on, day, earliest=AUG, last_finalized=None, book=BOOK)
+    assert row.changes == ((date(2026, 9, 11), "growth+premium_support+storage"),
+                           (date(2026, 9, 21), "growth+storage"))  # fmt: skip
+    store.write_subscriptions([row], version=7)
+    scenario.send(
+        [("x", "api_calls", 300, at(date(2026, 9, 5)), {}),
+         ("x", "storage_gb", 25, at(date(2026, 9, 12)), {}),  # peak of Sep 11-15
+         ("x", "storage_gb", 18, at(date(2026, 9, 13)), {}),
+         ("x", "storage_gb", 40, at(date(2026, 9, 25)), {})]  # peak of Sep 21-30
+    )  # fmt: skip
+    close_period(store, BOOK, SEP)
+
+    both, storage = "growth+premium_support+storage", "growth+storage"
+    september = {
+        (x.plan, x.plan_version, x.kind, x.item): x.amount for x in invoices(store, SEP)["x"].lines
+    }
+    storage_charge = BOOK.add_on("storage").charges[0]
+    assert september == {
+        ("growth", 1, USAGE, "api_calls"): usage("growth", 1, "api_calls", 300),
+        (both, 1, USAGE, "storage_gb"): cents(oracle.rate_charge(storage_charge, 25, 0).amount),
+        (storage, 2, USAGE, "storage_gb"): cents(oracle.rate_charge(storage_charge, 40, 0).amount),
+        ("growth", 1, FIXED_FEE, "platform"): prorated("29", 10, 30),
+        (both, 1, FIXED_FEE, "platform"): prorated("29", 5, 30),
+        (both, 1, FIXED_FEE, "premium_support"): prorated("49", 5, 30),
+        (both, 2, FIXED_FEE, "platform"): prorated("39", 5, 30),
+        (both, 2, FIXED_FEE, "premium_support"): prorated("49", 5, 30),
+        (storage, 2, FIXED_FEE, "platform"): prorated("39", 10, 30),
+    }
+    assert september[(storage, 2, USAGE, "storage_gb")] == Decimal("7.50")  # 30 GB over 10
+
+    runner = CliRunner()
+    added = runner.invoke(main, ["subscriptions", "add-charge", "x", "--tenant", TENANT,
+                                 "--add-on", "premium_support", "--on", "2099-01-01"])  # fmt: skip
+    assert added.exit_code == 0 and "growth+premium_support+storage from 2099-01-01" in added.output
+    for command, add_on, problem in (
+        ("remove-charge", "platinum", "no add-on platinum to remove"),
+        ("add-charge", "platinum", "add-on 'platinum' is not in the price book"),
+        ("add-charge", "storage", "has the add-on storage already"),
+    ):
+        refused = runner.invoke(main, ["subscriptions", command, "x", "--tenant", TENANT,
+                                       "--add-on", add_on, "--on", "2099-02-01"])  # fmt: skip
+        assert refused.exit_code == 1 and problem in refused.output, refused.output

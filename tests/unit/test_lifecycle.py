@@ -118,3 +118,12 @@ def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_
     for change, problem in refusals:
         with pytest.raises(LifecycleError, match=problem):
             change()
+
+
+def test_a_second_change_for_the_same_day_replaces_the_first_or_undoes_it() -> None:
+    day = date(2026, 9, 15)
+    upgraded = move(ROW, "scale", day)
+    assert move(upgraded, "starter", day).changes == ((day, "starter"),)
+    assert move(upgraded, "growth", day).changes == ()
+    with pytest.raises(LifecycleError, match="is on growth then already"):
+        move(ROW, "growth", day)

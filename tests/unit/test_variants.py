@@ -4,6 +4,7 @@ hand."""
 
 from __future__ import annotations
 
+import re
 import typing
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -19,8 +20,17 @@ from rating import oracle, plans
 from rating.money import NANO, from_nanos
 from rating.plans import PriceBookError, load_price_book, parse_price_book
 from rating.rater import rate
-from rating.revision import PRICE_FIELDS, RevisionError, check_percent, revised_id, split
 from rating.table import ChargeTable
+from rating.variants import (
+    PRICE_FIELDS,
+    Variant,
+    VariantError,
+    check_percent,
+    parse,
+    revised_id,
+    with_add_on,
+    without_add_on,
+)
 from tests.unit.test_rating import book_for, charges
 
 BOOK = load_price_book(PRICE_BOOK)
@@ -31,17 +41,70 @@ def test_a_revision_has_one_name_and_revisions_compound() -> None:
     assert revised_id("growth", Decimal("-2.50")) == "growth@-2.5%"
     assert revised_id("growth@+5%", Decimal(3)) == "growth@+8.15%"
     assert revised_id("growth@+25%", Decimal(-20)) == "growth"  # back to the list price
-    assert split("growth@+8.15%") == ("growth", Decimal("8.15"))
-    assert split("growth") == ("growth", 0)
+    assert parse("growth@+8.15%") == Variant("growth", (), Decimal("8.15"))
+    assert parse("growth") == Variant("growth")
     assert BOOK.knows("growth@+5%") and not BOOK.knows("growth@+5.0%")
     assert not BOOK.knows("platinum@+5%") and not BOOK.knows("growth@5%")
-    with pytest.raises(RevisionError, match="named like"):
-        split("growth@5%")
+    with pytest.raises(VariantError, match="written like"):
+        parse("growth@5%")
+
+
+def test_add_ons_are_named_in_order_once_each_and_keep_a_revision() -> None:
+    both = with_add_on(with_add_on("growth@+5%", "storage"), "premium_support")
+    assert both == "growth+premium_support+storage@+5%"
+    assert parse(both) == Variant("growth", ("premium_support", "storage"), Decimal(5))
+    assert without_add_on(both, "storage") == "growth+premium_support@+5%"
+    assert BOOK.knows(both) and not BOOK.knows("growth+storage+premium_support@+5%")
+    with pytest.raises(VariantError, match="already"):
+        with_add_on(both, "storage")
+    with pytest.raises(VariantError, match="no add-on"):
+        without_add_on("growth", "storage")
+    with pytest.raises(VariantError, match="named once"):
+        parse("growth+storage+storage")
+
+
+def test_an_add_on_adds_its_charges_and_fees_to_every_version_of_the_plan() -> None:
+    versions = BOOK.versions_of("growth+premium_support+storage")
+    assert [p.version for p in versions] == [1, 2]
+    for plan, listed in zip(versions, BOOK.versions_of("growth"), strict=True):
+        assert plan.charges == (*listed.charges, *BOOK.add_on("storage").charges)
+        assert plan.fixed_fees == (*listed.fixed_fees, *BOOK.add_on("premium_support").fixed_fees)
+        assert plan.effective_from == listed.effective_from
+    revised = BOOK.plan("growth+premium_support@+10%", 1)
+    assert [fee.amount for fee in revised.fixed_fees] == [Decimal("31.9"), Decimal("53.9")]
+
+
+@pytest.mark.parametrize(
+    ("plan_id", "problem"),
+    [
+        ("scale+premium_support", "priced in USD, plan 'scale' in EUR"),
+        ("growth+platinum", "add-on 'platinum' is not in the price book"),
+        ("growth+storage+storage", "named once"),
+        ("growth@+5.0%", "is written 'growth@+5%'"),
+    ],
+)
+def test_a_variant_the_book_cannot_make_says_why(plan_id: str, problem: str) -> None:
+    with pytest.raises(PriceBookError, match=re.escape(problem)):
+        BOOK.variant_versions(plan_id)
+    assert not BOOK.knows(plan_id)
+
+
+def test_an_add_on_may_not_price_what_its_plan_prices() -> None:
+    book = parse_price_book(
+        {"meters": [{"id": "m"}],
+         "plans": [{"id": "p", "currency": "USD", "charges": [
+             {"meter": "m", "model": "per_unit", "unit_price": "1"}]}],
+         "add_ons": [{"id": "twice", "currency": "USD", "charges": [
+             {"meter": "m", "model": "per_unit", "unit_price": "2"}]}]},
+        "test",
+    )  # fmt: skip
+    with pytest.raises(PriceBookError, match="both price m"):
+        book.variant_versions("p+twice")
 
 
 @pytest.mark.parametrize("percent", ["0", "-100", "-150", "1000.0001", "1.00001", "NaN"])
 def test_a_revision_outside_its_bounds_is_refused(percent: str) -> None:
-    with pytest.raises(RevisionError):
+    with pytest.raises(VariantError):
         check_percent(Decimal(percent))
 
 
@@ -88,8 +151,8 @@ def test_a_revised_plan_follows_the_list_plan_versions_with_each_price_revised()
 
 def test_a_revision_whose_prices_no_longer_fit_64_bit_nano_units_is_refused() -> None:
     book = book_for({"model": "per_unit", "unit_price": "9000000000"})
-    with pytest.raises(PriceBookError, match="revised by 1000%"):
-        book.plan("p@+1000%")
+    with pytest.raises(PriceBookError, match="as p@\\+1000%"):
+        book.variant_versions("p@+1000%")
 
 
 def _by_hand(charge: dict[str, Any], factor: Decimal) -> dict[str, Any]:
@@ -134,7 +197,7 @@ def test_the_kernel_on_a_revised_plan_equals_the_oracle_on_prices_revised_by_han
         expected_book = book_for(_by_hand(charge, 1 + percent / 100), scale)
     except PriceBookError:  # a revised price beyond 64-bit nano-units
         with pytest.raises(PriceBookError):
-            book.plan(plan_id)
+            book.variant_versions(plan_id)
         return
     table = ChargeTable.compile(book)
     row = table.charge_of(plan_id, 1, "m")

@@ -1,0 +1,122 @@
+"""A subscription's own variant of a plan: add-ons it has taken from a day on (a support
+fee, a charge on a meter the plan does not price) and a revision of every price by a
+percentage (a contract's yearly uplift, a negotiated discount). A variant is named
+``<plan>[+<add-on>...][@<+|-><percent>%]``: "growth+premium_support@+5%".
+
+A variant is an ordinary plan to everything downstream: the worker rates it with the same
+kernels, totals under it are kept apart from the list plan's, and fees and commitments
+are prorated by day to it. It follows the list plan's versions: "growth@+5%" on a day is
+the version of "growth" in force that day, revised.
+
+A revision multiplies every price by (1 + percent/100), rounded half up to the nano-unit,
+once per price. Every pricing model is linear in its prices, so revising the prices
+revises every amount.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+ADD, REVISE = "+", "@"  # neither is allowed in an id, so a variant never collides with one
+MAX_PLACES = 4
+MAX_PERCENT = Decimal(1000)  # an uplift beyond 11x the list price is a typo, not a contract
+_NANO = Decimal("1e-9")
+
+# Every field of a plan that holds an amount of money; test_variants checks this against
+# the price book's models, so a price field added later cannot be left unrevised.
+PRICE_FIELDS = frozenset(
+    {"unit_price", "flat_fee", "package_price", "overage_price", "minimum", "maximum",
+     "amount", "commitment"}
+)  # fmt: skip
+
+
+class VariantError(ValueError):
+    """The variant cannot be made or read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    base: str  # the list plan
+    add_ons: tuple[str, ...] = ()  # in name order
+    percent: Decimal = Decimal(0)  # the revision, 0 for none
+
+    @property
+    def id(self) -> str:
+        """The one name of this variant: add-ons sorted, the percent normalized."""
+        added = "".join(ADD + add_on for add_on in sorted(self.add_ons))
+        revised = f"{REVISE}{self.percent.normalize():+f}%" if self.percent else ""
+        return self.base + added + revised
+
+
+def parse(plan_id: str) -> Variant:
+    plan, mark, revision = plan_id.partition(REVISE)
+    percent = Decimal(0)
+    if mark:
+        try:
+            if revision[:1] not in "+-" or not revision.endswith("%"):
+                raise InvalidOperation
+            percent = Decimal(revision[:-1])
+        except InvalidOperation:
+            raise VariantError(
+                f"{plan_id!r}: a revision is written like growth@+5% or growth@-2.5%"
+            ) from None
+    base, *add_ons = plan.split(ADD)
+    if len(set(add_ons)) != len(add_ons) or not all(add_ons):
+        raise VariantError(f"{plan_id!r}: each add-on is named once, like growth+support")
+    return Variant(base, tuple(add_ons), percent)
+
+
+def check_percent(percent: Decimal) -> Decimal:
+    if not percent.is_finite() or not -100 < percent <= MAX_PERCENT:
+        raise VariantError(f"a revision is above -100% and at most +{MAX_PERCENT}%; got {percent}")
+    if percent != percent.quantize(Decimal(1).scaleb(-MAX_PLACES)):
+        raise VariantError(f"a revision has at most {MAX_PLACES} decimal places; got {percent}")
+    if percent == 0:
+        raise VariantError("a revision of 0% changes no price")
+    return percent
+
+
+def revised_id(plan_id: str, percent: Decimal) -> str:
+    """``plan_id`` revised by ``percent`` on top of any earlier revision: two revisions
+    compound into one, so prices are rounded once."""
+    variant = parse(plan_id)
+    combined = (100 + variant.percent) * (100 + percent) / 100 - 100
+    return Variant(variant.base, variant.add_ons, combined).id
+
+
+def with_add_on(plan_id: str, add_on: str) -> str:
+    variant = parse(plan_id)
+    if add_on in variant.add_ons:
+        raise VariantError(f"{plan_id} has the add-on {add_on} already")
+    return Variant(variant.base, (*variant.add_ons, add_on), variant.percent).id
+
+
+def without_add_on(plan_id: str, add_on: str) -> str:
+    variant = parse(plan_id)
+    if add_on not in variant.add_ons:
+        raise VariantError(f"{plan_id} has no add-on {add_on} to remove")
+    kept = tuple(name for name in variant.add_ons if name != add_on)
+    return Variant(variant.base, kept, variant.percent).id
+
+
+def revised_prices(plan: dict[str, Any], percent: Decimal) -> dict[str, Any]:
+    """A plan's fields (``model_dump``) with every price revised by ``percent``."""
+    revised: dict[str, Any] = _revise(plan, 1 + percent / 100)
+    return revised
+
+
+def _revise(value: Any, factor: Decimal) -> Any:
+    if isinstance(value, dict):
+        return {name: _price(field, factor) if name in PRICE_FIELDS else _revise(field, factor)
+                for name, field in value.items()}  # fmt: skip
+    if isinstance(value, list | tuple):
+        return [_revise(item, factor) for item in value]
+    return value
+
+
+def _price(value: Decimal | None, factor: Decimal) -> Decimal | None:
+    if value is None:
+        return None
+    return (value * factor).quantize(_NANO, rounding=ROUND_HALF_UP).normalize()
