@@ -96,9 +96,9 @@ def _millis(moment: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _PlanDay:
-    """What one day means under one plan: the version in force, the start of the billing
-    period the day belongs to, and the meters that version prices, each with the largest
-    period-to-date quantity its charge can rate."""
+    """What one day means under one plan and anchor day: the version in force, the label
+    of the billing period the day belongs to, and the meters that version prices, each
+    with the largest period-to-date quantity its charge can rate."""
 
     plan: Plan
     period_start: date
@@ -125,7 +125,7 @@ class BatchProcessor:
         if not 0 < partitions <= MAX_PARTITIONS:
             raise ValueError(f"the events topic can have 1 to {MAX_PARTITIONS} partitions")
         self.partitions = partitions  # of the events topic: where each subscription lives
-        self._days: dict[tuple[str, date], _PlanDay | None] = {}
+        self._days: dict[tuple[str, date, int], _PlanDay | None] = {}
         self._home: dict[tuple[str, str], int] = {}
         # What the per-event loop needs of each meter, in one lookup.
         self._meters = {
@@ -149,19 +149,19 @@ class BatchProcessor:
             home = self._home[owner] = partition_of(event.partition_key(), self.partitions)
         return home
 
-    def _plan_day(self, plan_id: str, day: date) -> _PlanDay | None:
-        key = (plan_id, day)
+    def _plan_day(self, plan_id: str, day: date, anchor: int) -> _PlanDay | None:
+        key = (plan_id, day, anchor)
         if key not in self._days:
             plan = self.book.plan_at(plan_id, day)
-            self._days[key] = None if plan is None else self._describe(plan, day)
+            self._days[key] = None if plan is None else self._describe(plan, day, anchor)
         return self._days[key]
 
-    def _describe(self, plan: Plan, day: date) -> _PlanDay:
+    def _describe(self, plan: Plan, day: date, anchor: int) -> _PlanDay:
         limits = {}
         for charge in plan.charges:
             row = self.charges.row(plan, charge.meter)
             limits[charge.meter] = self.charges.refs[row].max_quantity
-        return _PlanDay(plan, Period.of(day).start, limits)
+        return _PlanDay(plan, Period.of(day, anchor).label, limits)
 
     def process(self, records: Sequence[Record]) -> BatchResult:
         """Whole records only: a record is never split across two batches. This loop runs
@@ -193,8 +193,9 @@ class BatchProcessor:
                     entry = self.subscription_of(owner)
                     ends = entry.ends_at if entry else None
                 day = utc_day(item.timestamp)
-                plan_id = entry.plan_on(day) if entry else None
-                known = None if plan_id is None else self._plan_day(plan_id, day)
+                known = (
+                    None if entry is None else self._plan_day(entry.plan_on(day), day, entry.anchor)
+                )
                 if (
                     elsewhere
                     or known is None
@@ -207,7 +208,7 @@ class BatchProcessor:
                         and self._unique[item.meter] not in item.properties
                     )
                 ):
-                    reason, detail = self._rejection(item, partition, plan_id, day)
+                    reason, detail = self._rejection(item, partition, entry, day)
                     result.rejected.append(
                         Rejection(partition, offset, index, reason, detail, encode(item))
                     )
@@ -251,7 +252,7 @@ class BatchProcessor:
         return result
 
     def _rejection(
-        self, event: UsageEvent, partition: int, plan_id: str | None, day: date
+        self, event: UsageEvent, partition: int, entry: Entry | None, day: date
     ) -> tuple[str, str]:
         """Why an event cannot be billed, as (machine-readable reason, detail for people)."""
         home = self._home_partition(event)
@@ -260,18 +261,18 @@ class BatchProcessor:
                 f"sent to partition {partition}, but {event.tenant}/{event.subscription} "
                 f"belongs on partition {home}: one subscription's events must share one"
             )
-        if plan_id is None:
+        if entry is None:
             return "unknown_subscription", (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
             )
-        entry = self.subscription_of((event.tenant, event.subscription))
-        ends = entry.ends_at if entry else None
+        ends = entry.ends_at
         if ends is not None and event.timestamp >= ends:
             return "subscription_ended", (
                 f"{event.tenant}/{event.subscription} ended at {ends.isoformat()}; the event "
                 f"is stamped {event.timestamp.isoformat()}"
             )
-        known = self._plan_day(plan_id, day)
+        plan_id = entry.plan_on(day)
+        known = self._plan_day(plan_id, day, entry.anchor)
         if known is None:
             return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
         if event.meter not in known.limits:

@@ -33,6 +33,7 @@ class _Row(msgspec.Struct, frozen=True):
     version: int
     ends_at: datetime | None = None
     changes: list[tuple[date, str]] = msgspec.field(default_factory=list)
+    anchor: int = 1
 
 
 _encoder = msgspec.json.Encoder()
@@ -41,13 +42,14 @@ _decoder = msgspec.json.Decoder(_Row)
 
 def encode(owner: Owner, entry: Entry) -> tuple[bytes, bytes]:
     """(key, value) of the record for one subscription's row."""
-    row = _Row(owner[0], owner[1], entry.plan, entry.version, entry.ends_at, list(entry.changes))
+    row = _Row(owner[0], owner[1], entry.plan, entry.version, entry.ends_at, list(entry.changes),
+               entry.anchor)  # fmt: skip
     return f"{owner[0]}/{owner[1]}".encode(), _encoder.encode(row)
 
 
 def decode(value: bytes) -> tuple[Owner, Entry]:
     row = _decoder.decode(value)
-    entry = Entry(row.plan, row.ends_at, row.version, tuple(row.changes))
+    entry = Entry(row.plan, row.ends_at, row.version, tuple(row.changes), row.anchor)
     return (row.tenant, row.subscription), entry
 
 
@@ -88,8 +90,10 @@ async def announce(
 
 def entries(rows: Sequence[SubscriptionRow], version: int) -> list[tuple[Owner, Entry]]:
     """The workers' view of stored rows written with ``version``."""
-    return [((r.tenant, r.subscription), Entry(r.plan, r.ended_at, version, r.changes))
-            for r in rows]  # fmt: skip
+    return [
+        ((r.tenant, r.subscription), Entry(r.plan, r.ended_at, version, r.changes, r.anchor_day))
+        for r in rows
+    ]
 
 
 async def follow(

@@ -28,6 +28,7 @@ class Entry:
     ends_at: datetime | None  # exclusive; usage stamped from then on is not billed
     version: int
     changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    anchor: int = 1  # the day of the month its billing periods start on
 
     def plan_on(self, day: date) -> str:
         return plan_on(self.plan, self.changes, day) if self.changes else self.plan

@@ -40,7 +40,7 @@ from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.metrics import exposition
 from meterline.settings import Settings
-from rating.period import Period
+from rating.period import MAX_ANCHOR, Period
 from rating.plans import PriceBook
 from rating.table import ChargeTable
 
@@ -76,8 +76,9 @@ class Aggregator:
         )
 
     def _oldest_open_period(self) -> date:
-        """The first period an accepted event can still fall in."""
-        return Period.of(self.window.bounds()[0].date()).start
+        """The label of the first period an accepted event can still fall in, whatever
+        its subscription's anchor day (the latest anchor starts the period earliest)."""
+        return Period.of(self.window.bounds()[0].date(), MAX_ANCHOR).label
 
     def reload(self, partitions: set[int]) -> None:
         self.state.forget_partitions(partitions)

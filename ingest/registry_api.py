@@ -10,7 +10,7 @@ as it came. It returns the rows it wrote; the caller publishes them to the worke
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +51,7 @@ class NewSubscription(msgspec.Struct, forbid_unknown_fields=True):
     plan: str
     started_at: str  # a day (midnight UTC) or an ISO 8601 time with offset
     ended_at: str = ""  # exclusive; none by default
+    anchor_day: int = 1  # the day of the month its billing periods start on, 1 to 28
     tenant: str = ""  # the key's tenant; another is refused
 
 
@@ -103,6 +104,7 @@ class SubscriptionView(msgspec.Struct):
     plan: str  # the plan it is on today
     started_at: datetime
     ended_at: datetime | None
+    anchor_day: int  # its billing periods start on this day of the month
     plans: list[PlanFrom]  # the plan it started on, then every change, in day order
 
 
@@ -184,25 +186,25 @@ def _dispatch(
 
 
 def _operations(
-    book: PriceBook, notice: Any, now: datetime
+    book: PriceBook, notice: timedelta, now: datetime
 ) -> dict[str, Callable[[bytes], Operation]]:
     def change(body: bytes) -> Operation:
         asked = _decoded(body, PlanChange)
-        return registry.plan_change(asked.plan, asked.on, asked.at_period_end, now=now,
-                                    notice=notice, book=book)  # fmt: skip
+        when = registry.FromDay(asked.on, asked.at_period_end, now, notice)
+        return registry.plan_change(asked.plan, when, book)
 
     def add_on(adding: bool) -> Callable[[bytes], Operation]:
         def vary(body: bytes) -> Operation:
             asked = _decoded(body, AddOnChange)
-            return registry.add_on_change(asked.add_on, adding, asked.on, asked.at_period_end,
-                                          now=now, notice=notice, book=book)  # fmt: skip
+            when = registry.FromDay(asked.on, asked.at_period_end, now, notice)
+            return registry.add_on_change(asked.add_on, adding, when, book)
 
         return vary
 
     def revise(body: bytes) -> Operation:
         asked = _decoded(body, PriceRevision)
-        return registry.price_revision(asked.percent, asked.on, asked.at_period_end, now=now,
-                                       notice=notice, book=book)  # fmt: skip
+        when = registry.FromDay(asked.on, asked.at_period_end, now, notice)
+        return registry.price_revision(asked.percent, when, book)
 
     def cancel(body: bytes) -> Operation:
         asked = _decoded(body, Cancellation)
@@ -272,6 +274,6 @@ def view(row: SubscriptionRow, today: date) -> SubscriptionView:
     started = PlanFrom(row.started_at.astimezone(UTC).date(), row.plan)
     return SubscriptionView(
         row.tenant, row.subscription, row.customer, plan_on(row.plan, row.changes, today),
-        row.started_at, row.ended_at,
+        row.started_at, row.ended_at, row.anchor_day,
         [started, *(PlanFrom(day, plan) for day, plan in row.changes)],
     )  # fmt: skip

@@ -37,7 +37,7 @@ def period_lines(
 ) -> list[InvoiceLine]:
     """``rows`` are the subscription's rated totals of the period (``Store.rated_usage``)."""
     usage = usage_lines(period, rows, book, table)
-    billing = Period(period)
+    billing = sub.period(period)
     lines = list(usage)
     in_force = subscription_slices(
         book, sub.plan, billing, sub.active_from, sub.active_until, changes=sub.changes

@@ -39,6 +39,7 @@ class CloseReport:
     unchanged: int = 0
     finalized: int = 0
     already_final: int = 0
+    not_ended: int = 0  # left as drafts: periods from a later anchor day that have not ended
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -93,7 +94,7 @@ def close_period(
     subscribers = {(s.tenant, s.subscription): s for s in store.subscribers(tenant)}
     table = ChargeTable.compile(book)
     owners = sorted(
-        {owner for owner, sub in subscribers.items() if _active_in(sub, billing)}
+        {owner for owner, sub in subscribers.items() if _active_in(sub, billing.start)}
         | set(rows) | set(finalized_earlier)
     )  # fmt: skip
     to_write = []
@@ -103,6 +104,11 @@ def close_period(
             report.already_final += 1
             continue
         sub = subscribers.get(owner) or _unregistered(owner, rows.get(owner, []), billing)
+        if finalize and sub.period(billing.start).end > now.date():
+            report.not_ended += 1
+            freeze = False
+        else:
+            freeze = finalize
         before = [
             EarlierPeriod(day, earlier_rows[day].get(owner, []), billed[(*owner, day)])
             for day in finalized_earlier.get(owner, [])
@@ -115,13 +121,13 @@ def close_period(
         except UnknownPlanError as error:
             report.problems.append(str(error))
             continue
-        if not invoice.lines and not _active_in(sub, billing):
+        if not invoice.lines and not _active_in(sub, billing.start):
             continue  # an earlier period's adjustments came to nothing
         unchanged = existing is not None and existing.digest == invoice.digest
-        if unchanged and not finalize:
+        if unchanged and not freeze:
             report.unchanged += 1
             continue
-        if finalize:
+        if freeze:
             report.finalized += 1
         elif existing is None:
             report.created += 1
@@ -130,10 +136,10 @@ def close_period(
         to_write.append(
             replace(
                 invoice,
-                status=FINALIZED if finalize else DRAFT,
+                status=FINALIZED if freeze else DRAFT,
                 revision=(existing.revision if existing else 0) + 1,
                 computed_at=now,
-                finalized_at=now if finalize else None,
+                finalized_at=now if freeze else None,
             )
         )
     ledger.write(to_write)
@@ -148,7 +154,9 @@ def _rows_by_owner(store: Store, period: date, tenant: str | None) -> dict[Owner
     return found
 
 
-def _active_in(sub: Subscriber, period: Period) -> bool:
+def _active_in(sub: Subscriber, label: date) -> bool:
+    """Whether the subscription is active during its period named ``label``."""
+    period = sub.period(label)
     return sub.active_from < period.end and (
         sub.active_until is None or sub.active_until > period.start
     )

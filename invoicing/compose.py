@@ -51,7 +51,7 @@ def compose_invoice(
     return Invoice(
         tenant=sub.tenant, subscription=sub.subscription, customer=sub.customer,
         period=period, currency=currency, tax_rate=rate,
-        lines=taxed(lines, rate, MINOR_UNIT_DIGITS[currency]),
+        lines=taxed(lines, rate, MINOR_UNIT_DIGITS[currency]), anchor_day=sub.anchor_day,
         customer_name=customer.name if customer else "",
         external_id=customer.external_id if customer else "",
     )  # fmt: skip

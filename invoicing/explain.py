@@ -68,7 +68,7 @@ def _usage(
     line = invoice.lines[number - 1]
     meter = book.meter(line.item)
     part = _slice(store, book, invoice, line, billed_days=False)
-    period = Period(line.applies_to)
+    period = Period.labelled(line.applies_to, invoice.anchor_day)
     since, until = (part.start, part.end) if part else (period.start, period.end)
     finalized_at = None
     if line.is_adjustment_on(invoice.period):
@@ -156,7 +156,7 @@ def _slice(
     """The days of the billed period the line's plan and version were in force for the
     subscription: from its start when ``billed_days`` (fees), else from the period's (the
     worker bills usage stamped before a start under the first plan)."""
-    period = Period(line.applies_to)
+    period = Period.labelled(line.applies_to, invoice.anchor_day)
     row = store.subscription(invoice.tenant, invoice.subscription)
     if row is None:
         return None
@@ -169,7 +169,7 @@ def _slice(
 
 
 def _arithmetic(store: Store, book: PriceBook, invoice: Invoice, line: InvoiceLine) -> list[str]:
-    period = Period(line.applies_to)
+    period = Period.labelled(line.applies_to, invoice.anchor_day)
     part = _slice(store, book, invoice, line, billed_days=True)
     money = f"{plain(line.rated)} {line.currency}"
     if part is None:

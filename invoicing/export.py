@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +48,8 @@ def as_dict(invoice: Invoice) -> dict[str, Any]:
         "customer": {"id": invoice.customer, "name": invoice.customer_name,
                      "external_id": invoice.external_id},
         "period": f"{invoice.period:%Y-%m}",
+        "billing_from": invoice.billing.start.isoformat(),
+        "billing_until": invoice.billing.end.isoformat(),  # exclusive
         "currency": cur,
         "tax_rate_percent": trimmed(invoice.tax_rate),
         "subtotal": money(invoice.subtotal, cur),
@@ -124,7 +126,11 @@ _environment.filters.update(money=money, exact=exact, quantity=trimmed, plain=pl
 
 def to_html(invoices: Sequence[Invoice], issuer: str = "meterline") -> str:
     return _environment.get_template("invoices.html.j2").render(
-        invoices=invoices, issuer=issuer, draft=DRAFT, kind_label=kind_label
+        invoices=invoices,
+        issuer=issuer,
+        draft=DRAFT,
+        kind_label=kind_label,
+        one_day=timedelta(days=1),
     )
 
 

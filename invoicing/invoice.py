@@ -14,7 +14,7 @@ from decimal import Decimal
 from functools import cached_property
 
 from rating.money import plain, round_to_minor_unit
-from rating.period import PlanChanges
+from rating.period import Period, PlanChanges
 from rating.quote import TierPart
 
 USAGE, FIXED_FEE, TRUE_UP = "usage", "fixed_fee", "true_up"
@@ -34,6 +34,11 @@ class Subscriber:
     active_from: date
     active_until: date | None = None
     changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    anchor_day: int = 1  # the day of the month its periods start on
+
+    def period(self, label: date) -> Period:
+        """Its billing period named ``label`` (the month it starts in)."""
+        return Period.labelled(label, self.anchor_day)
 
 
 @dataclass(frozen=True)
@@ -92,12 +97,18 @@ class Invoice:
     revision: int = 0
     computed_at: datetime | None = None
     finalized_at: datetime | None = None
+    anchor_day: int = 1  # the day of the month its period starts on
     customer_name: str = field(default="", compare=False)
     external_id: str = field(default="", compare=False)
 
     @cached_property
     def invoice_id(self) -> str:
         return invoice_id(self.tenant, self.subscription, self.period)
+
+    @property
+    def billing(self) -> Period:
+        """The days the invoice bills: its period, from its anchor day."""
+        return Period.labelled(self.period, self.anchor_day)
 
     @property
     def subtotal(self) -> Decimal:

@@ -27,7 +27,7 @@ _RATE = pa.decimal128(9, 4)
 
 _HEADER_COLUMNS = (
     "invoice_id, tenant, period_start, subscription, customer, currency, tax_rate, status, "
-    "revision, computed_at, finalized_at"
+    "revision, computed_at, finalized_at, anchor_day"
 )
 _LINE_COLUMNS = (
     "tenant, period_start, subscription, line, kind, item, group_key, plan, plan_version, "
@@ -112,12 +112,26 @@ class InvoiceLedger:
 def _invoice(
     header: Sequence[Any], lines: list[InvoiceLine], customers: Mapping[tuple[str, str], Customer]
 ) -> Invoice:
-    _, tenant, period, subscription, customer, currency, rate, status, revision, at, final = header
+    (
+        _,
+        tenant,
+        period,
+        subscription,
+        customer,
+        currency,
+        rate,
+        status,
+        revision,
+        at,
+        final,
+        anchor,
+    ) = header
     who = customers.get((tenant, customer))
     return Invoice(
         tenant=tenant, subscription=subscription, customer=customer, period=period,
         currency=currency, tax_rate=rate, lines=tuple(lines), status=status,
         revision=revision, computed_at=as_utc(at), finalized_at=as_utc(final) if final else None,
+        anchor_day=anchor,
         customer_name=who.name if who else "", external_id=who.external_id if who else "",
     )  # fmt: skip
 
@@ -172,6 +186,7 @@ def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
             "revision": pa.array([i.revision for i in invoices], type=pa.uint64()),
             "computed_at": pa.array([i.computed_at or now for i in invoices], type=_TIMESTAMP),
             "finalized_at": pa.array([i.finalized_at for i in invoices], type=_TIMESTAMP),
+            "anchor_day": pa.array([i.anchor_day for i in invoices], type=pa.uint8()),
         }
     )
 

@@ -23,9 +23,11 @@ class LifecycleError(ValueError):
     """The change cannot be made; the message says why."""
 
 
-def period_end(moment: datetime) -> datetime:
-    """The end of the billing period ``moment`` falls in (midnight UTC, exclusive)."""
-    return datetime.combine(Period.of(moment.astimezone(UTC).date()).end, time(), tzinfo=UTC)
+def period_end(moment: datetime, anchor: int = 1) -> datetime:
+    """The end of the billing period ``moment`` falls in (midnight UTC, exclusive), for
+    periods starting on day ``anchor``."""
+    period = Period.of(moment.astimezone(UTC).date(), anchor)
+    return datetime.combine(period.end, time(), tzinfo=UTC)
 
 
 def earliest_change_day(now: datetime, notice: timedelta) -> date:
@@ -69,7 +71,7 @@ def change_plan(
             f"{name} already changes to {later[0][1]} on {later[0][0]}: changes are made in "
             "day order"
         )
-    _outside_finalized(name, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
+    _outside_finalized(row, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
     # A second change for the same day replaces the first (neither has taken effect).
     earlier = tuple((d, p) for d, p in row.changes if d < day)
     if plan_on(row.plan, earlier, day) != plan:
@@ -159,9 +161,9 @@ def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> S
         raise LifecycleError(
             f"{name} already ends at {row.ended_at.isoformat()}; renew it first to end it later"
         )
-    _outside_finalized(name, at, last_finalized)
+    _outside_finalized(row, at, last_finalized)
     if row.ended_at is not None:
-        _outside_finalized(name, row.ended_at, last_finalized)
+        _outside_finalized(row, row.ended_at, last_finalized)
     return replace(row, ended_at=at)
 
 
@@ -170,12 +172,15 @@ def renew(row: SubscriptionRow, last_finalized: date | None) -> SubscriptionRow:
     name = f"{row.tenant}/{row.subscription}"
     if row.ended_at is None:
         raise LifecycleError(f"{name} has no end to remove: it is billed on already")
-    _outside_finalized(name, row.ended_at, last_finalized)
+    _outside_finalized(row, row.ended_at, last_finalized)
     return replace(row, ended_at=None)
 
 
-def _outside_finalized(name: str, moment: datetime, last_finalized: date | None) -> None:
-    period = Period.of(moment.astimezone(UTC).date()).start
+def _outside_finalized(row: SubscriptionRow, moment: datetime, last_finalized: date | None) -> (
+    None
+):  # fmt: skip
+    name = f"{row.tenant}/{row.subscription}"
+    period = Period.of(moment.astimezone(UTC).date(), row.anchor_day).label
     if last_finalized is not None and period <= last_finalized:
         raise LifecycleError(
             f"{moment.isoformat()} falls in {period:%Y-%m}, and {name}'s invoices are finalized "

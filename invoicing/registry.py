@@ -29,11 +29,11 @@ class UnknownSubscriptionError(LookupError):
 @dataclass(frozen=True)
 class Operation:
     """A change to one subscription: its name in the history, the check-and-apply step,
-    and the moment it takes effect (None for a renewal)."""
+    and when it takes effect for the row it applies to (None for a renewal)."""
 
     kind: str
     apply: Apply
-    effective: datetime | None
+    effective: Callable[[SubscriptionRow], datetime | None]
 
 
 def version_of(now: datetime) -> int:
@@ -48,69 +48,73 @@ def change_notice(max_clock_skew_seconds: float) -> timedelta:
     return timedelta(seconds=max_clock_skew_seconds + 2 * REFRESH_SECONDS)
 
 
-def _first_day(day: date | None, at_period_end: bool, now: datetime, notice: timedelta) -> (
-    tuple[date, date]
-):  # fmt: skip
-    """(the earliest day a change may take effect, the day asked for)."""
-    if day is not None and at_period_end:
-        raise LifecycleError("give a day (on) or the end of the period, not both")
-    earliest = lifecycle.earliest_change_day(now, notice)
-    return earliest, lifecycle.period_end(now).date() if at_period_end else day or earliest
+@dataclass(frozen=True)
+class FromDay:
+    """When a dated change takes effect: from the start of ``day``, of the subscription's
+    next period, or else of the earliest day every worker learns of it in time."""
+
+    day: date | None
+    at_period_end: bool
+    now: datetime
+    notice: timedelta
+
+    def __post_init__(self) -> None:
+        if self.day is not None and self.at_period_end:
+            raise LifecycleError("give a day (on) or the end of the period, not both")
+
+    @property
+    def earliest(self) -> date:
+        return lifecycle.earliest_change_day(self.now, self.notice)
+
+    def first(self, row: SubscriptionRow) -> date:
+        if self.at_period_end:
+            return lifecycle.period_end(self.now, row.anchor_day).date()
+        return self.day or self.earliest
+
+    def midnight(self, row: SubscriptionRow) -> datetime:
+        return datetime.combine(self.first(row), time(), tzinfo=UTC)
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
-def plan_change(
-    plan: str, day: date | None, at_period_end: bool, *, now: datetime, notice: timedelta,
-    book: PriceBook,
-) -> Operation:  # fmt: skip
-    earliest, first = _first_day(day, at_period_end, now, notice)
-
+def plan_change(plan: str, when: FromDay, book: PriceBook) -> Operation:
     def move(row: SubscriptionRow, final: date | None, customer: Customer | None) -> (
         SubscriptionRow
     ):  # fmt: skip
-        return lifecycle.change_plan(row, plan, first, earliest=earliest, last_finalized=final,
-                                     book=book, customer=customer)  # fmt: skip
+        return lifecycle.change_plan(
+            row, plan, when.first(row), earliest=when.earliest, last_finalized=final, book=book,
+            customer=customer,
+        )  # fmt: skip
 
-    return Operation("plan changed", move, _midnight(first))
+    return Operation("plan changed", move, when.midnight)
 
 
-def price_revision(
-    percent: Decimal, day: date | None, at_period_end: bool, *, now: datetime,
-    notice: timedelta, book: PriceBook,
-) -> Operation:  # fmt: skip
-    earliest, first = _first_day(day, at_period_end, now, notice)
-
+def price_revision(percent: Decimal, when: FromDay, book: PriceBook) -> Operation:
     def uplift(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
-        return lifecycle.revise(row, percent, first, earliest=earliest, last_finalized=final,
-                                book=book)  # fmt: skip
+        return lifecycle.revise(row, percent, when.first(row), earliest=when.earliest,
+                                last_finalized=final, book=book)  # fmt: skip
 
-    return Operation("prices revised", uplift, _midnight(first))
+    return Operation("prices revised", uplift, when.midnight)
 
 
-def add_on_change(
-    add_on: str, adding: bool, day: date | None, at_period_end: bool, *, now: datetime,
-    notice: timedelta, book: PriceBook,
-) -> Operation:  # fmt: skip
+def add_on_change(add_on: str, adding: bool, when: FromDay, book: PriceBook) -> Operation:
     """Add (or remove) a price book add-on's charges and fees from a day on."""
-    earliest, first = _first_day(day, at_period_end, now, notice)
     step = lifecycle.add_charge if adding else lifecycle.remove_charge
 
     def vary(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
-        return step(row, add_on, first, earliest=earliest, last_finalized=final, book=book)
+        return step(row, add_on, when.first(row), earliest=when.earliest, last_finalized=final,
+                    book=book)  # fmt: skip
 
-    return Operation("charge added" if adding else "charge removed", vary, _midnight(first))
+    return Operation("charge added" if adding else "charge removed", vary, when.midnight)
 
 
 def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> Operation:
     if at is not None and at_period_end:
         raise LifecycleError("give a time (at) or the end of the period, not both")
-    moment = lifecycle.period_end(now) if at_period_end else at or now
+
+    def moment(row: SubscriptionRow) -> datetime:
+        return lifecycle.period_end(now, row.anchor_day) if at_period_end else at or now
 
     def end(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
-        return lifecycle.cancel(row, moment, final)
+        return lifecycle.cancel(row, moment(row), final)
 
     return Operation("cancelled", end, moment)
 
@@ -119,7 +123,7 @@ def renewal() -> Operation:
     def keep(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
         return lifecycle.renew(row, final)
 
-    return Operation("renewed", keep, None)
+    return Operation("renewed", keep, lambda _: None)
 
 
 def perform(
@@ -133,9 +137,10 @@ def perform(
     final = store.last_finalized_period(tenant, subscription)
     changed = operation.apply(row, final, store.customer(tenant, row.customer))
     store.write_subscriptions([changed], version=version_of(now))
-    day = (operation.effective or now).astimezone(UTC).date()
+    effective = operation.effective(row)
+    day = (effective or now).astimezone(UTC).date()
     store.record_changes(
-        [SubscriptionChange(tenant, subscription, now, operation.kind, operation.effective,
+        [SubscriptionChange(tenant, subscription, now, operation.kind, effective,
                             plan_on(changed.plan, changed.changes, day), describe(changed))]
     )  # fmt: skip
     return changed
@@ -147,6 +152,13 @@ def import_subscriptions(
     """Write ``rows`` whole, or nothing when one is priced in another currency than its
     customer's (``LifecycleError`` lists them)."""
     refused = currency_problems(rows, store.customers(), book)
+    known = {(r.tenant, r.subscription): r.anchor_day for r in store.subscription_rows()}
+    refused += [
+        f"{r.tenant}/{r.subscription}: anchor_day {r.anchor_day} differs from its "
+        f"{known[(r.tenant, r.subscription)]}: a new anchor would move periods already billed"
+        for r in rows
+        if known.get((r.tenant, r.subscription), r.anchor_day) != r.anchor_day
+    ]
     if refused:
         raise LifecycleError(f"{source}: nothing imported:\n  " + "\n  ".join(refused))
     store.write_subscriptions(rows, version=version_of(now))

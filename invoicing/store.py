@@ -54,6 +54,7 @@ class SubscriptionRow:
     started_at: datetime
     ended_at: datetime | None = None
     changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    anchor_day: int = 1  # the day of the month its billing periods start on (1 to 28)
 
 
 def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:
@@ -120,6 +121,7 @@ class Store:
                     [[plan for _, plan in row.changes] for row in rows], type=pa.list_(pa.string())
                 ),
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
+                "anchor_day": pa.array([row.anchor_day for row in rows], type=pa.uint8()),
             }
         )
         self.client.insert_arrow(self.table("subscriptions"), table)
@@ -128,7 +130,7 @@ class Store:
         """Every subscription (of one tenant), with the days it is active."""
         return [
             Subscriber(r.tenant, r.subscription, r.customer, r.plan, _day(r.started_at),
-                       _day(r.ended_at) if r.ended_at else None, r.changes)
+                       _day(r.ended_at) if r.ended_at else None, r.changes, r.anchor_day)
             for r in self.subscription_rows(tenant)
         ]  # fmt: skip
 
@@ -143,14 +145,15 @@ class Store:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self.client.query(
             "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
-            f"change_plans FROM {self.table('subscriptions')} FINAL {where} "
+            f"change_plans, anchor_day FROM {self.table('subscriptions')} FINAL {where} "
             "ORDER BY tenant, subscription",
             parameters=named,
         ).result_rows
         return [
             SubscriptionRow(tenant, sub, customer, plan, as_utc(started),
-                            as_utc(ended) if ended else None, tuple(zip(days, plans, strict=True)))
-            for tenant, sub, customer, plan, started, ended, days, plans in rows
+                            as_utc(ended) if ended else None, tuple(zip(days, plans, strict=True)),
+                            anchor)
+            for tenant, sub, customer, plan, started, ended, days, plans, anchor in rows
         ]  # fmt: skip
 
     def write_customers(self, rows: Sequence[Customer], version: int) -> None:
@@ -189,14 +192,14 @@ class Store:
         """Subscriptions written with a version above ``since_version`` (every version of
         each, without FINAL: the reader keeps the highest)."""
         rows = self.client.query(
-            "SELECT tenant, subscription, plan, ended_at, version, change_days, change_plans "
-            f"FROM {self.table('subscriptions')} WHERE version > {{since:Int64}}",
+            "SELECT tenant, subscription, plan, ended_at, version, change_days, change_plans, "
+            f"anchor_day FROM {self.table('subscriptions')} WHERE version > {{since:Int64}}",
             parameters={"since": since_version},
         ).result_rows
         return [
             ((tenant, sub), Entry(plan, as_utc(ended) if ended else None, version,
-                                  tuple(zip(days, plans, strict=True))))
-            for tenant, sub, plan, ended, version, days, plans in rows
+                                  tuple(zip(days, plans, strict=True)), anchor))
+            for tenant, sub, plan, ended, version, days, plans, anchor in rows
         ]  # fmt: skip
 
     def subscription(self, tenant: str, subscription: str) -> SubscriptionRow | None:

@@ -16,6 +16,7 @@ import msgspec
 from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.currencies import MINOR_UNIT_DIGITS
+from rating.period import MAX_ANCHOR
 from rating.plans import PriceBook
 
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
@@ -37,6 +38,7 @@ class _Subscription(msgspec.Struct, forbid_unknown_fields=True):
     plan: str
     started_at: str  # a day (2026-10-01, midnight UTC) or an ISO 8601 time with offset
     ended_at: str = ""  # optional, exclusive: the subscription is billed until then
+    anchor_day: int = 1  # optional: the day of the month its billing periods start on
 
 
 class _Customer(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,10 +68,13 @@ def subscriptions_from(
         ended = _moment(row.ended_at, "ended_at", problems) if row.ended_at.strip() else None
         if started and ended and ended <= started:
             problems.append(f"ended_at {row.ended_at} is not after started_at {row.started_at}")
+        if not 1 <= row.anchor_day <= MAX_ANCHOR:
+            problems.append(f"anchor_day {row.anchor_day} is not a day from 1 to {MAX_ANCHOR}")
         if problems or started is None:
             return None, problems
         owner = (row.tenant, row.subscription, row.customer, row.plan)
-        return SubscriptionRow(*owner, started_at=started, ended_at=ended), []
+        return SubscriptionRow(*owner, started_at=started, ended_at=ended,
+                               anchor_day=row.anchor_day), []  # fmt: skip
 
     return _checked(source, items, _Subscription, parse, _subscription_key)
 

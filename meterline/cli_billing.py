@@ -86,7 +86,9 @@ def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
         console.print(
             f"{period:%Y-%m}: finalized {report.finalized:,} invoices; "
             f"{report.already_final:,} were already final"
-        )
+            + (f"; {report.not_ended:,} left as drafts: their period (from a later anchor day) "
+               "has not ended" if report.not_ended else "")
+        )  # fmt: skip
     else:
         console.print(
             f"{period:%Y-%m}: {report.created:,} drafts created, {report.updated:,} updated, "

@@ -5,7 +5,7 @@ server, running workers see a change within ``subscription refresh`` (30 s)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,10 @@ def subscriptions() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_subscriptions(path: Path) -> None:
     """Import subscriptions from a CSV (header: tenant, subscription, customer, plan,
-    started_at, and optionally ended_at) or a JSON array of such objects. A day means
-    midnight UTC; ended_at is exclusive. A row for a known subscription replaces it. One
-    bad row rejects the whole file, naming each problem.
+    started_at, and optionally ended_at and anchor_day) or a JSON array of such objects. A
+    day means midnight UTC; ended_at is exclusive; anchor_day (1 to 28, default 1) is the
+    day of the month billing periods start on. A row for a known subscription replaces it
+    (its anchor day stays). One bad row rejects the whole file, naming each problem.
     """
     from invoicing.lifecycle import LifecycleError
     from invoicing.registry import import_subscriptions, version_of
@@ -111,11 +112,9 @@ def change(
     least tomorrow (UTC); a change inside a finalized period is refused."""
     from invoicing import registry
 
-    settings = load_settings()
-    _change(tenant, subscription, lambda now: registry.plan_change(
-        plan, day, at_period_end, now=now, book=load_book(settings),
-        notice=registry.change_notice(settings.max_clock_skew_seconds),
-    ))  # fmt: skip
+    book = load_book(load_settings())
+    _change(tenant, subscription, lambda now, notice: registry.plan_change(
+        plan, registry.FromDay(day, at_period_end, now, notice), book))  # fmt: skip
 
 
 @subscriptions.command("revise")
@@ -142,11 +141,9 @@ def revise(
         by = Decimal(percent)
     except InvalidOperation:
         fail(f"--percent {percent!r} is not a number")
-    settings = load_settings()
-    _change(tenant, subscription, lambda now: registry.price_revision(
-        by, day, at_period_end, now=now, book=load_book(settings),
-        notice=registry.change_notice(settings.max_clock_skew_seconds),
-    ))  # fmt: skip
+    book = load_book(load_settings())
+    _change(tenant, subscription, lambda now, notice: registry.price_revision(
+        by, registry.FromDay(day, at_period_end, now, notice), book))  # fmt: skip
 
 
 _ADD_ON = click.option(
@@ -190,11 +187,9 @@ def _add_on_change(
 ) -> None:  # fmt: skip
     from invoicing import registry
 
-    settings = load_settings()
-    _change(tenant, subscription, lambda now: registry.add_on_change(
-        add_on, adding, day, at_period_end, now=now, book=load_book(settings),
-        notice=registry.change_notice(settings.max_clock_skew_seconds),
-    ))  # fmt: skip
+    book = load_book(load_settings())
+    _change(tenant, subscription, lambda now, notice: registry.add_on_change(
+        add_on, adding, registry.FromDay(day, at_period_end, now, notice), book))  # fmt: skip
 
 
 @subscriptions.command("cancel")
@@ -209,7 +204,7 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
     from invoicing import registry
 
     _change(tenant, subscription,
-            lambda now: registry.cancellation(at, at_period_end, now=now))  # fmt: skip
+            lambda now, _: registry.cancellation(at, at_period_end, now=now))  # fmt: skip
 
 
 @subscriptions.command("renew")
@@ -220,18 +215,21 @@ def renew(subscription: str, tenant: str) -> None:
     finalized period)."""
     from invoicing import registry
 
-    _change(tenant, subscription, lambda now: registry.renewal())
+    _change(tenant, subscription, lambda _, __: registry.renewal())
 
 
-def _change(tenant: str, subscription: str, operation: Callable[[datetime], Any]) -> None:
-    """Make the change ``operation(now)`` describes, or say why it cannot be made."""
+def _change(
+    tenant: str, subscription: str, operation: Callable[[datetime, timedelta], Any]
+) -> None:
+    """Make the change ``operation(now, notice)`` describes, or say why it cannot be
+    made (``notice``: how far ahead a dated change must be)."""
     from invoicing import registry
     from invoicing.lifecycle import LifecycleError
 
     settings = load_settings()
     now = datetime.now(UTC)
     try:
-        planned = operation(now)
+        planned = operation(now, registry.change_notice(settings.max_clock_skew_seconds))
         with opened_store(settings) as store:
             store.migrate()
             changed = registry.perform(store, tenant, subscription, planned, now)
@@ -280,9 +278,10 @@ def show(subscription: str, tenant: str) -> None:
         history = store.history(tenant, subscription)
         final = store.last_finalized_period(tenant, subscription)
     finalized = f"invoices finalized up to {final:%Y-%m}" if final else "no invoice finalized"
+    anchored = f"; periods start on day {row.anchor_day}" if row.anchor_day != 1 else ""
     console.print(
         f"[bold]{tenant}/{subscription}[/]: customer {row.customer}, plan {row.plan} from "
-        f"{row.started_at.isoformat()}; {describe(row)}; {finalized}",
+        f"{row.started_at.isoformat()}; {describe(row)}{anchored}; {finalized}",
         highlight=False,
     )
     table = Table(title="History")

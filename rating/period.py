@@ -17,21 +17,38 @@ from decimal import Decimal
 from rating.money import NANO_DIGITS, to_nanos
 from rating.plans import Plan, PriceBook
 
+MAX_ANCHOR = 28  # every month has the day, so a period always starts on its anchor day
+
 
 @dataclass(frozen=True)
 class Period:
-    """A calendar month, [start, end) in UTC days."""
+    """A billing period, [start, end) in UTC days: a month from ``start``, to the same day
+    of the next month. A subscription's periods start on its anchor day (1: calendar
+    months). A period is named by its ``label``, the first of the month it starts in:
+    rated totals and invoices are keyed by it, so "2026-10" is the period that starts in
+    October, whatever the anchor."""
 
     start: date
 
     @classmethod
-    def of(cls, day: date) -> Period:
-        """The period a day belongs to."""
-        return cls(day.replace(day=1))
+    def of(cls, day: date, anchor: int = 1) -> Period:
+        """The period a day belongs to, for periods starting on day ``anchor``."""
+        if day.day >= anchor:
+            return cls(day.replace(day=anchor))
+        return cls(day.replace(day=anchor)).shifted(-1)
+
+    @classmethod
+    def labelled(cls, label: date, anchor: int = 1) -> Period:
+        """The period named ``label`` (a month) for periods starting on day ``anchor``."""
+        return cls(label.replace(day=anchor))
+
+    @property
+    def label(self) -> date:
+        return self.start.replace(day=1)
 
     @property
     def end(self) -> date:
-        return date(self.start.year + self.start.month // 12, self.start.month % 12 + 1, 1)
+        return self.shifted(1).start
 
     @property
     def days(self) -> int:
@@ -40,7 +57,7 @@ class Period:
     def shifted(self, months: int) -> Period:
         """The period ``months`` later (earlier when negative)."""
         index = self.start.year * 12 + self.start.month - 1 + months
-        return Period(date(index // 12, index % 12 + 1, 1))
+        return Period(date(index // 12, index % 12 + 1, self.start.day))
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,17 @@ from aggregation.subscriptions import SubscriptionDirectory
 from invoicing.closing import ClosingError, close_period
 from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
-from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
+from invoicing.invoice import DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
 from invoicing.ledger import InvoiceLedger
-from invoicing.lifecycle import add_charge, change_plan, remove_charge, revise
+from invoicing.lifecycle import (
+    LifecycleError,
+    add_charge,
+    cancel,
+    change_plan,
+    period_end,
+    remove_charge,
+    revise,
+)
 from invoicing.store import Store, SubscriptionRow
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
@@ -528,3 +536,71 @@ def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_da
         refused = runner.invoke(main, ["subscriptions", command, "x", "--tenant", TENANT,
                                        "--add-on", add_on, "--on", "2099-02-01"])  # fmt: skip
         assert refused.exit_code == 1 and problem in refused.output, refused.output
+
+
+def test_a_subscription_anchored_on_the_15th_is_billed_from_the_15th_to_the_14th(
+    scenario: Feed, store: Store
+) -> None:
+    """growth from Aug 15, periods starting on the 15th: period "2026-08" is Aug 15 to
+    Sep 14, "2026-09" is Sep 15 to Oct 14 (growth v2 from Sep 16)."""
+    row = SubscriptionRow(TENANT, "m", "cust-a", "growth", at(date(2026, 8, 15), 0), anchor_day=15)
+    store.write_subscriptions([row], version=8)
+    scenario.send(
+        [("m", "api_calls", 900, at(date(2026, 9, 10)), {}),  # period 2026-08
+         ("m", "api_calls", 400, at(date(2026, 9, 15)), {}),  # period 2026-09, growth v1
+         ("m", "api_calls", 2500, at(date(2026, 10, 14)), {})]  # period 2026-09, growth v2
+    )  # fmt: skip
+    close_period(store, BOOK, AUG)
+    close_period(store, BOOK, SEP)
+
+    def billed(period: date) -> dict[tuple[int, str, str], Decimal]:
+        invoice = invoices(store, period)["m"]
+        return {(x.plan_version, x.kind, x.item): x.amount for x in invoice.lines}
+
+    assert billed(AUG) == {
+        (1, USAGE, "api_calls"): usage("growth", 1, "api_calls", 900),
+        (1, FIXED_FEE, "platform"): cents(Decimal(29)),  # Aug 15 to Sep 14: the whole period
+    }
+    assert billed(SEP) == {
+        (1, USAGE, "api_calls"): usage("growth", 1, "api_calls", 400),
+        (2, USAGE, "api_calls"): usage("growth", 2, "api_calls", 2500),
+        (1, FIXED_FEE, "platform"): prorated("29", 1, 30),  # Sep 15
+        (2, FIXED_FEE, "platform"): prorated("39", 29, 30),  # Sep 16 to Oct 14
+    }
+    september = invoices(store, SEP)["m"]
+    exported = json.loads(to_json([september]))[0]
+    assert (exported["period"], exported["billing_from"], exported["billing_until"]) == (
+        "2026-09", "2026-09-15", "2026-10-15"
+    )  # fmt: skip
+    assert "15 Sep 2026 to 14 Oct 2026" in to_html([september])
+
+    early = close_period(store, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 5)))
+    assert early.not_ended == 1 and invoices(store, SEP)["m"].status == DRAFT
+    assert invoices(store, SEP)["a"].status == FINALIZED
+    late = close_period(store, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 15)))
+    assert (late.finalized, late.not_ended) == (1, 0)
+    assert invoices(store, SEP)["m"].status == FINALIZED
+    # The end of its period, for a cancellation at period end, is its own.
+    assert period_end(at(date(2026, 10, 20)), 15) == at(date(2026, 11, 15), 0)
+    with pytest.raises(LifecycleError, match="falls in 2026-09"):  # Oct 14 ends period 2026-09
+        cancel(row, at(date(2026, 10, 14), 0), last_finalized=SEP)
+    assert cancel(row, at(date(2026, 10, 15), 0), last_finalized=SEP).ended_at == at(OCT, 0) + (
+        timedelta(days=14)
+    )
+
+
+def test_a_reimport_may_not_move_a_subscriptions_anchor_day(
+    store_environment: Store, tmp_path: Path
+) -> None:
+    path = tmp_path / "subs.csv"
+    header = "tenant,subscription,customer,plan,started_at,anchor_day\n"
+    path.write_text(header + "acme,n,cust-a,growth,2026-08-15,15\n")
+    runner = CliRunner()
+    assert runner.invoke(main, ["subscriptions", "import", str(path)]).exit_code == 0
+    path.write_text(header + "acme,n,cust-a,scale,2026-08-15,1\n")
+    moved = runner.invoke(main, ["subscriptions", "import", str(path)])
+    assert moved.exit_code == 1 and "anchor_day 1 differs from its 15" in moved.output
+    kept = store_environment.subscription(TENANT, "n")
+    assert kept is not None and (kept.plan, kept.anchor_day) == ("growth", 15)
+    shown = runner.invoke(main, ["subscriptions", "show", "n", "--tenant", TENANT])
+    assert "periods start on day 15" in shown.output

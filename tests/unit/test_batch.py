@@ -244,3 +244,18 @@ def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
          record(1, usage("b", timestamp=datetime(2026, 10, 15, tzinfo=UTC)))]
     )  # fmt: skip
     assert sorted((r.plan, r.quantity) for r in result.rated) == [("growth", 10), ("starter", 10)]
+
+
+def test_usage_of_a_subscription_anchored_on_the_15th_is_totalled_by_its_own_periods() -> None:
+    anchored = Entry("starter", None, 1, anchor=15)
+    step = BatchProcessor(
+        UsageState(), {("demo", "s1"): anchored}.get, BOOK, ChargeTable.compile(BOOK),
+        window=WINDOW, partitions=PARTITIONS,
+    )  # fmt: skip
+    result = step.process(
+        [record(0, usage("a", timestamp=datetime(2026, 10, 14, 23, 59, tzinfo=UTC))),
+         record(1, usage("b", timestamp=datetime(2026, 10, 15, tzinfo=UTC)))]
+    )  # fmt: skip
+    assert sorted((r.period_start, r.quantity) for r in result.rated) == [
+        (date(2026, 9, 1), 10), (date(2026, 10, 1), 10)
+    ]  # fmt: skip

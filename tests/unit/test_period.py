@@ -7,12 +7,13 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterline.demo import PRICE_BOOK
 from rating.money import from_nanos
 from rating.period import (
+    MAX_ANCHOR,
     Period,
     commitment_true_up,
     fixed_fee_lines,
@@ -112,3 +113,24 @@ def test_a_subscription_that_changes_plan_is_sliced_by_each_plan_and_its_version
     ended = subscription_slices(book, "starter", september, date(2026, 9, 1), date(2026, 9, 20),
                                 changes=changes)  # fmt: skip
     assert [s.plan.id for s in ended] == ["starter", "growth", "growth"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    day=st.dates(min_value=date(2000, 1, 1), max_value=date(2200, 12, 31)),
+    anchor=st.integers(1, MAX_ANCHOR),
+)
+def test_every_day_falls_in_one_period_starting_on_the_anchor_day(day: date, anchor: int) -> None:
+    period = Period.of(day, anchor)
+    assert period.start <= day < period.end and period.start.day == anchor
+    assert 28 <= period.days <= 31
+    assert period.shifted(1).start == period.end and period.shifted(-1).end == period.start
+    assert Period.labelled(period.label, anchor) == period and period.label.day == 1
+    assert Period.of(period.end, anchor) == period.shifted(1)
+
+
+def test_a_period_is_named_by_the_month_it_starts_in() -> None:
+    assert Period.of(date(2026, 10, 3), 15) == Period(date(2026, 9, 15))
+    assert Period.of(date(2026, 10, 3), 15).label == date(2026, 9, 1)
+    assert Period.of(date(2026, 1, 14), 15).label == date(2025, 12, 1)
+    assert Period.of(date(2026, 10, 3)).end == date(2026, 11, 1)  # calendar months by default

@@ -58,6 +58,12 @@ def test_csv_and_json_give_the_same_rows(tmp_path: Path) -> None:
         ("tenant,subscription,customer,plan,started_at,ended_at\n"
          "acme,s,c,starter,2026-10-01,2026-09-30\n",
          "row 2: ended_at 2026-09-30 is not after started_at 2026-10-01"),
+        ("tenant,subscription,customer,plan,started_at,anchor_day\n"
+         "acme,s,c,starter,2026-10-01,29\n",
+         "row 2: anchor_day 29 is not a day from 1 to 28"),
+        ("tenant,subscription,customer,plan,started_at,anchor_day\n"
+         "acme,s,c,starter,2026-10-01,mid\n",
+         "row 2: Expected `int`"),
     ],
 )  # fmt: skip
 def test_a_bad_file_imports_nothing_and_names_the_problem(
@@ -78,6 +84,16 @@ def test_an_end_is_optional_and_exclusive(tmp_path: Path) -> None:
     )
     first, second = read_subscriptions(path, BOOK)
     assert first.ended_at == datetime(2026, 10, 15, tzinfo=UTC) and second.ended_at is None
+
+
+def test_an_anchor_day_is_optional_and_one_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "subs.csv"
+    path.write_text(
+        "tenant,subscription,customer,plan,started_at,anchor_day\n"
+        "acme,s1,c,starter,2026-10-15,15\nacme,s2,c,starter,2026-10-01,\n"
+    )
+    first, second = read_subscriptions(path, BOOK)
+    assert (first.anchor_day, second.anchor_day) == (15, 1)
 
 
 def test_customers_import_with_their_tax_rate_and_crm_id(tmp_path: Path) -> None:
