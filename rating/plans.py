@@ -358,6 +358,15 @@ class PriceBook(_Frozen):
             versions = self.versions.get(variant.base)
             if not versions:
                 raise PriceBookError(f"plan {variant.base!r} is not in the price book")
+            if variant.version is not None:
+                kept = [p for p in versions if p.version == variant.version]
+                if not kept:
+                    numbers = ", ".join(str(p.version) for p in versions)
+                    raise PriceBookError(
+                        f"plan {variant.base!r} has no version {variant.version} ({numbers})"
+                    )
+                # Kept whatever the day: in force from the start, never replaced.
+                versions = [kept[0].model_copy(update={"effective_from": None})]
             self._variants[plan_id] = [self._variant(plan, variant) for plan in versions]
         return self._variants[plan_id]
 

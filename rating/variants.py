@@ -1,12 +1,13 @@
-"""A subscription's own variant of a plan: add-ons it has taken from a day on (a support
-fee, a charge on a meter the plan does not price) and a revision of every price by a
-percentage (a contract's yearly uplift, a negotiated discount). A variant is named
-``<plan>[+<add-on>...][@<+|-><percent>%]``: "growth+premium_support@+5%".
+"""A subscription's own variant of a plan: one version of it kept (a contract that stays
+on last year's prices), add-ons it has taken from a day on (a support fee, a charge on a
+meter the plan does not price) and a revision of every price by a percentage (a
+contract's yearly uplift, a negotiated discount). A variant is named
+``<plan>[#<version>][+<add-on>...][@<+|-><percent>%]``: "growth#1+premium_support@+5%".
 
 A variant is an ordinary plan to everything downstream: the worker rates it with the same
 kernels, totals under it are kept apart from the list plan's, and fees and commitments
-are prorated by day to it. It follows the list plan's versions: "growth@+5%" on a day is
-the version of "growth" in force that day, revised.
+are prorated by day to it. Unless it keeps a version, it follows the list plan's
+versions: "growth@+5%" on a day is the version of "growth" in force that day, revised.
 
 A revision multiplies every price by (1 + percent/100), rounded half up to the nano-unit,
 once per price. Every pricing model is linear in its prices, so revising the prices
@@ -15,11 +16,12 @@ revises every amount.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-ADD, REVISE = "+", "@"  # neither is allowed in an id, so a variant never collides with one
+# None is allowed in an id, so a variant never collides with one.
+PIN, ADD, REVISE = "#", "+", "@"
 MAX_PLACES = 4
 MAX_PERCENT = Decimal(1000)  # an uplift beyond 11x the list price is a typo, not a contract
 _NANO = Decimal("1e-9")
@@ -41,13 +43,15 @@ class Variant:
     base: str  # the list plan
     add_ons: tuple[str, ...] = ()  # in name order
     percent: Decimal = Decimal(0)  # the revision, 0 for none
+    version: int | None = None  # the version kept whatever the day; None: the one in force
 
     @property
     def id(self) -> str:
         """The one name of this variant: add-ons sorted, the percent normalized."""
+        kept = f"{PIN}{self.version}" if self.version is not None else ""
         added = "".join(ADD + add_on for add_on in sorted(self.add_ons))
         revised = f"{REVISE}{self.percent.normalize():+f}%" if self.percent else ""
-        return self.base + added + revised
+        return self.base + kept + added + revised
 
 
 def parse(plan_id: str) -> Variant:
@@ -62,10 +66,13 @@ def parse(plan_id: str) -> Variant:
             raise VariantError(
                 f"{plan_id!r}: a revision is written like growth@+5% or growth@-2.5%"
             ) from None
-    base, *add_ons = plan.split(ADD)
+    pinned, *add_ons = plan.split(ADD)
     if len(set(add_ons)) != len(add_ons) or not all(add_ons):
         raise VariantError(f"{plan_id!r}: each add-on is named once, like growth+support")
-    return Variant(base, tuple(add_ons), percent)
+    base, mark, number = pinned.partition(PIN)
+    if mark and not (number.isdigit() and int(number) >= 1):
+        raise VariantError(f"{plan_id!r}: a kept version is written like growth#1")
+    return Variant(base, tuple(add_ons), percent, int(number) if mark else None)
 
 
 def check_percent(percent: Decimal) -> Decimal:
@@ -83,14 +90,14 @@ def revised_id(plan_id: str, percent: Decimal) -> str:
     compound into one, so prices are rounded once."""
     variant = parse(plan_id)
     combined = (100 + variant.percent) * (100 + percent) / 100 - 100
-    return Variant(variant.base, variant.add_ons, combined).id
+    return replace(variant, percent=combined).id
 
 
 def with_add_on(plan_id: str, add_on: str) -> str:
     variant = parse(plan_id)
     if add_on in variant.add_ons:
         raise VariantError(f"{plan_id} has the add-on {add_on} already")
-    return Variant(variant.base, (*variant.add_ons, add_on), variant.percent).id
+    return replace(variant, add_ons=(*variant.add_ons, add_on)).id
 
 
 def without_add_on(plan_id: str, add_on: str) -> str:
@@ -98,7 +105,7 @@ def without_add_on(plan_id: str, add_on: str) -> str:
     if add_on not in variant.add_ons:
         raise VariantError(f"{plan_id} has no add-on {add_on} to remove")
     kept = tuple(name for name in variant.add_ons if name != add_on)
-    return Variant(variant.base, kept, variant.percent).id
+    return replace(variant, add_ons=kept).id
 
 
 def revised_prices(plan: dict[str, Any], percent: Decimal) -> dict[str, Any]:

@@ -604,3 +604,28 @@ def test_a_reimport_may_not_move_a_subscriptions_anchor_day(
     assert kept is not None and (kept.plan, kept.anchor_day) == ("growth", 15)
     shown = runner.invoke(main, ["subscriptions", "show", "n", "--tenant", TENANT])
     assert "periods start on day 15" in shown.output
+
+
+def test_a_subscription_that_keeps_a_plan_version_is_moved_to_the_list_price_on_a_date(
+    scenario: Feed, store: Store
+) -> None:
+    """g keeps growth version 1 (growth#1) past Sep 16, when version 2 takes effect for
+    everyone else, and follows the price book from Sep 21."""
+    row = SubscriptionRow(TENANT, "g", "cust-a", "growth#1", at(AUG, 0))
+    row = change_plan(row, "growth", date(2026, 9, 21), earliest=AUG, last_finalized=None,
+                      book=BOOK)  # fmt: skip
+    store.write_subscriptions([row], version=9)
+    scenario.send(
+        [("g", "api_calls", 1200, at(date(2026, 9, 18)), {}),  # v1 prices, kept
+         ("g", "api_calls", 600, at(date(2026, 9, 25)), {})]  # v2, as the book says
+    )  # fmt: skip
+    close_period(store, BOOK, SEP)
+    september = {
+        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["g"].lines
+    }
+    assert september == {
+        ("growth#1", 1, USAGE): usage("growth", 1, "api_calls", 1200),
+        ("growth", 2, USAGE): usage("growth", 2, "api_calls", 600),
+        ("growth#1", 1, FIXED_FEE): prorated("29", 20, 30),
+        ("growth", 2, FIXED_FEE): prorated("39", 10, 30),
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import typing
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -63,6 +64,19 @@ def test_add_ons_are_named_in_order_once_each_and_keep_a_revision() -> None:
         parse("growth+storage+storage")
 
 
+def test_a_kept_version_stays_in_force_whatever_the_day() -> None:
+    assert parse("growth#1+storage@+5%") == Variant("growth", ("storage",), Decimal(5), 1)
+    assert revised_id("growth#1", Decimal(5)) == "growth#1@+5%"
+    assert with_add_on("growth#1@+5%", "storage") == "growth#1+storage@+5%"
+    (kept,) = BOOK.versions_of("growth#1")
+    assert (kept.id, kept.version, kept.effective_from) == ("growth#1", 1, None)
+    later = BOOK.plan("growth", 2).effective_from
+    assert later is not None
+    assert BOOK.plan_at("growth#1", later).version == 1  # type: ignore[union-attr]
+    assert BOOK.plan_at("growth", later).version == 2  # type: ignore[union-attr]
+    assert BOOK.plan_at("growth#2", date(2020, 1, 1)).version == 2  # type: ignore[union-attr]
+
+
 def test_an_add_on_adds_its_charges_and_fees_to_every_version_of_the_plan() -> None:
     versions = BOOK.versions_of("growth+premium_support+storage")
     assert [p.version for p in versions] == [1, 2]
@@ -81,6 +95,9 @@ def test_an_add_on_adds_its_charges_and_fees_to_every_version_of_the_plan() -> N
         ("growth+platinum", "add-on 'platinum' is not in the price book"),
         ("growth+storage+storage", "named once"),
         ("growth@+5.0%", "is written 'growth@+5%'"),
+        ("growth#3", "plan 'growth' has no version 3 (1, 2)"),
+        ("growth#0", "a kept version is written like growth#1"),
+        ("growth#01", "is written 'growth#1'"),
     ],
 )
 def test_a_variant_the_book_cannot_make_says_why(plan_id: str, problem: str) -> None:
