@@ -34,3 +34,16 @@ def test_new_expansion_contraction_and_churn_are_told_apart() -> None:
     )  # fmt: skip
     assert september_eur.mrr == september_eur.new == Decimal(40) and september_eur.active == 1
     assert september_usd.arr == Decimal(468)
+
+
+def test_an_add_on_and_a_price_revision_are_expansion_and_a_discount_contraction() -> None:
+    subs = [
+        sub("a", "growth#1", date(2026, 7, 1), changes=((date(2026, 9, 10), "growth#1@+10%"),)),
+        sub("b", "growth#1", date(2026, 7, 1),
+            changes=((date(2026, 9, 10), "growth#1+premium_support"),)),
+        sub("c", "growth#1", date(2026, 7, 1), changes=((date(2026, 9, 10), "growth#1@-20%"),)),
+    ]  # fmt: skip
+    (september,) = mrr_by_month(subs, BOOK, date(2026, 9, 1), months=1)
+    assert september.mrr == Decimal("31.9") + Decimal(29 + 49) + Decimal("23.2")
+    assert september.expansion == Decimal("2.9") + Decimal(49)
+    assert september.contraction == Decimal("-5.8")
