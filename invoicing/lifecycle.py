@@ -97,32 +97,20 @@ def revise(
                  earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
 
 
-def add_charge(
+def change_add_on(
     row: SubscriptionRow,
     add_on: str,
     day: date,
     *,
+    adding: bool,
     earliest: date,
     last_finalized: date | None,
     book: PriceBook,
 ) -> SubscriptionRow:
     """Add the price book's add-on ``add_on`` (its charges and fees) to the subscription's
-    plan from the start of ``day``: a move to "growth+<add_on>"."""
-    return _vary(row, day, lambda plan: with_add_on(plan, add_on),
-                 earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
-
-
-def remove_charge(
-    row: SubscriptionRow,
-    add_on: str,
-    day: date,
-    *,
-    earliest: date,
-    last_finalized: date | None,
-    book: PriceBook,
-) -> SubscriptionRow:
-    """Remove the add-on ``add_on`` from the start of ``day``."""
-    return _vary(row, day, lambda plan: without_add_on(plan, add_on),
+    plan from the start of ``day`` (a move to "growth+<add_on>"), or remove it."""
+    vary = with_add_on if adding else without_add_on
+    return _vary(row, day, lambda plan: vary(plan, add_on),
                  earliest=earliest, last_finalized=last_finalized, book=book)  # fmt: skip
 
 

@@ -97,11 +97,12 @@ def price_revision(percent: Decimal, when: FromDay, book: PriceBook) -> Operatio
 
 def add_on_change(add_on: str, adding: bool, when: FromDay, book: PriceBook) -> Operation:
     """Add (or remove) a price book add-on's charges and fees from a day on."""
-    step = lifecycle.add_charge if adding else lifecycle.remove_charge
 
     def vary(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
-        return step(row, add_on, when.first(row), earliest=when.earliest, last_finalized=final,
-                    book=book)  # fmt: skip
+        return lifecycle.change_add_on(
+            row, add_on, when.first(row), adding=adding, earliest=when.earliest,
+            last_finalized=final, book=book,
+        )  # fmt: skip
 
     return Operation("charge added" if adding else "charge removed", vary, when.midnight)
 

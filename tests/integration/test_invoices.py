@@ -30,11 +30,10 @@ from invoicing.invoice import DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Custo
 from invoicing.ledger import InvoiceLedger
 from invoicing.lifecycle import (
     LifecycleError,
-    add_charge,
     cancel,
+    change_add_on,
     change_plan,
     period_end,
-    remove_charge,
     revise,
 )
 from invoicing.store import Store, SubscriptionRow
@@ -144,6 +143,12 @@ def lines_of(invoice: Invoice) -> dict[tuple[str, str, str, int, date], Decimal]
 
 def invoices(store: Store, period: date) -> dict[str, Invoice]:
     return {i.subscription: i for i in InvoiceLedger(store).invoices([period])}
+
+
+def by_plan(store: Store, period: date, subscription: str) -> dict[tuple[str, int, str], Decimal]:
+    """(plan, version, kind) -> amount of the subscription's invoice for ``period``."""
+    lines = invoices(store, period)[subscription].lines
+    return {(x.plan, x.plan_version, x.kind): x.amount for x in lines}
 
 
 def test_a_closed_period_bills_prorated_fees_usage_and_commitments_with_tax(
@@ -398,9 +403,7 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
     close_period(store, BOOK, SEP)
     close_period(store, BOOK, OCT)
 
-    september = {
-        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["e"].lines
-    }
+    september = by_plan(store, SEP, "e")
     assert september == {
         ("starter", 1, USAGE): usage("starter", 1, "api_calls", 100),
         ("growth", 1, USAGE): usage("growth", 1, "api_calls", 700),
@@ -408,7 +411,7 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
         ("growth", 1, FIXED_FEE): prorated("29", 5, 30),
         ("growth", 2, FIXED_FEE): prorated("39", 15, 30),
     }
-    october = {(x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, OCT)["e"].lines}
+    october = by_plan(store, OCT, "e")
     assert october == {("starter", 1, USAGE): usage("starter", 1, "api_calls", 50)}
 
     runner = CliRunner()
@@ -452,9 +455,7 @@ def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
     )  # fmt: skip
     close_period(store, BOOK, SEP)
 
-    september = {
-        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["r"].lines
-    }
+    september = by_plan(store, SEP, "r")
     assert september == {
         ("growth", 1, USAGE): usage("growth", 1, "api_calls", 1200),
         ("growth@+7.5%", 1, USAGE): uplifted(1, 700, "7.5"),
@@ -491,10 +492,11 @@ def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_da
     Sep 21. growth v2 takes effect on Sep 16, add-ons and all."""
     store = store_environment
     row = SubscriptionRow(TENANT, "x", "cust-a", "growth", at(AUG, 0))
-    for day, step, add_on in ((date(2026, 9, 11), add_charge, "storage"),
-                              (date(2026, 9, 11), add_charge, "premium_support"),
-                              (date(2026, 9, 21), remove_charge, "premium_support")):  # fmt: skip
-        row = step(row, add_on, day, earliest=AUG, last_finalized=None, book=BOOK)
+    for day, adding, add_on in ((date(2026, 9, 11), True, "storage"),
+                                (date(2026, 9, 11), True, "premium_support"),
+                                (date(2026, 9, 21), False, "premium_support")):  # fmt: skip
+        row = change_add_on(row, add_on, day, adding=adding, earliest=AUG, last_finalized=None,
+                            book=BOOK)  # fmt: skip
     assert row.changes == ((date(2026, 9, 11), "growth+premium_support+storage"),
                            (date(2026, 9, 21), "growth+storage"))  # fmt: skip
     store.write_subscriptions([row], version=7)
@@ -620,9 +622,7 @@ def test_a_subscription_that_keeps_a_plan_version_is_moved_to_the_list_price_on_
          ("g", "api_calls", 600, at(date(2026, 9, 25)), {})]  # v2, as the book says
     )  # fmt: skip
     close_period(store, BOOK, SEP)
-    september = {
-        (x.plan, x.plan_version, x.kind): x.amount for x in invoices(store, SEP)["g"].lines
-    }
+    september = by_plan(store, SEP, "g")
     assert september == {
         ("growth#1", 1, USAGE): usage("growth", 1, "api_calls", 1200),
         ("growth", 2, USAGE): usage("growth", 2, "api_calls", 600),

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
 
-from aggregation.batch import BatchProcessor, Record
+from aggregation.batch import BatchProcessor, RatedTotal, Record
 from aggregation.state import UsageState
 from aggregation.subscriptions import Entry
 from meterline.demo import PRICE_BOOK
@@ -233,29 +233,26 @@ def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_bill
     assert "ended at 2026-10-10T00:00:00+00:00" in result.rejected[0].detail
 
 
-def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
-    upgraded = Entry("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
+def either_side_of_the_15th(entry: Entry) -> list[RatedTotal]:
+    """The totals of one event just before midnight UTC of Oct 15 and one at it."""
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): upgraded}.get, BOOK, ChargeTable.compile(BOOK),
+        UsageState(), {("demo", "s1"): entry}.get, BOOK, ChargeTable.compile(BOOK),
         window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
-    result = step.process(
+    return step.process(
         [record(0, usage("a", timestamp=datetime(2026, 10, 14, 23, 59, tzinfo=UTC))),
          record(1, usage("b", timestamp=datetime(2026, 10, 15, tzinfo=UTC)))]
-    )  # fmt: skip
-    assert sorted((r.plan, r.quantity) for r in result.rated) == [("growth", 10), ("starter", 10)]
+    ).rated  # fmt: skip
+
+
+def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
+    upgraded = Entry("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
+    rated = either_side_of_the_15th(upgraded)
+    assert sorted((r.plan, r.quantity) for r in rated) == [("growth", 10), ("starter", 10)]
 
 
 def test_usage_of_a_subscription_anchored_on_the_15th_is_totalled_by_its_own_periods() -> None:
-    anchored = Entry("starter", None, 1, anchor=15)
-    step = BatchProcessor(
-        UsageState(), {("demo", "s1"): anchored}.get, BOOK, ChargeTable.compile(BOOK),
-        window=WINDOW, partitions=PARTITIONS,
-    )  # fmt: skip
-    result = step.process(
-        [record(0, usage("a", timestamp=datetime(2026, 10, 14, 23, 59, tzinfo=UTC))),
-         record(1, usage("b", timestamp=datetime(2026, 10, 15, tzinfo=UTC)))]
-    )  # fmt: skip
-    assert sorted((r.period_start, r.quantity) for r in result.rated) == [
+    rated = either_side_of_the_15th(Entry("starter", None, 1, anchor=15))
+    assert sorted((r.period_start, r.quantity) for r in rated) == [
         (date(2026, 9, 1), 10), (date(2026, 10, 1), 10)
     ]  # fmt: skip

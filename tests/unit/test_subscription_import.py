@@ -76,24 +76,15 @@ def test_a_bad_file_imports_nothing_and_names_the_problem(
     assert problem in str(raised.value)
 
 
-def test_an_end_is_optional_and_exclusive(tmp_path: Path) -> None:
+def test_an_end_and_an_anchor_day_are_optional(tmp_path: Path) -> None:
     path = tmp_path / "subs.csv"
     path.write_text(
-        "tenant,subscription,customer,plan,started_at,ended_at\n"
-        "acme,s1,c,starter,2026-10-01,2026-10-15\nacme,s2,c,starter,2026-10-01,\n"
+        "tenant,subscription,customer,plan,started_at,ended_at,anchor_day\n"
+        "acme,s1,c,starter,2026-10-01,2026-10-15,\nacme,s2,c,starter,2026-10-15,,15\n"
     )
     first, second = read_subscriptions(path, BOOK)
     assert first.ended_at == datetime(2026, 10, 15, tzinfo=UTC) and second.ended_at is None
-
-
-def test_an_anchor_day_is_optional_and_one_by_default(tmp_path: Path) -> None:
-    path = tmp_path / "subs.csv"
-    path.write_text(
-        "tenant,subscription,customer,plan,started_at,anchor_day\n"
-        "acme,s1,c,starter,2026-10-15,15\nacme,s2,c,starter,2026-10-01,\n"
-    )
-    first, second = read_subscriptions(path, BOOK)
-    assert (first.anchor_day, second.anchor_day) == (15, 1)
+    assert (first.anchor_day, second.anchor_day) == (1, 15)
 
 
 def test_customers_import_with_their_tax_rate_and_crm_id(tmp_path: Path) -> None:
