@@ -148,6 +148,11 @@ class Gateway:
                     _measured("subscriptions", self.subscriptions),
                     methods=["POST"],
                 ),
+                Route(
+                    "/v1/customers",
+                    _measured("customers", self.customers),
+                    methods=["GET", "POST"],
+                ),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
@@ -192,16 +197,26 @@ class Gateway:
         return Response(_encoder.encode(answer), media_type="application/json")
 
     async def subscriptions(self, request: Request) -> Response:
-        """The key's tenant's subscriptions: list, show, import, and change, revise,
-        cancel or renew one. An admin key only: a service that sends events cannot."""
+        """The key's tenant's subscriptions: list, show, import, and change one."""
         subscription = request.path_params.get("subscription", "")
         reading = request.method == "GET"
         default = ("show" if subscription else "list") if reading else "import"
+        return await self._registry(request, request.path_params.get("action", default))
+
+    async def customers(self, request: Request) -> Response:
+        """The key's tenant's customers: list and import."""
+        action = "list-customers" if request.method == "GET" else "import-customers"
+        return await self._registry(request, action)
+
+    async def _registry(self, request: Request, action: str) -> Response:
+        """A registry request, for an admin key only: a service that sends events cannot
+        change what its tenant's customers are billed."""
+        subscription = request.path_params.get("subscription", "")
+        reading = request.method == "GET"
         try:
             tenant = self._tenant(request, ADMIN)
             asked = RegistryRequest(
-                tenant, request.path_params.get("action", default), subscription,
-                b"" if reading else await self._body(request),
+                tenant, action, subscription, b"" if reading else await self._body(request),
                 _limit(request.query_params.get("limit")),
             )  # fmt: skip
             answer = await self.store.registry(asked)
@@ -212,7 +227,7 @@ class Gateway:
             return RequestError(503, "Service Unavailable", str(error),
                                 **{"Retry-After": "1"}).response()  # fmt: skip
         if not reading and answer.status < 300:
-            log.info("subscriptions %s", asked.action,
+            log.info("registry %s", asked.action,
                      extra={"tenant": tenant, "subscription": subscription})  # fmt: skip
         media = "application/json" if answer.status < 400 else "application/problem+json"
         return Response(bytes(answer.body), answer.status, media_type=media)

@@ -12,7 +12,9 @@ import msgspec
 from ingest.registry_api import (
     AddOnChange,
     Cancellation,
+    CustomerList,
     Imported,
+    NewCustomer,
     NewSubscription,
     PlanChange,
     PriceRevision,
@@ -49,6 +51,12 @@ def _batch(name: str) -> dict[str, Any]:
 
 
 _ADMIN = "needs an admin key (meterline keys create --scope admin)"
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
+}
 _SUBSCRIPTION = {"name": "subscription", "in": "path", "required": True,
                  "schema": {"type": "string"}}  # fmt: skip
 
@@ -92,19 +100,7 @@ def _subscription_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listSubscriptions",
                 "summary": f"The key's tenant's subscriptions; {_ADMIN}",
-                "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "required": False,
-                        "schema": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": 10000,
-                            "default": 100,
-                        },
-                    }
-                ],
+                "parameters": [_LIMIT],
                 "responses": {
                     "200": {"description": "In id order", "content": _json("SubscriptionList")},
                     **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
@@ -173,11 +169,52 @@ def _subscription_paths() -> dict[str, Any]:
     }
 
 
+def _customer_paths() -> dict[str, Any]:
+    return {
+        "/v1/customers": {
+            "get": {
+                "operationId": "listCustomers",
+                "summary": f"The key's tenant's customers; {_ADMIN}",
+                "parameters": [_LIMIT],
+                "responses": {
+                    "200": {"description": "In id order", "content": _json("CustomerList")},
+                    **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
+                },
+            },
+            "post": {
+                "operationId": "importCustomers",
+                "summary": f"Import one customer or an array; {_ADMIN}",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": _REF.format(name="NewCustomer")},
+                                    _batch("NewCustomer"),
+                                ]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": {"description": "Imported, every one", "content": _json("CustomerList")},
+                    **_admin_problems(
+                        ("400", "The body is not the shape described"),
+                        ("413", "More customers than one request may hold"),
+                        ("422", "Nothing imported; every problem is named"),
+                    ),
+                },
+            },
+        }
+    }
+
+
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
-         Cancellation],
+         Cancellation, NewCustomer, CustomerList],
         ref_template=_REF,
     )  # fmt: skip
     one_cloud = {"$ref": _REF.format(name="CloudEvent")}
@@ -267,6 +304,7 @@ def document() -> dict[str, Any]:
                 }
             },
             **_subscription_paths(),
+            **_customer_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",

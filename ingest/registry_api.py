@@ -9,24 +9,32 @@ as it came. It returns the rows it wrote; the caller publishes them to the worke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from ingest.wire import ProblemDocument
 from invoicing import registry
+from invoicing.invoice import Customer
 from invoicing.lifecycle import LifecycleError
 from invoicing.registry import Operation, UnknownSubscriptionError
 from invoicing.store import Store, SubscriptionRow
-from invoicing.subscription_import import SubscriptionFileError, subscriptions_from
+from invoicing.subscription_import import (
+    SubscriptionFileError,
+    customers_from,
+    subscriptions_from,
+)
 from rating.period import plan_on
 from rating.plans import PriceBook
 
+Item = TypeVar("Item", "NewSubscription", "NewCustomer")
+Parsed = TypeVar("Parsed")
+
 ACTIONS = ("list", "show", "import", "change", "add-charge", "remove-charge", "revise",
-           "cancel", "renew")  # fmt: skip
+           "cancel", "renew", "list-customers", "import-customers")  # fmt: skip
 MAX_IMPORT = 10_000  # subscriptions per request; a larger import is a file for the CLI
 
 
@@ -53,6 +61,30 @@ class NewSubscription(msgspec.Struct, forbid_unknown_fields=True):
     ended_at: str = ""  # exclusive; none by default
     anchor_day: int = 1  # the day of the month its billing periods start on, 1 to 28
     tenant: str = ""  # the key's tenant; another is refused
+
+
+class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
+    """A customer to import; one already known is replaced."""
+
+    customer: str
+    name: str
+    tax_rate: Decimal  # percent, 0 to 100, at most 4 decimal places: 8.25
+    external_id: str = ""  # the CRM's id
+    currency: str = ""  # ISO 4217: its subscriptions must be on plans priced in it
+    tenant: str = ""  # the key's tenant; another is refused
+
+
+class CustomerView(msgspec.Struct):
+    customer: str
+    name: str
+    tax_rate: Decimal
+    external_id: str
+    currency: str
+
+
+class CustomerList(msgspec.Struct):
+    customers: list[CustomerView]
+    total: int  # how many the tenant has; at most ``limit`` are listed
 
 
 class PlanChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -163,6 +195,13 @@ def _dispatch(
         return 200, SubscriptionList(listed, len(rows)), []
     if action == "show":
         return 200, _detail(store, tenant, request.subscription, today), []
+    if action == "list-customers":
+        known = sorted(store.customers(tenant).values(), key=lambda c: c.customer)
+        return 200, CustomerList([_customer(c) for c in known[: request.limit]], len(known)), []
+    if action == "import-customers":
+        customers = _checked_items(request, NewCustomer, "customers", customers_from)
+        store.write_customers(customers, version=registry.version_of(now))
+        return 201, CustomerList([_customer(c) for c in customers], len(customers)), []
     if action == "import":
         rows = _imported(request, book)
         try:
@@ -227,20 +266,31 @@ def _decoded(body: bytes, kind: type[Any]) -> Any:
 
 
 def _imported(request: RegistryRequest, book: PriceBook) -> list[SubscriptionRow]:
+    def parse(source: str, items: Sequence[tuple[int, object]]) -> list[SubscriptionRow]:
+        return subscriptions_from(source, items, book)
+
+    return _checked_items(request, NewSubscription, "subscriptions", parse)
+
+
+def _checked_items(
+    request: RegistryRequest,
+    kind: type[Item],
+    noun: str,
+    parse: Callable[[str, Sequence[tuple[int, object]]], list[Parsed]],
+) -> list[Parsed]:
+    """The body's object, or array of objects, of ``kind``, for the key's tenant, checked
+    as a file's rows would be."""
     try:
-        sent = msgspec.json.decode(
-            request.body or b"null", type=list[NewSubscription] | NewSubscription
-        )
+        sent = msgspec.json.decode(request.body or b"null", type=list[kind] | kind)  # type: ignore[valid-type]
     except msgspec.DecodeError as error:
         raise _RefusedError(400, "Bad Request", f"the body: {error}") from None
     items = sent if isinstance(sent, list) else [sent]
     if not items:
-        raise _RefusedError(400, "Bad Request", "send a subscription or an array of them")
+        raise _RefusedError(400, "Bad Request", f"send one of the {noun} or an array of them")
     if len(items) > MAX_IMPORT:
         raise _RefusedError(
-            413, "Content Too Large",
-            f"{len(items)} subscriptions; send at most {MAX_IMPORT} per request",
-        )  # fmt: skip
+            413, "Content Too Large", f"{len(items)} {noun}; send at most {MAX_IMPORT} per request"
+        )
     for number, item in enumerate(items, start=1):
         if item.tenant not in ("", request.tenant):
             raise _RefusedError(
@@ -248,12 +298,23 @@ def _imported(request: RegistryRequest, book: PriceBook) -> list[SubscriptionRow
                 f"item {number} names tenant {item.tenant!r}; this key acts for "
                 f"{request.tenant!r}",
             )  # fmt: skip
-    rows = [(number, msgspec.structs.asdict(item) | {"tenant": request.tenant})
+    rows = [(number, _text_fields(msgspec.structs.asdict(item)) | {"tenant": request.tenant})
             for number, item in enumerate(items, start=1)]  # fmt: skip
     try:
-        return subscriptions_from("the request", rows, book)
+        return parse("the request", rows)
     except SubscriptionFileError as error:
         raise _RefusedError(422, "Unprocessable Content", str(error)) from None
+
+
+def _text_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Decimals as the text a file would hold, so a request is checked as a file is."""
+    return {name: str(value) if isinstance(value, Decimal) else value
+            for name, value in fields.items()}  # fmt: skip
+
+
+def _customer(customer: Customer) -> CustomerView:
+    return CustomerView(customer.customer, customer.name, customer.tax_rate,
+                        customer.external_id, customer.currency)  # fmt: skip
 
 
 def _detail(store: Store, tenant: str, subscription: str, today: date) -> SubscriptionDetail:

@@ -80,6 +80,12 @@ def subscriptions_from(
 
 
 def read_customers(path: Path) -> list[Customer]:
+    return customers_from(str(path), _items(path, CUSTOMER_FIELDS))
+
+
+def customers_from(source: str, items: Sequence[tuple[int, object]]) -> list[Customer]:
+    """Customers from numbered objects (a file's rows, a request's array items)."""
+
     def parse(row: _Customer) -> tuple[Customer | None, list[str]]:
         problems = [f"{name} is empty" for name in CUSTOMER_FIELDS[:2]
                     if not getattr(row, name).strip()]  # fmt: skip
@@ -97,7 +103,7 @@ def read_customers(path: Path) -> list[Customer]:
             return None, problems
         return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency), []
 
-    return _checked(str(path), _items(path, CUSTOMER_FIELDS), _Customer, parse, _customer_key)
+    return _checked(source, items, _Customer, parse, _customer_key)
 
 
 def currency_problems(

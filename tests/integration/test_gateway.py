@@ -278,6 +278,24 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
     assert other_tenant.status_code == 403
     assert call("POST", "/v1/subscriptions", b"{nope").status_code == 400
 
+    customers = call("POST", "/v1/customers", [
+        {"customer": "c-eu", "name": "Euro AG", "tax_rate": 19, "currency": "EUR"},
+        {"customer": "c-us", "name": "Dollar Inc", "tax_rate": "8.25", "external_id": "crm-7"},
+    ])  # fmt: skip
+    assert customers.status_code == 201, customers.text
+    assert call("GET", "/v1/customers").json()["customers"][1] == {
+        "customer": "c-us", "name": "Dollar Inc", "tax_rate": "8.2500", "external_id": "crm-7",
+        "currency": "",
+    }  # fmt: skip
+    bad_rate = call("POST", "/v1/customers", {"customer": "x", "name": "X", "tax_rate": 120})
+    assert bad_rate.status_code == 422 and "not a percentage from 0 to 100" in bad_rate.text
+    assert call("GET", "/v1/customers", key=gateway.key).status_code == 403
+    wrong_currency = call("POST", "/v1/subscriptions", {
+        "subscription": "sub-eu", "customer": "c-eu", "plan": "starter",
+        "started_at": "2026-01-01",
+    })  # fmt: skip
+    assert wrong_currency.status_code == 422 and "EUR" in wrong_currency.json()["detail"]
+
     listed = call("GET", "/v1/subscriptions").json()
     assert listed["total"] == 2
     assert [(s["subscription"], s["plan"]) for s in listed["subscriptions"]] == [
