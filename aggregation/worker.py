@@ -311,7 +311,9 @@ def create_app(
         return web.json(msgspec.to_builtins(answer))
 
     # And so are subscription changes the gateway forwards: stored here, taken into this
-    # worker's directory at once, and published for the others.
+    # worker's directory at once, and published for the others. Only then: the page has no
+    # key check of its own (the gateway checked the key), so with a ClickHouse server,
+    # where the gateway writes itself, a worker whose web port is reachable offers none.
     registry_decoder = msgspec.json.Decoder(RegistryRequest)
 
     class Registry(View):
@@ -327,7 +329,8 @@ def create_app(
                 await announce(bootstrap_servers, settings.subscriptions_topic, written, version)
             return self.bytes(msgspec.json.encode(answered), content_type="application/json")
 
-    app.page("/registry")(Registry)
+    if settings.clickhouse_url is None:
+        app.page("/registry")(Registry)
 
     return app
 
