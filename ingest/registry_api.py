@@ -1,6 +1,7 @@
-"""The subscriptions part of the HTTP API, over a store: list, show, import, change,
-add-charge, remove-charge, revise, cancel and renew, made as ``meterline subscriptions`` makes them
-(``invoicing.registry``) and answered as JSON, or as an RFC 9457 problem document.
+"""The registry part of the HTTP API, over a store: subscriptions (list, show, import,
+change, add-charge, remove-charge, revise, cancel, renew) and customers (list, import),
+made as the ``meterline`` commands make them (``invoicing.registry``) and answered as
+JSON, or as an RFC 9457 problem document.
 
 ``answer`` runs where the store is: in the gateway with a ClickHouse server, or in the
 worker that owns chDB (the embedded default), to which the gateway forwards the request
@@ -33,9 +34,7 @@ from rating.plans import PriceBook
 Item = TypeVar("Item", "NewSubscription", "NewCustomer")
 Parsed = TypeVar("Parsed")
 
-ACTIONS = ("list", "show", "import", "change", "add-charge", "remove-charge", "revise",
-           "cancel", "renew", "list-customers", "import-customers")  # fmt: skip
-MAX_IMPORT = 10_000  # subscriptions per request; a larger import is a file for the CLI
+MAX_IMPORT = 10_000  # rows per request; a larger import is a file for the CLI
 
 
 class RegistryRequest(msgspec.Struct, frozen=True):
@@ -209,10 +208,11 @@ def _dispatch(
         except LifecycleError as error:
             raise _RefusedError(422, "Unprocessable Content", str(error)) from None
         return 201, Imported(len(rows), [view(row, today) for row in rows]), rows
-    make = _operations(book, registry.change_notice(notice_seconds), now).get(action)
+    operations = _operations(book, registry.change_notice(notice_seconds), now)
+    make = operations.get(action)
     if make is None:
         raise _RefusedError(
-            404, "Not Found", f"no action {action!r} (actions: {', '.join(ACTIONS)})"
+            404, "Not Found", f"no action {action!r} (actions: {', '.join(operations)})"
         )
     try:
         operation = make(request.body)
