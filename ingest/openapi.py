@@ -94,44 +94,47 @@ def _change(operation: str, summary: str, body: str | None) -> dict[str, Any]:
     }
 
 
-def _subscription_paths() -> dict[str, Any]:
+def _list_and_import(noun: str, listed: str, item: str, imported: str) -> dict[str, Any]:
+    """GET lists the tenant's ``noun`` (``listed``); POST imports one ``item`` or an array."""
+    title = noun.capitalize()
     return {
-        "/v1/subscriptions": {
-            "get": {
-                "operationId": "listSubscriptions",
-                "summary": f"The key's tenant's subscriptions; {_ADMIN}",
-                "parameters": [_LIMIT],
-                "responses": {
-                    "200": {"description": "In id order", "content": _json("SubscriptionList")},
-                    **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
-                },
-            },
-            "post": {
-                "operationId": "importSubscriptions",
-                "summary": f"Import one subscription or an array; {_ADMIN}",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": _REF.format(name="NewSubscription")},
-                                    _batch("NewSubscription"),
-                                ]
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {"description": "Imported, every one", "content": _json("Imported")},
-                    **_admin_problems(
-                        ("400", "The body is not the shape described"),
-                        ("413", "More subscriptions than one request may hold"),
-                        ("422", "Nothing imported; every problem is named"),
-                    ),
-                },
+        "get": {
+            "operationId": f"list{title}",
+            "summary": f"The key's tenant's {noun}; {_ADMIN}",
+            "parameters": [_LIMIT],
+            "responses": {
+                "200": {"description": "In id order", "content": _json(listed)},
+                **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
             },
         },
+        "post": {
+            "operationId": f"import{title}",
+            "summary": f"Import one or an array; {_ADMIN}",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"oneOf": [{"$ref": _REF.format(name=item)}, _batch(item)]}
+                    }
+                },
+            },
+            "responses": {
+                "201": {"description": "Imported, every one", "content": _json(imported)},
+                **_admin_problems(
+                    ("400", "The body is not the shape described"),
+                    ("413", f"More {noun} than one request may hold"),
+                    ("422", "Nothing imported; every problem is named"),
+                ),
+            },
+        },
+    }
+
+
+def _subscription_paths() -> dict[str, Any]:
+    return {
+        "/v1/subscriptions": _list_and_import(
+            "subscriptions", "SubscriptionList", "NewSubscription", "Imported"
+        ),
         "/v1/subscriptions/{subscription}": {
             "get": {
                 "operationId": "showSubscription",
@@ -171,42 +174,9 @@ def _subscription_paths() -> dict[str, Any]:
 
 def _customer_paths() -> dict[str, Any]:
     return {
-        "/v1/customers": {
-            "get": {
-                "operationId": "listCustomers",
-                "summary": f"The key's tenant's customers; {_ADMIN}",
-                "parameters": [_LIMIT],
-                "responses": {
-                    "200": {"description": "In id order", "content": _json("CustomerList")},
-                    **_admin_problems(("400", "The limit is not a number from 1 to 10000")),
-                },
-            },
-            "post": {
-                "operationId": "importCustomers",
-                "summary": f"Import one customer or an array; {_ADMIN}",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {"$ref": _REF.format(name="NewCustomer")},
-                                    _batch("NewCustomer"),
-                                ]
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "201": {"description": "Imported, every one", "content": _json("CustomerList")},
-                    **_admin_problems(
-                        ("400", "The body is not the shape described"),
-                        ("413", "More customers than one request may hold"),
-                        ("422", "Nothing imported; every problem is named"),
-                    ),
-                },
-            },
-        }
+        "/v1/customers": _list_and_import(
+            "customers", "CustomerList", "NewCustomer", "CustomerList"
+        )
     }
 
 
