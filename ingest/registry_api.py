@@ -189,9 +189,9 @@ def _dispatch(
     tenant, action = request.tenant, request.action
     today = now.astimezone(UTC).date()
     if action == "list":
-        rows = store.subscription_rows(tenant)
-        listed = [view(row, today) for row in rows[: request.limit]]
-        return 200, SubscriptionList(listed, len(rows)), []
+        rows = store.subscription_rows(tenant, limit=request.limit)
+        total = store.count("subscriptions", tenant)
+        return 200, SubscriptionList([view(row, today) for row in rows], total), []
     if action == "show":
         return 200, _detail(store, tenant, request.subscription, today), []
     if action == "list-customers":

@@ -153,7 +153,7 @@ def import_subscriptions(
     """Write ``rows`` whole, or nothing when one is priced in another currency than its
     customer's (``LifecycleError`` lists them)."""
     refused = currency_problems(rows, store.customers(), book)
-    known = {(r.tenant, r.subscription): r.anchor_day for r in store.subscription_rows()}
+    known = store.anchor_days([(r.tenant, r.subscription) for r in rows])
     refused += [
         f"{r.tenant}/{r.subscription}: anchor_day {r.anchor_day} differs from its "
         f"{known[(r.tenant, r.subscription)]}: a new anchor would move periods already billed"

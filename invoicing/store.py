@@ -135,19 +135,17 @@ class Store:
         ]  # fmt: skip
 
     def subscription_rows(
-        self, tenant: str | None = None, subscription: str | None = None
+        self, tenant: str | None = None, subscription: str | None = None, limit: int = 0
     ) -> list[SubscriptionRow]:
-        """Subscriptions as stored (of one tenant; one of them), in id order."""
+        """Subscriptions as stored (of one tenant; one of them), in id order; the first
+        ``limit`` when it is not 0."""
         named = {"tenant": tenant, "subscription": subscription}
-        conditions = [
-            f"{name} = {{{name}:String}}" for name, value in named.items() if value is not None
-        ]
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self.client.query(
             "SELECT tenant, subscription, customer, plan, started_at, ended_at, change_days, "
-            f"change_plans, anchor_day FROM {self.table('subscriptions')} FINAL {where} "
-            "ORDER BY tenant, subscription",
-            parameters=named,
+            f"change_plans, anchor_day FROM {self.table('subscriptions')} FINAL "
+            f"{_where(named)} ORDER BY tenant, subscription"
+            + (" LIMIT {limit:UInt32}" if limit else ""),
+            parameters={**named, "limit": limit},
         ).result_rows
         return [
             SubscriptionRow(tenant, sub, customer, plan, as_utc(started),
@@ -376,13 +374,31 @@ class Store:
         ).result_rows
         return {str(reason): int(count) for reason, count in rows}
 
-    def count(self, table: str) -> int:
-        return int(self.client.command(f"SELECT count() FROM {self.table(table)} FINAL"))
+    def count(self, table: str, tenant: str | None = None) -> int:
+        """Rows of ``table`` (of one tenant)."""
+        named = {"tenant": tenant}
+        query = f"SELECT count() FROM {self.table(table)} FINAL {_where(named)}"
+        return int(self.client.command(query, parameters=named))
+
+    def anchor_days(self, owners: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The anchor day of each of these subscriptions that is known."""
+        rows = self.client.query(
+            f"SELECT tenant, subscription, anchor_day FROM {self.table('subscriptions')} FINAL "
+            "WHERE (tenant, subscription) IN {owners:Array(Tuple(String, String))}",
+            parameters={"owners": list(owners)},
+        ).result_rows
+        return {(tenant, sub): anchor for tenant, sub, anchor in rows}
 
 
 def as_utc(moment: datetime) -> datetime:
     """ClickHouse hands DateTime64 back without a zone; meterline's columns are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _where(named: dict[str, str | None]) -> str:
+    """A WHERE clause binding each named value that is given; "" when none is."""
+    given = [f"{name} = {{{name}:String}}" for name, value in named.items() if value is not None]
+    return f"WHERE {' AND '.join(given)}" if given else ""
 
 
 def _day(moment: datetime) -> date:
