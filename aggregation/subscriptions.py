@@ -52,6 +52,9 @@ class SubscriptionDirectory:
         self._clock = clock
         self._entries: dict[Owner, Entry] = {}
         self._version = -1
+        # The latest day any known subscription's periods start on: how far back an
+        # accepted event's period can start (1 while every one bills calendar months).
+        self.latest_anchor = 1
         self._reload()
 
     def absorb(self, owner: Owner, entry: Entry) -> None:
@@ -59,6 +62,7 @@ class SubscriptionDirectory:
         known = self._entries.get(owner)
         if known is None or entry.version >= known.version:
             self._entries[owner] = entry
+            self.latest_anchor = max(self.latest_anchor, entry.anchor)
 
     def _reload(self) -> None:
         for owner, entry in self._load(self._version):

@@ -40,7 +40,7 @@ from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.metrics import exposition
 from meterline.settings import Settings
-from rating.period import MAX_ANCHOR, Period
+from rating.period import Period
 from rating.plans import PriceBook
 from rating.table import ChargeTable
 
@@ -78,7 +78,8 @@ class Aggregator:
     def _oldest_open_period(self) -> date:
         """The label of the first period an accepted event can still fall in, whatever
         its subscription's anchor day (the latest anchor starts the period earliest)."""
-        return Period.of(self.window.bounds()[0].date(), MAX_ANCHOR).label
+        anchor = self.subscriptions.latest_anchor
+        return Period.of(self.window.bounds()[0].date(), anchor).label
 
     def reload(self, partitions: set[int]) -> None:
         self.state.forget_partitions(partitions)

@@ -52,3 +52,12 @@ def test_an_older_version_read_late_does_not_undo_a_newer_one() -> None:
     store.rows = [(("t", "s1"), Entry("starter", END, 7)), (("t", "s1"), Entry("starter", None, 1))]
     directory = SubscriptionDirectory(store.entries_since)
     assert directory.entry(("t", "s1")) == Entry("starter", END, 7)
+
+
+def test_the_latest_anchor_day_known_bounds_how_far_back_open_periods_start() -> None:
+    store = FakeStore()
+    directory = SubscriptionDirectory(store.entries_since)
+    assert directory.latest_anchor == 1  # calendar months only: no earlier period to keep
+    directory.absorb(("t", "s2"), Entry("growth", None, 2, anchor=15))
+    directory.absorb(("t", "s3"), Entry("growth", None, 3, anchor=9))
+    assert directory.latest_anchor == 15
