@@ -12,7 +12,6 @@ Every worker reads the whole topic (no consumer group): each needs every subscri
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 
@@ -22,8 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aggregation.subscriptions import REFRESH_SECONDS, Entry, Owner
 from invoicing.store import SubscriptionRow
 from meterline.kafka_admin import ensure_topic
-
-log = logging.getLogger(__name__)
 
 
 class _Row(msgspec.Struct, frozen=True):
@@ -78,14 +75,17 @@ def _pair(row: tuple[Owner, Entry]) -> tuple[bytes, bytes]:
 
 async def announce(
     bootstrap_servers: str, topic: str, rows: Sequence[SubscriptionRow], version: int
-) -> None:
-    """Publish rows just stored. A failure is logged, not raised: the store has them, and
-    every worker reads them from it within ``REFRESH_SECONDS``."""
+) -> str | None:
+    """Publish rows just stored; a failure comes back as a warning for the caller to log
+    or print. It is not raised: the store has the rows, and every worker reads them from
+    it within ``REFRESH_SECONDS``."""
     try:
         await publish(bootstrap_servers, topic, entries(rows, version))
     except Exception as error:
-        log.warning("stored, but not published to %s (%s): workers read the change from the "
-                    "store within %.0f s", topic, error, REFRESH_SECONDS)  # fmt: skip
+        warning = (f"stored, but not published to {topic} ({error}); workers read the change "
+                   f"from the store within {REFRESH_SECONDS:.0f} s")  # fmt: skip
+        return warning
+    return None
 
 
 def entries(rows: Sequence[SubscriptionRow], version: int) -> list[tuple[Owner, Entry]]:

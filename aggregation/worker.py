@@ -327,7 +327,10 @@ def create_app(
             for owner, entry in entries(written, version):
                 aggregator.subscriptions.absorb(owner, entry)
             if written:
-                await announce(bootstrap_servers, settings.subscriptions_topic, written, version)
+                warning = await announce(bootstrap_servers, settings.subscriptions_topic,
+                                         written, version)  # fmt: skip
+                if warning:
+                    log.warning("%s", warning)
             return self.bytes(msgspec.json.encode(answered), content_type="application/json")
 
     if settings.clickhouse_url is None:

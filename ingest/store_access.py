@@ -6,6 +6,7 @@ directory), it asks that worker, which answers from the same code."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, date, datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -20,6 +21,8 @@ from invoicing.store import Store
 from invoicing.usage import CurrentUsage, read_usage
 from meterline.settings import Settings
 from rating.plans import PriceBook
+
+log = logging.getLogger(__name__)
 
 _usage_decoder = msgspec.json.Decoder(CurrentUsage)
 _answer_decoder = msgspec.json.Decoder(RegistryAnswer)
@@ -76,8 +79,10 @@ class DirectStore:
             except Exception as error:
                 raise StoreUnavailableError(f"the store did not answer: {error}") from None
         if written and self._bootstrap_servers:
-            await announce(self._bootstrap_servers, self._settings.subscriptions_topic, written,
-                           version_of(now))  # fmt: skip
+            warning = await announce(self._bootstrap_servers, self._settings.subscriptions_topic,
+                                     written, version_of(now))  # fmt: skip
+            if warning:
+                log.warning("%s", warning)
         return answered
 
     def _connected(self) -> Store:

@@ -246,19 +246,15 @@ def _publish(settings: Any, rows: Sequence[Any], version: int) -> None:
     workers still read the change from the store within half a minute."""
     import asyncio
 
-    from aggregation.subscription_feed import entries, publish
+    from aggregation.subscription_feed import announce
 
     if settings.kafka_bootstrap_servers is None:
         return
-    try:
-        asyncio.run(publish(settings.kafka_bootstrap_servers, settings.subscriptions_topic,
-                            entries(rows, version)))  # fmt: skip
-    except Exception as error:  # the store has it: a warning, not a failure
-        errors.print(
-            f"[yellow]warning:[/] stored, but not published to {settings.subscriptions_topic} "
-            f"({error}); workers read it from the store within 30 s",
-            highlight=False,
-        )
+    warning = asyncio.run(
+        announce(settings.kafka_bootstrap_servers, settings.subscriptions_topic, rows, version)
+    )
+    if warning:  # the store has it: a warning, not a failure
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 @subscriptions.command("show")
