@@ -1,22 +1,29 @@
-# Every target runs inside .venv, which `make install` creates and keeps in step with pyproject.toml.
+# Every target runs inside .venv, which `make install` creates from requirements.lock: every
+# package pinned with its hashes, so a fresh clone installs what the last `make lock` chose.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-faults lint typecheck bench clean
+.PHONY: help install lock run test test-faults lint typecheck bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install meterline with its development tools
+install: $(STAMP) ## Create .venv and install meterline with its development tools, as locked
+
+lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock (Python 3.11, with hashes)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --upgrade \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
 
 run: $(STAMP) ## Run the demo on embedded Kafka and ClickHouse and print the invoice summary
 	$(BIN)/meterline run $(ARGS)
