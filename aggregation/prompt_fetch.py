@@ -1,4 +1,5 @@
-"""Faust's Kafka transport with a short fetch wait, so new records reach the worker promptly.
+"""Faust's Kafka transport with a short fetch wait, so new records reach the worker promptly,
+and a way to read a partition again from its start when it holds a new log.
 
 Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
 Apache Kafka answers a waiting fetch as soon as a record arrives, so there the figure
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 FETCH_MAX_WAIT_MS = 100
 
@@ -26,10 +28,21 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _Consumer(faust_aiokafka.Consumer):
+class RewindingConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def rewind(self, tp: TP, offset: int) -> None:
+        """Read ``tp`` from ``offset`` as if it had just been assigned there. Faust keeps
+        its own account of what it committed and acknowledges nothing below it, so that
+        account is dropped first (what Faust itself drops when a partition is revoked);
+        then the offset is committed, so a restart starts there too, and sought."""
+        for books in (self._gap, self._acked, self._acked_index, self._read_offset,
+                      self._committed_offset):  # fmt: skip
+            books.pop(tp, None)
+        await self._commit({tp: offset})
+        await self.seek(tp, offset)
+
 
 class PromptFetchTransport(faust_aiokafka.Transport):
-    Consumer = _Consumer
+    Consumer = RewindingConsumer

@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
@@ -26,7 +27,9 @@ from faust.web import View
 from prometheus_client import REGISTRY
 
 from aggregation.batch import BatchProcessor, BatchResult, Record, Rejection
-from aggregation.prompt_fetch import PromptFetchTransport
+from aggregation.log_identity import Checkpoint, Judgement, fingerprint, ordinal, split
+from aggregation.log_probe import probe
+from aggregation.prompt_fetch import PromptFetchTransport, RewindingConsumer
 from aggregation.state import UsageState
 from aggregation.subscription_feed import announce, entries, follow
 from aggregation.subscriptions import SubscriptionDirectory
@@ -59,8 +62,18 @@ class Aggregator:
         window: EventWindow,
         partitions: int,
         dedupe_window: timedelta,
+        *,
+        topic: str,
     ) -> None:
         self.store = store
+        self.topic = topic
+        # Per partition: the epoch of the log being read (aggregation.log_identity), the
+        # last durable record in it, and the offset of the last record handed to us.
+        self.epochs: dict[int, int] = {}
+        self.checkpoints: dict[int, Checkpoint] = {}
+        self._last_offset: dict[int, int] = {}
+        self._unprepared: set[int] = set()  # assigned, but log and state not checked yet
+        self._rewound: set[int] = set()  # read again from the start: offsets go back once
         self.state = UsageState()
         self.window = window
         self.dedupe_window = dedupe_window
@@ -95,6 +108,98 @@ class Aggregator:
             sorted(partitions), len(self.state.marks), len(self.state.totals),
         )  # fmt: skip
 
+    def assigned(self, partitions: set[int]) -> None:
+        """Note what the group gave us; ``prepare`` readies it before a record is handled."""
+        self._unprepared |= partitions
+
+    async def prepare(self, bootstrap_servers: str) -> set[int]:
+        """Before a batch: identify the logs of newly assigned partitions and reload their
+        state; return the partitions that hold a new log, to be read from their start.
+        This runs in the stream loop: Faust resumes fetching while its assignment callbacks
+        still run, so a callback that awaits could lose the race to a batch."""
+        if not self._unprepared:
+            return set()
+        partitions, self._unprepared = self._unprepared, set()
+        found = await self.identify_logs(bootstrap_servers, partitions)
+        self.reload(partitions)
+        self._rewound |= found
+        return found
+
+    async def identify_logs(self, bootstrap_servers: str, partitions: set[int]) -> set[int]:
+        """Is each partition still the log its newest checkpoint was taken in? A new one
+        gets the next epoch, is recorded and is said out loud; return those."""
+        stored = self.store.load_checkpoints(self.topic, partitions)
+        latest = self.store.latest_epochs(self.topic, partitions)
+        verdicts = await probe(bootstrap_servers, self.topic, stored)
+        for partition in partitions:
+            self._last_offset.pop(partition, None)
+            self.checkpoints.pop(partition, None)
+            self.epochs[partition] = latest.get(partition, 0)
+        found = set()
+        for checkpoint in stored:
+            judgement, reason = verdicts[checkpoint.partition]
+            if judgement is Judgement.NEW_LOG:
+                self._new_log(checkpoint.partition, checkpoint.offset, reason)
+                found.add(checkpoint.partition)
+            else:
+                self.checkpoints[checkpoint.partition] = checkpoint
+        return found
+
+    def _new_log(self, partition: int, previous_offset: int, reason: str) -> None:
+        epoch = self.epochs.get(partition, 0) + 1
+        self.store.record_new_log(self.topic, partition, epoch, previous_offset, reason)
+        self.epochs[partition] = epoch
+        self.checkpoints.pop(partition, None)
+        metrics.NEW_LOGS.labels(str(partition)).inc()
+        log.warning(
+            "partition %d of %s holds a new log (%s): its events are billed as new, from "
+            "epoch %d", partition, self.topic, reason, epoch,
+            extra={"partition": partition, "epoch": epoch, "previous_offset": previous_offset},
+        )  # fmt: skip
+
+    async def positions(self, bootstrap_servers: str, messages: list[Any]) -> list[Record]:
+        """The records of a batch, each placed by its log's epoch and its offset. Offsets
+        that go back behind the last record handed to us are reported; they are a new
+        log unless the broker still shows the last durable record where it was."""
+        records = []
+        for message in messages:
+            partition, offset = message.partition, message.offset
+            last = self._last_offset.get(partition)
+            if partition in self._rewound and (last is None or offset <= last):
+                self._rewound.discard(partition)  # as asked: the new log from its start
+            elif last is not None and offset <= last:
+                await self._went_backwards(bootstrap_servers, partition, offset, last)
+            self._last_offset[partition] = offset
+            epoch = self.epochs.get(partition, 0)
+            records.append((partition, ordinal(epoch, offset), message.value))
+        return records
+
+    async def _went_backwards(
+        self, bootstrap_servers: str, partition: int, offset: int, last: int
+    ) -> None:
+        metrics.OFFSETS_BACKWARDS.labels(str(partition)).inc()
+        log.warning("partition %d of %s went back from offset %d to %d",
+                    partition, self.topic, last, offset)  # fmt: skip
+        checkpoint = self.checkpoints.get(partition)
+        if checkpoint is None:
+            # Nothing of this log is durable yet, so there is nothing to compare with; a
+            # replay taken for new events is still caught by its dedupe mark.
+            self._new_log(partition, last, f"offsets went back from {last} to {offset}")
+            return
+        verdicts = await probe(bootstrap_servers, self.topic, [checkpoint])
+        judgement, reason = verdicts[partition]
+        if judgement is Judgement.NEW_LOG:
+            self._new_log(partition, checkpoint.offset, reason)
+
+    def checkpoints_of(self, messages: list[Any]) -> list[Checkpoint]:
+        """Per partition, the batch's last record: what the store keeps once it is durable."""
+        last = {message.partition: message for message in messages}
+        return [
+            Checkpoint(partition, self.epochs.get(partition, 0), m.offset,
+                       fingerprint(m.key, m.value, round(m.timestamp * 1000)))
+            for partition, m in last.items()
+        ]  # fmt: skip
+
     def _retain(self) -> None:
         """Once per dedupe window: rotate the marks, drop totals no event can reach."""
         now = time.monotonic()
@@ -105,7 +210,7 @@ class Aggregator:
         dropped = self.state.forget_totals_before(self._oldest_open_period())
         log.info("dedupe window rotated: %d marks and %d closed totals dropped", forgotten, dropped)
 
-    def handle(self, records: list[Record]) -> BatchResult:
+    def handle(self, records: list[Record], checkpoints: Sequence[Checkpoint] = ()) -> BatchResult:
         self._retain()
         try:
             result = self.processor.process(records)
@@ -116,8 +221,9 @@ class Aggregator:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 began = time.perf_counter()
-                self.store.write_batch(result)
+                self.store.write_batch(result, self.topic, checkpoints)
                 metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - began)
+                self.checkpoints.update((c.partition, c) for c in checkpoints)
                 _count(result, self.state)
                 return result
             except Exception:
@@ -168,7 +274,7 @@ async def _publish_dead_letters(
                 event=rejection.payload.decode("utf-8", "replace"),
                 topic=settings.events_topic,
                 partition=rejection.partition,
-                offset=rejection.offset,
+                offset=split(rejection.offset)[1],
                 index=rejection.index,
                 rejected_at=now,
             )
@@ -230,9 +336,12 @@ def create_app(
         async for events in stream.take_events(
             settings.batch_max_records, within=settings.batch_within_seconds
         ):
-            result = aggregator.handle(
-                [(e.message.partition, e.message.offset, e.value) for e in events]
-            )
+            for partition in await aggregator.prepare(bootstrap_servers):
+                assert isinstance(app.consumer, RewindingConsumer)
+                await app.consumer.rewind(TP(settings.events_topic, partition), 0)
+            messages = [e.message for e in events]
+            records = await aggregator.positions(bootstrap_servers, messages)
+            result = aggregator.handle(records, aggregator.checkpoints_of(messages))
             if result.rejected:
                 await _publish_dead_letters(app, settings, result.rejected)
                 log.info(
@@ -249,7 +358,7 @@ def create_app(
         (assigned,) = args
         mine = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
         if mine:
-            aggregator.reload(mine)
+            aggregator.assigned(mine)
 
     # mode types receivers as a union of callables that mypy cannot match a coroutine against.
     app.on_partitions_assigned.connect(cast(Any, on_assigned))
@@ -361,7 +470,9 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
     store.migrate()
     window = settings.event_window()
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)
-    aggregator = Aggregator(store, book, window, partitions, dedupe_window)
+    aggregator = Aggregator(
+        store, book, window, partitions, dedupe_window, topic=settings.events_topic
+    )
     app = create_app(settings, bootstrap_servers, aggregator, book)
     worker = faust.Worker(
         app, loglevel="WARN", quiet=True, redirect_stdouts=False,

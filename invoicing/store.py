@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from aggregation.batch import BatchResult, RatedTotal
+from aggregation.log_identity import Checkpoint, ordinal, split
 from aggregation.state import Position, Total, TotalKey
 from aggregation.subscriptions import Entry
 from invoicing import migrations
@@ -245,9 +246,13 @@ class Store:
         period = found[0][0] if found else None
         return period if period and period.year > 1970 else None
 
-    def write_batch(self, result: BatchResult) -> None:
+    def write_batch(
+        self, result: BatchResult, topic: str = "", checkpoints: Sequence[Checkpoint] = ()
+    ) -> None:
         """New distinct values first, then rejections, distinct events and totals: see
-        aggregation.state for why what survives of these writes after a crash converges."""
+        aggregation.state for why what survives of these writes after a crash converges.
+        The checkpoints of ``topic``'s partitions come last: a checkpoint only ever names a
+        record whose effects are durable (aggregation.log_identity)."""
         now = datetime.now(UTC)
         if result.distinct:
             self.client.insert_arrow(self.table("distinct_values"), _distinct(result, now))
@@ -257,30 +262,70 @@ class Store:
             self.client.insert_arrow(self.table("events"), _events(result, now))
         if result.rated:
             self.client.insert_arrow(self.table("rated_usage"), _rated(result.rated, now))
+        if checkpoints:
+            self.client.insert_arrow(
+                self.table("log_checkpoints"), _checkpoints(topic, checkpoints, now)
+            )
+
+    def load_checkpoints(self, topic: str, partitions: set[int]) -> list[Checkpoint]:
+        """The newest checkpoint of each of ``topic``'s partitions that has one."""
+        rows = self.client.query(
+            "SELECT kafka_partition, log_epoch, kafka_offset, fingerprint "
+            f"FROM {self.table('log_checkpoints')} FINAL WHERE topic = {{topic:String}} "
+            "AND kafka_partition IN {partitions:Array(UInt32)}",
+            parameters={"topic": topic, "partitions": sorted(partitions)},
+            column_formats={"fingerprint": "bytes"},
+        ).result_rows
+        return [Checkpoint(p, epoch, offset, bytes(held)) for p, epoch, offset, held in rows]
+
+    def latest_epochs(self, topic: str, partitions: set[int]) -> dict[int, int]:
+        """The highest epoch each partition has had, by checkpoint or by a new log found."""
+        rows = self.client.query(
+            "SELECT kafka_partition, max(log_epoch) FROM ("
+            f"SELECT kafka_partition, log_epoch, topic FROM {self.table('log_checkpoints')} "
+            "UNION ALL SELECT kafka_partition, log_epoch, topic "
+            f"FROM {self.table('log_incarnations')}) "
+            "WHERE topic = {topic:String} AND kafka_partition IN {partitions:Array(UInt32)} "
+            "GROUP BY kafka_partition",
+            parameters={"topic": topic, "partitions": sorted(partitions)},
+        ).result_rows
+        return {int(partition): int(epoch) for partition, epoch in rows}
+
+    def record_new_log(
+        self, topic: str, partition: int, epoch: int, previous_offset: int, reason: str
+    ) -> None:
+        """Remember that ``partition`` holds a new log from ``epoch`` on, and why."""
+        self.client.insert(
+            self.table("log_incarnations"),
+            [[topic, partition, epoch, previous_offset, reason, datetime.now(UTC)]],
+            column_names=["topic", "kafka_partition", "log_epoch", "previous_offset", "reason",
+                          "found_at"],
+        )  # fmt: skip
 
     def load_marks(self, partitions: set[int], since: datetime) -> Iterator[tuple[bytes, Position]]:
         """Dedupe marks of the events stored since ``since`` (the dedupe window)."""
         rows = self.client.query(
-            "SELECT dedupe_key, kafka_partition, kafka_offset, event_index "
+            "SELECT dedupe_key, kafka_partition, log_epoch, kafka_offset, event_index "
             f"FROM {self.table('events')} WHERE kafka_partition IN {{partitions:Array(UInt32)}} "
             "AND ingested_at >= {since:DateTime64(3, 'UTC')}",
             parameters={"partitions": sorted(partitions), "since": since},
         ).result_rows
-        for key, partition, offset, index in rows:
+        for key, partition, epoch, offset, index in rows:
             mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
-            yield mark, (partition, offset, index)
+            yield mark, (partition, ordinal(epoch, offset), index)
 
     def load_refusals(self, partitions: set[int], since: datetime) -> Iterator[Position]:
         """Positions of events refused because their total would overflow (see
         ``UsageState.refused``), rejected since ``since``."""
         rows = self.client.query(
-            "SELECT kafka_partition, kafka_offset, event_index "
+            "SELECT kafka_partition, log_epoch, kafka_offset, event_index "
             f"FROM {self.table('rejected_events')} FINAL "
             "WHERE reason = 'amount_overflow' AND kafka_partition IN {partitions:Array(UInt32)} "
             "AND rejected_at >= {since:DateTime64(3, 'UTC')}",
             parameters={"partitions": sorted(partitions), "since": since},
         ).result_rows
-        yield from ((partition, offset, index) for partition, offset, index in rows)
+        for partition, epoch, offset, index in rows:
+            yield partition, ordinal(epoch, offset), index
 
     def load_totals(
         self, partitions: set[int], since_period: date
@@ -288,7 +333,7 @@ class Store:
         """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self.client.query(
             "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
-            "quantity, kafka_partition, kafka_offset, event_index, value_at "
+            "quantity, kafka_partition, log_epoch, kafka_offset, event_index, value_at "
             f"FROM {self.table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
@@ -296,7 +341,8 @@ class Store:
         ).result_rows
         for tenant, subscription, meter, period, plan, version, group, quantity, *rest in rows:
             key = (tenant, subscription, meter, period, plan, version, group)
-            yield key, Total(quantity, *rest)
+            partition, epoch, offset, index, value_at = rest
+            yield key, Total(quantity, partition, ordinal(epoch, offset), index, value_at)
 
     def load_distinct(
         self, partitions: set[int], since_period: date
@@ -411,12 +457,34 @@ def _dicts(result: Any) -> list[dict[str, Any]]:
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
 
+def _positions(partitions: list[int], ordinals: list[int]) -> dict[str, pa.Array]:
+    """The columns of positions whose offsets are ordinals (aggregation.log_identity)."""
+    epochs, offsets = zip(*map(split, ordinals), strict=True) if ordinals else ((), ())
+    return {
+        "kafka_partition": pa.array(partitions, type=pa.uint32()),
+        "log_epoch": pa.array(epochs, type=pa.uint32()),
+        "kafka_offset": pa.array(offsets, type=pa.uint64()),
+    }
+
+
+def _checkpoints(topic: str, checkpoints: Sequence[Checkpoint], now: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "topic": [topic] * len(checkpoints),
+            "kafka_partition": pa.array([c.partition for c in checkpoints], type=pa.uint32()),
+            "log_epoch": pa.array([c.epoch for c in checkpoints], type=pa.uint32()),
+            "kafka_offset": pa.array([c.offset for c in checkpoints], type=pa.uint64()),
+            "fingerprint": pa.array([c.fingerprint for c in checkpoints], type=pa.binary(16)),
+            "written_at": pa.array([now] * len(checkpoints), type=_TIMESTAMP),
+        }
+    )
+
+
 def _rejections(result: BatchResult, now: datetime) -> pa.Table:
     rows = result.rejected
     return pa.table(
         {
-            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
-            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
             "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "reason": [r.reason for r in rows],
             "detail": [r.detail for r in rows],
@@ -439,8 +507,7 @@ def _events(result: BatchResult, now: datetime) -> pa.Table:
             "properties": [encode_properties(r.event.properties) for r in rows],
             "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
             "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
-            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
-            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
             "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
@@ -483,8 +550,7 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "amount": nanos_to_decimal_array(
                 np.fromiter((r.amount_nanos for r in rows), dtype=np.int64, count=len(rows))
             ),
-            "kafka_partition": pa.array([r.partition for r in rows], type=pa.uint32()),
-            "kafka_offset": pa.array([r.offset for r in rows], type=pa.uint64()),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
             "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
             "updated_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }

@@ -142,6 +142,17 @@ CONSUMER_LAG = _gauge(Spec(
     "Records of the events topic not yet made durable, per partition", "records",
     ("partition",),
 ))  # fmt: skip
+OFFSETS_BACKWARDS = _counter(Spec(
+    "meterline_offsets_backwards_total", "counter",
+    "Times a partition's offsets went back behind what the worker had made durable",
+    labels=("partition",),
+))  # fmt: skip
+NEW_LOGS = _counter(Spec(
+    "meterline_new_logs_total", "counter",
+    "Partitions found holding a new log (a recreated topic, a restarted memory broker, "
+    "another cluster): its events are billed as new, never taken for replays",
+    labels=("partition",),
+))  # fmt: skip
 STATE_ENTRIES = _gauge(Spec(
     "meterline_state_entries", "gauge",
     "Entries the worker keeps in memory: dedupe marks and period-to-date totals",
