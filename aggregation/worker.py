@@ -11,6 +11,7 @@ absorbed by the offset rule in ``aggregation.state``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
@@ -36,12 +37,13 @@ from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from ingest.registry_api import RegistryRequest, answer
 from invoicing.registry import version_of
-from invoicing.store import Store
+from invoicing.store import Store, StoreInUseError
 from invoicing.usage import read_usage
 from meterline import logs, metrics
 from meterline.events import EventWindow
 from meterline.kafka_admin import ensure_topic, partition_count
 from meterline.metrics import exposition
+from meterline.processes import EXIT_STORE_IN_USE
 from meterline.settings import Settings
 from rating.period import Period
 from rating.plans import PriceBook
@@ -414,20 +416,36 @@ def create_app(
 
     # With chDB this process owns the store, so reads of it are served here (the gateway
     # forwards them); the query is short and runs between batches on the same loop.
+    secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
+
+    def from_gateway(request: Any) -> bool:
+        """Internal pages answer only a caller that shows this run's secret (the gateway
+        checked the API key already); with no secret configured, no caller."""
+        shown = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return bool(secret) and hmac.compare_digest(shown.encode(), secret.encode())
+
+    def refused(web: Any) -> Any:
+        return web.json({"title": "Unauthorized", "status": 401,
+                         "detail": "an internal page of the worker: for its gateway only"},
+                        status=401)  # fmt: skip
+
     @app.page("/usage/{tenant}/{subscription}/{period}")
     async def usage(web: Any, request: Any, tenant: str, subscription: str, period: str) -> Any:
+        if not from_gateway(request):
+            return refused(web)
         day = date.fromisoformat(f"{period}-01")
         answer = read_usage(aggregator.store, book, tenant, subscription, day)
         return web.json(msgspec.to_builtins(answer))
 
     # And so are subscription changes the gateway forwards: stored here, taken into this
-    # worker's directory at once, and published for the others. Only then: the page has no
-    # key check of its own (the gateway checked the key), so with a ClickHouse server,
-    # where the gateway writes itself, a worker whose web port is reachable offers none.
+    # worker's directory at once, and published for the others. Only then: with a
+    # ClickHouse server the gateway writes itself, and the worker offers no such page.
     registry_decoder = msgspec.json.Decoder(RegistryRequest)
 
     class Registry(View):
         async def post(self, request: Any) -> Any:
+            if not from_gateway(request):
+                return refused(self)
             asked = registry_decoder.decode(await request.read())
             now = datetime.now(UTC)
             answered, written = answer(aggregator.store, book, settings.max_clock_skew_seconds,
@@ -466,7 +484,11 @@ def run_worker(settings: Settings, bootstrap_servers: str, book: PriceBook) -> N
             "%s has %d partitions, not the configured %d: using %d",
             settings.events_topic, partitions, settings.topic_partitions, partitions,
         )  # fmt: skip
-    store = Store.connect(settings)
+    try:
+        store = Store.connect(settings)
+    except StoreInUseError as error:
+        log.critical("%s", error)
+        raise SystemExit(EXIT_STORE_IN_USE) from None
     store.migrate()
     window = settings.event_window()
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)

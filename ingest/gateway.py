@@ -41,6 +41,8 @@ from meterline.metrics import exposition
 from meterline.settings import Settings
 from rating.plans import PriceBook
 
+STORE_UNAVAILABLE = "the store did not answer; try again shortly"
+
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
@@ -191,9 +193,7 @@ class Gateway:
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
-            log.warning("%s", error)
-            return RequestError(503, "Service Unavailable", str(error),
-                                **{"Retry-After": "1"}).response()  # fmt: skip
+            return _store_unavailable(error)
         return Response(_encoder.encode(answer), media_type="application/json")
 
     async def subscriptions(self, request: Request) -> Response:
@@ -223,9 +223,7 @@ class Gateway:
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
-            log.warning("%s", error)
-            return RequestError(503, "Service Unavailable", str(error),
-                                **{"Retry-After": "1"}).response()  # fmt: skip
+            return _store_unavailable(error)
         if not reading and answer.status < 300:
             log.info("registry %s", asked.action,
                      extra={"tenant": tenant, "subscription": subscription})  # fmt: skip
@@ -337,3 +335,10 @@ class Gateway:
                 "resend them with the same ids (duplicates are dropped)",
                 **{"Retry-After": "1"},
             ) from None  # fmt: skip
+
+
+def _store_unavailable(error: StoreUnavailableError) -> Response:
+    """503: the detail (an internal address, the store's own words) goes to the log only."""
+    log.warning("%s", error)
+    return RequestError(503, "Service Unavailable", STORE_UNAVAILABLE,
+                        **{"Retry-After": "1"}).response()  # fmt: skip

@@ -97,7 +97,8 @@ class DirectStore:
             try:
                 await asyncio.to_thread(lambda: self._connected().ping())
             except Exception as error:
-                return f"error: {error}"
+                log.warning("the store did not answer a health check: %s", error)
+                return "error: the store did not answer"
         return "ok"
 
     async def close(self) -> None:
@@ -123,8 +124,12 @@ class NoStore:
 
 
 class WorkerStore:
-    def __init__(self, worker_url: str) -> None:
-        self._client = httpx.AsyncClient(base_url=worker_url, timeout=10)
+    """The worker that owns chDB, over its internal pages, which want ``secret``."""
+
+    def __init__(self, worker_url: str, secret: str) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=worker_url, timeout=10, headers={"authorization": f"Bearer {secret}"}
+        )
 
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         path = f"/usage/{quote(tenant, safe='')}/{quote(subscription, safe='')}/{period:%Y-%m}"
@@ -149,8 +154,12 @@ class WorkerStore:
         try:
             response = await self._client.get("/health")
         except httpx.HTTPError as error:
-            return f"error: the worker did not answer: {error}"
-        return "ok" if response.status_code == 200 else f"error: worker: {response.text[:200]}"
+            log.warning("the worker did not answer a health check: %s", error)
+            return "error: the worker did not answer"
+        if response.status_code != 200:
+            log.warning("the worker is not healthy: %s", response.text[:500])
+            return "error: the worker is not healthy"
+        return "ok"
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -22,6 +23,7 @@ from aggregation.subscriptions import Entry
 from invoicing import migrations
 from invoicing.invoice import Customer, Subscriber
 from meterline.events import encode_properties
+from meterline.processes import DirectoryLock, describe
 from meterline.settings import Settings
 from rating.period import PlanChanges
 
@@ -67,23 +69,41 @@ def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(_AMOUNT, nanos.shape[0], [None, pa.py_buffer(words)])
 
 
+class StoreInUseError(StoreError):
+    """Another process owns the chDB directory (chDB allows one process per directory)."""
+
+
 class Store:
-    def __init__(self, client: Any, database: str) -> None:
+    def __init__(self, client: Any, database: str, locked: Path | None = None) -> None:
         self.client = client
         self.database = database
+        self._locked = locked  # the chDB directory this store holds the lock of
 
     @classmethod
     def connect(cls, settings: Settings) -> Store:
+        locked = None
         if settings.clickhouse_url is None:
-            settings.chdb_path.mkdir(parents=True, exist_ok=True)
+            locked = settings.chdb_path
+            holder = DirectoryLock.take(locked)
+            if holder is not None:
+                raise StoreInUseError(
+                    f"the store {locked} is in use by process {describe(holder)}: chDB lets one "
+                    f"process open it. Stop that process (kill {holder}) if it is a leftover, "
+                    "or run this against a ClickHouse server (CLICKHOUSE_URL)"
+                )
         try:
             client = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn())
         except Exception as error:
+            if locked is not None:
+                DirectoryLock.release(locked)
             raise StoreError(f"cannot open ClickHouse: {error}") from error
-        return cls(client, settings.clickhouse_database)
+        return cls(client, settings.clickhouse_database, locked)
 
     def close(self) -> None:
         self.client.close()
+        if self._locked is not None:
+            DirectoryLock.release(self._locked)
+            self._locked = None
 
     def table_sizes(self) -> dict[str, tuple[int, int]]:
         """table -> (rows, compressed bytes), from the active parts."""

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
+from meterline.processes import die_with_parent
 from meterline.settings import Settings
 
 READY_TIMEOUT_SECONDS = 15.0
@@ -88,6 +89,7 @@ class EmbeddedBroker:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (it only calls prctl)
         )
 
     def _wait_ready(self) -> bool:

@@ -68,3 +68,27 @@ class GroupProgress:
             offset = await self._consumer.committed(TopicPartition(self._topic, partition))
             result[partition] = offset or 0
         return result
+
+
+async def log_ends(bootstrap_servers: str, topic: str, starts: dict[int, int]) -> dict[int, int]:
+    """The end of each partition's log (the next offset to be written), as a fetch from
+    ``starts`` reports it: the embedded broker's ListOffsets is wrong (see above)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    await consumer.start()
+    try:
+        tps = {partition: TopicPartition(topic, partition) for partition in starts}
+        consumer.assign(list(tps.values()))
+        for partition, offset in starts.items():
+            consumer.seek(tps[partition], offset)
+        ends: dict[int, int] = {}
+        for _ in range(50):
+            await consumer.getmany(timeout_ms=100, max_records=1)
+            ends = {p: end for p, tp in tps.items() if (end := consumer.highwater(tp)) is not None}
+            if len(ends) == len(tps):
+                return ends
+        missing = sorted(set(tps) - set(ends))
+        raise RuntimeError(f"the broker did not report where partitions {missing} end")
+    finally:
+        await consumer.stop()

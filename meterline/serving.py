@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
@@ -21,7 +23,8 @@ from ingest.gateway import Gateway
 from ingest.store_access import DirectStore, NoStore, StoreAccess, WorkerStore
 from meterline import logs
 from meterline.embedded_broker import free_port, kafka
-from meterline.kafka_admin import ensure_topic
+from meterline.kafka_admin import GroupProgress, ensure_topic, log_ends, partition_count
+from meterline.processes import EXIT_STORE_IN_USE, DirectoryLock, describe, port_holder
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess, settings_env
 from rating.plans import PriceBook, load_price_book
@@ -41,9 +44,26 @@ class _Supervisor(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(1.0):
             code = self.worker.exit_code()
-            if code is not None and not self.stopping.is_set():
-                self.say(f"the worker exited with {code}; restarting it:\n{self.worker.log_tail()}")
-                self.worker.start()
+            if code is None or self.stopping.is_set():
+                continue
+            if code == EXIT_STORE_IN_USE:  # restarting cannot help: say so once and stop
+                self.say(f"the worker cannot start: {self.worker.log_tail(1)}")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            self.say(f"the worker exited with {code}; restarting it:\n{self.worker.log_tail()}")
+            self.worker.start()
+
+
+def _check_store_is_free(settings: Settings) -> None:
+    """The worker will own chDB: a leftover process holding it is named before anything
+    starts, rather than found by a worker that cannot open it."""
+    holder = DirectoryLock.take(settings.chdb_path)
+    if holder is not None:
+        raise ServeError(
+            f"the store {settings.chdb_path} is in use by process {describe(holder)}; stop it "
+            f"(kill {holder}) if it is left over from an earlier run, then start again"
+        )
+    DirectoryLock.release(settings.chdb_path)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -53,7 +73,10 @@ def _listen(host: str, port: int) -> socket.socket:
         listening.bind((host, port))
     except OSError as error:
         listening.close()
-        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        holder = port_holder(port)
+        held = (f"; process {describe(holder)} listens there: stop it (kill {holder}) if it "
+                "is left over from an earlier run") if holder else ""  # fmt: skip
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}{held}") from None
     return listening
 
 
@@ -67,8 +90,12 @@ def serve_gateway(
 ) -> None:
     if with_worker and settings.clickhouse_url is None:
         # The worker will own chDB: it serves the reads, on a port of its own.
+        # Its pages for them answer only a caller that shows this run's secret.
         port = settings.worker_web_port or free_port()
-        settings = settings.model_copy(update={"worker_web_port": port, "usage_reads": "worker"})
+        secret = settings.internal_secret or SecretStr(secrets.token_urlsafe(32))
+        settings = settings.model_copy(
+            update={"worker_web_port": port, "usage_reads": "worker", "internal_secret": secret}
+        )
     elif settings.clickhouse_url is None and processes > 1:
         say("usage reads and subscription changes over HTTP are off: several gateway "
             "processes cannot share chDB without a worker (run one, or use a ClickHouse "
@@ -79,6 +106,8 @@ def serve_gateway(
         # Gateway processes see the embedded broker's address as configured Kafka.
         settings = settings.model_copy(update={"kafka_idempotence": False})
     keys = KeyRing(settings.api_keys_path)
+    if with_worker and settings.clickhouse_url is None:
+        _check_store_is_free(settings)
     with kafka(settings) as bootstrap:
         for topic in (settings.events_topic, settings.dead_letter_topic):
             asyncio.run(ensure_topic(bootstrap, topic, settings.topic_partitions))
@@ -94,17 +123,51 @@ def serve_gateway(
                 _run_one(gateway_of(settings, book, bootstrap), settings)
             else:
                 _run_several(settings, bootstrap, processes)
+            if supervisor is not None and settings.embedded_kafka:
+                asyncio.run(drain(settings, bootstrap, supervisor.worker, say))
         finally:
             if supervisor is not None:
                 supervisor.stopping.set()
                 supervisor.worker.stop()
 
 
+DRAIN_SECONDS = 120.0
+
+
+async def drain(
+    settings: Settings, bootstrap: str, worker: WorkerProcess, say: Callable[[str], None]
+) -> None:
+    """On a clean stop, with the gateway closed: wait until the worker has made durable every
+    record on the embedded broker, which forgets them when it stops. Say what is left if
+    it cannot (the worker died, or too long): those events were acknowledged, and only a
+    resend (the same ids count once) will bill them."""
+    partitions = list(range(await partition_count(bootstrap, settings.events_topic)))
+    say("stopping: waiting for the worker to bill every acknowledged event")
+    deadline = asyncio.get_running_loop().time() + DRAIN_SECONDS
+    group = GroupProgress(bootstrap, settings.consumer_group, settings.events_topic)
+    async with group:
+        while True:
+            committed = await group.committed(partitions)
+            ends = await log_ends(bootstrap, settings.events_topic, committed)
+            behind = sum(max(0, ends[p] - committed[p]) for p in partitions)
+            if behind == 0:
+                say("stopped cleanly: every acknowledged event is billed")
+                return
+            if worker.exit_code() is not None or asyncio.get_running_loop().time() > deadline:
+                say(
+                    f"stopping with {behind:,} records (batches of events) not yet billed: the "
+                    "embedded broker loses them now; resend them, the same event ids count once"
+                )
+                return
+            await asyncio.sleep(0.5)
+
+
 def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
     """The gateway, using the store itself, or the worker when it owns chDB."""
     store: StoreAccess = DirectStore(settings, book, bootstrap)
     if settings.usage_reads == "worker":
-        store = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}")
+        secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
+        store = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}", secret)
     elif settings.usage_reads == "off":
         store = NoStore("the store is not reached from here (METERLINE_USAGE_READS=off)")
     return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), store)
@@ -128,6 +191,13 @@ def _announce(
     say(f"{'gateway':>12}: http://{settings.gateway_host}:{settings.gateway_port}/v1/events "
         f"({processes} process{'es' if processes > 1 else ''})")  # fmt: skip
     say(f"{'API keys':>12}: {len(keys.records())} in {settings.api_keys_path}")
+    if settings.embedded_kafka:
+        say(
+            f"{'durability':>12}: the embedded broker keeps events in memory. A clean stop "
+            "(Ctrl-C, SIGTERM) first waits until every acknowledged event is billed; a crash "
+            "(SIGKILL, OOM, power loss) loses the events not billed yet: resend them (the same "
+            "ids count once), or point KAFKA_BOOTSTRAP_SERVERS at Kafka"
+        )
     if not keys.records():
         say("no API keys yet: create one with `meterline keys create --tenant T`")
 

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         description="the worker's HTTP port (health; in embedded mode, usage reads and "
         "subscription changes the gateway forwards); 0: off",
     )
+    internal_secret: SecretStr | None = Field(
+        default=None,
+        description="what the gateway shows the worker's internal pages (usage reads, "
+        "subscription changes); `meterline serve` makes one for each run; unset: those pages "
+        "refuse every caller",
+    )
     usage_reads: Literal["store", "worker", "off"] = Field(
         default="store",
         description="where the gateway reads current usage and makes subscription changes: "

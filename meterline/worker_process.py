@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices, SecretStr
 
+from meterline.processes import die_with_parent
 from meterline.settings import Settings
 
 
@@ -56,6 +57,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (it only calls prctl)
             )
 
     @property

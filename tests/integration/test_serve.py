@@ -112,6 +112,12 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         ), health.text
         worker_health = httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/health").json()
         assert worker_health["partitions"] == [0, 1, 2, 3] and worker_health["store"] == "ok"
+        internal = f"http://127.0.0.1:{settings.worker_web_port}"
+        for asked in (httpx.get(f"{internal}/usage/acme/sub-1/{period}"),
+                      httpx.get(f"{internal}/usage/acme/sub-1/{period}",
+                                headers={"authorization": "Bearer guessed"}),
+                      httpx.post(f"{internal}/registry", content=b"{}")):  # fmt: skip
+            assert asked.status_code == 401, "the worker's internal pages want serve's secret"
         assert_counters(f"{url}/metrics", {
             ("meterline_events_received_total", ()): 662,
             ("meterline_events_accepted_total", (("tenant", "acme"),)): 661,
