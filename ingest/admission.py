@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from ingest.wire import (
+    TOO_DEEP,
     CloudEvent,
     Item,
     PlainEvent,
@@ -169,6 +170,8 @@ def _decoded(decode: Any, raw: bytes) -> Any:
         raise _RefusedError("invalid_event", str(error)) from None
     except msgspec.DecodeError as error:
         raise _RefusedError("invalid_json", str(error)) from None
+    except RecursionError:
+        raise _RefusedError("invalid_json", TOO_DEEP) from None
 
 
 def _check_tenant(index: int, named: str | None, tenant: str) -> None:

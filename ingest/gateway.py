@@ -35,10 +35,11 @@ from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
 from ingest.registry_api import RegistryRequest
 from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
-from ingest.wire import Accepted, BodyError, Format, ProblemDocument, split
+from ingest.wire import MAX_IDENTIFIER, Accepted, BodyError, Format, ProblemDocument, split
 from meterline import metrics
 from meterline.metrics import exposition
 from meterline.settings import Settings
+from rating.period import LAST_DAY
 from rating.plans import PriceBook
 
 STORE_UNAVAILABLE = "the store did not answer; try again shortly"
@@ -77,11 +78,25 @@ def _period(stated: str | None) -> date:
     if stated is None:
         return datetime.now(UTC).date().replace(day=1)
     try:
-        return datetime.strptime(stated, "%Y-%m").date()
+        month = datetime.strptime(stated, "%Y-%m").date()
     except ValueError:
         raise RequestError(
             400, "Bad Request", f"period {stated!r} is not a month like 2026-10"
         ) from None
+    if not date(1970, 1, 1) <= month <= LAST_DAY:
+        raise RequestError(400, "Bad Request",
+                           f"period {stated} is outside 1970-01 to {LAST_DAY:%Y-%m}")  # fmt: skip
+    return month
+
+
+def _subscription_in_path(request: Request) -> str:
+    """The subscription a path names ("" for none), held to the ids events may carry."""
+    named: str = request.path_params.get("subscription", "")
+    if len(named) > MAX_IDENTIFIER:
+        raise RequestError(422, "Unprocessable Content",
+                           f"a subscription id has at most {MAX_IDENTIFIER} characters; this "
+                           f"one has {len(named)}")  # fmt: skip
+    return named
 
 
 def _limit(stated: str | None) -> int:
@@ -175,7 +190,8 @@ class Gateway:
             await self.publisher.ping()
             kafka = "ok"
         except Exception as error:
-            kafka = f"error: {type(error).__name__}: {error}"
+            log.debug("Kafka did not answer a health check: %r", error)
+            kafka = "error: Kafka did not answer"
         store = await self.store.ping()
         healthy = kafka == "ok" and not store.startswith("error")
         body = {"status": "ok" if healthy else "degraded", "kafka": kafka, "store": store,
@@ -189,7 +205,7 @@ class Gateway:
         try:
             tenant = self._tenant(request)
             period = _period(request.query_params.get("period"))
-            answer = await self.store.read(tenant, request.path_params["subscription"], period)
+            answer = await self.store.read(tenant, _subscription_in_path(request), period)
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
@@ -211,9 +227,9 @@ class Gateway:
     async def _registry(self, request: Request, action: str) -> Response:
         """A registry request, for an admin key only: a service that sends events cannot
         change what its tenant's customers are billed."""
-        subscription = request.path_params.get("subscription", "")
         reading = request.method == "GET"
         try:
+            subscription = _subscription_in_path(request)
             tenant = self._tenant(request, ADMIN)
             asked = RegistryRequest(
                 tenant, action, subscription, b"" if reading else await self._body(request),

@@ -97,7 +97,7 @@ class DirectStore:
             try:
                 await asyncio.to_thread(lambda: self._connected().ping())
             except Exception as error:
-                log.warning("the store did not answer a health check: %s", error)
+                log.debug("the store did not answer a health check: %s", error)
                 return "error: the store did not answer"
         return "ok"
 
@@ -154,10 +154,10 @@ class WorkerStore:
         try:
             response = await self._client.get("/health")
         except httpx.HTTPError as error:
-            log.warning("the worker did not answer a health check: %s", error)
+            log.debug("the worker did not answer a health check: %s", error)
             return "error: the worker did not answer"
         if response.status_code != 200:
-            log.warning("the worker is not healthy: %s", response.text[:500])
+            log.debug("the worker is not healthy: %s", response.text[:500])
             return "error: the worker is not healthy"
         return "ok"
 

@@ -17,7 +17,8 @@ import msgspec
 
 from meterline.events import Property, Timestamp
 
-Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+MAX_IDENTIFIER = 256
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTIFIER)]
 
 
 class CloudEvent(msgspec.Struct):
@@ -110,6 +111,12 @@ _cloud_decoder = msgspec.json.Decoder(CloudEvent, float_hook=Decimal)
 _plain_decoder = msgspec.json.Decoder(PlainEvent)
 
 
+# The decoder recurses once per level of nesting, within Python's recursion limit (1,000
+# frames, of which the server's own stack takes a few dozen): what is nested deeper than
+# that is refused, never a crash. A meterline event needs three levels.
+TOO_DEEP = "the JSON is nested too deeply to read (keep it under 500 levels)"
+
+
 def split(body: bytes, form: Format) -> list[Item]:
     """The events of a body. A single-event format must hold one JSON object; a batch
     format, an array; plain JSON, either."""
@@ -123,6 +130,8 @@ def split(body: bytes, form: Format) -> list[Item]:
         _any_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise BodyError(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BodyError(TOO_DEEP) from None
     return [Item(0, body)]
 
 
@@ -141,7 +150,7 @@ def loose_id(raw: bytes) -> str | None:
     """The id of an item that failed to decode, when it has one, to name it in the answer."""
     try:
         value = _any_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     identifier = value.get("id") if isinstance(value, dict) else None
     return identifier if isinstance(identifier, str) else None

@@ -14,13 +14,19 @@ from decimal import Decimal
 
 from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
-from rating.period import Period, plan_on
+from rating.period import LAST_DAY, Period, plan_on
 from rating.plans import PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
 
 
 class LifecycleError(ValueError):
     """The change cannot be made; the message says why."""
+
+
+def check_day(day: date, what: str) -> None:
+    """Refuse a day the store cannot hold (see ``rating.period.LAST_DAY``)."""
+    if not date(1970, 1, 1) <= day <= LAST_DAY:
+        raise LifecycleError(f"{what} {day} is outside 1970-01-01 to {LAST_DAY}")
 
 
 def period_end(moment: datetime, anchor: int = 1) -> datetime:

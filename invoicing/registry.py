@@ -61,6 +61,8 @@ class FromDay:
     def __post_init__(self) -> None:
         if self.day is not None and self.at_period_end:
             raise LifecycleError("give a day (on) or the end of the period, not both")
+        if self.day is not None:
+            lifecycle.check_day(self.day, "the day")
 
     @property
     def earliest(self) -> date:
@@ -110,6 +112,8 @@ def add_on_change(add_on: str, adding: bool, when: FromDay, book: PriceBook) -> 
 def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> Operation:
     if at is not None and at_period_end:
         raise LifecycleError("give a time (at) or the end of the period, not both")
+    if at is not None:
+        lifecycle.check_day(at.astimezone(UTC).date(), "the end")
 
     def moment(row: SubscriptionRow) -> datetime:
         return lifecycle.period_end(now, row.anchor_day) if at_period_end else at or now

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +16,7 @@ import msgspec
 from invoicing.invoice import Customer
 from invoicing.store import SubscriptionRow
 from rating.currencies import MINOR_UNIT_DIGITS
-from rating.period import MAX_ANCHOR
+from rating.period import LAST_DAY, MAX_ANCHOR
 from rating.plans import PriceBook
 
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
@@ -133,7 +133,11 @@ def _moment(text: str, field: str, problems: list[str]) -> datetime | None:
     except ValueError:
         problems.append(f"{field} {text!r} is not a day or time")
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    if not datetime(1970, 1, 1, tzinfo=UTC) <= moment <= datetime.combine(LAST_DAY, time(), UTC):
+        problems.append(f"{field} {text} is outside 1970-01-01 to {LAST_DAY}")
+        return None
+    return moment
 
 
 def _items(path: Path, fields: tuple[str, ...]) -> list[tuple[int, object]]:

@@ -17,6 +17,10 @@ from decimal import Decimal
 from rating.money import NANO_DIGITS, to_nanos
 from rating.plans import Plan, PriceBook
 
+# The last day the store can hold: every period boundary is a ClickHouse Date, whose range
+# ends here. Days after it are refused where they come in, never wrapped on the way out.
+LAST_DAY = date(2149, 6, 6)
+
 MAX_ANCHOR = 28  # every month has the day, so a period always starts on its anchor day
 
 
