@@ -50,15 +50,20 @@ class Rejection:
     reason: str
     detail: str
     payload: bytes
+    record_events: int = 1  # how many events its record holds (reconciliation counts them)
+    event: UsageEvent | None = None  # when it decoded
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptedEvent:
+    """An event counted once: billed, or (in ``BatchResult.repeated``) a duplicate."""
+
     partition: int
     offset: int
     index: int
     event: UsageEvent
     dedupe_key: bytes
+    record_events: int = 1  # how many events its record holds (reconciliation counts them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +89,15 @@ class BatchResult:
     accepted: list[AcceptedEvent] = field(default_factory=list)
     rated: list[RatedTotal] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
-    duplicates: int = 0
+    # Events dropped as duplicates, kept so that every event of a record is accounted for.
+    repeated: list[AcceptedEvent] = field(default_factory=list)
     rating_seconds: float = 0.0
     # Values unique counts saw for the first time: (total, partition, value digest).
     distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.repeated)
 
 
 def _millis(moment: datetime) -> int:
@@ -175,17 +185,20 @@ class BatchProcessor:
             entry: Entry | None = None
             ends: datetime | None = None
             elsewhere = False
-            for index, item in enumerate(decode_record(payload)):
+            items = decode_record(payload)
+            count = len(items)
+            if not items:  # refused, so that every record is accounted for by a row
+                result.rejected.append(Rejection(partition, offset, 0, "empty_record",
+                                                 "the record holds no event", payload))  # fmt: skip
+            for index, item in enumerate(items):
                 if index >= MAX_RECORD_EVENTS:
                     detail = f"a record holds at most {MAX_RECORD_EVENTS} events"
-                    result.rejected.append(
-                        Rejection(partition, offset, index, "record_too_large", detail, b"")
-                    )
+                    result.rejected.append(Rejection(partition, offset, index, "record_too_large",
+                                                     detail, b"", count))  # fmt: skip
                     continue
                 if isinstance(item, Undecodable):
-                    result.rejected.append(
-                        Rejection(partition, offset, index, "malformed", item.detail, item.payload)
-                    )
+                    result.rejected.append(Rejection(partition, offset, index, "malformed",
+                                                     item.detail, item.payload, count))  # fmt: skip
                     continue
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
@@ -209,9 +222,8 @@ class BatchProcessor:
                     )
                 ):
                     reason, detail = self._rejection(item, partition, entry, day)
-                    result.rejected.append(
-                        Rejection(partition, offset, index, reason, detail, encode(item))
-                    )
+                    result.rejected.append(Rejection(partition, offset, index, reason, detail,
+                                                     encode(item), count, item))  # fmt: skip
                     continue
                 mark = dedupe_key(item)
                 group_by, aggregation, unique = self._meters[item.meter]
@@ -230,18 +242,20 @@ class BatchProcessor:
                     value=value,
                 )  # fmt: skip
                 if verdict is Verdict.DUPLICATE:
-                    result.duplicates += 1
+                    result.repeated.append(
+                        AcceptedEvent(partition, offset, index, item, mark, count)
+                    )
                     continue
                 if verdict is Verdict.OVER_LIMIT:
                     detail = (
                         f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units this "
                         f"period, beyond what {known.plan.label} can bill in 64-bit nano-units"
                     )
-                    result.rejected.append(
-                        Rejection(partition, offset, index, "amount_overflow", detail, encode(item))
-                    )
+                    refused = Rejection(partition, offset, index, "amount_overflow", detail,
+                                        encode(item), count, item)  # fmt: skip
+                    result.rejected.append(refused)
                     continue
-                result.accepted.append(AcceptedEvent(partition, offset, index, item, mark))
+                result.accepted.append(AcceptedEvent(partition, offset, index, item, mark, count))
                 if new_value:
                     result.distinct.append((totals_key, partition, value))
                 if verdict is Verdict.APPLIED:

@@ -278,6 +278,8 @@ class Store:
             self.client.insert_arrow(self.table("distinct_values"), _distinct(result, now))
         if result.rejected:
             self.client.insert_arrow(self.table("rejected_events"), _rejections(result, now))
+        if result.repeated:
+            self.client.insert_arrow(self.table("duplicate_events"), _duplicates(result, now))
         if result.accepted:
             self.client.insert_arrow(self.table("events"), _events(result, now))
         if result.rated:
@@ -446,6 +448,67 @@ class Store:
         query = f"SELECT count() FROM {self.table(table)} FINAL {_where(named)}"
         return int(self.client.command(query, parameters=named))
 
+    def _accounted(self, tenant: str | None, month: date | None, since: datetime | None) -> (
+        tuple[str, dict[str, Any]]
+    ):  # fmt: skip
+        """The accounted events (``_ACCOUNTED``) of one tenant, usage month and writing time,
+        as a subquery and its parameters."""
+        union = _ACCOUNTED.format(events=self.table("events"),
+                                  duplicates=self.table("duplicate_events"),
+                                  rejected=self.table("rejected_events"))  # fmt: skip
+        given = {"tenant": tenant, "month": month, "since": since}
+        where = [clause for name, clause in (
+            ("tenant", "tenant = {tenant:String}"),
+            ("month", "toStartOfMonth(timestamp) = {month:Date}"),
+            ("since", "written_at >= {since:DateTime64(3, 'UTC')}"),
+        ) if given[name] is not None]  # fmt: skip
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        return f"(SELECT * FROM ({union}) {condition})", given
+
+    def accounted_by_kind(
+        self, tenant: str | None = None, month: date | None = None
+    ) -> list[tuple[str, date, str, int]]:
+        """(tenant, usage month, kind, events): billed, duplicate or dead_lettered."""
+        accounted, given = self._accounted(tenant, month, None)
+        rows = self.client.query(
+            f"SELECT tenant, toStartOfMonth(timestamp) AS month, kind, count() FROM {accounted} "
+            "GROUP BY tenant, month, kind ORDER BY tenant, month, kind",
+            parameters=given,
+        ).result_rows
+        return [(tenant, month, kind, int(count)) for tenant, month, kind, count in rows]
+
+    def incomplete_records(
+        self,
+        tenant: str | None = None,
+        month: date | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[tuple[int, int, int, int, int, str, str]]:
+        """Records with fewer (or more) accounted events than they held, first by position:
+        (partition, epoch, offset, held, accounted, a tenant and subscription of theirs)."""
+        accounted, given = self._accounted(tenant, month, since)
+        rows = self.client.query(
+            "SELECT kafka_partition, log_epoch, kafka_offset, max(record_events) AS held, "
+            f"count() AS found, any(tenant), any(subscription) FROM {accounted} "
+            "GROUP BY kafka_partition, log_epoch, kafka_offset HAVING found != held "
+            "ORDER BY kafka_partition, log_epoch, kafka_offset LIMIT {limit:UInt32}",
+            parameters={**given, "limit": limit},
+        ).result_rows
+        return [tuple(row) for row in rows]
+
+    def record_spans(self, since: datetime | None = None) -> list[tuple[int, int, int, int, int]]:
+        """Per partition and epoch: (partition, epoch, first offset, last offset, records
+        with an accounted event). Offsets between first and last with none are records
+        nothing accounts for (and, having no row, no tenant either)."""
+        accounted, given = self._accounted(None, None, since)
+        rows = self.client.query(
+            "SELECT kafka_partition, log_epoch, min(kafka_offset), max(kafka_offset), "
+            f"uniqExact(kafka_offset) FROM {accounted} GROUP BY kafka_partition, log_epoch "
+            "ORDER BY kafka_partition, log_epoch",
+            parameters=given,
+        ).result_rows
+        return [tuple(int(v) for v in row) for row in rows]  # type: ignore[misc]
+
     def anchor_days(self, owners: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
         """The anchor day of each of these subscriptions that is known."""
         rows = self.client.query(
@@ -510,6 +573,31 @@ def _rejections(result: BatchResult, now: datetime) -> pa.Table:
             "detail": [r.detail for r in rows],
             "payload": [r.payload.decode("utf-8", "replace") for r in rows],
             "rejected_at": pa.array([now] * len(rows), type=_TIMESTAMP),
+            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+            "tenant": [r.event.tenant if r.event else "" for r in rows],
+            "subscription": [r.event.subscription if r.event else "" for r in rows],
+            "timestamp": pa.array(
+                [r.event.timestamp if r.event else None for r in rows], type=_TIMESTAMP
+            ),
+        }
+    )
+
+
+def _duplicates(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.repeated
+    return pa.table(
+        {
+            "tenant": [r.event.tenant for r in rows],
+            "subscription": [r.event.subscription for r in rows],
+            "meter": [r.event.meter for r in rows],
+            "source": [r.event.source for r in rows],
+            "event_id": [r.event.id for r in rows],
+            "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
+            "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+            "detected_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
 
@@ -529,6 +617,7 @@ def _events(result: BatchResult, now: datetime) -> pa.Table:
             "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
             **_positions([r.partition for r in rows], [r.offset for r in rows]),
             "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
             "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
@@ -575,3 +664,18 @@ def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
             "updated_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
+
+
+# Every event the worker took from the log, once: billed, a duplicate, or dead-lettered,
+# each row with its position and how many events its record held (see invoicing/reconcile).
+_ACCOUNTED = """
+    SELECT tenant, subscription, timestamp, 'billed' AS kind, kafka_partition, log_epoch,
+           kafka_offset, record_events, ingested_at AS written_at FROM {events} FINAL
+    UNION ALL
+    SELECT tenant, subscription, timestamp, 'duplicate', kafka_partition, log_epoch,
+           kafka_offset, record_events, detected_at FROM {duplicates} FINAL
+    UNION ALL
+    SELECT tenant, subscription, ifNull(timestamp, rejected_at), 'dead_lettered',
+           kafka_partition, log_epoch, kafka_offset, record_events, rejected_at
+    FROM {rejected} FINAL
+"""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from meterline.cli_billing import invoices, report
+from meterline.cli_billing import invoices, reconcile_command, report
 from meterline.cli_registry import customers, subscriptions
 from meterline.cli_support import (
     Period,
@@ -375,3 +375,4 @@ main.add_command(customers)
 main.add_command(subscriptions)
 main.add_command(invoices)
 main.add_command(report)
+main.add_command(reconcile_command)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import click
@@ -15,8 +16,60 @@ from rich.console import Console
 
 from meterline.settings import Settings
 
-console = Console(stderr=False)
+# A terminal's own width; piped or redirected, wide enough that no table is ever cut (rich
+# would otherwise assume 80 columns and shorten what does not fit with an ellipsis).
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 10_000)
 errors = Console(stderr=True)
+
+FORMATS = ("table", "csv", "json")
+
+
+def format_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format table|csv|json`` for a command that prints rows with ``print_rows``."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+        help="A table for people, or CSV or JSON (exact decimal strings) for programs.",
+    )(command)  # fmt: skip
+
+
+def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
+    """Rows as a table (numbers right-aligned, folded rather than cut when the terminal is
+    narrow), as CSV with a header, or as a JSON array of objects; values as ``str`` gives
+    them, so amounts keep every digit."""
+    if fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([[_text(value) for value in row] for row in rows])
+        return
+    if fmt == "json":
+        import json
+
+        print(json.dumps([{name: _json(value) for name, value in zip(columns, row, strict=True)}
+                          for row in rows], indent=2))  # fmt: skip
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for index, name in enumerate(columns):
+        numeric = bool(rows) and isinstance(rows[0][index], int | float | Decimal)
+        table.add_column(name, justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(_text(value) for value in row))
+    console.print(table)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value}"
+    return "" if value is None else str(value)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Decimal | date):
+        return str(value)
+    return value
 
 
 class Period(click.ParamType):

@@ -153,6 +153,12 @@ NEW_LOGS = _counter(Spec(
     "another cluster): its events are billed as new, never taken for replays",
     labels=("partition",),
 ))  # fmt: skip
+UNACCOUNTED_EVENTS = _gauge(Spec(
+    "meterline_unaccounted_events", "gauge",
+    "Acknowledged events of the last hour's records that the store does not account for as "
+    "billed, duplicate or dead-lettered (meterline reconcile); 0 when the identity holds",
+    "events",
+))  # fmt: skip
 STATE_ENTRIES = _gauge(Spec(
     "meterline_state_entries", "gauge",
     "Entries the worker keeps in memory: dedupe marks and period-to-date totals",

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date
 from decimal import Decimal
 
+from invoicing.reconcile import Reconciliation
 from meterline.events import UsageEvent, group_key
 from rating import oracle
 from rating.period import Period
@@ -52,3 +53,13 @@ def _combined(meter: Meter, events: list[UsageEvent]) -> int:
         latest = max(enumerate(events), key=lambda item: (item[1].timestamp, item[0]))
         return latest[1].quantity
     return sum(event.quantity for event in events)
+
+
+def print_reconciliation(found: Reconciliation) -> None:
+    """What `meterline reconcile` would print, for the log of a fault test."""
+    for m in found.months:
+        print(
+            f"  reconcile {m.tenant} {m.month:%Y-%m}: acknowledged {m.acknowledged:,} = billed "
+            f"{m.billed:,} + duplicates {m.duplicates:,} + dead-lettered {m.dead_lettered:,}"
+            f" (+ missing {m.missing:,}); records with no row: {found.unaccounted_records}"
+        )

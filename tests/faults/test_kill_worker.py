@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from ingest.producer import produce
+from invoicing.reconcile import reconcile
 from invoicing.store import Store
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
@@ -30,7 +31,7 @@ from meterline.kafka_admin import GroupProgress
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
 from rating.plans import load_price_book
-from tests.expected import expected_totals
+from tests.expected import expected_totals, print_reconciliation
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -123,6 +124,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         periods = {key[2] for key in expected}
         rows = [row for period in sorted(periods) for row in store.rated_usage(period)]
         stored_events, rejected = store.count("events"), store.count("rejected_events")
+        found = reconcile(store)
     finally:
         store.close()
     billed = {
@@ -137,6 +139,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         f"{len(billable) - len(distinct):,}; rejected {rejected:,}; billed {stored_events:,} "
         f"distinct events in {len(rows):,} rated totals over {len(periods)} periods"
     )
+    print_reconciliation(found)
+    assert found.holds, found.first_failure()
     assert kills >= KILLS
     assert len(sent) >= EVENTS
     assert rejected == len(sent) - len(billable)  # each send of a stranger is dead-lettered

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.producer import produce
+from invoicing.reconcile import reconcile
 from invoicing.store import Store
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
@@ -28,7 +29,7 @@ from meterline.kafka_admin import ensure_topic
 from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
 from rating.plans import load_price_book
-from tests.expected import expected_totals
+from tests.expected import expected_totals, print_reconciliation
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -73,6 +74,7 @@ class Run:
             periods = sorted({key[2] for key in expected})
             rows = [row for period in periods for row in store.rated_usage(period)]
             stored = store.count("events")
+            found = reconcile(store)
             new_logs = int(store.client.command(
                 f"SELECT count() FROM {store.table('log_incarnations')}"
             ))  # fmt: skip
@@ -83,6 +85,8 @@ class Run:
         print(f"\nseed {SEED}: sent {len(self.sent):,}, duplicates "
               f"{len(self.sent) - len(distinct):,}, billed {stored:,} distinct events, "
               f"{new_logs} new logs found")  # fmt: skip
+        print_reconciliation(found)
+        assert found.holds, found.first_failure()
         assert stored == len(distinct)
         assert billed == expected
         assert new_logs >= new_logs_at_least

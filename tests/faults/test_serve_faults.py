@@ -25,6 +25,7 @@ import pytest
 
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
+from invoicing.reconcile import reconcile
 from invoicing.store import Store
 from meterline.cli_support import load_book
 from meterline.demo.generator import DemoSubscription, distinct
@@ -33,7 +34,7 @@ from meterline.embedded_broker import free_port
 from meterline.events import UsageEvent
 from meterline.settings import Settings
 from meterline.worker_process import settings_env
-from tests.expected import expected_totals
+from tests.expected import expected_totals, print_reconciliation
 from tests.integration.test_serve import wait_for_health
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -84,6 +85,7 @@ class Serving:
         try:
             rows = store.rated_usage(self.now.date().replace(day=1), tenant="acme")
             stored = store.count("events", tenant="acme")
+            found = reconcile(store)
         finally:
             store.close()
         billed = {(r["subscription"], r["meter"], r["period_start"], r["plan_version"],
@@ -91,6 +93,8 @@ class Serving:
         once = distinct(sent)
         print(f"\n{label}: sent {len(sent):,}, acknowledged {len(sent):,}, duplicates "
               f"{len(sent) - len(once):,}, refused 0, billed {stored:,}")  # fmt: skip
+        print_reconciliation(found)
+        assert found.holds, found.first_failure()
         assert stored == len(once)
         assert billed == expected_totals(load_book(self.settings), PLANS, once)
 
