@@ -59,7 +59,19 @@ def change_plan(
         raise LifecycleError(
             f"plan {plan!r} is not in the price book (plans: {', '.join(book.versions)})"
         )
-    refused = customer.refuses(book.plan(plan).currency) if customer else None
+    target = book.plan(plan).currency
+    if customer is not None and customer.currency:
+        refused = customer.refuses(target)
+    else:  # no customer says what it pays in: the plan it is on does
+        billed_in = book.plan(plan_on(row.plan, row.changes, day)).currency
+        refused = (
+            None
+            if billed_in == target
+            else (
+                f"it is billed in {billed_in} and {plan} is priced in {target} (import its "
+                "customer with a currency to bill it in another)"
+            )
+        )
     if refused:
         raise LifecycleError(f"{name} cannot move to {plan}: {refused}")
     if day < earliest:

@@ -265,7 +265,8 @@ def report() -> None:
 @report.command("usage")
 @_period_option("The period.  [default: this month]")
 @_TENANT
-def report_usage(period: date | None, tenant: str | None) -> None:
+@format_option
+def report_usage(period: date | None, tenant: str | None, fmt: str) -> None:
     """Usage per meter and day (deduplicated events), with a chart per meter."""
     from invoicing.reports import usage_by_day
     from meterline.charts import bar_chart
@@ -276,6 +277,10 @@ def report_usage(period: date | None, tenant: str | None) -> None:
     with opened_store(settings) as store:
         store.migrate()
         rows = usage_by_day(store, load_book(settings), month, tenant)
+    if fmt != "table":
+        found = [(r.day, r.meter, r.quantity, r.events, r.subscriptions) for r in rows]
+        print_rows("", ("day", "meter", "quantity", "events", "subscriptions"), found, fmt)
+        return
     if not rows:
         console.print(f"no usage stored for {month:%Y-%m}")
         return
@@ -302,7 +307,8 @@ def report_usage(period: date | None, tenant: str | None) -> None:
 @_period_option("The period.  [default: last month]")
 @_TENANT
 @click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
-def report_top(period: date | None, tenant: str | None, limit: int) -> None:
+@format_option
+def report_top(period: date | None, tenant: str | None, limit: int, fmt: str) -> None:
     """The subscriptions with the largest amounts in a period."""
     from invoicing.export import money
     from invoicing.reports import top_subscriptions
@@ -312,6 +318,10 @@ def report_top(period: date | None, tenant: str | None, limit: int) -> None:
     with opened_store(load_settings()) as store:
         store.migrate()
         source, rows = top_subscriptions(store, month, tenant, limit)
+    if fmt != "table":
+        found = [(r.tenant, r.subscription, r.currency, r.amount, source) for r in rows]
+        print_rows("", ("tenant", "subscription", "currency", "amount", "source"), found, fmt)
+        return
     if not rows:
         console.print(f"nothing billed in {month:%Y-%m}")
         return
@@ -337,7 +347,8 @@ def report_top(period: date | None, tenant: str | None, limit: int) -> None:
 @click.option("--until", type=Period(), default=None, help="Last month.  [default: last month]")
 @click.option("--months", type=click.IntRange(1, 120), default=6, show_default=True)
 @_TENANT
-def report_revenue(until: date | None, months: int, tenant: str | None) -> None:
+@format_option
+def report_revenue(until: date | None, months: int, tenant: str | None, fmt: str) -> None:
     """Invoiced revenue by plan and month (drafts and finalized), with a chart."""
     from rich.table import Table
 
@@ -349,6 +360,11 @@ def report_revenue(until: date | None, months: int, tenant: str | None) -> None:
     with opened_store(load_settings()) as store:
         store.migrate()
         rows = revenue_by_plan(store, last, months, tenant)
+    if fmt != "table":
+        print_rows("", ("month", "plan", "status", "subscriptions", "currency", "amount", "tax"),
+                   [(f"{r.period:%Y-%m}", r.plan, r.status, r.subscriptions, r.currency,
+                     r.amount, r.tax) for r in rows], fmt)  # fmt: skip
+        return
     if not rows:
         console.print("no invoices in those months: meterline invoices close --period YYYY-MM")
         return
@@ -382,7 +398,8 @@ def report_revenue(until: date | None, months: int, tenant: str | None) -> None:
 @click.option("--until", type=Period(), default=None, help="Last month.  [default: this month]")
 @click.option("--months", type=click.IntRange(1, 120), default=12, show_default=True)
 @_TENANT
-def report_mrr(until: date | None, months: int, tenant: str | None) -> None:
+@format_option
+def report_mrr(until: date | None, months: int, tenant: str | None, fmt: str) -> None:
     """MRR and ARR by month and currency, active subscriptions, and the movements: new,
     expansion, contraction, churned. A subscription's MRR is its plan's fixed fees, or its
     commitment when larger, on the month's last day."""
@@ -398,6 +415,12 @@ def report_mrr(until: date | None, months: int, tenant: str | None) -> None:
         store.migrate()
         subscribers = store.subscribers(tenant)
     rows = mrr_by_month(subscribers, load_book(settings), last, months)
+    if fmt != "table":
+        print_rows("", ("month", "currency", "mrr", "arr", "active", "new", "expansion",
+                        "contraction", "churned"),
+                   [(f"{r.month:%Y-%m}", r.currency, r.mrr, r.arr, r.active, r.new, r.expansion,
+                     r.contraction, r.churned) for r in rows], fmt)  # fmt: skip
+        return
     if not rows:
         console.print("no subscriptions: meterline subscriptions import FILE")
         return

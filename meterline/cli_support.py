@@ -19,7 +19,7 @@ from meterline.settings import Settings
 # A terminal's own width; piped or redirected, wide enough that no table is ever cut (rich
 # would otherwise assume 80 columns and shorten what does not fit with an ellipsis).
 console = Console(stderr=False, width=None if sys.stdout.isatty() else 10_000)
-errors = Console(stderr=True)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 10_000)
 
 FORMATS = ("table", "csv", "json")
 
@@ -149,3 +149,19 @@ def import_rows(
         store.migrate()
         write(store, rows, datetime.now(UTC))
     console.print(f"imported {len(rows):,} {noun} into {settings.clickhouse_database}")
+
+
+def command_name() -> str:
+    """How to run meterline again from here: `meterline` when that is on the PATH, else
+    the path this process was started by (`.venv/bin/meterline` on a fresh clone)."""
+    import shutil
+    from pathlib import Path
+
+    started = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("meterline")
+    if on_path and Path(on_path).resolve() == started:
+        return "meterline"
+    try:
+        return str(started.relative_to(Path.cwd()))
+    except ValueError:
+        return str(started) if started.name == "meterline" else "meterline"

@@ -10,7 +10,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 
 from rating import oracle
-from rating.money import from_nanos, plain
+from rating.money import INT64_MAX, from_nanos, plain
 from rating.plans import PriceBook, decimal_places, scaled
 from rating.rater import RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
@@ -96,6 +96,9 @@ def quote(
             f"meter {meter_id!r} counts to {scale} decimal places; got {quantity_text}"
         )
     units = scaled(quantity, scale)
+    if units > INT64_MAX:  # the kernel's quantities are 64-bit, as an event's are
+        raise QuoteError(f"quantity {quantity_text} is too large to bill: at most "
+                         f"{Decimal(INT64_MAX).scaleb(-scale)} {meter_id} units")  # fmt: skip
     table = ChargeTable.compile(book)
     index = table.charge_of(plan.id, plan.version, meter_id)
     assert index is not None

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from invoicing.export import money, render
 from invoicing.invoice import Invoice
+from meterline.cli_support import command_name
 from meterline.demo.job import DEMO_DATABASE, DemoOutcome
 from meterline.demo.job import Progress as JobProgress
 from meterline.settings import Settings
@@ -114,7 +115,7 @@ def print_outcome(console: Console, outcome: DemoOutcome, settings: Settings, sh
         f"worker).\n{outcome.closed.created:,} draft invoices: every line in "
         f"{exported['csv']}, printable in {exported['html']}.\n"
         f"Look closer: METERLINE_CLICKHOUSE_DATABASE={DEMO_DATABASE} "
-        f"meterline invoices show {example}  (or explain {example} 1)",
+        f"{command_name()} invoices show {example}  (or explain {example} 1)",
         highlight=False,
     )
 

@@ -74,17 +74,19 @@ def move(row: SubscriptionRow, plan: str, day: date) -> SubscriptionRow:
 
 
 def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
-    upgraded = move(ROW, "scale", date(2026, 9, 15))
-    assert upgraded.changes == ((date(2026, 9, 15), "scale"),)
+    upgraded = move(ROW, "starter", date(2026, 9, 15))
+    assert upgraded.changes == ((date(2026, 9, 15), "starter"),)
     assert move(upgraded, "growth", date(2026, 10, 1)).changes[-1] == (date(2026, 10, 1), "growth")
     refusals = [
         (lambda: move(ROW, "platinum", date(2026, 9, 15)), "not in the price book"),
-        (lambda: move(ROW, "scale", date(2026, 8, 31)), "the earliest is 2026-09-01"),
-        (lambda: move(upgraded, "starter", date(2026, 9, 10)), "already changes to scale"),
-        (lambda: move(upgraded, "scale", date(2026, 9, 20)), "is on scale then already"),
-        (lambda: move(cancel(ROW, at(9, 20), None), "scale", date(2026, 9, 25)), "renew it"),
-        (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
+        (lambda: move(ROW, "starter", date(2026, 8, 31)), "the earliest is 2026-09-01"),
+        (lambda: move(upgraded, "growth", date(2026, 9, 10)), "already changes to starter"),
+        (lambda: move(upgraded, "starter", date(2026, 9, 20)), "is on starter then already"),
+        (lambda: move(cancel(ROW, at(9, 20), None), "starter", date(2026, 9, 25)), "renew it"),
+        (lambda: change_plan(ROW, "starter", date(2026, 9, 15), earliest=date(2026, 9, 1),
                              last_finalized=date(2026, 9, 1), book=BOOK), "falls in 2026-09"),
+        (lambda: move(ROW, "scale", date(2026, 9, 15)),
+         "cannot move to scale: it is billed in USD and scale is priced in EUR"),
         (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
                              last_finalized=None, book=BOOK,
                              customer=Customer("acme", "c1", currency="USD")),
@@ -104,8 +106,8 @@ def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_
     assert revised.changes == ((date(2027, 1, 1), "growth@+5%"),)
     again = uplift(revised, "-2", date(2028, 1, 1))
     assert again.changes[-1] == (date(2028, 1, 1), "growth@+2.9%")
-    upgraded = move(revised, "scale", date(2027, 3, 1))  # a new plan starts at its list price
-    assert uplift(upgraded, "10", date(2027, 4, 1)).changes[-1] == (date(2027, 4, 1), "scale@+10%")
+    moved = move(revised, "starter", date(2027, 3, 1))  # a new plan starts at its list price
+    assert uplift(moved, "10", date(2027, 4, 1)).changes[-1] == (date(2027, 4, 1), "starter@+10%")
     refusals = [
         (lambda: uplift(ROW, "0", date(2027, 1, 1)), "changes no price"),
         (lambda: uplift(ROW, "-100", date(2027, 1, 1)), "above -100%"),
@@ -122,8 +124,8 @@ def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_
 
 def test_a_second_change_for_the_same_day_replaces_the_first_or_undoes_it() -> None:
     day = date(2026, 9, 15)
-    upgraded = move(ROW, "scale", day)
-    assert move(upgraded, "starter", day).changes == ((day, "starter"),)
+    upgraded = move(ROW, "starter", day)
+    assert move(upgraded, "starter@+5%", day).changes == ((day, "starter@+5%"),)
     assert move(upgraded, "growth", day).changes == ()
     with pytest.raises(LifecycleError, match="is on growth then already"):
         move(ROW, "growth", day)

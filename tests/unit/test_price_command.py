@@ -55,6 +55,7 @@ def test_bad_requests_are_explained_without_a_traceback() -> None:
         (("--plan", "starter", "--meter", "tokens", "--quantity", "1.5"), "0 decimal places"),
         (("--plan", "starter", "--meter", "tokens", "--quantity", "-3"), "zero or more"),
         (("--plan", "starter", "--meter", "tokens", "--quantity", "lots"), "not a number"),
+        (("--plan", "starter", "--meter", "tokens", "--quantity", "1e309"), "too large to bill"),
         (
             ("--plan", "growth", "--version", "7", "--meter", "tokens", "--quantity", "1"),
             "plan 'growth' has no version 7 (1, 2)",
