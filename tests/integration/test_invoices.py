@@ -416,13 +416,16 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
 
     runner = CliRunner()
     past = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT, "--plan",
-                                "scale", "--on", "2026-10-20"])  # fmt: skip
+                                "growth", "--on", "2026-10-20"])  # fmt: skip
     assert past.exit_code == 1 and "the earliest is" in past.output, past.output
+    euros = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
+                                 "--plan", "scale", "--on", "2099-01-01"])  # fmt: skip
+    assert euros.exit_code == 1 and "billed in USD and scale is priced in EUR" in euros.output
     scheduled = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
-                                     "--plan", "scale", "--on", "2099-01-01"])  # fmt: skip
-    assert scheduled.exit_code == 0 and "scale from 2099-01-01" in scheduled.output
+                                     "--plan", "growth", "--on", "2099-01-01"])  # fmt: skip
+    assert scheduled.exit_code == 0 and "growth from 2099-01-01" in scheduled.output
     changed = store.subscription(TENANT, "e")
-    assert changed is not None and changed.changes[-1] == (date(2099, 1, 1), "scale")
+    assert changed is not None and changed.changes[-1] == (date(2099, 1, 1), "growth")
     unknown = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
                                    "--plan", "platinum", "--on", "2099-02-01"])  # fmt: skip
     assert unknown.exit_code == 1 and "not in the price book" in unknown.output

@@ -1,0 +1,105 @@
+"""`meterline invoices close` and `finalize` killed with SIGKILL part-way, then run again:
+the invoices are the ones an uninterrupted run writes, each subscription's once, and a
+finalized invoice is frozen once. Two copies of the same store: one closed and finalized
+without faults, the other with a kill in each step."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from invoicing.store import Store
+from meterline.cli_support import previous_month
+from meterline.demo import PRICE_BOOK, generator
+from meterline.demo.job import prepare_store
+from meterline.settings import Settings
+from meterline.worker_process import settings_env
+from rating.plans import load_price_book
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+SEED = int(os.environ.get("METERLINE_FAULT_SEED", "20261201"))
+SUBSCRIPTIONS = 4000
+
+
+def command(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    env = settings_env(settings, "")
+    del env["KAFKA_BOOTSTRAP_SERVERS"]
+    return subprocess.Popen([sys.executable, "-m", "meterline", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def finished(settings: Settings, *args: str) -> float:
+    """Run to the end; how long it took."""
+    began = time.monotonic()
+    process = command(settings, *args)
+    output = process.communicate(timeout=600)[0].decode(errors="replace")
+    assert process.returncode == 0, output
+    return time.monotonic() - began
+
+
+def killed_part_way(settings: Settings, seconds: float, *args: str) -> None:
+    process = command(settings, *args)
+    time.sleep(seconds)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+
+
+def invoices(settings: Settings) -> list[tuple[Any, ...]]:
+    store = Store.connect(settings)
+    try:
+        heads = store.client.query(
+            "SELECT invoice_id, subscription, status, currency, subtotal, tax, total, line_count, "
+            f"digest FROM {store.table('invoices')} FINAL ORDER BY invoice_id"
+        ).result_rows
+        lines = store.client.query(
+            "SELECT invoice_id, line, kind, item, quantity, amount, tax "
+            f"FROM {store.table('current_invoice_lines')} ORDER BY invoice_id, line"
+        ).result_rows
+    finally:
+        store.close()
+    return [*heads, *lines]
+
+
+def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    book = load_price_book(PRICE_BOOK)
+    subs = generator.subscriptions(SUBSCRIPTIONS, list(book.versions), SEED)
+    period = previous_month()
+    month = f"{period:%Y-%m}"
+    clean = settings_factory(tmp_path / "clean")
+    faulty = settings_factory(tmp_path / "faulty",
+                              clickhouse_database=clean.clickhouse_database)  # fmt: skip
+    for settings in (clean, faulty):
+        prepare_store(settings, subs, period)
+
+    close_seconds = finished(clean, "invoices", "close", "--period", month)
+    killed_part_way(faulty, rng.uniform(0.4, 0.9) * close_seconds,
+                    "invoices", "close", "--period", month)  # fmt: skip
+    finished(faulty, "invoices", "close", "--period", month)
+    assert invoices(faulty) == invoices(clean)
+
+    finalize_seconds = finished(clean, "invoices", "finalize", "--period", month, "--yes")
+    killed_part_way(faulty, rng.uniform(0.4, 0.9) * finalize_seconds,
+                    "invoices", "finalize", "--period", month, "--yes")  # fmt: skip
+    finished(faulty, "invoices", "finalize", "--period", month, "--yes")
+    after = invoices(faulty)
+    assert after == invoices(clean)
+    statuses = {row[2] for row in after if len(row) == 9}
+    print(f"\nseed {SEED}: {SUBSCRIPTIONS:,} subscriptions; close took {close_seconds:.1f} s, "
+          f"finalize {finalize_seconds:.1f} s; each killed part-way and run again: "
+          f"{sum(1 for row in after if len(row) == 9):,} invoices, all {statuses}, "
+          f"the same as without the kills ({datetime.now(UTC):%H:%M})")  # fmt: skip
+    assert statuses == {"finalized"}
