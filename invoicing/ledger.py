@@ -79,7 +79,9 @@ class InvoiceLedger:
         if not headers:
             return []
         lines = self.client.query(
-            f"SELECT {_LINE_COLUMNS} FROM {self.store.table('invoice_lines')} "
+            # FINAL: a close killed after writing lines and run again writes them twice,
+            # and the copies fold only when ClickHouse merges.
+            f"SELECT {_LINE_COLUMNS} FROM {self.store.table('invoice_lines')} FINAL "
             f"WHERE {where} AND (tenant, period_start, subscription, revision) IN "
             f"(SELECT tenant, period_start, subscription, revision "
             f"FROM {self.store.table('invoices')} FINAL WHERE {where}) "
