@@ -16,7 +16,7 @@ import clickhouse_connect
 import numpy as np
 import pyarrow as pa
 
-from aggregation.batch import BatchResult, RatedTotal
+from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal
 from aggregation.log_identity import Checkpoint, ordinal, split
 from aggregation.state import Position, Total, TotalKey
 from aggregation.subscriptions import Entry
@@ -583,41 +583,35 @@ def _rejections(result: BatchResult, now: datetime) -> pa.Table:
     )
 
 
+def _counted(rows: Sequence[AcceptedEvent]) -> dict[str, Any]:
+    """The columns a billed event and a duplicate share: who, what, when, and where in
+    the log (with the size of its record, for reconciliation)."""
+    return {
+        "tenant": [r.event.tenant for r in rows],
+        "subscription": [r.event.subscription for r in rows],
+        "meter": [r.event.meter for r in rows],
+        "source": [r.event.source for r in rows],
+        "event_id": [r.event.id for r in rows],
+        "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
+        "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
+        **_positions([r.partition for r in rows], [r.offset for r in rows]),
+        "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+        "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+    }
+
+
 def _duplicates(result: BatchResult, now: datetime) -> pa.Table:
     rows = result.repeated
-    return pa.table(
-        {
-            "tenant": [r.event.tenant for r in rows],
-            "subscription": [r.event.subscription for r in rows],
-            "meter": [r.event.meter for r in rows],
-            "source": [r.event.source for r in rows],
-            "event_id": [r.event.id for r in rows],
-            "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
-            "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
-            **_positions([r.partition for r in rows], [r.offset for r in rows]),
-            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
-            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
-            "detected_at": pa.array([now] * len(rows), type=_TIMESTAMP),
-        }
-    )
+    return pa.table({**_counted(rows), "detected_at": pa.array([now] * len(rows), type=_TIMESTAMP)})
 
 
 def _events(result: BatchResult, now: datetime) -> pa.Table:
     rows = result.accepted
     return pa.table(
         {
-            "tenant": [r.event.tenant for r in rows],
-            "subscription": [r.event.subscription for r in rows],
-            "meter": [r.event.meter for r in rows],
-            "source": [r.event.source for r in rows],
-            "event_id": [r.event.id for r in rows],
+            **_counted(rows),
             "quantity": pa.array([r.event.quantity for r in rows], type=pa.int64()),
             "properties": [encode_properties(r.event.properties) for r in rows],
-            "timestamp": pa.array([r.event.timestamp for r in rows], type=_TIMESTAMP),
-            "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
-            **_positions([r.partition for r in rows], [r.offset for r in rows]),
-            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
-            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
             "ingested_at": pa.array([now] * len(rows), type=_TIMESTAMP),
         }
     )
