@@ -91,8 +91,8 @@ class Serving:
         billed = {(r["subscription"], r["meter"], r["period_start"], r["plan_version"],
                    r["group_key"]): (r["quantity"], r["amount"]) for r in rows}  # fmt: skip
         once = distinct(sent)
-        print(f"\n{label}: sent {len(sent):,}, acknowledged {len(sent):,}, duplicates "
-              f"{len(sent) - len(once):,}, refused 0, billed {stored:,}")  # fmt: skip
+        print(f"\n{label}: sent {len(sent):,} (resends included), {len(once):,} distinct, "
+              f"refused 0, billed {stored:,}")  # fmt: skip
         print_reconciliation(found)
         assert found.holds, found.first_failure()
         assert stored == len(once)
