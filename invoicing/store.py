@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal
-from aggregation.log_identity import Checkpoint, ordinal, split
+from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
 from aggregation.state import Position, Total, TotalKey
 from aggregation.subscriptions import Entry
 from invoicing import migrations
@@ -541,8 +541,14 @@ def _dicts(result: Any) -> list[dict[str, Any]]:
 
 
 def _positions(partitions: list[int], ordinals: list[int]) -> dict[str, pa.Array]:
-    """The columns of positions whose offsets are ordinals (aggregation.log_identity)."""
-    epochs, offsets = zip(*map(split, ordinals), strict=True) if ordinals else ((), ())
+    """The columns of positions whose offsets are ordinals (aggregation.log_identity). Per
+    event, so it stays a comprehension of shifts; a batch all in epoch 0 needs none."""
+    if not ordinals or max(ordinals) <= OFFSET_MASK:
+        epochs: list[int] = [0] * len(ordinals)
+        offsets = ordinals
+    else:
+        epochs = [position >> EPOCH_SHIFT for position in ordinals]
+        offsets = [position & OFFSET_MASK for position in ordinals]
     return {
         "kafka_partition": pa.array(partitions, type=pa.uint32()),
         "log_epoch": pa.array(epochs, type=pa.uint32()),

@@ -39,6 +39,8 @@ BENCHMARKS = (
     Benchmark("bench_rating", (), "Rating kernels against NumPy and the Decimal oracle "
               "(rows/s, single-threaded; each run is itself the median of three)"),
     Benchmark("bench_state", (), "Dedupe and total state: memory per entry, time per event"),
+    Benchmark("bench_batch", (), "The worker's batch step and store write, CPU per event, "
+              "against decoding alone"),
     Benchmark("bench_ingest", (), "HTTP gateway and SDK Kafka mode against raw produce"),
     Benchmark("bench_pipeline", (), "Topic to queryable totals against raw consume; "
               "produce-to-queryable latency at half load"),

@@ -69,3 +69,9 @@ def test_make_bench_writes_benchmarks_md_with_medians(tmp_path: Path) -> None:
     text = output.read_text()
     assert "## bench_state" in text and "| bytes_per_mark |" in text
     assert "Machine: " in text and "python -m loadtests.bench_state" in text
+
+
+def test_the_batch_step_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
+    figures = quick("bench_batch", "--events", "3000", "--subscriptions", "100", "--runs", "1")
+    assert figures["events"] == 3000
+    assert figures["step_cpu_us_per_event"] > 0 and figures["decode_cpu_us_per_event"] > 0
