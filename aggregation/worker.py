@@ -338,11 +338,19 @@ def create_app(
         async for events in stream.take_events(
             settings.batch_max_records, within=settings.batch_within_seconds
         ):
-            for partition in await aggregator.prepare(bootstrap_servers):
-                assert isinstance(app.consumer, RewindingConsumer)
-                await app.consumer.rewind(TP(settings.events_topic, partition), 0)
             messages = [e.message for e in events]
-            records = await aggregator.positions(bootstrap_servers, messages)
+            try:
+                for partition in await aggregator.prepare(bootstrap_servers):
+                    assert isinstance(app.consumer, RewindingConsumer)
+                    await app.consumer.rewind(TP(settings.events_topic, partition), 0)
+                records = await aggregator.positions(bootstrap_servers, messages)
+            except Exception:
+                # As in handle: raising would let take_events acknowledge the batch unbilled.
+                log.critical(
+                    "cannot tell which log the batch comes from (broker or store unavailable): "
+                    "exiting without acknowledging it", exc_info=True,
+                )  # fmt: skip
+                os._exit(EXIT_STORE_UNAVAILABLE)
             result = aggregator.handle(records, aggregator.checkpoints_of(messages))
             if result.rejected:
                 await _publish_dead_letters(app, settings, result.rejected)
