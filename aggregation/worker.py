@@ -36,6 +36,7 @@ from aggregation.subscription_feed import announce, entries, follow
 from aggregation.subscriptions import SubscriptionDirectory
 from ingest.dead_letter import DeadLetter, encode_dead_letter
 from ingest.registry_api import RegistryRequest, answer
+from invoicing.reconcile import unaccounted_events
 from invoicing.registry import version_of
 from invoicing.store import Store, StoreInUseError
 from invoicing.usage import read_usage
@@ -212,7 +213,7 @@ class Aggregator:
         dropped = self.state.forget_totals_before(self._oldest_open_period())
         log.info("dedupe window rotated: %d marks and %d closed totals dropped", forgotten, dropped)
 
-    def handle(self, records: list[Record], checkpoints: Sequence[Checkpoint] = ()) -> BatchResult:
+    def handle(self, records: list[Record], checkpoints: Sequence[Checkpoint]) -> BatchResult:
         self._retain()
         try:
             result = self.processor.process(records)
@@ -391,11 +392,7 @@ def create_app(
         # The reconciliation identity over the last hour's records: a record whose events
         # are not all accounted for, or one that left no row at all, shows here.
         since = datetime.now(UTC) - timedelta(hours=1)
-        missing = sum(max(0, held - found) for *_, held, found, _, _ in
-                      aggregator.store.incomplete_records(since=since, limit=10_000))  # fmt: skip
-        gaps = sum(last - first + 1 - seen
-                   for _, _, first, last, seen in aggregator.store.record_spans(since))  # fmt: skip
-        metrics.UNACCOUNTED_EVENTS.set(missing + gaps)
+        metrics.UNACCOUNTED_EVENTS.set(unaccounted_events(aggregator.store, since))
         for table, (rows, size) in aggregator.store.table_sizes().items():
             metrics.STORE_TABLE_ROWS.labels(table).set(rows)
             metrics.STORE_TABLE_BYTES.labels(table).set(size)
@@ -432,7 +429,7 @@ def create_app(
 
     # With chDB this process owns the store, so reads of it are served here (the gateway
     # forwards them); the query is short and runs between batches on the same loop.
-    secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
+    secret = settings.internal_key()
 
     def from_gateway(request: Any) -> bool:
         """Internal pages answer only a caller that shows this run's secret (the gateway

@@ -95,7 +95,7 @@ def reconcile(
         owner = months.get((record.tenant, _month_of(record, months)))
         if owner is not None:
             owner.missing += max(0, record.held - record.accounted)
-    gaps = sum(last - first + 1 - seen for _, _, first, last, seen in store.record_spans(since))
+    gaps = _records_without_a_row(store, since)
     ordered = sorted(months.values(), key=lambda m: (m.tenant, m.month))
     return Reconciliation(ordered, incomplete, gaps)
 
@@ -104,3 +104,16 @@ def _month_of(record: Incomplete, months: dict[tuple[str, date], TenantMonth]) -
     """The usage month to count a record's missing events in: its tenant's latest, since the
     missing events' own timestamps are what is missing."""
     return max((when for who, when in months if who == record.tenant), default=date.min)
+
+
+def unaccounted_events(store: Store, since: datetime) -> int:
+    """The identity's shortfall over what was written since ``since``: events missing from
+    their records, plus records that left no row (0 when the identity holds)."""
+    missing = sum(max(0, record[3] - record[4])
+                  for record in store.incomplete_records(since=since, limit=10_000))  # fmt: skip
+    return missing + _records_without_a_row(store, since)
+
+
+def _records_without_a_row(store: Store, since: datetime | None) -> int:
+    """Offsets inside each partition's log (first to last seen) that no row accounts for."""
+    return sum(last - first + 1 - seen for _, _, first, last, seen in store.record_spans(since))

@@ -166,8 +166,8 @@ def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
     """The gateway, using the store itself, or the worker when it owns chDB."""
     store: StoreAccess = DirectStore(settings, book, bootstrap)
     if settings.usage_reads == "worker":
-        secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
-        store = WorkerStore(f"http://{settings.worker_web_host}:{settings.worker_web_port}", secret)
+        worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
+        store = WorkerStore(worker, settings.internal_key())
     elif settings.usage_reads == "off":
         store = NoStore("the store is not reached from here (METERLINE_USAGE_READS=off)")
     return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), store)

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
             return self.clickhouse_url.get_secret_value()
         return f"chdb://{self.chdb_path}"
 
+    def internal_key(self) -> str:
+        """The secret of the worker's internal pages, as text; "" when there is none."""
+        return self.internal_secret.get_secret_value() if self.internal_secret else ""
+
     def describe(self) -> dict[str, Any]:
         """What is safe to show a person: no secrets."""
         return {
