@@ -62,7 +62,6 @@ class Reconciliation:
     months: list[TenantMonth] = field(default_factory=list)
     incomplete: list[Incomplete] = field(default_factory=list)
     unaccounted_records: int = 0  # offsets inside a log with no accounted event
-    in_flight: int | None = None  # records the worker has not reached; None: not asked
 
     @property
     def holds(self) -> bool:
