@@ -34,9 +34,10 @@ test: $(STAMP) ## Run the whole test suite (unit, property, integration against 
 test-faults: $(STAMP) ## Only the fault test: SIGKILL the worker at random moments, check every total
 	$(BIN)/python -m pytest -m faults -s $(ARGS)
 
-lint: $(STAMP) ## Lint and check formatting with ruff
+lint: $(STAMP) ## Lint and check formatting with ruff; check the layers with import-linter
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP) ## Type-check with mypy (strict)
 	$(BIN)/mypy

@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 import numpy as np
 
+from aggregation import refusals
+from aggregation.model import (
+    AcceptedEvent,
+    BatchResult,
+    Position,
+    RatedTotal,
+    Record,
+    Rejection,
+    TotalKey,
+)
 from aggregation.state import (
     MAX_PARTITIONS,
     MAX_RECORD_EVENTS,
     Aggregation,
-    TotalKey,
     UsageState,
     Verdict,
     dedupe_key,
     value_digest,
 )
-from aggregation.subscriptions import Entry
-from meterline.events import (
+from base.events import (
     EventWindow,
     Undecodable,
     UsageEvent,
@@ -38,66 +46,7 @@ from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
-
-Record = tuple[int, int, bytes]  # partition, offset, payload
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    partition: int
-    offset: int
-    index: int  # the event's place in its record
-    reason: str
-    detail: str
-    payload: bytes
-    record_events: int = 1  # how many events its record holds (reconciliation counts them)
-    event: UsageEvent | None = None  # when it decoded
-
-
-@dataclass(frozen=True, slots=True)
-class AcceptedEvent:
-    """An event counted once: billed, or (in ``BatchResult.repeated``) a duplicate."""
-
-    partition: int
-    offset: int
-    index: int
-    event: UsageEvent
-    dedupe_key: bytes
-    record_events: int = 1  # how many events its record holds (reconciliation counts them)
-
-
-@dataclass(frozen=True, slots=True)
-class RatedTotal:
-    tenant: str
-    subscription: str
-    meter: str
-    group: str
-    period_start: date
-    plan: str
-    plan_version: int
-    currency: str
-    quantity: int
-    amount_nanos: int
-    partition: int
-    offset: int
-    index: int
-    value_at: int  # for a LATEST meter: when the value was measured (ms); else 0
-
-
-@dataclass
-class BatchResult:
-    accepted: list[AcceptedEvent] = field(default_factory=list)
-    rated: list[RatedTotal] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    # Events dropped as duplicates, kept so that every event of a record is accounted for.
-    repeated: list[AcceptedEvent] = field(default_factory=list)
-    rating_seconds: float = 0.0
-    # Values unique counts saw for the first time: (total, partition, value digest).
-    distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.repeated)
+from subscriptions.model import Owner, Terms
 
 
 def _millis(moment: datetime) -> int:
@@ -119,7 +68,7 @@ class BatchProcessor:
     def __init__(
         self,
         state: UsageState,
-        subscription_of: Callable[[tuple[str, str]], Entry | None],
+        subscription_of: Callable[[Owner], Terms | None],
         book: PriceBook,
         charges: ChargeTable,
         *,
@@ -127,7 +76,7 @@ class BatchProcessor:
         partitions: int,
     ) -> None:
         self.state = state
-        # (tenant, subscription) -> its plans and end, or None when it is unknown
+        # (tenant, subscription) -> the terms it is billed by, or None when it is unknown
         self.subscription_of = subscription_of
         self.book = book
         self.charges = charges
@@ -179,56 +128,49 @@ class BatchProcessor:
         result = BatchResult()
         changed: dict[TotalKey, Plan] = {}
         apply = self.state.apply
-        oldest, newest = self.window.bounds()
+        bounds = self.window.bounds()
         for partition, offset, payload in records:
-            owner: tuple[str, str] | None = None
-            entry: Entry | None = None
-            ends: datetime | None = None
+            owner: Owner | None = None
+            terms: Terms | None = None
             elsewhere = False
             items = decode_record(payload)
             count = len(items)
             if not items:  # refused, so that every record is accounted for by a row
-                result.rejected.append(Rejection(partition, offset, 0, "empty_record",
+                result.rejected.append(Rejection(partition, offset, 0, refusals.EMPTY_RECORD.reason,
                                                  "the record holds no event", payload))  # fmt: skip
             for index, item in enumerate(items):
                 if index >= MAX_RECORD_EVENTS:
                     detail = f"a record holds at most {MAX_RECORD_EVENTS} events"
-                    result.rejected.append(Rejection(partition, offset, index, "record_too_large",
-                                                     detail, b"", count))  # fmt: skip
+                    result.rejected.append(Rejection(partition, offset, index,
+                                                     refusals.RECORD_TOO_LARGE.reason, detail,
+                                                     b"", count))  # fmt: skip
                     continue
                 if isinstance(item, Undecodable):
-                    result.rejected.append(Rejection(partition, offset, index, "malformed",
-                                                     item.detail, item.payload, count))  # fmt: skip
+                    result.rejected.append(Rejection(partition, offset, index,
+                                                     refusals.MALFORMED.reason, item.detail,
+                                                     item.payload, count))  # fmt: skip
                     continue
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
                     elsewhere = self._home_partition(item) != partition
-                    entry = self.subscription_of(owner)
-                    ends = entry.ends_at if entry else None
+                    terms = self.subscription_of(owner)
                 day = utc_day(item.timestamp)
                 known = (
-                    None if entry is None else self._plan_day(entry.plan_on(day), day, entry.anchor)
+                    None
+                    if terms is None
+                    else self._plan_day(terms.plan_on(day), day, terms.anchor_day)
                 )
-                if (
-                    elsewhere
-                    or known is None
-                    or (ends is not None and item.timestamp >= ends)
-                    or item.meter not in known.limits
-                    or item.quantity < 0
-                    or not oldest <= item.timestamp <= newest
-                    or (
-                        item.meter in self._unique
-                        and self._unique[item.meter] not in item.properties
-                    )
-                ):
-                    reason, detail = self._rejection(item, partition, entry, day)
+                refused = self.refusal(item, partition, elsewhere, terms, known, day, bounds)
+                if refused is not None:
+                    reason, detail = refused
                     result.rejected.append(Rejection(partition, offset, index, reason, detail,
                                                      encode(item), count, item))  # fmt: skip
                     continue
+                assert known is not None  # no refusal: the event has a plan in force
                 mark = dedupe_key(item)
                 group_by, aggregation, unique = self._meters[item.meter]
                 group = self._group(item, group_by) if group_by else ""
-                totals_key = (
+                totals_key = TotalKey(
                     owner[0], owner[1], item.meter, known.period_start, known.plan.id,
                     known.plan.version, group,
                 )  # fmt: skip
@@ -236,7 +178,7 @@ class BatchProcessor:
                 value = value_digest(item.properties[unique]) if unique else b""
                 new_value = bool(unique) and not self.state.knows_value(totals_key, value)
                 verdict = apply(
-                    (partition, offset, index), mark, totals_key, item.quantity,
+                    Position(partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,
                     at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
                     value=value,
@@ -251,9 +193,9 @@ class BatchProcessor:
                         f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units this "
                         f"period, beyond what {known.plan.label} can bill in 64-bit nano-units"
                     )
-                    refused = Rejection(partition, offset, index, "amount_overflow", detail,
-                                        encode(item), count, item)  # fmt: skip
-                    result.rejected.append(refused)
+                    result.rejected.append(Rejection(partition, offset, index,
+                                                     refusals.AMOUNT_OVERFLOW.reason, detail,
+                                                     encode(item), count, item))  # fmt: skip
                     continue
                 result.accepted.append(AcceptedEvent(partition, offset, index, item, mark, count))
                 if new_value:
@@ -265,41 +207,57 @@ class BatchProcessor:
         result.rating_seconds = time.perf_counter() - began
         return result
 
-    def _rejection(
-        self, event: UsageEvent, partition: int, entry: Entry | None, day: date
-    ) -> tuple[str, str]:
-        """Why an event cannot be billed, as (machine-readable reason, detail for people)."""
-        home = self._home_partition(event)
-        if home != partition:
-            return "wrong_partition", (
+    def refusal(  # noqa: PLR0917 (positional: it runs once per event)
+        self,
+        event: UsageEvent,
+        partition: int,
+        elsewhere: bool,
+        terms: Terms | None,
+        known: _PlanDay | None,
+        day: date,
+        bounds: tuple[datetime, datetime],
+    ) -> tuple[str, str] | None:
+        """Why the event cannot be billed, as (reason, detail for people), or None: the
+        rules of ``refusals.EVENT_RULES`` in their order (the state checks the last, the
+        amount, as it counts the event). It runs once per event: the common case, no
+        refusal, is a handful of comparisons."""
+        if elsewhere:
+            home = self._home_partition(event)
+            return refusals.WRONG_PARTITION.reason, (
                 f"sent to partition {partition}, but {event.tenant}/{event.subscription} "
                 f"belongs on partition {home}: one subscription's events must share one"
             )
-        if entry is None:
-            return "unknown_subscription", (
+        if terms is None:
+            return refusals.UNKNOWN_SUBSCRIPTION.reason, (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"
             )
-        ends = entry.ends_at
+        ends = terms.ended_at
         if ends is not None and event.timestamp >= ends:
-            return "subscription_ended", (
+            return refusals.SUBSCRIPTION_ENDED.reason, (
                 f"{event.tenant}/{event.subscription} ended at {ends.isoformat()}; the event "
                 f"is stamped {event.timestamp.isoformat()}"
             )
-        plan_id = entry.plan_on(day)
-        known = self._plan_day(plan_id, day, entry.anchor)
         if known is None:
-            return "plan_not_in_force", f"plan {plan_id!r} has no version in force on {day}"
+            plan_id = terms.plan_on(day)
+            return refusals.PLAN_NOT_IN_FORCE.reason, (
+                f"plan {plan_id!r} has no version in force on {day}"
+            )
         if event.meter not in known.limits:
-            return "unpriced_meter", f"meter {event.meter!r} is not priced by {known.plan.label}"
+            return refusals.UNPRICED_METER.reason, (
+                f"meter {event.meter!r} is not priced by {known.plan.label}"
+            )
         if event.quantity < 0:
-            return "negative_quantity", f"quantity {event.quantity} is negative"
-        outside = self.window.problem(event.timestamp)
-        if outside is not None:
-            return outside
-        return "missing_property", (
-            f"meter {event.meter!r} counts distinct values of the property "
-            f"{self._unique[event.meter]!r}, which the event does not have"
-        )
+            return refusals.NEGATIVE_QUANTITY.reason, f"quantity {event.quantity} is negative"
+        oldest, newest = bounds
+        if not oldest <= event.timestamp <= newest:
+            return self.window.problem(event.timestamp, bounds)  # too_old or in_future
+        unique = self._unique.get(event.meter)
+        if unique is not None and unique not in event.properties:
+            return refusals.MISSING_PROPERTY.reason, (
+                f"meter {event.meter!r} counts distinct values of the property {unique!r}, "
+                "which the event does not have"
+            )
+        return None
 
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:
@@ -307,7 +265,7 @@ class BatchProcessor:
         keys = [key for key, _ in changed]
         plans = [plan for _, plan in changed]
         charge_index = np.fromiter(
-            (self.charges.row(plan, key[2]) for key, plan in changed),
+            (self.charges.row(plan, key.meter) for key, plan in changed),
             dtype=np.int64,
             count=len(keys),
         )
@@ -316,11 +274,11 @@ class BatchProcessor:
         amounts = rate(self.charges, charge_index, quantity)
         return [
             RatedTotal(
-                tenant=key[0],
-                subscription=key[1],
-                meter=key[2],
-                group=key[6],
-                period_start=key[3],
+                tenant=key.tenant,
+                subscription=key.subscription,
+                meter=key.meter,
+                group=key.group,
+                period_start=key.period_start,
                 plan=plan.id,
                 plan_version=plan.version,
                 currency=plan.currency,

@@ -30,17 +30,9 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 
-from meterline.events import UsageEvent
+from aggregation.model import Position, TotalKey
+from base.events import UsageEvent
 from rating.money import INT64_MAX
-
-# tenant, subscription, meter, period start, plan, plan version, group: a period's usage
-# is split where the subscription changes plan or a new plan version takes effect, and by
-# the meter's group-by properties (the group is "" for a meter without them); each part
-# is rated on its own.
-TotalKey = tuple[str, str, str, date, str, int, str]
-
-
-Position = tuple[int, int, int]  # partition, offset, index of the event in its record
 
 
 class Verdict(Enum):
@@ -80,7 +72,7 @@ def pack(position: Position) -> int:
 
 
 def unpack(packed: int) -> Position:
-    return packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF
+    return Position(packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF)
 
 
 def dedupe_key(event: UsageEvent) -> bytes:
@@ -226,8 +218,10 @@ class UsageState:
     def forget_totals_before(self, period_start: date) -> int:
         """Drop totals of periods before ``period_start``, which no accepted event can
         reach any more; return how many were dropped."""
-        kept = {key: total for key, total in self.totals.items() if key[3] >= period_start}
+        kept = {
+            key: total for key, total in self.totals.items() if key.period_start >= period_start
+        }
         dropped = len(self.totals) - len(kept)
         self.totals = kept
-        self.distinct = {k: v for k, v in self.distinct.items() if k[3] >= period_start}
+        self.distinct = {k: v for k, v in self.distinct.items() if k.period_start >= period_start}
         return dropped

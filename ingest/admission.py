@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from base.events import EventWindow, Property, UsageEvent
 from ingest.wire import (
     TOO_DEEP,
     CloudEvent,
@@ -26,7 +27,6 @@ from ingest.wire import (
     decode_plain,
     loose_id,
 )
-from meterline.events import EventWindow, Property, UsageEvent
 from rating.money import INT64_MAX
 from rating.plans import Meter, PriceBook
 

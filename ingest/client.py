@@ -31,12 +31,12 @@ from typing import Any, TypedDict, Unpack
 
 import msgspec
 
+from base.events import Property
+from base.settings import Settings
 from ingest.admission import Admission
 from ingest.producer import Publisher
 from ingest.transports import HttpTransport, KafkaTransport, RetryableError, Transport
 from ingest.wire import PlainEvent, Refusal
-from meterline.events import Property
-from meterline.settings import Settings
 from rating.plans import PriceBook
 
 log = logging.getLogger("meterline.client")

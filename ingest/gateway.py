@@ -28,19 +28,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from base import metrics
+from base.metrics import exposition
+from base.problems import ProblemDocument
+from base.settings import Settings
 from ingest.admission import Admission, Limits, OtherTenantError
 from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRing
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
-from ingest.registry_api import RegistryRequest
 from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
-from ingest.wire import MAX_IDENTIFIER, Accepted, BodyError, Format, ProblemDocument, split
-from meterline import metrics
-from meterline.metrics import exposition
-from meterline.settings import Settings
+from ingest.wire import MAX_IDENTIFIER, Accepted, BodyError, Format, split
 from rating.period import LAST_DAY
 from rating.plans import PriceBook
+from subscriptions.api import RegistryRequest
 
 STORE_UNAVAILABLE = "the store did not answer; try again shortly"
 

@@ -11,20 +11,20 @@ from typing import Any
 
 import msgspec
 
-from ingest.registry_api import (
+from aggregation.usage import CurrentUsage
+from base.problems import ProblemDocument
+from ingest.wire import Accepted, CloudEvent, PlainEvent
+from subscriptions.api import (
     AddOnChange,
     Cancellation,
     CustomerList,
     Imported,
-    NewCustomer,
-    NewSubscription,
     PlanChange,
     PriceRevision,
     SubscriptionDetail,
     SubscriptionList,
 )
-from ingest.wire import Accepted, CloudEvent, PlainEvent, ProblemDocument
-from invoicing.usage import CurrentUsage
+from subscriptions.imports import NewCustomer, NewSubscription
 
 KEPT_COPY = Path(__file__).with_name("openapi.json")
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from aiokafka import AIOKafkaProducer
 
-from meterline.events import UsageEvent, encode, encode_batch, partition_of
+from base.events import UsageEvent, encode, encode_batch, partition_of
 
 # Records in flight before we wait for acknowledgements: bounds memory, keeps batches full.
 _WINDOW = 200

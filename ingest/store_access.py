@@ -14,13 +14,14 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from aggregation.subscription_feed import announce
-from ingest.registry_api import RegistryAnswer, RegistryRequest, answer
-from invoicing.registry import version_of
-from invoicing.store import Store
-from invoicing.usage import CurrentUsage, read_usage
-from meterline.settings import Settings
+from aggregation.readers import PipelineReads
+from aggregation.usage import CurrentUsage, read_usage
+from base.clickhouse import Connection
+from base.settings import Settings
 from rating.plans import PriceBook
+from subscriptions.api import RegistryAnswer, RegistryRequest, answer
+from subscriptions.feed import announce
+from subscriptions.store import SubscriptionStore
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class DirectStore:
         self._settings = settings
         self._book = book
         self._bootstrap_servers = bootstrap_servers  # where changes are published
-        self._store: Store | None = None
+        self._connection: Connection | None = None
         # One query at a time: a chDB session is not shared between threads.
         self._lock = asyncio.Lock()
 
@@ -66,7 +67,8 @@ class DirectStore:
                 raise StoreUnavailableError(f"the store did not answer: {error}") from None
 
     def _read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
-        return read_usage(self._connected(), self._book, tenant, subscription, period)
+        return read_usage(PipelineReads(self._connected()), self._book, tenant, subscription,
+                          period)  # fmt: skip
 
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         now = datetime.now(UTC)
@@ -74,23 +76,24 @@ class DirectStore:
         async with self._lock:
             try:
                 answered, written = await asyncio.to_thread(
-                    lambda: answer(self._connected(), self._book, skew, request, now)
+                    lambda: answer(
+                        SubscriptionStore(self._connected()), self._book, skew, request, now
+                    )
                 )
             except Exception as error:
                 raise StoreUnavailableError(f"the store did not answer: {error}") from None
         if written and self._bootstrap_servers:
             warning = await announce(self._bootstrap_servers, self._settings.subscriptions_topic,
-                                     written, version_of(now))  # fmt: skip
+                                     written)  # fmt: skip
             if warning:
                 log.warning("%s", warning)
         return answered
 
-    def _connected(self) -> Store:
-        if self._store is None:
-            store = Store.connect(self._settings)
-            store.migrate()  # as a worker does: a store no worker has seen yet reads as empty
-            self._store = store
-        return self._store
+    def _connected(self) -> Connection:
+        # Migrated as a worker does: a store no worker has seen yet reads as empty.
+        if self._connection is None:
+            self._connection = Connection.open(self._settings)
+        return self._connection
 
     async def ping(self) -> str:
         async with self._lock:
@@ -102,8 +105,8 @@ class DirectStore:
         return "ok"
 
     async def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        if self._connection is not None:
+            self._connection.close()
 
 
 class NoStore:

@@ -11,9 +11,10 @@ import httpx
 import msgspec
 from aiokafka.errors import KafkaError
 
+from base.problems import ProblemDocument
 from ingest.admission import Admission, OtherTenantError
 from ingest.producer import Publisher
-from ingest.wire import Accepted, Item, ProblemDocument, Refusal
+from ingest.wire import Accepted, Item, Refusal
 
 _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 _accepted = msgspec.json.Decoder(Accepted)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from meterline.events import Property, Timestamp
+from base.events import Property, Timestamp
 
 MAX_IDENTIFIER = 256
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTIFIER)]
@@ -66,15 +66,6 @@ class Accepted(msgspec.Struct):
 
     accepted: int
     rejected: list[Refusal]
-
-
-class ProblemDocument(msgspec.Struct):
-    """RFC 9457: why a request as a whole was refused."""
-
-    title: str
-    status: int
-    detail: str
-    type: str = "about:blank"
 
 
 class Format(Enum):

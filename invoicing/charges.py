@@ -4,15 +4,15 @@ version, the plan's fixed fees prorated by day and the minimum-commitment true-u
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 import numpy as np
 
-from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine, Subscriber
-from meterline.events import group_label
+from aggregation.model import RatedTotal
+from base.events import group_label
+from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
 from rating.period import (
@@ -26,16 +26,17 @@ from rating.plans import PriceBook
 from rating.quote import TierPart, tier_parts
 from rating.rater import breakdown
 from rating.table import ChargeTable
+from subscriptions.model import Subscription
 
 
 def period_lines(
     period: date,
-    sub: Subscriber,
-    rows: Sequence[Mapping[str, Any]],
+    sub: Subscription,
+    rows: Sequence[RatedTotal],
     book: PriceBook,
     table: ChargeTable,
 ) -> list[InvoiceLine]:
-    """``rows`` are the subscription's rated totals of the period (``Store.rated_usage``)."""
+    """``rows`` are the subscription's rated totals of the period."""
     usage = usage_lines(period, rows, book, table)
     billing = sub.period(period)
     lines = list(usage)
@@ -67,31 +68,31 @@ def period_lines(
 
 
 def usage_lines(
-    period: date, rows: Sequence[Mapping[str, Any]], book: PriceBook, table: ChargeTable
+    period: date, rows: Sequence[RatedTotal], book: PriceBook, table: ChargeTable
 ) -> list[InvoiceLine]:
-    known = [table.charge_of(r["plan"], r["plan_version"], r["meter"]) for r in rows]
+    known = [table.charge_of(r.plan, r.plan_version, r.meter) for r in rows]
     priced = [index for index in known if index is not None]
-    quantities = [r["quantity"] for r, index in zip(rows, known, strict=True) if index is not None]
+    quantities = [r.quantity for r, index in zip(rows, known, strict=True) if index is not None]
     tiers = breakdown(table, np.array(priced, dtype=np.int64), np.array(quantities, np.int64))
     lines, position = [], 0
     for row, index in zip(rows, known, strict=True):
-        meter = book.meter(row["meter"]) if _declared(book, row["meter"]) else None
+        meter = book.meter(row.meter) if _declared(book, row.meter) else None
         scale = meter.scale if meter else 0
-        rated = Decimal(row["amount"])
+        rated = row.amount
         parts: tuple[TierPart, ...] = ()
         if index is not None:
             parts = tier_parts(table, index, tiers.units[position], tiers.amounts[position], scale)
             parts = _with_bounds(parts, rated)
             position += 1
-        group = group_label(str(row["group_key"]))
+        group = group_label(row.group)
         lines.append(
             InvoiceLine(
-                kind=USAGE, item=row["meter"], group=str(row["group_key"]), plan=row["plan"],
-                plan_version=int(row["plan_version"]), applies_to=period,
-                description=row["meter"] + (f" ({group})" if group else ""),
-                quantity=Decimal(int(row["quantity"])).scaleb(-scale),
-                unit=meter.unit if meter else "", currency=row["currency"], rated=rated,
-                amount=round_to_minor_unit(rated, MINOR_UNIT_DIGITS[row["currency"]]),
+                kind=USAGE, item=row.meter, group=row.group, plan=row.plan,
+                plan_version=row.plan_version, applies_to=period,
+                description=row.meter + (f" ({group})" if group else ""),
+                quantity=Decimal(row.quantity).scaleb(-scale),
+                unit=meter.unit if meter else "", currency=row.currency, rated=rated,
+                amount=round_to_minor_unit(rated, MINOR_UNIT_DIGITS[row.currency]),
                 breakdown=parts,
             )
         )  # fmt: skip

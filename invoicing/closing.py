@@ -13,17 +13,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import Any
 
+from aggregation.model import RatedTotal
 from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
-from invoicing.invoice import DRAFT, FINALIZED, InvoiceLine, Subscriber
-from invoicing.ledger import InvoiceLedger
-from invoicing.store import Store
+from invoicing.invoice import DRAFT, FINALIZED, InvoiceLine
+from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
 from rating.table import ChargeTable
-
-Owner = tuple[str, str]
+from subscriptions.model import Owner, Subscription, midnight
 
 
 class ClosingError(ValueError):
@@ -46,6 +44,12 @@ class CloseReport:
     def written(self) -> int:
         return self.created + self.updated + self.finalized
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many invoices the run left in each state (``ledger.RUN_COUNTS``)."""
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+                "finalized": self.finalized, "already_final": self.already_final}  # fmt: skip
+
 
 def lookback_periods(max_event_age_days: int) -> int:
     """How many earlier periods can still receive usage, and so need adjustments: an
@@ -55,7 +59,7 @@ def lookback_periods(max_event_age_days: int) -> int:
 
 
 def close_period(
-    store: Store,
+    sources: Sources,
     book: PriceBook,
     period: date,
     *,
@@ -72,8 +76,8 @@ def close_period(
             "drafts now, finalize it once it has ended"
         )
     report = CloseReport(billing.start, "finalize" if finalize else "close")
-    ledger = InvoiceLedger(store)
-    customers = store.customers(tenant)
+    ledger = sources.ledger
+    customers = sources.subscriptions.customers(tenant)
     current = {
         (i.tenant, i.subscription): i
         for i in ledger.invoices([billing.start], tenant, customers=customers)
@@ -87,11 +91,11 @@ def close_period(
             finalized_earlier[owner].append(invoice.period)
         for line in invoice.lines:
             billed[(*owner, line.applies_to)].append(line)
-    rows = _rows_by_owner(store, billing.start, tenant)
+    rows = _rows_by_owner(sources, billing.start, tenant)
     # Only a finalized earlier period can need adjustments: read only those periods' totals.
     adjustable = {day for days in finalized_earlier.values() for day in days}
-    earlier_rows = {day: _rows_by_owner(store, day, tenant) for day in sorted(adjustable)}
-    subscribers = {(s.tenant, s.subscription): s for s in store.subscribers(tenant)}
+    earlier_rows = {day: _rows_by_owner(sources, day, tenant) for day in sorted(adjustable)}
+    subscribers = {s.owner: s for s in sources.subscriptions.subscriptions(tenant)}
     table = ChargeTable.compile(book)
     owners = sorted(
         {owner for owner, sub in subscribers.items() if _active_in(sub, billing.start)}
@@ -143,18 +147,21 @@ def close_period(
             )
         )
     ledger.write(to_write)
-    store.record_invoice_run(report, tenant, now)
+    ledger.record_run(report.action, report.period, tenant, counts=report.counts,
+                      problems=len(report.problems), at=now)  # fmt: skip
     return report
 
 
-def _rows_by_owner(store: Store, period: date, tenant: str | None) -> dict[Owner, list[Any]]:
-    found: dict[Owner, list[Any]] = defaultdict(list)
-    for row in store.rated_usage(period, tenant=tenant):
-        found[(row["tenant"], row["subscription"])].append(row)
+def _rows_by_owner(sources: Sources, period: date, tenant: str | None) -> (
+    dict[Owner, list[RatedTotal]]
+):  # fmt: skip
+    found: dict[Owner, list[RatedTotal]] = defaultdict(list)
+    for row in sources.pipeline.rated_totals(period, tenant=tenant):
+        found[(row.tenant, row.subscription)].append(row)
     return found
 
 
-def _active_in(sub: Subscriber, label: date) -> bool:
+def _active_in(sub: Subscription, label: date) -> bool:
     """Whether the subscription is active during its period named ``label``."""
     period = sub.period(label)
     return sub.active_from < period.end and (
@@ -162,7 +169,7 @@ def _active_in(sub: Subscriber, label: date) -> bool:
     )
 
 
-def _unregistered(owner: Owner, rows: Sequence[Any], period: Period) -> Subscriber:
+def _unregistered(owner: Owner, rows: Sequence[RatedTotal], period: Period) -> Subscription:
     """Usage of a subscription no longer registered is still billed (usage only)."""
-    plan = rows[0]["plan"] if rows else ""
-    return Subscriber(owner[0], owner[1], "", plan, period.end, period.end)
+    plan = rows[0].plan if rows else ""
+    return Subscription(owner[0], owner[1], "", plan, midnight(period.end), midnight(period.end))

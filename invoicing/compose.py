@@ -9,17 +9,19 @@ difference is billed here, line by line, as an adjustment that names that period
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from aggregation.model import RatedTotal
 from invoicing.charges import period_lines
-from invoicing.invoice import Customer, Invoice, InvoiceLine, LineKey, Subscriber, taxed
+from invoicing.invoice import Invoice, InvoiceLine, LineKey, taxed
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.plans import PriceBook
 from rating.table import ChargeTable
+from subscriptions.model import Customer, Subscription
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,16 @@ class EarlierPeriod:
     as they are now, and every line billed for it so far."""
 
     period: date
-    rows: Sequence[Mapping[str, Any]]
+    rows: Sequence[RatedTotal]
     billed: Sequence[InvoiceLine]
 
 
 def compose_invoice(
     period: date,
-    sub: Subscriber,
+    sub: Subscription,
     *,
     customer: Customer | None,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[RatedTotal],
     earlier: Sequence[EarlierPeriod],
     book: PriceBook,
     table: ChargeTable,
@@ -104,7 +106,7 @@ class UnknownPlanError(ValueError):
     in which currency to bill it."""
 
 
-def _currency(sub: Subscriber, lines: Sequence[InvoiceLine], book: PriceBook) -> str:
+def _currency(sub: Subscription, lines: Sequence[InvoiceLine], book: PriceBook) -> str:
     if book.knows(sub.plan):
         return book.plan(sub.plan).currency
     if lines:

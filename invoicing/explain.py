@@ -5,26 +5,16 @@ be checked against the line; for a fee or a true-up, the arithmetic."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-import msgspec
-
+from aggregation.readers import EventsOf
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine, invoice_id
-from invoicing.ledger import InvoiceLedger
-from invoicing.store import Store
+from invoicing.sources import Sources
 from rating.money import plain, trimmed
 from rating.period import Period, Slice, subscription_slices
-from rating.plans import Meter, PriceBook
-
-_AGGREGATES = {
-    "sum": "sum(quantity)",
-    "count": "count()",
-    "max": "max(quantity)",
-    "latest": "argMax(quantity, timestamp)",
-}
-_WINDOWS = {"hour": "toStartOfHour", "day": "toStartOfDay"}
+from rating.plans import PriceBook
+from subscriptions.model import midnight
 
 
 class ExplainError(ValueError):
@@ -50,7 +40,7 @@ class Explanation:
 
 
 def explain_line(
-    store: Store, book: PriceBook, invoice: Invoice, number: int, window: str = "day"
+    sources: Sources, book: PriceBook, invoice: Invoice, number: int, window: str = "day"
 ) -> Explanation:
     if not 1 <= number <= len(invoice.lines):
         raise ExplainError(
@@ -58,42 +48,33 @@ def explain_line(
         )
     line = invoice.lines[number - 1]
     if line.kind == USAGE:
-        return _usage(store, book, invoice, number, window=window)
-    return Explanation(invoice, number, line, _arithmetic(store, book, invoice, line))
+        return _usage(sources, book, invoice, number, window=window)
+    return Explanation(invoice, number, line, _arithmetic(sources, book, invoice, line))
 
 
 def _usage(
-    store: Store, book: PriceBook, invoice: Invoice, number: int, *, window: str
+    sources: Sources, book: PriceBook, invoice: Invoice, number: int, *, window: str
 ) -> Explanation:
     line = invoice.lines[number - 1]
     meter = book.meter(line.item)
-    part = _slice(store, book, invoice, line, billed_days=False)
+    part = _slice(sources, book, invoice, line, billed_days=False)
     period = Period.labelled(line.applies_to, invoice.anchor_day)
     since, until = (part.start, part.end) if part else (period.start, period.end)
     finalized_at = None
     if line.is_adjustment_on(invoice.period):
-        billed = InvoiceLedger(store).find(
+        billed = sources.ledger.find(
             invoice_id(invoice.tenant, invoice.subscription, line.applies_to)
         )
         finalized_at = billed.finalized_at if billed else None
-    where, params = _event_filter(invoice, line, since, until)
-    params["late_after"] = finalized_at or datetime(2200, 1, 1)
-    params["unique"] = meter.unique or ""
-    rows = store.client.query(
-        f"SELECT {_WINDOWS[window]}(timestamp) AS window, count(), sum(quantity), "
-        "countIf(ingested_at > {late_after:DateTime64(3, 'UTC')}) "
-        f"FROM {store.table('events')} FINAL WHERE {where} GROUP BY window ORDER BY window",
-        parameters=params,
-    ).result_rows
+    events_of = EventsOf(invoice.tenant, invoice.subscription, line.item, line.group,
+                         midnight(since), midnight(until))  # fmt: skip
+    late_after = finalized_at or datetime(2200, 1, 1)
     windows = [
-        Window(start, int(events), Decimal(int(total)).scaleb(-meter.scale), int(late))
-        for start, events, total, late in rows
+        Window(w.start, w.events, Decimal(w.quantity).scaleb(-meter.scale), w.late)
+        for w in sources.pipeline.event_windows(events_of, window, late_after)
     ]
-    aggregate = store.client.query(
-        f"SELECT {_aggregate(meter)} FROM {store.table('events')} FINAL WHERE {where}",
-        parameters=params,
-    ).result_rows[0][0]
-    now = Decimal(int(aggregate or 0)).scaleb(-meter.scale)
+    aggregate = sources.pipeline.event_aggregate(events_of, meter.aggregation, meter.unique or "")
+    now = Decimal(aggregate).scaleb(-meter.scale)
     events = sum(w.events for w in windows)
     facts = [
         f"meter {meter.id} ({meter.aggregation}) under {line.plan} v{line.plan_version}, "
@@ -118,46 +99,14 @@ def _usage(
     return Explanation(invoice, number, line, facts, windows, agrees)
 
 
-def _aggregate(meter: Meter) -> str:
-    if meter.aggregation == "unique_count":
-        return "uniqExact(JSONExtractRaw(properties, {unique:String}))"
-    return _AGGREGATES[meter.aggregation]
-
-
-def _event_filter(
-    invoice: Invoice, line: InvoiceLine, since: date, until: date
-) -> tuple[str, dict[str, Any]]:
-    where = (
-        "tenant = {tenant:String} AND subscription = {subscription:String} "
-        "AND meter = {meter:String} AND timestamp >= {since:DateTime64(3, 'UTC')} "
-        "AND timestamp < {until:DateTime64(3, 'UTC')}"
-    )
-    params: dict[str, Any] = {
-        "tenant": invoice.tenant, "subscription": invoice.subscription, "meter": line.item,
-        "since": datetime.combine(since, time()), "until": datetime.combine(until, time()),
-    }  # fmt: skip
-    group = msgspec.json.decode(line.group) if line.group else {}
-    for position, (name, value) in enumerate(group.items()):
-        params[f"name{position}"] = name
-        if value is None:
-            where += f" AND NOT JSONHas(properties, {{name{position}:String}})"
-        else:
-            params[f"value{position}"] = msgspec.json.encode(value).decode()
-            where += (
-                f" AND JSONExtractRaw(properties, {{name{position}:String}}) = "
-                f"{{value{position}:String}}"
-            )
-    return where, params
-
-
 def _slice(
-    store: Store, book: PriceBook, invoice: Invoice, line: InvoiceLine, *, billed_days: bool
+    sources: Sources, book: PriceBook, invoice: Invoice, line: InvoiceLine, *, billed_days: bool
 ) -> Slice | None:
     """The days of the billed period the line's plan and version were in force for the
     subscription: from its start when ``billed_days`` (fees), else from the period's (the
     worker bills usage stamped before a start under the first plan)."""
     period = Period.labelled(line.applies_to, invoice.anchor_day)
-    row = store.subscription(invoice.tenant, invoice.subscription)
+    row = sources.subscriptions.subscription(invoice.tenant, invoice.subscription)
     if row is None:
         return None
     starts = row.started_at.date() if billed_days else period.start
@@ -168,9 +117,11 @@ def _slice(
     return None
 
 
-def _arithmetic(store: Store, book: PriceBook, invoice: Invoice, line: InvoiceLine) -> list[str]:
+def _arithmetic(
+    sources: Sources, book: PriceBook, invoice: Invoice, line: InvoiceLine
+) -> list[str]:
     period = Period.labelled(line.applies_to, invoice.anchor_day)
-    part = _slice(store, book, invoice, line, billed_days=True)
+    part = _slice(sources, book, invoice, line, billed_days=True)
     money = f"{plain(line.rated)} {line.currency}"
     if part is None:
         return [f"{line.description}: {money} (the plan version is no longer in force)"]

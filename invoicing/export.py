@@ -13,8 +13,8 @@ from typing import Any
 import jinja2
 import msgspec
 
+from base.events import group_label
 from invoicing.invoice import DRAFT, FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine
-from meterline.events import group_label
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import exact_money, plain, round_to_minor_unit, trimmed
 

@@ -14,47 +14,13 @@ from decimal import Decimal
 from functools import cached_property
 
 from rating.money import plain, round_to_minor_unit
-from rating.period import Period, PlanChanges
+from rating.period import Period
 from rating.quote import TierPart
 
 USAGE, FIXED_FEE, TRUE_UP = "usage", "fixed_fee", "true_up"
 DRAFT, FINALIZED = "draft", "finalized"
 
 LineKey = tuple[str, str, str, str, int]  # kind, item, group, plan, plan version
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    """A subscription as an invoice sees it: active on days [active_from, active_until)."""
-
-    tenant: str
-    subscription: str
-    customer: str
-    plan: str  # the plan it started on
-    active_from: date
-    active_until: date | None = None
-    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
-    anchor_day: int = 1  # the day of the month its periods start on
-
-    def period(self, label: date) -> Period:
-        """Its billing period named ``label`` (the month it starts in)."""
-        return Period.labelled(label, self.anchor_day)
-
-
-@dataclass(frozen=True)
-class Customer:
-    tenant: str
-    customer: str
-    name: str = ""
-    external_id: str = ""
-    tax_rate: Decimal = Decimal(0)  # percent
-    currency: str = ""  # the billing currency; "" when not given
-
-    def refuses(self, currency: str) -> str | None:
-        """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""
-        if self.currency and currency != self.currency:
-            return f"customer {self.customer!r} is billed in {self.currency}, not {currency}"
-        return None
 
 
 @dataclass(frozen=True)

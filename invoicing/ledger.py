@@ -1,4 +1,5 @@
-"""Invoices in ClickHouse: written as revisions, read back as ``Invoice`` objects.
+"""Invoicing's store: invoices, written as revisions and read back as ``Invoice`` objects;
+the runs that closed and finalized them; and the revenue figures read from them.
 
 A revision's lines are written before its header, and readers take the lines of the
 header's revision only, so a close interrupted between the two leaves the previous
@@ -16,13 +17,14 @@ from typing import Any
 import msgspec
 import pyarrow as pa
 
-from invoicing.invoice import Customer, Invoice, InvoiceLine, invoice_id, period_of_invoice_id
-from invoicing.store import Store, as_utc
+from base import metrics
+from base.clickhouse import AMOUNT, TIMESTAMP, Connection, as_utc
+from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
 from rating.money import plain
 from rating.quote import TierPart
+from subscriptions.model import Customer
+from subscriptions.store import SubscriptionStore
 
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_MONEY = pa.decimal128(38, 9)
 _RATE = pa.decimal128(9, 4)
 
 _HEADER_COLUMNS = (
@@ -35,10 +37,14 @@ _LINE_COLUMNS = (
 )
 
 
+RUN_COUNTS = ("created", "updated", "unchanged", "finalized", "already_final")
+
+
 class InvoiceLedger:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.client = store.client
+    def __init__(self, connection: Connection, subscriptions: SubscriptionStore) -> None:
+        self.client = connection.client
+        self._table = connection.table
+        self._subscriptions = subscriptions  # whose customers' names an invoice shows
 
     def write(self, invoices: Sequence[Invoice]) -> None:
         """Each invoice under its ``revision``: lines first, then the headers that make
@@ -47,8 +53,8 @@ class InvoiceLedger:
             return
         lines = _lines_table(invoices)
         if lines.num_rows:
-            self.client.insert_arrow(self.store.table("invoice_lines"), lines)
-        self.client.insert_arrow(self.store.table("invoices"), _headers_table(invoices))
+            self.client.insert_arrow(self._table("invoice_lines"), lines)
+        self.client.insert_arrow(self._table("invoices"), _headers_table(invoices))
 
     def invoices(
         self,
@@ -70,7 +76,7 @@ class InvoiceLedger:
             where += " AND subscription = {subscription:String}"
         params = {"periods": list(periods), "tenant": tenant, "subscription": subscription}
         headers = self.client.query(
-            f"SELECT {_HEADER_COLUMNS} FROM {self.store.table('invoices')} FINAL WHERE {where} "
+            f"SELECT {_HEADER_COLUMNS} FROM {self._table('invoices')} FINAL WHERE {where} "
             "ORDER BY tenant, period_start, subscription",
             parameters=params,
         ).result_rows
@@ -81,10 +87,10 @@ class InvoiceLedger:
         lines = self.client.query(
             # FINAL: a close killed after writing lines and run again writes them twice,
             # and the copies fold only when ClickHouse merges.
-            f"SELECT {_LINE_COLUMNS} FROM {self.store.table('invoice_lines')} FINAL "
+            f"SELECT {_LINE_COLUMNS} FROM {self._table('invoice_lines')} FINAL "
             f"WHERE {where} AND (tenant, period_start, subscription, revision) IN "
             f"(SELECT tenant, period_start, subscription, revision "
-            f"FROM {self.store.table('invoices')} FINAL WHERE {where}) "
+            f"FROM {self._table('invoices')} FINAL WHERE {where}) "
             "ORDER BY tenant, period_start, subscription, line",
             parameters=params,
         ).result_rows
@@ -92,7 +98,7 @@ class InvoiceLedger:
         for row in lines:
             by_invoice[(row[0], row[1], row[2])].append(_line(row))
         if customers is None:
-            customers = self.store.customers(tenant)
+            customers = self._subscriptions.customers(tenant)
         return [_invoice(h, by_invoice[(h[1], h[2], h[3])], customers) for h in headers]
 
     def find(self, identifier: str) -> Invoice | None:
@@ -100,7 +106,7 @@ class InvoiceLedger:
         if period is None:
             return None
         owner = self.client.query(
-            f"SELECT tenant, subscription FROM {self.store.table('invoices')} "
+            f"SELECT tenant, subscription FROM {self._table('invoices')} "
             "WHERE period_start = {period:Date} AND invoice_id = {id:String} LIMIT 1",
             parameters={"period": period, "id": identifier},
         ).result_rows
@@ -109,6 +115,65 @@ class InvoiceLedger:
         tenant, subscription = owner[0]
         found = self.invoices([period], tenant, subscription)
         return found[0] if found else None
+
+    def record_run(
+        self, action: str, period: date, tenant: str | None, *, counts: Mapping[str, int],
+        problems: int, at: datetime,
+    ) -> None:  # fmt: skip
+        """One row per close or finalize, with how many invoices it left in each state."""
+        self.client.insert(
+            self._table("invoice_runs"),
+            [[at, action, period, tenant or "", *(counts[name] for name in RUN_COUNTS),
+              problems]],
+            column_names=["run_at", "action", "period_start", "tenant", *RUN_COUNTS, "problems"],
+        )  # fmt: skip
+
+    def runs(self) -> dict[str, tuple[int, datetime]]:
+        """action -> (runs, time of the last run)."""
+        rows = self.client.query(
+            f"SELECT action, count(), max(run_at) FROM {self._table('invoice_runs')} "
+            "GROUP BY action"
+        ).result_rows
+        return {action: (int(runs), as_utc(last)) for action, runs, last in rows}
+
+    def largest(self, period: date, tenant: str | None, limit: int) -> (
+        list[tuple[str, str, str, Decimal]]
+    ):  # fmt: skip
+        """The period's largest invoices: (tenant, subscription, currency, total)."""
+        where = "period_start = {period:Date}" + _of_tenant(tenant)
+        rows = self.client.query(
+            f"SELECT tenant, subscription, currency, total FROM {self._table('invoices')} FINAL "
+            f"WHERE {where} ORDER BY total DESC, subscription LIMIT {{limit:UInt32}}",
+            parameters={"period": period, "tenant": tenant, "limit": limit},
+        ).result_rows
+        return [(tenant, sub, currency, Decimal(total)) for tenant, sub, currency, total in rows]
+
+    def revenue_by_plan(self, first: date, last: date, tenant: str | None) -> list[tuple[Any, ...]]:
+        """Per period from ``first`` to ``last``, plan, currency and status: (period, plan,
+        currency, status, subscriptions, amount, tax)."""
+        rows = self.client.query(
+            "SELECT period_start, plan, currency, status, sum(subscriptions), sum(amount), "
+            f"sum(tax) FROM {self._table('revenue_by_plan_month')} "
+            "WHERE period_start >= {first:Date} AND period_start <= {last:Date}"
+            + _of_tenant(tenant)
+            + " GROUP BY period_start, plan, currency, status ORDER BY period_start, plan, status",
+            parameters={"first": first, "last": last, "tenant": tenant},
+        ).result_rows
+        return [tuple(row) for row in rows]
+
+
+def measure_runs(connection: Connection) -> None:
+    """Set the invoice-run gauges from the ledger: closes and finalizes are short CLI
+    processes Prometheus never sees, so the worker reports them (``run_worker``)."""
+    for action, (runs, last) in (
+        InvoiceLedger(connection, SubscriptionStore(connection)).runs().items()
+    ):
+        metrics.INVOICE_RUNS.labels(action).set(runs)
+        metrics.INVOICE_LAST_RUN.labels(action).set(last.timestamp())
+
+
+def _of_tenant(tenant: str | None) -> str:
+    return "" if tenant is None else " AND tenant = {tenant:String}"
 
 
 def _invoice(
@@ -165,7 +230,7 @@ def _encode_parts(parts: tuple[TierPart, ...]) -> str:
 
 
 def _money(values: Sequence[Decimal]) -> pa.Array:
-    return pa.array(values, type=_MONEY)
+    return pa.array(values, type=AMOUNT)
 
 
 def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
@@ -186,8 +251,8 @@ def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
             "line_count": pa.array([len(i.lines) for i in invoices], type=pa.uint32()),
             "digest": [i.digest for i in invoices],
             "revision": pa.array([i.revision for i in invoices], type=pa.uint64()),
-            "computed_at": pa.array([i.computed_at or now for i in invoices], type=_TIMESTAMP),
-            "finalized_at": pa.array([i.finalized_at for i in invoices], type=_TIMESTAMP),
+            "computed_at": pa.array([i.computed_at or now for i in invoices], type=TIMESTAMP),
+            "finalized_at": pa.array([i.finalized_at for i in invoices], type=TIMESTAMP),
             "anchor_day": pa.array([i.anchor_day for i in invoices], type=pa.uint8()),
         }
     )

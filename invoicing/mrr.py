@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from invoicing.invoice import Subscriber
 from rating.period import Period, plan_on
 from rating.plans import PriceBook
+from subscriptions.model import Subscription
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def committed(book: PriceBook, plan_id: str, day: date) -> tuple[str, Decimal] |
     return plan.currency, max(fees, plan.commitment or Decimal(0))
 
 
-def snapshot(subscribers: Sequence[Subscriber], book: PriceBook, day: date) -> dict[
+def snapshot(subscribers: Sequence[Subscription], book: PriceBook, day: date) -> dict[
     tuple[str, str], tuple[str, Decimal]
 ]:  # fmt: skip
     """(tenant, subscription) -> (currency, MRR) of every subscription active on ``day``."""
@@ -58,7 +58,7 @@ def snapshot(subscribers: Sequence[Subscriber], book: PriceBook, day: date) -> d
 
 
 def mrr_by_month(
-    subscribers: Sequence[Subscriber], book: PriceBook, last: date, months: int
+    subscribers: Sequence[Subscription], book: PriceBook, last: date, months: int
 ) -> list[MrrMonth]:
     """The ``months`` months up to ``last``, oldest first, each compared with the one
     before it."""

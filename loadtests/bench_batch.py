@@ -1,5 +1,5 @@
 """The worker's batch step without Kafka: records of demo events through
-``BatchProcessor.process`` and ``Store.write_batch`` (chDB), in CPU time per event.
+``BatchProcessor.process`` and ``PipelineSink.write_batch`` (chDB), in CPU time per event.
 
     python -m loadtests.bench_batch [--events 200000] [--subscriptions 10000] [--runs 3]
 
@@ -19,15 +19,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aggregation.batch import BatchProcessor, Record
+from aggregation.batch import BatchProcessor
+from aggregation.model import Record
+from aggregation.sink import PipelineSink
 from aggregation.state import UsageState
-from aggregation.subscriptions import Entry
-from invoicing.store import Store
+from base.clickhouse import Connection
+from base.events import EventWindow, UsageEvent, decode_record, encode_batch, partition_of
+from base.settings import Settings
 from meterline.demo import PRICE_BOOK, generator
-from meterline.events import EventWindow, UsageEvent, decode_record, encode_batch, partition_of
-from meterline.settings import Settings
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 from rating.table import ChargeTable
+from subscriptions.model import Terms
 
 PARTITIONS = 4
 RECORD_EVENTS = 500  # what the gateway and the SDK put in a record
@@ -45,12 +47,12 @@ def main() -> None:
     period = datetime.now(UTC).date().replace(day=1)
     events = list(generator.events(subs, options.events, period, duplicate_share=0.05, seed=7))
     records = _records(events)
-    plans = {(s.tenant, s.subscription): Entry(s.plan, None, 1) for s in subs}
+    plans = {(s.tenant, s.subscription): Terms(s.plan, None, 1) for s in subs}
     window = EventWindow(timedelta(days=70), timedelta(minutes=5))
     settings = Settings(data_dir=Path(tempfile.mkdtemp()),
                         clickhouse_database=f"bench_{uuid.uuid4().hex[:8]}")  # fmt: skip
-    store = Store.connect(settings)
-    store.migrate()
+    connection = Connection.open(settings)
+    sink = PipelineSink(connection)
     decode, step = [], []
     for _ in range(options.runs):
         began = time.process_time()
@@ -61,10 +63,10 @@ def main() -> None:
                                    window=window, partitions=PARTITIONS)  # fmt: skip
         began = time.process_time()
         for start in range(0, len(records), BATCH_RECORDS):
-            store.write_batch(processor.process(records[start : start + BATCH_RECORDS]))
+            sink.write_batch(processor.process(records[start : start + BATCH_RECORDS]))
         step.append(time.process_time() - began)
-    store.drop_database()
-    store.close()
+    connection.drop_database()
+    connection.close()
     step_us = round(min(step) / len(events) * 1e6, 2)
     decode_us = round(min(decode) / len(events) * 1e6, 2)
     figures = {
@@ -85,7 +87,7 @@ def _records(events: list[UsageEvent]) -> list[Record]:
     by_partition: dict[int, list[UsageEvent]] = {}
     for event in events:
         by_partition.setdefault(partition_of(event.partition_key(), PARTITIONS), []).append(event)
-    return [(partition, number, encode_batch(own[start : start + RECORD_EVENTS]))
+    return [Record(partition, number, encode_batch(own[start : start + RECORD_EVENTS]))
             for partition, own in by_partition.items()
             for number, start in enumerate(range(0, len(own), RECORD_EVENTS))]  # fmt: skip
 

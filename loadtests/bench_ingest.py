@@ -37,16 +37,16 @@ from typing import Any
 import httpx
 import msgspec
 
+from base.events import UsageEvent
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import AsyncUsageClient
 from ingest.producer import Publisher
 from meterline.demo import PRICE_BOOK
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import settings_env
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 
 SUBSCRIPTIONS = 10_000
 

@@ -32,16 +32,16 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from base.events import UsageEvent, decode_record
+from base.kafka_admin import GroupProgress, ensure_topic
+from base.settings import Settings
 from ingest.producer import BATCH_EVENTS, produce, records
 from loadtests.workload import generate
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import UsageEvent, decode_record
-from meterline.kafka_admin import GroupProgress, ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 
 TICK_SECONDS = 0.05
 SETTLE_SECONDS = 5.0

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from rating import oracle
+from rating.loading import parse_price_book
 from rating.money import from_nanos, to_nanos
-from rating.plans import PriceBook, parse_price_book
+from rating.plans import PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 

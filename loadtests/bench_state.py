@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+from aggregation.model import Position, TotalKey
 from aggregation.state import UsageState, dedupe_key, pack
-from meterline.events import UsageEvent
+from base.events import UsageEvent
 
 METERS = ("api_calls", "tokens")
 PERIOD = date(2026, 10, 1)
@@ -51,8 +52,8 @@ def measured(work: Callable[[], object]) -> tuple[object, int, float]:
 def fill_state(events: list[UsageEvent]) -> UsageState:
     state = UsageState()
     for offset, event in enumerate(events):
-        key = (event.tenant, event.subscription, event.meter, PERIOD, "pro", 1, "")
-        state.apply((0, offset, 0), dedupe_key(event), key, event.quantity)
+        key = TotalKey(event.tenant, event.subscription, event.meter, PERIOD, "pro", 1, "")
+        state.apply(Position(0, offset, 0), dedupe_key(event), key, event.quantity)
     return state
 
 
@@ -64,7 +65,7 @@ def main() -> None:
     events = make_events(args.events, args.subscriptions)
 
     marks, marks_bytes, _ = measured(
-        lambda: {dedupe_key(e): pack((0, offset, 0)) for offset, e in enumerate(events)}
+        lambda: {dedupe_key(e): pack(Position(0, offset, 0)) for offset, e in enumerate(events)}
     )
     _, ids_bytes, _ = measured(
         lambda: {f"{e.tenant}\x1f{e.source}\x1f{e.id}\x1f{e.meter}" for e in events}

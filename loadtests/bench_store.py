@@ -24,13 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregation.batch import BatchResult, RatedTotal
+from aggregation.model import BatchResult, RatedTotal
+from aggregation.readers import PipelineReads
+from aggregation.sink import PipelineSink
+from aggregation.usage import read_usage
+from base.clickhouse import Connection
+from base.settings import Settings
 from invoicing.closing import close_period
-from invoicing.store import Store, SubscriptionRow
-from invoicing.usage import read_usage
+from invoicing.sources import Sources
 from meterline.demo import PRICE_BOOK
-from meterline.settings import Settings
-from rating.plans import load_price_book
+from rating.loading import load_price_book
+from subscriptions.model import Subscription
+from subscriptions.store import SubscriptionStore
 
 PERIOD = date(2026, 10, 1)
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -63,8 +68,8 @@ def totals(first: int, count: int, tenant: str = "bench") -> list[RatedTotal]:
     ]
 
 
-def write_rated(store: Store, subscriptions: int) -> float:
-    """Seconds spent in ``Store.write_batch`` (Arrow conversion and insert), the totals
+def write_rated(store: PipelineSink, subscriptions: int) -> float:
+    """Seconds spent in ``PipelineSink.write_batch`` (Arrow conversion and insert), the totals
     built beforehand as the worker has them."""
     per_chunk = CHUNK // len(METERS)
     seconds = 0.0
@@ -76,7 +81,7 @@ def write_rated(store: Store, subscriptions: int) -> float:
     return seconds
 
 
-def raw_insert(store: Store, rows: int) -> float:
+def raw_insert(store: Connection, rows: int) -> float:
     """The engine's own ceiling: the same number of rows, generated inside ClickHouse."""
     store.client.command(f"CREATE TABLE {store.table('raw_rated')} AS {store.table('rated_usage')}")
     began = time.perf_counter()
@@ -117,11 +122,11 @@ def main() -> None:
         settings = Settings(
             data_dir=Path(folder), clickhouse_database=f"bench_{uuid.uuid4().hex[:8]}"
         )
-        store = Store.connect(settings)
+        store = Connection.open(settings)
+        sink, reads = PipelineSink(store), PipelineReads(store)
         try:
-            store.migrate()
             rows = args.subscriptions * len(METERS)
-            write_seconds = write_rated(store, args.subscriptions)
+            write_seconds = write_rated(sink, args.subscriptions)
             raw_seconds = raw_insert(store, rows)
             store.client.command(f"OPTIMIZE TABLE {store.table('rated_usage')} FINAL")
 
@@ -130,22 +135,21 @@ def main() -> None:
             answers = iter(picks)
 
             def one_usage() -> None:
-                found = read_usage(store, book, "bench", next(answers), PERIOD)
+                found = read_usage(reads, book, "bench", next(answers), PERIOD)
                 assert len(found.lines) == len(METERS)
 
-            read_usage(store, book, "bench", picks[0], PERIOD)  # warm the caches
+            read_usage(reads, book, "bench", picks[0], PERIOD)  # warm the caches
             usage_laps = timed(one_usage, args.queries)
             ping_laps = timed(store.ping, args.queries)
 
             subs = args.close_subscriptions
-            store.write_subscriptions(
-                [SubscriptionRow(CLOSE_TENANT, f"sub-{n:07d}", f"c{n}", "growth", START)
-                 for n in range(subs)],
-                version=1,
+            SubscriptionStore(store).write(
+                [Subscription(CLOSE_TENANT, f"sub-{n:07d}", f"c{n}", "growth", START, version=1)
+                 for n in range(subs)]
             )  # fmt: skip
-            store.write_batch(BatchResult(rated=totals(0, subs, CLOSE_TENANT)))
+            sink.write_batch(BatchResult(rated=totals(0, subs, CLOSE_TENANT)))
             began = time.perf_counter()
-            closed = close_period(store, book, PERIOD, tenant=CLOSE_TENANT)
+            closed = close_period(Sources.over(store), book, PERIOD, tenant=CLOSE_TENANT)
             close_seconds = time.perf_counter() - began
             assert closed.created == subs
         finally:

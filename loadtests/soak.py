@@ -36,17 +36,18 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from aggregation.readers import PipelineReads
+from base.clickhouse import Connection
+from base.events import UsageEvent
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.producer import Publisher
-from invoicing.store import Store
 from loadtests.workload import Shape, generate
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 
 TICK_SECONDS = 0.1
 
@@ -210,14 +211,14 @@ def run(minutes: float, rate: float, subscription_count: int, report_seconds: fl
             watch.report(final=True)
         finally:
             worker.stop()
-        store = Store.connect(settings)
+        connection = Connection.open(settings)
         try:
             stored: dict[tuple[str, str], int] = defaultdict(int)
-            for row in store.rated_usage(period):
-                if row["meter"] in summed:
-                    stored[(row["subscription"], row["meter"])] += row["quantity"]
+            for row in PipelineReads(connection).rated_totals(period):
+                if row.meter in summed:
+                    stored[(row.subscription, row.meter)] += row.quantity
         finally:
-            store.close()
+            connection.close()
     expected = billable_sums(good, summed)
     rows = watch.rows
     worker_rss = [r.rss_mb["worker"] for r in rows]

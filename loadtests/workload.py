@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from base.events import UsageEvent
 from meterline.demo import generator
-from meterline.events import UsageEvent
 
 
 @dataclass(frozen=True)

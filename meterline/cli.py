@@ -133,12 +133,13 @@ def worker() -> None:
     METERLINE_CONSUMER_GROUP to share partitions. Needs KAFKA_BOOTSTRAP_SERVERS.
     """
     from aggregation.worker import run_worker
+    from invoicing.ledger import measure_runs
 
     settings = load_settings()
     if settings.kafka_bootstrap_servers is None:
         fail("the worker needs KAFKA_BOOTSTRAP_SERVERS (`meterline run` starts a broker for you)")
     assert settings.kafka_bootstrap_servers is not None
-    run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings))
+    run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings), [measure_runs])
 
 
 @main.command()
@@ -249,13 +250,14 @@ def usage(subscription: str, tenant: str, period: date | None, as_json: bool) ->
     import msgspec
     from rich.table import Table
 
-    from invoicing.usage import read_usage
+    from aggregation.readers import PipelineReads
+    from aggregation.usage import read_usage
 
     settings = load_settings()
     month = period or datetime.now(UTC).date().replace(day=1)
-    with opened_store(settings) as store:
-        store.migrate()
-        answer = read_usage(store, load_book(settings), tenant, subscription, month)
+    with opened_store(settings) as connection:
+        answer = read_usage(PipelineReads(connection), load_book(settings), tenant,
+                            subscription, month)  # fmt: skip
     if as_json:
         console.print_json(msgspec.json.encode(answer).decode())
         return
@@ -351,8 +353,8 @@ def db() -> None:
 @db.command()
 def migrate() -> None:
     """Apply pending migrations (running it twice applies nothing the second time)."""
-    with opened_store(load_settings()) as store:
-        applied = store.migrate()
+    with opened_store(load_settings(), migrate=False) as connection:
+        applied = connection.migrate()
     for migration in applied:
         console.print(f"applied {migration.version:04d}_{migration.name}")
     if not applied:
@@ -362,10 +364,10 @@ def migrate() -> None:
 @db.command()
 def status() -> None:
     """List applied and pending migrations."""
-    from invoicing import migrations
+    from base import migrations
 
-    with opened_store(load_settings()) as store:
-        done = migrations.applied_versions(store.client, store.database)
+    with opened_store(load_settings(), migrate=False) as connection:
+        done = migrations.applied_versions(connection.client, connection.database)
     for migration in migrations.available():
         state = "applied" if migration.version in done else "pending"
         console.print(f"{migration.version:04d}_{migration.name}  {state}")

@@ -74,12 +74,13 @@ def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
 
     settings = load_settings()
     book = load_book(settings)
-    with opened_store(settings) as store:
-        store.migrate()
+    from invoicing.sources import Sources
+
+    with opened_store(settings) as connection:
         try:
             with console.status(f"closing {period:%Y-%m}…"):
                 report = close_period(
-                    store, book, period, tenant=tenant, finalize=finalize,
+                    Sources.over(connection), book, period, tenant=tenant, finalize=finalize,
                     lookback=lookback_periods(settings.max_event_age_days),
                 )  # fmt: skip
         except ClosingError as error:
@@ -109,12 +110,11 @@ def list_invoices(period: date | None, tenant: str | None, status: str | None) -
     from rich.table import Table
 
     from invoicing.export import money
-    from invoicing.ledger import InvoiceLedger
+    from invoicing.sources import Sources
 
     month = period or previous_month()
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        found = InvoiceLedger(store).invoices([month], tenant, status=status)
+    with opened_store(load_settings()) as connection:
+        found = Sources.over(connection).ledger.invoices([month], tenant, status=status)
     table = Table(title=f"Invoices {month:%Y-%m} ({len(found):,})")
     for column in ("Invoice", "Tenant", "Subscription", "Status", "Lines", "Total"):
         table.add_column(column, justify="right" if column in ("Lines", "Total") else "left",
@@ -144,13 +144,12 @@ def show(invoice_id: str, as_json: bool) -> None:
 
 def _find(invoice_id: str) -> Any:
     from invoicing.invoice import period_of_invoice_id
-    from invoicing.ledger import InvoiceLedger
+    from invoicing.sources import Sources
 
     if period_of_invoice_id(invoice_id) is None:
         fail(f"{invoice_id!r} is not an invoice id (they look like INV-202610-1A2B3C4D5E6F7A8B)")
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        found = InvoiceLedger(store).find(invoice_id)
+    with opened_store(load_settings()) as connection:
+        found = Sources.over(connection).ledger.find(invoice_id)
     if found is None:
         fail(f"no invoice {invoice_id}")
     return found
@@ -205,12 +204,11 @@ def export(
 ) -> None:
     """Export the period's invoices as JSON, CSV (a row per line) or printable HTML."""
     from invoicing.export import render
-    from invoicing.ledger import InvoiceLedger
+    from invoicing.sources import Sources
 
     month = period or previous_month()
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        found = InvoiceLedger(store).invoices([month], tenant, status=status)
+    with opened_store(load_settings()) as connection:
+        found = Sources.over(connection).ledger.invoices([month], tenant, status=status)
     text = render(found, fmt)
     if output is None:
         click.echo(text, nl=False)
@@ -232,13 +230,15 @@ def explain(invoice_id: str, line: int, window: str) -> None:
     from rich.table import Table
 
     from invoicing.explain import ExplainError, explain_line
+    from invoicing.sources import Sources
     from rating.money import plain
 
     invoice = _find(invoice_id)
     settings = load_settings()
-    with opened_store(settings) as store:
+    with opened_store(settings) as connection:
         try:
-            found = explain_line(store, load_book(settings), invoice, line, window)
+            found = explain_line(Sources.over(connection), load_book(settings), invoice, line,
+                                 window)  # fmt: skip
         except ExplainError as error:
             fail(str(error))
     console.print(f"[bold]{invoice.invoice_id} line {line}[/]: {found.line.description}")
@@ -269,14 +269,14 @@ def report() -> None:
 def report_usage(period: date | None, tenant: str | None, fmt: str) -> None:
     """Usage per meter and day (deduplicated events), with a chart per meter."""
     from invoicing.reports import usage_by_day
+    from invoicing.sources import Sources
     from meterline.charts import bar_chart
     from rating.money import plain
 
     settings = load_settings()
     month = period or datetime.now(UTC).date().replace(day=1)
-    with opened_store(settings) as store:
-        store.migrate()
-        rows = usage_by_day(store, load_book(settings), month, tenant)
+    with opened_store(settings) as connection:
+        rows = usage_by_day(Sources.over(connection), load_book(settings), month, tenant)
     if fmt != "table":
         found = [(r.day, r.meter, r.quantity, r.events, r.subscriptions) for r in rows]
         print_rows("", ("day", "meter", "quantity", "events", "subscriptions"), found, fmt)
@@ -312,12 +312,12 @@ def report_top(period: date | None, tenant: str | None, limit: int, fmt: str) ->
     """The subscriptions with the largest amounts in a period."""
     from invoicing.export import money
     from invoicing.reports import top_subscriptions
+    from invoicing.sources import Sources
     from meterline.charts import bar_chart
 
     month = period or previous_month()
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        source, rows = top_subscriptions(store, month, tenant, limit)
+    with opened_store(load_settings()) as connection:
+        source, rows = top_subscriptions(Sources.over(connection), month, tenant, limit)
     if fmt != "table":
         found = [(r.tenant, r.subscription, r.currency, r.amount, source) for r in rows]
         print_rows("", ("tenant", "subscription", "currency", "amount", "source"), found, fmt)
@@ -354,12 +354,12 @@ def report_revenue(until: date | None, months: int, tenant: str | None, fmt: str
 
     from invoicing.export import money
     from invoicing.reports import revenue_by_plan
+    from invoicing.sources import Sources
     from meterline.charts import bar_chart
 
     last = until or previous_month()
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        rows = revenue_by_plan(store, last, months, tenant)
+    with opened_store(load_settings()) as connection:
+        rows = revenue_by_plan(Sources.over(connection), last, months, tenant)
     if fmt != "table":
         print_rows("", ("month", "plan", "status", "subscriptions", "currency", "amount", "tax"),
                    [(f"{r.period:%Y-%m}", r.plan, r.status, r.subscriptions, r.currency,
@@ -408,12 +408,12 @@ def report_mrr(until: date | None, months: int, tenant: str | None, fmt: str) ->
     from invoicing.export import money
     from invoicing.mrr import mrr_by_month
     from meterline.charts import bar_chart
+    from subscriptions.store import SubscriptionStore
 
     settings = load_settings()
     last = until or datetime.now(UTC).date().replace(day=1)
-    with opened_store(settings) as store:
-        store.migrate()
-        subscribers = store.subscribers(tenant)
+    with opened_store(settings) as connection:
+        subscribers = SubscriptionStore(connection).subscriptions(tenant)
     rows = mrr_by_month(subscribers, load_book(settings), last, months)
     if fmt != "table":
         print_rows("", ("month", "currency", "mrr", "arr", "active", "new", "expansion",
@@ -458,14 +458,16 @@ def reconcile_command(tenant: str | None, period: date | None, fmt: str) -> None
     """Prove from the store that every acknowledged event is accounted for: per tenant and
     usage month, acknowledged = billed + duplicates + dead-lettered (+ still in flight).
     Exits 1 naming the first subscription where that fails."""
-    from invoicing.reconcile import reconcile
+    from aggregation.readers import PipelineReads
+    from aggregation.reconcile import reconcile
+    from aggregation.sink import PipelineSink
 
     settings = load_settings()
-    with opened_store(settings) as store:
-        store.migrate()
-        found = reconcile(store, tenant, period)
-        checkpoints = store.load_checkpoints(settings.events_topic,
-                                             set(range(settings.topic_partitions)))  # fmt: skip
+    with opened_store(settings) as connection:
+        found = reconcile(PipelineReads(connection), tenant, period)
+        checkpoints = PipelineSink(connection).load_checkpoints(
+            settings.events_topic, set(range(settings.topic_partitions))
+        )
     rows = [(m.tenant, f"{m.month:%Y-%m}", m.acknowledged, m.billed, m.duplicates,
              m.dead_lettered, m.missing) for m in found.months]  # fmt: skip
     columns = ("tenant", "month", "acknowledged", "billed", "duplicates", "dead_lettered",
@@ -486,7 +488,7 @@ def _in_flight(settings: Any, checkpoints: list[Any]) -> str:
     reachable: those events are acknowledged and not yet read by a worker."""
     import asyncio
 
-    from meterline.kafka_admin import log_ends
+    from base.kafka_admin import log_ends
 
     if settings.kafka_bootstrap_servers is None:
         return ("in flight: not asked (the embedded broker runs only inside `meterline serve`, "

@@ -53,19 +53,19 @@ def import_subscriptions(path: Path) -> None:
     day of the month billing periods start on. A row for a known subscription replaces it
     (its anchor day stays). One bad row rejects the whole file, naming each problem.
     """
-    from invoicing.lifecycle import LifecycleError
-    from invoicing.registry import import_subscriptions, version_of
-    from invoicing.subscription_import import read_subscriptions
+    from subscriptions.imports import read_subscriptions
+    from subscriptions.lifecycle import LifecycleError
+    from subscriptions.registry import import_subscriptions
 
     settings = load_settings()
     book = load_book(settings)
 
     def write(store: Any, rows: Sequence[Any], now: datetime) -> None:
         try:
-            import_subscriptions(store, rows, book, now, path.name)
+            written = import_subscriptions(store, rows, book, now, path.name)
         except LifecycleError as error:
             fail(str(error))
-        _publish(settings, rows, version_of(now))
+        _publish(settings, written)
 
     import_rows(settings, "subscriptions", lambda: read_subscriptions(path, book), write)
 
@@ -110,7 +110,7 @@ def change(
     day. Usage from then on is priced under the new plan, fixed fees and the commitment are
     prorated by day to each plan. Usage already priced is never moved, so the day is at
     least tomorrow (UTC); a change inside a finalized period is refused."""
-    from invoicing import registry
+    from subscriptions import registry
 
     book = load_book(load_settings())
     _change(tenant, subscription, lambda now, notice: registry.plan_change(
@@ -135,7 +135,7 @@ def revise(
     percent/100), rounded half up to the nano-unit, as the plan "<plan>@+<percent>%"; it
     follows the list plan's versions, and a second revision compounds on the first. Dated
     like a plan change: tomorrow at the earliest, never inside a finalized period."""
-    from invoicing import registry
+    from subscriptions import registry
 
     try:
         by = Decimal(percent)
@@ -185,7 +185,7 @@ def _add_on_change(
     subscription: str, tenant: str, add_on: str, adding: bool, day: date | None,
     at_period_end: bool,
 ) -> None:  # fmt: skip
-    from invoicing import registry
+    from subscriptions import registry
 
     book = load_book(load_settings())
     _change(tenant, subscription, lambda now, notice: registry.add_on_change(
@@ -201,7 +201,7 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
     """End a subscription: now, at a time (--at), or at the end of the period. Usage
     stamped from then on is refused (subscription_ended); fixed fees and the commitment
     are prorated to the day. An end inside a finalized period is refused."""
-    from invoicing import registry
+    from subscriptions import registry
 
     _change(tenant, subscription,
             lambda now, _: registry.cancellation(at, at_period_end, now=now))  # fmt: skip
@@ -213,7 +213,7 @@ def cancel(subscription: str, tenant: str, at: datetime | None, at_period_end: b
 def renew(subscription: str, tenant: str) -> None:
     """Remove a subscription's end, so it is billed on (unless that end falls in a
     finalized period)."""
-    from invoicing import registry
+    from subscriptions import registry
 
     _change(tenant, subscription, lambda _, __: registry.renewal())
 
@@ -223,35 +223,36 @@ def _change(
 ) -> None:
     """Make the change ``operation(now, notice)`` describes, or say why it cannot be
     made (``notice``: how far ahead a dated change must be)."""
-    from invoicing import registry
-    from invoicing.lifecycle import LifecycleError
+    from subscriptions import registry
+    from subscriptions.lifecycle import LifecycleError
+    from subscriptions.store import SubscriptionStore
 
     settings = load_settings()
     now = datetime.now(UTC)
     try:
         planned = operation(now, registry.change_notice(settings.max_clock_skew_seconds))
-        with opened_store(settings) as store:
-            store.migrate()
+        with opened_store(settings) as connection:
+            store = SubscriptionStore(connection)
             changed = registry.perform(store, tenant, subscription, planned, now)
     except (LifecycleError, registry.UnknownSubscriptionError) as error:
         fail(str(error))
-    _publish(settings, [changed], registry.version_of(now))
+    _publish(settings, [changed])
     console.print(f"{tenant}/{subscription} {planned.kind}: {registry.describe(changed)}",
                   highlight=False, soft_wrap=True)  # fmt: skip
 
 
-def _publish(settings: Any, rows: Sequence[Any], version: int) -> None:
+def _publish(settings: Any, rows: Sequence[Any]) -> None:
     """Tell running workers at once, on the subscriptions topic. Without Kafka there are
     none (the embedded broker lives inside `meterline serve`); if Kafka cannot be reached,
     workers still read the change from the store within half a minute."""
     import asyncio
 
-    from aggregation.subscription_feed import announce
+    from subscriptions.feed import announce
 
     if settings.kafka_bootstrap_servers is None:
         return
     warning = asyncio.run(
-        announce(settings.kafka_bootstrap_servers, settings.subscriptions_topic, rows, version)
+        announce(settings.kafka_bootstrap_servers, settings.subscriptions_topic, rows)
     )
     if warning:  # the store has it: a warning, not a failure
         errors.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -264,15 +265,16 @@ def show(subscription: str, tenant: str) -> None:
     """A subscription as billing sees it, and the history of its changes."""
     from rich.table import Table
 
-    from invoicing.registry import describe
+    from subscriptions.registry import describe
+    from subscriptions.store import SubscriptionStore
 
-    with opened_store(load_settings()) as store:
-        store.migrate()
+    with opened_store(load_settings()) as connection:
+        store = SubscriptionStore(connection)
         row = store.subscription(tenant, subscription)
         if row is None:
             fail(f"no subscription {subscription!r} for tenant {tenant!r}")
         history = store.history(tenant, subscription)
-        final = store.last_finalized_period(tenant, subscription)
+        final = store.finalized_through(tenant, subscription)
     finalized = f"invoices finalized up to {final:%Y-%m}" if final else "no invoice finalized"
     anchored = f"; periods start on day {row.anchor_day}" if row.anchor_day != 1 else ""
     console.print(
@@ -297,18 +299,17 @@ def list_subscriptions(tenant: str | None, limit: int) -> None:
     """List subscriptions: the plan they are on today, customer, start and end."""
     from rich.table import Table
 
-    from rating.period import plan_on
+    from subscriptions.store import SubscriptionStore
 
-    with opened_store(load_settings()) as store:
-        store.migrate()
-        found = store.subscribers(tenant)
+    with opened_store(load_settings()) as connection:
+        found = SubscriptionStore(connection).subscriptions(tenant)
     table = Table(title=f"Subscriptions ({len(found):,}; showing up to {limit:,})")
     for column in ("Tenant", "Subscription", "Customer", "Plan", "From", "Until"):
         table.add_column(column)
     today = datetime.now(UTC).date()
     for sub in found[:limit]:
         until = sub.active_until.isoformat() if sub.active_until else ""
-        plan = plan_on(sub.plan, sub.changes, today)
+        plan = sub.plan_on(today)
         if any(day > today for day, _ in sub.changes):
             plan += " (a change is scheduled)"
         table.add_row(sub.tenant, sub.subscription, sub.customer, plan,
@@ -328,10 +329,7 @@ def import_customers(path: Path) -> None:
     external_id and currency) or a JSON array of such objects. tax_rate is a percentage
     (8.25); currency, the one the customer is billed in, limits its subscriptions to plans
     priced in it. A row for a known customer replaces it; one bad row rejects the file."""
-    from invoicing.registry import version_of
-    from invoicing.subscription_import import read_customers
-
-    def write(store: Any, rows: Sequence[Any], now: datetime) -> None:
-        store.write_customers(rows, version=version_of(now))
+    from subscriptions.imports import read_customers
+    from subscriptions.registry import import_customers as write
 
     import_rows(load_settings(), "customers", lambda: read_customers(path), write)

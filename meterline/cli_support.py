@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
 from rich.console import Console
 
-from meterline.settings import Settings
+from base.settings import Settings
+from meterline.demo import price_book_path
 
 # A terminal's own width; piped or redirected, wide enough that no table is ever cut (rich
 # would otherwise assume 80 columns and shorten what does not fit with an ellipsis).
@@ -100,32 +101,35 @@ def load_settings(**overrides: Any) -> Settings:
         raise click.ClickException(f"invalid settings: {problems}") from None
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     errors.print(f"[bold red]error:[/] {message}", highlight=False)
     sys.exit(1)
 
 
 @contextmanager
-def opened_store(settings: Settings) -> Iterator[Any]:
-    """The store for one command; a store that cannot be opened is an error, not a
-    traceback (with chDB, most often because a worker holds the data directory)."""
-    from invoicing.store import Store, StoreError
+def opened_store(settings: Settings, *, migrate: bool = True) -> Iterator[Any]:
+    """The store's connection for one command, its schema brought up to date here and only
+    here (``migrate=False`` for the commands that report on migrations); a store that
+    cannot be opened is an error, not a traceback (with chDB, most often because a worker
+    holds the data directory). Each stage's store is made over it."""
+    from base.clickhouse import Connection, StoreError
 
     try:
-        store = Store.connect(settings)
+        connection = Connection.open(settings, migrate=migrate)
     except StoreError as error:
         fail(f"{error} (with the embedded engine, is a worker or `meterline serve` running?)")
     try:
-        yield store
+        yield connection
     finally:
-        store.close()
+        connection.close()
 
 
 def load_book(settings: Settings) -> Any:
-    from rating.plans import PriceBookError, load_price_book
+    from rating.loading import load_price_book
+    from rating.plans import PriceBookError
 
     try:
-        return load_price_book(settings.price_book_path)
+        return load_price_book(price_book_path(settings))
     except PriceBookError as error:
         fail(str(error))
 
@@ -137,17 +141,17 @@ def import_rows(
     write: Callable[[Any, Sequence[Any], datetime], None],
 ) -> None:
     """Read a registry file (``read`` raises ``SubscriptionFileError`` naming every bad
-    row) and write it whole with ``write(store, rows, now)``; rows are versioned by the
-    time of the import, so a later import of the same row wins."""
-    from invoicing.subscription_import import SubscriptionFileError
+    row) and write it whole with ``write(subscription_store, rows, now)``; rows are
+    versioned by the time of the import, so a later import of the same row wins."""
+    from subscriptions.imports import SubscriptionFileError
+    from subscriptions.store import SubscriptionStore
 
     try:
         rows = read()
     except SubscriptionFileError as error:
         fail(str(error))
-    with opened_store(settings) as store:
-        store.migrate()
-        write(store, rows, datetime.now(UTC))
+    with opened_store(settings) as connection:
+        write(SubscriptionStore(connection), rows, datetime.now(UTC))
     console.print(f"imported {len(rows):,} {noun} into {settings.clickhouse_database}")
 
 

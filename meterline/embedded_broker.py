@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from meterline.processes import die_with_parent
-from meterline.settings import Settings
+from base.processes import die_with_parent
+from base.settings import Settings
 
 READY_TIMEOUT_SECONDS = 15.0
 

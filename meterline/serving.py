@@ -18,16 +18,18 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
+from base import logs
+from base.kafka_admin import GroupProgress, ensure_topic, log_ends, partition_count
+from base.processes import EXIT_STORE_IN_USE, DirectoryLock, describe, port_holder
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
 from ingest.store_access import DirectStore, NoStore, StoreAccess, WorkerStore
-from meterline import logs
+from meterline.demo import price_book_path
 from meterline.embedded_broker import free_port, kafka
-from meterline.kafka_admin import GroupProgress, ensure_topic, log_ends, partition_count
-from meterline.processes import EXIT_STORE_IN_USE, DirectoryLock, describe, port_holder
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess, settings_env
-from rating.plans import PriceBook, load_price_book
+from rating.loading import load_price_book
+from rating.plans import PriceBook
 
 
 class ServeError(RuntimeError):
@@ -179,7 +181,7 @@ def gateway_from_environment() -> Starlette:
     logs.configure()
     settings = Settings()
     assert settings.kafka_bootstrap_servers is not None
-    book = load_price_book(settings.price_book_path)
+    book = load_price_book(price_book_path(settings))
     return gateway_of(settings, book, settings.kafka_bootstrap_servers).asgi(own_lifespan=True)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import AliasChoices, SecretStr
 
-from meterline.processes import die_with_parent
-from meterline.settings import Settings
+from base.processes import die_with_parent
+from base.settings import Settings
 
 
 def settings_env(settings: Settings, bootstrap_servers: str) -> dict[str, str]:

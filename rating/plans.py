@@ -1,7 +1,6 @@
-"""The price book: meters and plans read from YAML into validated, frozen objects.
-
-A bad price book is reported as ``PriceBookError`` naming the file, the plan,
-the charge and what is wrong, so a person can fix it without a traceback.
+"""The price book: meters, plans (with their versions) and add-ons, as validated, frozen
+objects, and the lookups everything prices by: a plan's versions, the one in force on a
+day, a subscription's variant of a plan (``variants``). ``loading`` reads it from YAML.
 """
 
 from __future__ import annotations
@@ -11,15 +10,14 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal, localcontext
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -27,7 +25,7 @@ from pydantic import (
 
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import INT64_MAX, MoneyError, to_nanos
-from rating.variants import Variant, VariantError, parse, revised_prices
+from rating.variants import Variant, VariantError, composed, parse
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 
@@ -295,6 +293,9 @@ class PriceBook(_Frozen):
     meters: tuple[Meter, ...] = Field(min_length=1)
     plans: tuple[Plan, ...] = Field(min_length=1)
     add_ons: tuple[AddOn, ...] = ()
+    # The variants subscriptions are on ("growth@+5%"), made once each and kept: derived
+    # from the frozen fields above, never changing what the book says.
+    _made: dict[str, list[Plan]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> PriceBook:
@@ -348,7 +349,7 @@ class PriceBook(_Frozen):
         make the plan."""
         if plan_id in self.versions:
             return self.versions[plan_id]
-        if plan_id not in self._variants:
+        if plan_id not in self._made:
             try:
                 variant = parse(plan_id)
             except VariantError as error:
@@ -367,8 +368,8 @@ class PriceBook(_Frozen):
                     )
                 # Kept whatever the day: in force from the start, never replaced.
                 versions = [kept[0].model_copy(update={"effective_from": None})]
-            self._variants[plan_id] = [self._variant(plan, variant) for plan in versions]
-        return self._variants[plan_id]
+            self._made[plan_id] = [self._variant(plan, variant) for plan in versions]
+        return self._made[plan_id]
 
     def add_on(self, add_on_id: str) -> AddOn:
         for add_on in self.add_ons:
@@ -378,35 +379,16 @@ class PriceBook(_Frozen):
         raise PriceBookError(f"add-on {add_on_id!r} is not in the price book (add-ons: {known})")
 
     def _variant(self, plan: Plan, variant: Variant) -> Plan:
-        data = plan.model_dump()
-        data["charges"], data["fixed_fees"] = list(data["charges"]), list(data["fixed_fees"])
-        for add_on in map(self.add_on, variant.add_ons):
-            if add_on.currency != plan.currency:
-                raise PriceBookError(
-                    f"{add_on.label} is priced in {add_on.currency}, {plan.label} in "
-                    f"{plan.currency}"
-                )
-            clash = {c.meter for c in plan.charges} & {c.meter for c in add_on.charges}
-            clash |= {f.id for f in plan.fixed_fees} & {f.id for f in add_on.fixed_fees}
-            if clash:
-                raise PriceBookError(
-                    f"{add_on.label} and {plan.label} both price {', '.join(sorted(clash))}"
-                )
-            added = add_on.model_dump()
-            data["charges"] += added["charges"]
-            data["fixed_fees"] += added["fixed_fees"]
-        if variant.percent:
-            data = revised_prices(data, variant.percent)
+        added = [(a.label, a.currency, a.model_dump()) for a in map(self.add_on, variant.add_ons)]
         try:
+            data = composed(plan.label, plan.currency, plan.model_dump(), added, variant.percent)
             made = Plan.model_validate(data)
+        except VariantError as error:
+            raise PriceBookError(str(error)) from None
         except ValidationError as error:
             problem = error.errors()[0]["msg"]
             raise PriceBookError(f"{plan.label} as {variant.id}: {problem}") from None
         return made.model_copy(update={"id": variant.id})
-
-    @cached_property
-    def _variants(self) -> dict[str, list[Plan]]:
-        return {}
 
     def plan(self, plan_id: str, version: int | None = None) -> Plan:
         """A plan's given version, or its newest."""
@@ -484,98 +466,3 @@ def _require_unique(what: str, ids: list[str]) -> None:
         if identifier in seen:
             raise ValueError(f"{what} {identifier!r} is declared twice")
         seen.add(identifier)
-
-
-_CONTAINERS = {"plans": "plan", "charges": "charge", "meters": "meter", "fixed_fees": "fee"}
-
-
-def _describe_location(document: object, location: tuple[int | str, ...]) -> str:
-    """Turn a pydantic error location into "plan 'x', charge 2 (meter 'y'), field"."""
-    words: list[str] = []
-    node = document
-    for index, step in enumerate(location):
-        previous = location[index - 1] if index else None
-        child = _child(node, step)
-        following = location[index + 1] if index + 1 < len(location) else None
-        if isinstance(step, int) and previous in _CONTAINERS:
-            item = child if isinstance(child, dict) else {}
-            if previous == "charges":
-                words.append(f"charge {step + 1} (meter {item.get('meter', '?')!r})")
-            elif previous == "plans" and item.get("version", 1) != 1:
-                words.append(f"plan {item.get('id', step)!r} version {item['version']}")
-            else:
-                words.append(f"{_CONTAINERS[previous]} {item.get('id', step)!r}")
-        elif step in _CONTAINERS and isinstance(following, int):
-            pass  # named by the item that follows
-        elif isinstance(node, dict) and node.get("model") == step:
-            pass  # the tag of a price model, not a field
-        else:
-            words.append(str(step))
-        node = child
-    return ", ".join(words)
-
-
-def _child(node: object, step: int | str) -> object:
-    if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
-        return node[step]
-    if isinstance(node, dict):
-        return node.get(step)
-    return None
-
-
-def parse_price_book(document: object, source: str) -> PriceBook:
-    try:
-        return PriceBook.model_validate(document)
-    except ValidationError as error:
-        found = error.errors(include_url=False)
-        locations = [tuple(problem["loc"]) for problem in found]
-        problems = []
-        for problem in found:
-            loc = tuple(problem["loc"])
-            if any(other[: len(loc)] == loc and other != loc for other in locations):
-                continue  # a container failing only because an item inside it failed
-            where = _describe_location(document, loc)
-            message = problem["msg"].removeprefix("Value error, ")
-            problems.append(f"  {where}: {message}" if where else f"  {message}")
-        raise PriceBookError(f"{source}: invalid price book\n" + "\n".join(problems)) from None
-
-
-def _read_yaml(path: Path) -> object:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise PriceBookError(f"{path}: cannot read the price book ({error.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PriceBookError(f"{path}: not valid YAML ({error})") from None
-
-
-def _merge_folder(folder: Path) -> dict[str, list[object]]:
-    """Every ``*.yaml``/``*.yml`` file of a folder, in name order, as one price book: a
-    team can keep a file per product line, or per plan."""
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    if not files:
-        raise PriceBookError(f"{folder}: no .yaml files in the price book folder")
-    merged: dict[str, list[object]] = {"meters": [], "plans": [], "add_ons": []}
-    for file in files:
-        document = _read_yaml(file)
-        if document is None:
-            continue
-        if not isinstance(document, dict) or set(document) - set(merged):
-            raise PriceBookError(
-                f"{file}: expected a mapping with 'meters', 'plans' and/or 'add_ons'"
-            )
-        for key, collected in merged.items():
-            items = document.get(key) or []
-            if not isinstance(items, list):
-                raise PriceBookError(f"{file}: '{key}' must be a list")
-            collected.extend(items)
-    return merged
-
-
-def load_price_book(path: Path) -> PriceBook:
-    """Load a price book from one YAML file, or from a folder of them."""
-    if path.is_dir():
-        return parse_price_book(_merge_folder(path), f"{path}/")
-    return parse_price_book(_read_yaml(path), str(path))

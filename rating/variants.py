@@ -16,6 +16,7 @@ revises every amount.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -106,6 +107,31 @@ def without_add_on(plan_id: str, add_on: str) -> str:
         raise VariantError(f"{plan_id} has no add-on {add_on} to remove")
     kept = tuple(name for name in variant.add_ons if name != add_on)
     return replace(variant, add_ons=kept).id
+
+
+def composed(
+    label: str,
+    currency: str,
+    plan: dict[str, Any],
+    add_ons: Sequence[tuple[str, str, dict[str, Any]]],
+    percent: Decimal | None,
+) -> dict[str, Any]:
+    """A variant's plan, as data for the plan model to check: ``plan`` (a dump of the plan
+    named ``label``, priced in ``currency``) with the charges and fees of each add-on
+    (label, currency, dump) added, then every price revised by ``percent``. An add-on in
+    another currency, or one that prices what the plan prices already, is refused."""
+    data = {**plan, "charges": list(plan["charges"]), "fixed_fees": list(plan["fixed_fees"])}
+    for add_on_label, add_on_currency, added in add_ons:
+        if add_on_currency != currency:
+            raise VariantError(f"{add_on_label} is priced in {add_on_currency}, {label} in "
+                               f"{currency}")  # fmt: skip
+        clash = {c["meter"] for c in data["charges"]} & {c["meter"] for c in added["charges"]}
+        clash |= {f["id"] for f in data["fixed_fees"]} & {f["id"] for f in added["fixed_fees"]}
+        if clash:
+            raise VariantError(f"{add_on_label} and {label} both price {', '.join(sorted(clash))}")
+        data["charges"] += added["charges"]
+        data["fixed_fees"] += added["fixed_fees"]
+    return revised_prices(data, percent) if percent else data
 
 
 def revised_prices(plan: dict[str, Any], percent: Decimal) -> dict[str, Any]:

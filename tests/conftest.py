@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from invoicing.store import Store
+from base.clickhouse import Connection
+from base.settings import Settings
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.settings import Settings
+from tests.stores import Stores
 
 
 @pytest.fixture(scope="session")
@@ -102,17 +103,16 @@ def store(
     request: pytest.FixtureRequest,
     settings_factory: Callable[..., Settings],
     shared_data_dir: Path,
-) -> Iterator[Store]:
+) -> Iterator[Stores]:
     """A migrated database of its own, dropped afterwards: in the real chDB engine, and
     again on a ClickHouse server when CLICKHOUSE_URL names one (the same SQL through the
     same client); without it, those runs are left out and the summary says so."""
     overrides = {}
     if request.param == "clickhouse-server":
         overrides["clickhouse_url"] = _CLICKHOUSE_SERVER
-    opened = Store.connect(settings_factory(shared_data_dir, **overrides))
-    opened.migrate()
+    opened = Connection.open(settings_factory(shared_data_dir, **overrides))
     try:
-        yield opened
+        yield Stores.over(opened)
     finally:
         opened.drop_database()
         opened.close()
@@ -120,11 +120,11 @@ def store(
 
 @pytest.fixture
 def store_environment(
-    store: Store,
+    store: Stores,
     request: pytest.FixtureRequest,
     shared_data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Store:
+) -> Stores:
     """The ``store``, and the environment that points a ``meterline`` command at it."""
     monkeypatch.setenv("METERLINE_DATA_DIR", str(shared_data_dir))
     monkeypatch.setenv("METERLINE_CLICKHOUSE_DATABASE", store.database)

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date
 from decimal import Decimal
 
-from invoicing.reconcile import Reconciliation
-from meterline.events import UsageEvent, group_key
+from aggregation.reconcile import Reconciliation
+from base.events import UsageEvent, group_key
 from rating import oracle
 from rating.period import Period
 from rating.plans import Meter, PriceBook

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from invoicing.invoice import Customer
-from meterline.events import UsageEvent
+from base.events import UsageEvent
 from rating.period import Period
+from subscriptions.model import Customer
 
 TENANT = "demo"
 _QUANTITY_RANGE = {

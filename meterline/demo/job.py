@@ -14,18 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from aggregation.readers import PipelineReads
+from base.clickhouse import Connection
+from base.events import UsageEvent
+from base.kafka_admin import GroupProgress, ensure_topic
+from base.settings import Settings
 from ingest.producer import produce
 from invoicing.closing import CloseReport, close_period
 from invoicing.invoice import Invoice
-from invoicing.ledger import InvoiceLedger
-from invoicing.store import Store, SubscriptionRow
+from invoicing.sources import Sources
 from meterline.demo import generator
 from meterline.embedded_broker import kafka
-from meterline.events import UsageEvent
-from meterline.kafka_admin import GroupProgress, ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
 from rating.plans import PriceBook
+from subscriptions.model import Subscription
+from subscriptions.store import SubscriptionStore
 
 DEMO_DATABASE = "meterline_demo"
 STALL_SECONDS = 120.0
@@ -83,19 +86,19 @@ def demo_settings(settings: Settings, period: date) -> Settings:
 
 
 def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], period: date) -> None:
-    store = Store.connect(settings)
+    connection = Connection.open(settings, migrate=False)
     try:
-        store.drop_database()
-        store.migrate()
+        connection.drop_database()
+        connection.migrate()
         started, _ = generator.usage_span(period)
-        store.write_subscriptions(
-            [SubscriptionRow(s.tenant, s.subscription, s.customer, s.plan,
-                             started + timedelta(days=s.start_day)) for s in subs],
-            version=1,
+        store = SubscriptionStore(connection)
+        store.write(
+            [Subscription(s.tenant, s.subscription, s.customer, s.plan,
+                          started + timedelta(days=s.start_day), version=1) for s in subs]
         )  # fmt: skip
         store.write_customers(generator.customers(subs), version=1)
     finally:
-        store.close()
+        connection.close()
 
 
 def run_demo(
@@ -127,14 +130,15 @@ def run_demo(
         if exit_code not in (0, None):
             raise DemoError(f"the worker exited with code {exit_code}:\n{worker.log_tail()}")
     progress.stage(f"Closing {options.period:%Y-%m} into draft invoices")
-    store = Store.connect(settings)
+    connection = Connection.open(settings)
     try:
-        closed = close_period(store, book, options.period)
-        invoices = InvoiceLedger(store).invoices([options.period])
-        stored, rejected = store.count("events"), store.count("rejected_events")
-        by_reason = store.rejections_by_reason()
+        sources = Sources.over(connection)
+        closed = close_period(sources, book, options.period)
+        invoices = sources.ledger.invoices([options.period])
+        stored, rejected = connection.count("events"), connection.count("rejected_events")
+        by_reason = PipelineReads(connection).rejections_by_reason()
     finally:
-        store.close()
+        connection.close()
     return DemoOutcome(
         invoices=invoices,
         closed=closed,

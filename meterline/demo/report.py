@@ -18,12 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from base.settings import Settings
 from invoicing.export import money, render
 from invoicing.invoice import Invoice
 from meterline.cli_support import command_name
 from meterline.demo.job import DEMO_DATABASE, DemoOutcome
 from meterline.demo.job import Progress as JobProgress
-from meterline.settings import Settings
 from rating.money import trimmed
 
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from invoicing.store import Store
+from base.settings import Settings
 from meterline.cli_support import previous_month
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store
-from meterline.settings import Settings
 from meterline.worker_process import settings_env
-from rating.plans import load_price_book
+from rating.loading import load_price_book
+from tests.stores import Stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -64,15 +64,15 @@ def killed_part_way(settings: Settings, seconds: float, status: str, *args: str)
 
 
 def invoices(settings: Settings) -> list[tuple[Any, ...]]:
-    store = Store.connect(settings)
+    store = Stores.open(settings)
     try:
-        heads = store.client.query(
+        heads = store.connection.client.query(
             "SELECT invoice_id, subscription, status, currency, subtotal, tax, total, line_count, "
-            f"digest FROM {store.table('invoices')} FINAL ORDER BY invoice_id"
+            f"digest FROM {store.connection.table('invoices')} FINAL ORDER BY invoice_id"
         ).result_rows
-        lines = store.client.query(
+        lines = store.connection.client.query(
             "SELECT invoice_id, line, kind, item, quantity, amount, tax "
-            f"FROM {store.table('current_invoice_lines')} ORDER BY invoice_id, line"
+            f"FROM {store.connection.table('current_invoice_lines')} ORDER BY invoice_id, line"
         ).result_rows
     finally:
         store.close()

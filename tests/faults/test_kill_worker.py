@@ -20,18 +20,18 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from aggregation.reconcile import reconcile
+from base.events import UsageEvent
+from base.kafka_admin import GroupProgress
+from base.settings import Settings
 from ingest.producer import produce
-from invoicing.reconcile import reconcile
-from invoicing.store import Store
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import UsageEvent
-from meterline.kafka_admin import GroupProgress
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 from tests.expected import expected_totals, print_reconciliation
+from tests.stores import Stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -119,18 +119,21 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     distinct = generator.distinct(billable)
     plan_of = {sub.subscription: sub.plan for sub in subs}
     expected = expected_totals(book, plan_of, distinct)
-    store = Store.connect(settings)
+    store = Stores.open(settings)
     try:
         periods = {key[2] for key in expected}
-        rows = [row for period in sorted(periods) for row in store.rated_usage(period)]
-        stored_events, rejected = store.count("events"), store.count("rejected_events")
-        found = reconcile(store)
+        rows = [row for period in sorted(periods) for row in store.reads.rated_totals(period)]
+        stored_events, rejected = (
+            store.connection.count("events"),
+            store.connection.count("rejected_events"),
+        )
+        found = reconcile(store.reads)
     finally:
         store.close()
     billed = {
-        (row["subscription"], row["meter"], row["period_start"], row["plan_version"],
-         row["group_key"]): (
-            row["quantity"], row["amount"],
+        (row.subscription, row.meter, row.period_start, row.plan_version,
+         row.group): (
+            row.quantity, row.amount,
         )
         for row in rows
     }  # fmt: skip

@@ -18,18 +18,18 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from aggregation.reconcile import reconcile
+from base.events import UsageEvent
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.producer import produce
-from invoicing.reconcile import reconcile
-from invoicing.store import Store
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 from tests.expected import expected_totals, print_reconciliation
+from tests.stores import Stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -69,19 +69,19 @@ class Run:
         distinct = generator.distinct(self.sent)
         expected = expected_totals(self.book, {s.subscription: s.plan for s in self.subs},
                                    distinct)  # fmt: skip
-        store = Store.connect(self.settings)
+        store = Stores.open(self.settings)
         try:
             periods = sorted({key[2] for key in expected})
-            rows = [row for period in periods for row in store.rated_usage(period)]
-            stored = store.count("events")
-            found = reconcile(store)
-            new_logs = int(store.client.command(
-                f"SELECT count() FROM {store.table('log_incarnations')}"
+            rows = [row for period in periods for row in store.reads.rated_totals(period)]
+            stored = store.connection.count("events")
+            found = reconcile(store.reads)
+            new_logs = int(store.connection.client.command(
+                f"SELECT count() FROM {store.connection.table('log_incarnations')}"
             ))  # fmt: skip
         finally:
             store.close()
-        billed = {(r["subscription"], r["meter"], r["period_start"], r["plan_version"],
-                   r["group_key"]): (r["quantity"], r["amount"]) for r in rows}  # fmt: skip
+        billed = {(r.subscription, r.meter, r.period_start, r.plan_version,
+                   r.group): (r.quantity, r.amount) for r in rows}  # fmt: skip
         print(f"\nseed {SEED}: sent {len(self.sent):,}, duplicates "
               f"{len(self.sent) - len(distinct):,}, billed {stored:,} distinct events, "
               f"{new_logs} new logs found")  # fmt: skip

@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pytest
 
+from aggregation.reconcile import reconcile
+from base.events import UsageEvent
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
-from invoicing.reconcile import reconcile
-from invoicing.store import Store
 from meterline.cli_support import load_book
 from meterline.demo.generator import DemoSubscription, distinct
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import free_port
-from meterline.events import UsageEvent
-from meterline.settings import Settings
 from meterline.worker_process import settings_env
 from tests.expected import expected_totals, print_reconciliation
 from tests.integration.test_serve import wait_for_health
+from tests.stores import Stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -81,15 +81,15 @@ class Serving:
                           "faults", {"model": rng.choice(["small", "large"])})  # fmt: skip
 
     def check(self, sent: list[UsageEvent], label: str) -> None:
-        store = Store.connect(self.settings)
+        store = Stores.open(self.settings)
         try:
-            rows = store.rated_usage(self.now.date().replace(day=1), tenant="acme")
-            stored = store.count("events", tenant="acme")
-            found = reconcile(store)
+            rows = store.reads.rated_totals(self.now.date().replace(day=1), tenant="acme")
+            stored = store.connection.count("events", tenant="acme")
+            found = reconcile(store.reads)
         finally:
             store.close()
-        billed = {(r["subscription"], r["meter"], r["period_start"], r["plan_version"],
-                   r["group_key"]): (r["quantity"], r["amount"]) for r in rows}  # fmt: skip
+        billed = {(r.subscription, r.meter, r.period_start, r.plan_version,
+                   r.group): (r.quantity, r.amount) for r in rows}  # fmt: skip
         once = distinct(sent)
         print(f"\n{label}: sent {len(sent):,} (resends included), {len(once):,} distinct, "
               f"refused 0, billed {stored:,}")  # fmt: skip

@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
 from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 
 
 def gateway_for(

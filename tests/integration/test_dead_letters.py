@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from ingest.dead_letter import decode_dead_letter
+from aggregation.dead_letters import decode_dead_letter
+from base.events import UsageEvent, encode, encode_batch, partition_of
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.producer import produce
-from invoicing.store import Store
 from meterline.demo.generator import DemoSubscription
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import UsageEvent, encode, encode_batch, partition_of
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
 from tests.integration.kafka_helpers import read_records, send_raw
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,9 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     batch_letter = next(x for x in letters if x.reason == "malformed" and x.index == 2)
     assert batch_letter.event == '{"id": 1}'
     assert all(letter.topic == settings.events_topic for letter in letters)
-    store = Store.connect(settings)
+    store = Stores.open(settings)
     try:
-        assert store.count("events") == 4  # g1, g2, g3, g4
-        assert store.count("rejected_events") == 8
+        assert store.connection.count("events") == 4  # g1, g2, g3, g4
+        assert store.connection.count("rejected_events") == 8
     finally:
         store.close()

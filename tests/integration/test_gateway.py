@@ -18,13 +18,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregation.subscription_feed import decode
+from aggregation.model import BatchResult, RatedTotal
+from base.events import decode_record, partition_of
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import decode_record, partition_of
-from meterline.settings import Settings
+from subscriptions.feed import decode
 from tests.integration.gateway_helpers import gateway_for
 from tests.integration.kafka_helpers import read_records
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -185,11 +187,25 @@ def test_usage_reads_are_scoped_to_the_keys_tenant(gateway: Running) -> None:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         return gateway.runner.run(gateway.client.get(path, params=params, headers=headers))
 
+    # Two tenants with a subscription of the same id, each with usage of its own: a read
+    # that leaked across tenants would show the other's amount, or both.
+    stores = Stores.open(gateway.settings)
+    try:
+        stores.sink.write_batch(BatchResult(rated=[
+            RatedTotal(tenant, "sub-1", "api_calls", "", date(2026, 10, 1), "starter", 1, "USD",
+                       quantity, nanos, 0, offset, 0, 0)
+            for offset, (tenant, quantity, nanos) in enumerate(
+                [("acme", 7, 70_000_000), ("globex", 9_000, 90_000_000_000)])
+        ]))  # fmt: skip
+    finally:
+        stores.close()
     mine = get("/v1/usage/sub-1", gateway.key, period="2026-10")
     assert mine.status_code == 200
-    assert mine.json() == {"tenant": "acme", "subscription": "sub-1", "period": "2026-10",
-                           "lines": [], "totals": {}}  # fmt: skip
-    assert get("/v1/usage/sub-1", gateway.other_key).json()["tenant"] == "globex"
+    assert mine.json()["tenant"] == "acme" and mine.json()["totals"] == {"USD": "0.070000000"}
+    assert [line["quantity"] for line in mine.json()["lines"]] == ["7"]
+    theirs = get("/v1/usage/sub-1", gateway.other_key, period="2026-10").json()
+    assert theirs["tenant"] == "globex" and theirs["totals"] == {"USD": "90.000000000"}
+    assert [line["quantity"] for line in theirs["lines"]] == ["9000"]
     assert get("/v1/usage/sub-1", None).status_code == 401
     assert get("/v1/usage/sub-1", gateway.key, period="10/2026").status_code == 400
 
@@ -340,8 +356,8 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
         read_records(gateway.settings.kafka_bootstrap_servers or "",
                      gateway.settings.subscriptions_topic, 1, 7, timeout=10)
     )  # fmt: skip
-    newest = dict(decode(record.value) for record in published)
+    newest = {row.owner: row for row in (decode(record.value) for record in published)}
     assert newest[("acme", "sub-2")].changes == (
         (date(2099, 1, 1), "starter"), (date(2099, 2, 1), "starter@+5%")
     )  # fmt: skip
-    assert newest[("acme", "sub-1")].ends_at is None
+    assert newest[("acme", "sub-1")].ended_at is None

@@ -20,12 +20,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.openapi import KEPT_COPY
 from meterline.demo.generator import DemoSubscription
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.settings import Settings
 from meterline.worker_process import settings_env
 from tests.integration.test_serve import wait_for_health
 

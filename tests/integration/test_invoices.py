@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -22,13 +23,19 @@ from click.testing import CliRunner
 
 from aggregation.batch import BatchProcessor
 from aggregation.state import UsageState
-from aggregation.subscriptions import SubscriptionDirectory
+from base.events import EventWindow, Property, UsageEvent, encode, partition_of
 from invoicing.closing import ClosingError, close_period
 from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
-from invoicing.invoice import DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Customer, Invoice
-from invoicing.ledger import InvoiceLedger
-from invoicing.lifecycle import (
+from invoicing.invoice import DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Invoice
+from meterline.cli import main
+from meterline.demo import PRICE_BOOK
+from rating import oracle
+from rating.loading import load_price_book
+from rating.plans import Graduated
+from rating.table import ChargeTable
+from subscriptions.directory import SubscriptionDirectory
+from subscriptions.lifecycle import (
     LifecycleError,
     cancel,
     change_add_on,
@@ -36,13 +43,8 @@ from invoicing.lifecycle import (
     period_end,
     revise,
 )
-from invoicing.store import Store, SubscriptionRow
-from meterline.cli import main
-from meterline.demo import PRICE_BOOK
-from meterline.events import EventWindow, Property, UsageEvent, encode, partition_of
-from rating import oracle
-from rating.plans import Graduated, load_price_book
-from rating.table import ChargeTable
+from subscriptions.model import Customer, Subscription
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -75,13 +77,13 @@ class Feed:
     """Events into the store the way the worker writes them: one processor keeps the
     period-to-date state, so a late event re-rates its period's total."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Stores) -> None:
         self.store = store
         self.offsets = dict.fromkeys(range(PARTITIONS), 0)
         self.count = 0
         self.processor = BatchProcessor(
             UsageState(),
-            SubscriptionDirectory(store.subscription_entries, min_interval=0).entry,
+            SubscriptionDirectory(store.subscriptions.terms_written_since, min_interval=0).entry,
             BOOK,
             ChargeTable.compile(BOOK),
             window=EventWindow(max_age=timedelta(days=3650), max_skew=timedelta(minutes=5)),
@@ -101,22 +103,21 @@ class Feed:
             self.offsets[partition] += 1
         result = self.processor.process(records)
         assert not result.rejected, result.rejected
-        self.store.write_batch(result)
+        self.store.sink.write_batch(result)
 
 
 @pytest.fixture
-def scenario(store: Store) -> Feed:
+def scenario(store: Stores) -> Feed:
     """a: growth from Aug 20 (growth v2 takes effect Sep 16), tax 8.25%.
     b: scale (EUR, commitment 40) all year, ends Sep 21, tax 20%.
     c: starter all year, no tax."""
-    store.write_subscriptions(
-        [SubscriptionRow(TENANT, "a", "cust-a", "growth", at(date(2026, 8, 20), 0)),
-         SubscriptionRow(TENANT, "b", "cust-b", "scale", at(date(2026, 1, 1), 0),
-                         ended_at=at(date(2026, 9, 21), 0)),
-         SubscriptionRow(TENANT, "c", "cust-c", "starter", at(date(2026, 1, 1), 0))],
-        version=1,
+    store.subscriptions.write(
+        [Subscription(TENANT, "a", "cust-a", "growth", at(date(2026, 8, 20), 0), version=1),
+         Subscription(TENANT, "b", "cust-b", "scale", at(date(2026, 1, 1), 0),
+                      ended_at=at(date(2026, 9, 21), 0), version=1),
+         Subscription(TENANT, "c", "cust-c", "starter", at(date(2026, 1, 1), 0), version=1)]
     )  # fmt: skip
-    store.write_customers(
+    store.subscriptions.write_customers(
         [Customer(TENANT, "cust-a", "Alpha Ltd", "crm-1", Decimal("8.25")),
          Customer(TENANT, "cust-b", "Beta GmbH", "crm-2", Decimal(20)),
          Customer(TENANT, "cust-c", "Gamma Inc", "crm-3", Decimal(0))],
@@ -141,20 +142,20 @@ def lines_of(invoice: Invoice) -> dict[tuple[str, str, str, int, date], Decimal]
     }
 
 
-def invoices(store: Store, period: date) -> dict[str, Invoice]:
-    return {i.subscription: i for i in InvoiceLedger(store).invoices([period])}
+def invoices(store: Stores, period: date) -> dict[str, Invoice]:
+    return {i.subscription: i for i in store.sources.ledger.invoices([period])}
 
 
-def by_plan(store: Store, period: date, subscription: str) -> dict[tuple[str, int, str], Decimal]:
+def by_plan(store: Stores, period: date, subscription: str) -> dict[tuple[str, int, str], Decimal]:
     """(plan, version, kind) -> amount of the subscription's invoice for ``period``."""
     lines = invoices(store, period)[subscription].lines
     return {(x.plan, x.plan_version, x.kind): x.amount for x in lines}
 
 
 def test_a_closed_period_bills_prorated_fees_usage_and_commitments_with_tax(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
-    report = close_period(store, BOOK, AUG)
+    report = close_period(store.sources, BOOK, AUG)
     assert (report.created, report.updated, report.unchanged) == (3, 0, 0)
     august = invoices(store, AUG)
 
@@ -179,9 +180,9 @@ def test_a_closed_period_bills_prorated_fees_usage_and_commitments_with_tax(
 
 
 def test_a_plan_version_change_and_an_end_split_the_period_by_day(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
     september = invoices(store, SEP)
 
     assert lines_of(september["a"]) == {
@@ -196,35 +197,35 @@ def test_a_plan_version_change_and_an_end_split_the_period_by_day(
         (TRUE_UP, "commitment", "", 1, SEP): prorated("40", 20, 30) - fee,
     }
     assert lines_of(september["c"]) == {}  # starter has no fixed fee; c had no usage
-    close_period(store, BOOK, OCT)
+    close_period(store.sources, BOOK, OCT)
     assert set(invoices(store, OCT)) == {"a", "c"}  # b ended in September
 
 
 def test_closing_twice_writes_nothing_and_finalizing_twice_finalizes_nothing(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
-    close_period(store, BOOK, AUG)
+    close_period(store.sources, BOOK, AUG)
     first = invoices(store, AUG)
-    again = close_period(store, BOOK, AUG)
+    again = close_period(store.sources, BOOK, AUG)
     assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
     assert invoices(store, AUG) == first  # same revisions, same lines
 
-    final = close_period(store, BOOK, AUG, finalize=True)
+    final = close_period(store.sources, BOOK, AUG, finalize=True)
     assert (final.finalized, final.already_final) == (3, 0)
     frozen = invoices(store, AUG)
     assert {i.status for i in frozen.values()} == {"finalized"}
     assert {s: i.lines for s, i in frozen.items()} == {s: i.lines for s, i in first.items()}
-    twice = close_period(store, BOOK, AUG, finalize=True)
+    twice = close_period(store.sources, BOOK, AUG, finalize=True)
     assert (twice.finalized, twice.already_final) == (0, 3)
-    assert close_period(store, BOOK, AUG).already_final == 3
-    runs = store.invoice_runs()
+    assert close_period(store.sources, BOOK, AUG).already_final == 3
+    runs = store.sources.ledger.runs()
     assert runs["close"][0] == 3 and runs["finalize"][0] == 2
 
 
 def test_usage_that_arrives_after_finalization_is_billed_once_on_the_next_invoice(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
-    close_period(store, BOOK, AUG, finalize=True)
+    close_period(store.sources, BOOK, AUG, finalize=True)
     finalized = invoices(store, AUG)
     scenario.send(
         [("a", "api_calls", 700, at(date(2026, 8, 30)), {}),
@@ -233,9 +234,9 @@ def test_usage_that_arrives_after_finalization_is_billed_once_on_the_next_invoic
          ("c", "active_users", 1, at(date(2026, 8, 13)), {"user": "u2"})]
     )  # fmt: skip
 
-    assert close_period(store, BOOK, AUG).already_final == 3
+    assert close_period(store.sources, BOOK, AUG).already_final == 3
     assert invoices(store, AUG) == finalized  # a finalized invoice never changes
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
     september = invoices(store, SEP)
 
     def adjustments(sub: str) -> dict[tuple[str, str, str, int, date], Decimal]:
@@ -257,45 +258,45 @@ def test_usage_that_arrives_after_finalization_is_billed_once_on_the_next_invoic
     assert adjustment.quantity == 700
     assert adjustment.description == "adjustment for 2026-08: api_calls"
 
-    close_period(store, BOOK, SEP, finalize=True)
-    close_period(store, BOOK, OCT)
+    close_period(store.sources, BOOK, SEP, finalize=True)
+    close_period(store.sources, BOOK, OCT)
     october = invoices(store, OCT)
     assert all(line.applies_to == OCT for i in october.values() for line in i.lines), (
         "an adjustment billed on a finalized invoice is not billed again"
     )
 
 
-def test_each_line_is_explained_by_the_events_behind_it(scenario: Feed, store: Store) -> None:
-    close_period(store, BOOK, SEP)
+def test_each_line_is_explained_by_the_events_behind_it(scenario: Feed, store: Stores) -> None:
+    close_period(store.sources, BOOK, SEP)
     a = invoices(store, SEP)["a"]
     number = 1 + next(n for n, line in enumerate(a.lines) if line.plan_version == 2)
-    explained = explain_line(store, BOOK, a, number)
+    explained = explain_line(store.sources, BOOK, a, number)
     assert explained.agrees is True
     assert [(w.start.date(), w.events, w.quantity) for w in explained.windows] == [
         (date(2026, 9, 20), 1, Decimal(2000))
     ]
-    fee = explain_line(store, BOOK, a, len(a.lines))
+    fee = explain_line(store.sources, BOOK, a, len(a.lines))
     assert "15/30" in fee.facts[-1] and "39" in fee.facts[-1]
 
-    close_period(store, BOOK, SEP, finalize=True)
+    close_period(store.sources, BOOK, SEP, finalize=True)
     scenario.send([("a", "api_calls", 5, at(date(2026, 9, 29)), {})])
-    close_period(store, BOOK, OCT)
+    close_period(store.sources, BOOK, OCT)
     october = invoices(store, OCT)["a"]
     late = next(n for n, line in enumerate(october.lines, 1) if line.applies_to == SEP)
-    explained = explain_line(store, BOOK, october, late)
+    explained = explain_line(store.sources, BOOK, october, late)
     assert sum(w.late_events for w in explained.windows) == 1
     assert "arrived after the 2026-09 invoice was finalized" in explained.facts[-1]
 
 
-def test_a_period_that_has_not_ended_cannot_be_finalized(scenario: Feed, store: Store) -> None:
+def test_a_period_that_has_not_ended_cannot_be_finalized(scenario: Feed, store: Stores) -> None:
     this_month = datetime.now(UTC).date().replace(day=1)
     with pytest.raises(ClosingError, match="has not ended"):
-        close_period(store, BOOK, this_month, finalize=True)
+        close_period(store.sources, BOOK, this_month, finalize=True)
 
 
-def test_exports_carry_every_line_with_exact_amounts(scenario: Feed, store: Store) -> None:
-    close_period(store, BOOK, SEP)
-    found = InvoiceLedger(store).invoices([SEP])
+def test_exports_carry_every_line_with_exact_amounts(scenario: Feed, store: Stores) -> None:
+    close_period(store.sources, BOOK, SEP)
+    found = store.sources.ledger.invoices([SEP])
     exported = json.loads(to_json(found))
     assert [(i["subscription"], i["total"]) for i in exported] == [
         (i.subscription, f"{i.total:.2f}") for i in found
@@ -307,7 +308,7 @@ def test_exports_carry_every_line_with_exact_amounts(scenario: Feed, store: Stor
     assert all(i.invoice_id in page for i in found) and "DRAFT" in page
 
 
-def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environment: Store) -> None:
+def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environment: Stores) -> None:
     store = store_environment
     runner = CliRunner()
 
@@ -343,7 +344,7 @@ def test_the_invoice_commands_work_from_a_shell(scenario: Feed, store_environmen
 
 
 def test_a_subscription_is_cancelled_renewed_and_its_history_kept(
-    scenario: Feed, store_environment: Store, tmp_path: Path
+    scenario: Feed, store_environment: Stores, tmp_path: Path
 ) -> None:
     store, runner = store_environment, CliRunner()
     subs = tmp_path / "subs.csv"
@@ -355,53 +356,59 @@ def test_a_subscription_is_cancelled_renewed_and_its_history_kept(
     cancelled = runner.invoke(main, ["subscriptions", "cancel", "d", "--tenant", TENANT,
                                      "--at", "2026-09-11"])  # fmt: skip
     assert cancelled.exit_code == 0 and "ends 2026-09-11" in cancelled.output, cancelled.output
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
     assert lines_of(invoices(store, SEP)["d"]) == {
         (FIXED_FEE, "platform", "", 1, SEP): prorated("29", 10, 30),  # Sep 1 to 11
     }
-    close_period(store, BOOK, AUG, finalize=True)
+    close_period(store.sources, BOOK, AUG, finalize=True)
     into_finalized = runner.invoke(main, ["subscriptions", "cancel", "d", "--tenant", TENANT,
                                           "--at", "2026-08-20"])  # fmt: skip
     assert into_finalized.exit_code == 1 and "falls in 2026-08" in into_finalized.output
     renewed = runner.invoke(main, ["subscriptions", "renew", "d", "--tenant", TENANT])
     assert renewed.exit_code == 0, renewed.output
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
     assert lines_of(invoices(store, SEP)["d"]) == {
         (FIXED_FEE, "platform", "", 1, SEP): prorated("29", 15, 30),
         (FIXED_FEE, "platform", "", 2, SEP): prorated("39", 15, 30),
     }
     shown = runner.invoke(main, ["subscriptions", "show", "d", "--tenant", TENANT])
     assert shown.exit_code == 0, shown.output
-    assert [c.kind for c in store.history(TENANT, "d")] == ["imported", "cancelled", "renewed"]
+    assert [c.kind for c in store.subscriptions.history(TENANT, "d")] == [
+        "imported",
+        "cancelled",
+        "renewed",
+    ]
     missing = runner.invoke(main, ["subscriptions", "cancel", "nobody", "--tenant", TENANT])
     assert missing.exit_code == 1 and "no subscription 'nobody'" in missing.output
 
-    store.write_customers([Customer(TENANT, "cust-eur", "Euro AG", currency="EUR")], version=2)
+    store.subscriptions.write_customers(
+        [Customer(TENANT, "cust-eur", "Euro AG", currency="EUR")], version=2
+    )
     euro = tmp_path / "euro.csv"
     euro.write_text(
         "tenant,subscription,customer,plan,started_at\nacme,f,cust-eur,growth,2026-08-01\n"
     )
     refused = runner.invoke(main, ["subscriptions", "import", str(euro)])
     assert refused.exit_code == 1 and "billed in EUR, not USD" in refused.output, refused.output
-    assert store.subscription(TENANT, "f") is None
+    assert store.subscriptions.subscription(TENANT, "f") is None
 
 
 def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_plan(
-    scenario: Feed, store_environment: Store
+    scenario: Feed, store_environment: Stores
 ) -> None:
     store = store_environment
-    row = SubscriptionRow(TENANT, "e", "cust-a", "starter", at(date(2026, 8, 1), 0))
+    row = Subscription(TENANT, "e", "cust-a", "starter", at(date(2026, 8, 1), 0))
     for day, plan in ((date(2026, 9, 11), "growth"), (OCT, "starter")):
         row = change_plan(row, plan, day, earliest=AUG, last_finalized=None, book=BOOK)
-    store.write_subscriptions([row], version=5)
+    store.subscriptions.write([replace(row, version=5)])
     scenario.send(
         [("e", "api_calls", 100, at(date(2026, 9, 5)), {}),  # starter
          ("e", "api_calls", 700, at(date(2026, 9, 12)), {}),  # growth v1
          ("e", "api_calls", 2000, at(date(2026, 9, 20)), {}),  # growth v2 (from Sep 16)
          ("e", "api_calls", 50, at(date(2026, 10, 3)), {})]  # starter again
     )  # fmt: skip
-    close_period(store, BOOK, SEP)
-    close_period(store, BOOK, OCT)
+    close_period(store.sources, BOOK, SEP)
+    close_period(store.sources, BOOK, OCT)
 
     september = by_plan(store, SEP, "e")
     assert september == {
@@ -424,7 +431,7 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
     scheduled = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
                                      "--plan", "growth", "--on", "2099-01-01"])  # fmt: skip
     assert scheduled.exit_code == 0 and "growth from 2099-01-01" in scheduled.output
-    changed = store.subscription(TENANT, "e")
+    changed = store.subscriptions.subscription(TENANT, "e")
     assert changed is not None and changed.changes[-1] == (date(2099, 1, 1), "growth")
     unknown = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
                                    "--plan", "platinum", "--on", "2099-02-01"])  # fmt: skip
@@ -444,19 +451,19 @@ def uplifted(version: int, quantity: int, percent: str) -> Decimal:
 
 
 def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
-    scenario: Feed, store_environment: Store
+    scenario: Feed, store_environment: Stores
 ) -> None:
     """growth from Aug 1, +7.5% from Sep 11; growth v2 (Sep 16) is revised as well."""
     store = store_environment
-    row = revise(SubscriptionRow(TENANT, "r", "cust-a", "growth", at(AUG, 0)), Decimal("7.5"),
+    row = revise(Subscription(TENANT, "r", "cust-a", "growth", at(AUG, 0)), Decimal("7.5"),
                  date(2026, 9, 11), earliest=AUG, last_finalized=None, book=BOOK)  # fmt: skip
-    store.write_subscriptions([row], version=6)
+    store.subscriptions.write([replace(row, version=6)])
     scenario.send(
         [("r", "api_calls", 1200, at(date(2026, 9, 5)), {}),  # list price
          ("r", "api_calls", 700, at(date(2026, 9, 12)), {}),  # growth v1 +7.5%
          ("r", "api_calls", 2000, at(date(2026, 9, 20)), {})]  # growth v2 +7.5%
     )  # fmt: skip
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
 
     september = by_plan(store, SEP, "r")
     assert september == {
@@ -473,7 +480,7 @@ def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
                                       "--percent", "-2", "--on", "2099-01-01"])  # fmt: skip
     assert compounded.exit_code == 0, compounded.output
     assert "growth@+5.35% from 2099-01-01" in compounded.output
-    history = store.history(TENANT, "r")
+    history = store.subscriptions.history(TENANT, "r")
     assert history[-1].kind == "prices revised" and history[-1].plan == "growth@+5.35%"
     for arguments, problem in (
         (["--percent", "0"], "changes no price"),
@@ -489,12 +496,12 @@ def test_a_price_revision_by_a_percentage_prices_each_day_by_the_revised_plan(
 
 
 def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_day(
-    scenario: Feed, store_environment: Store
+    scenario: Feed, store_environment: Stores
 ) -> None:
     """growth from Aug 1; storage and premium support from Sep 11; support removed from
     Sep 21. growth v2 takes effect on Sep 16, add-ons and all."""
     store = store_environment
-    row = SubscriptionRow(TENANT, "x", "cust-a", "growth", at(AUG, 0))
+    row = Subscription(TENANT, "x", "cust-a", "growth", at(AUG, 0))
     for day, adding, add_on in ((date(2026, 9, 11), True, "storage"),
                                 (date(2026, 9, 11), True, "premium_support"),
                                 (date(2026, 9, 21), False, "premium_support")):  # fmt: skip
@@ -502,14 +509,14 @@ def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_da
                             book=BOOK)  # fmt: skip
     assert row.changes == ((date(2026, 9, 11), "growth+premium_support+storage"),
                            (date(2026, 9, 21), "growth+storage"))  # fmt: skip
-    store.write_subscriptions([row], version=7)
+    store.subscriptions.write([replace(row, version=7)])
     scenario.send(
         [("x", "api_calls", 300, at(date(2026, 9, 5)), {}),
          ("x", "storage_gb", 25, at(date(2026, 9, 12)), {}),  # peak of Sep 11-15
          ("x", "storage_gb", 18, at(date(2026, 9, 13)), {}),
          ("x", "storage_gb", 40, at(date(2026, 9, 25)), {})]  # peak of Sep 21-30
     )  # fmt: skip
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
 
     both, storage = "growth+premium_support+storage", "growth+storage"
     september = {
@@ -544,19 +551,19 @@ def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_da
 
 
 def test_a_subscription_anchored_on_the_15th_is_billed_from_the_15th_to_the_14th(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
     """growth from Aug 15, periods starting on the 15th: period "2026-08" is Aug 15 to
     Sep 14, "2026-09" is Sep 15 to Oct 14 (growth v2 from Sep 16)."""
-    row = SubscriptionRow(TENANT, "m", "cust-a", "growth", at(date(2026, 8, 15), 0), anchor_day=15)
-    store.write_subscriptions([row], version=8)
+    row = Subscription(TENANT, "m", "cust-a", "growth", at(date(2026, 8, 15), 0), anchor_day=15)
+    store.subscriptions.write([replace(row, version=8)])
     scenario.send(
         [("m", "api_calls", 900, at(date(2026, 9, 10)), {}),  # period 2026-08
          ("m", "api_calls", 400, at(date(2026, 9, 15)), {}),  # period 2026-09, growth v1
          ("m", "api_calls", 2500, at(date(2026, 10, 14)), {})]  # period 2026-09, growth v2
     )  # fmt: skip
-    close_period(store, BOOK, AUG)
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, AUG)
+    close_period(store.sources, BOOK, SEP)
 
     def billed(period: date) -> dict[tuple[int, str, str], Decimal]:
         invoice = invoices(store, period)["m"]
@@ -579,10 +586,14 @@ def test_a_subscription_anchored_on_the_15th_is_billed_from_the_15th_to_the_14th
     )  # fmt: skip
     assert "15 Sep 2026 to 14 Oct 2026" in to_html([september])
 
-    early = close_period(store, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 5)))
+    early = close_period(
+        store.sources, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 5))
+    )
     assert early.not_ended == 1 and invoices(store, SEP)["m"].status == DRAFT
     assert invoices(store, SEP)["a"].status == FINALIZED
-    late = close_period(store, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 15)))
+    late = close_period(
+        store.sources, BOOK, SEP, finalize=True, clock=lambda: at(date(2026, 10, 15))
+    )
     assert (late.finalized, late.not_ended) == (1, 0)
     assert invoices(store, SEP)["m"].status == FINALIZED
     # The end of its period, for a cancellation at period end, is its own.
@@ -595,7 +606,7 @@ def test_a_subscription_anchored_on_the_15th_is_billed_from_the_15th_to_the_14th
 
 
 def test_a_reimport_may_not_move_a_subscriptions_anchor_day(
-    store_environment: Store, tmp_path: Path
+    store_environment: Stores, tmp_path: Path
 ) -> None:
     path = tmp_path / "subs.csv"
     header = "tenant,subscription,customer,plan,started_at,anchor_day\n"
@@ -605,26 +616,26 @@ def test_a_reimport_may_not_move_a_subscriptions_anchor_day(
     path.write_text(header + "acme,n,cust-a,scale,2026-08-15,1\n")
     moved = runner.invoke(main, ["subscriptions", "import", str(path)])
     assert moved.exit_code == 1 and "anchor_day 1 differs from its 15" in moved.output
-    kept = store_environment.subscription(TENANT, "n")
+    kept = store_environment.subscriptions.subscription(TENANT, "n")
     assert kept is not None and (kept.plan, kept.anchor_day) == ("growth", 15)
     shown = runner.invoke(main, ["subscriptions", "show", "n", "--tenant", TENANT])
     assert "periods start on day 15" in shown.output
 
 
 def test_a_subscription_that_keeps_a_plan_version_is_moved_to_the_list_price_on_a_date(
-    scenario: Feed, store: Store
+    scenario: Feed, store: Stores
 ) -> None:
     """g keeps growth version 1 (growth#1) past Sep 16, when version 2 takes effect for
     everyone else, and follows the price book from Sep 21."""
-    row = SubscriptionRow(TENANT, "g", "cust-a", "growth#1", at(AUG, 0))
+    row = Subscription(TENANT, "g", "cust-a", "growth#1", at(AUG, 0))
     row = change_plan(row, "growth", date(2026, 9, 21), earliest=AUG, last_finalized=None,
                       book=BOOK)  # fmt: skip
-    store.write_subscriptions([row], version=9)
+    store.subscriptions.write([replace(row, version=9)])
     scenario.send(
         [("g", "api_calls", 1200, at(date(2026, 9, 18)), {}),  # v1 prices, kept
          ("g", "api_calls", 600, at(date(2026, 9, 25)), {})]  # v2, as the book says
     )  # fmt: skip
-    close_period(store, BOOK, SEP)
+    close_period(store.sources, BOOK, SEP)
     september = by_plan(store, SEP, "g")
     assert september == {
         ("growth#1", 1, USAGE): usage("growth", 1, "api_calls", 1200),

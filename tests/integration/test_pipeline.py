@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from base.events import group_label
+from base.settings import Settings
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import DemoOptions, Progress, run_demo
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.events import group_label
-from meterline.settings import Settings
+from rating.loading import load_price_book
 from rating.money import round_to_minor_unit
 from rating.period import Period, slices
-from rating.plans import PriceBook, load_price_book
+from rating.plans import PriceBook
 from tests.expected import expected_totals
 
 pytestmark = pytest.mark.integration

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from aggregation.batch import BatchResult
-from invoicing.reconcile import reconcile
-from invoicing.store import Store
-from meterline.events import encode, encode_batch
+from aggregation.model import BatchResult
+from aggregation.reconcile import reconcile
+from base.events import encode, encode_batch
+from tests.stores import Stores
 from tests.unit.test_batch import home, processor, usage
 
 pytestmark = pytest.mark.integration
 
 
-def written(store: Store) -> BatchResult:
+def written(store: Stores) -> BatchResult:
     """Three records of s1 (a batch of three events with a repeat in it, one event, an
     event of a plan that does not price it) and one of an unknown subscription."""
     step = processor()
@@ -27,15 +27,15 @@ def written(store: Store) -> BatchResult:
         (home("nobody"), 3, encode(usage("e", subscription="nobody"))),
     ]
     result = step.process(records)
-    store.write_batch(result)
+    store.sink.write_batch(result)
     return result
 
 
 def test_every_event_of_every_record_is_billed_a_duplicate_or_dead_lettered(
-    store: Store,
+    store: Stores,
 ) -> None:
     result = written(store)
-    found = reconcile(store)
+    found = reconcile(store.reads)
     assert found.holds, found.first_failure()
     (month,) = found.months
     assert (month.tenant, month.billed, month.duplicates, month.dead_lettered) == (
@@ -48,25 +48,25 @@ def test_every_event_of_every_record_is_billed_a_duplicate_or_dead_lettered(
 
 
 def test_an_event_lost_from_a_record_breaks_the_identity_and_names_its_subscription(
-    store: Store,
+    store: Stores,
 ) -> None:
     result = written(store)
     lost = result.accepted[1]  # "b", the second event of the first record
-    store.client.command(
-        f"DELETE FROM {store.table('events')} WHERE event_id = {{id:String}}",
+    store.connection.client.command(
+        f"DELETE FROM {store.connection.table('events')} WHERE event_id = {{id:String}}",
         parameters={"id": lost.event.id},
     )
-    found = reconcile(store)
+    found = reconcile(store.reads)
     assert not found.holds
     failure = found.first_failure()
     assert failure is not None and "demo/s1" in failure and "held 3 events" in failure
     assert found.months[0].missing == 1
 
 
-def test_a_record_lost_whole_breaks_the_identity(store: Store) -> None:
+def test_a_record_lost_whole_breaks_the_identity(store: Stores) -> None:
     written(store)
-    store.client.command(
-        f"DELETE FROM {store.table('events')} WHERE event_id = 'c'"
+    store.connection.client.command(
+        f"DELETE FROM {store.connection.table('events')} WHERE event_id = 'c'"
     )  # the record at offset 1 held only "c"
-    found = reconcile(store)
+    found = reconcile(store.reads)
     assert not found.holds and found.unaccounted_records == 1

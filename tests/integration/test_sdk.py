@@ -19,13 +19,13 @@ import msgspec
 import pytest
 import uvicorn
 
+from base.events import UsageEvent, decode_record
+from base.kafka_admin import ensure_topic
+from base.settings import Settings
 from ingest.client import AsyncUsageClient, UsageClient
 from ingest.wire import Refusal
 from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent, decode_record
-from meterline.kafka_admin import ensure_topic
-from meterline.settings import Settings
 from tests.integration.gateway_helpers import gateway_for
 from tests.integration.kafka_helpers import read_records
 

@@ -20,18 +20,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from base.events import UsageEvent, decode_record
+from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
-from invoicing.store import Store
 from meterline.cli_support import load_book
 from meterline.demo.generator import DemoSubscription
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent, decode_record
-from meterline.settings import Settings
 from meterline.worker_process import settings_env
 from tests.expected import expected_totals
 from tests.integration.kafka_helpers import read_records
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -136,14 +136,14 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
         output = server.communicate(timeout=60)[0].decode(errors="replace")
     assert server.returncode == 0, output
 
-    store = Store.connect(settings)
+    store = Stores.open(settings)
     try:
-        rows = store.rated_usage(now.date().replace(day=1), tenant="acme")
+        rows = store.reads.rated_totals(now.date().replace(day=1), tenant="acme")
     finally:
         store.close()
     billed = {
-        (row["subscription"], row["meter"], row["plan_version"], row["group_key"]):
-            (row["quantity"], row["amount"])
+        (row.subscription, row.meter, row.plan_version, row.group):
+            (row.quantity, row.amount)
         for row in rows
     }  # fmt: skip
     expected = {
@@ -222,7 +222,10 @@ def compact_json(group: dict[str, object] | None) -> str:
 def wait_for_health(url: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert server.poll() is None, server.communicate()[0].decode(errors="replace")
+        if server.poll() is not None:
+            output = server.communicate()[0] or b"(its output was not kept)"
+            raise AssertionError(f"serve exited with {server.returncode}: "
+                                 + output.decode(errors="replace"))  # fmt: skip
         try:
             if httpx.get(f"{url}/v1/health").status_code == 200:
                 return

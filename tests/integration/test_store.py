@@ -9,13 +9,13 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from aggregation.batch import AcceptedEvent, BatchResult, RatedTotal, Rejection
+from aggregation.model import AcceptedEvent, BatchResult, RatedTotal, Rejection, TotalKey
 from aggregation.state import Total, dedupe_key, value_digest
-from invoicing import migrations
-from invoicing.store import Store
+from base import migrations
+from base.events import UsageEvent
 from meterline.cli import main
-from meterline.events import UsageEvent
 from rating.money import INT64_MAX, from_nanos
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -44,41 +44,41 @@ def rated(
     )
 
 
-def test_migrating_twice_applies_nothing_the_second_time(store: Store) -> None:
-    assert store.migrate() == []
-    assert migrations.pending(store.client, store.database) == []
+def test_migrating_twice_applies_nothing_the_second_time(store: Stores) -> None:
+    assert store.connection.migrate() == []
+    assert migrations.pending(store.connection.client, store.database) == []
     assert {m.version for m in migrations.available()} <= migrations.applied_versions(
-        store.client, store.database
+        store.connection.client, store.database
     )
 
 
-def test_amounts_round_trip_exactly_to_the_nano_at_the_extremes(store: Store) -> None:
+def test_amounts_round_trip_exactly_to_the_nano_at_the_extremes(store: Stores) -> None:
     nanos = [0, 1, -1, 999_999_999, INT64_MAX, -INT64_MAX]
-    store.write_batch(
+    store.sink.write_batch(
         BatchResult(rated=[rated(1, n, i, subscription=f"s{i}") for i, n in enumerate(nanos)])
     )
-    amounts = {row["subscription"]: row["amount"] for row in store.rated_usage(PERIOD)}
+    amounts = {row.subscription: row.amount for row in store.reads.rated_totals(PERIOD)}
     assert amounts == {f"s{i}": from_nanos(n) for i, n in enumerate(nanos)}
     assert all(isinstance(a, Decimal) for a in amounts.values())
 
 
 def test_a_newer_version_of_a_total_replaces_the_older_and_a_replay_changes_nothing(
-    store: Store,
+    store: Stores,
 ) -> None:
-    store.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))
-    store.write_batch(BatchResult(rated=[rated(7, 70, offset=12)]))
-    store.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))  # a late replay
-    (row,) = store.rated_usage(PERIOD)
-    assert (row["quantity"], row["amount"]) == (7, from_nanos(70))
-    rows, size = store.table_sizes()["rated_usage"]
+    store.sink.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))
+    store.sink.write_batch(BatchResult(rated=[rated(7, 70, offset=12)]))
+    store.sink.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))  # a late replay
+    (row,) = store.reads.rated_totals(PERIOD)
+    assert (row.quantity, row.amount) == (7, from_nanos(70))
+    rows, size = store.connection.table_sizes()["rated_usage"]
     assert 1 <= rows <= 3 and size > 0, "three versions written, merged or not yet"
 
 
-def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
+def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None:
     event = UsageEvent(id="e1", tenant="t", subscription="s1", meter="calls", quantity=5,
                        timestamp=datetime(2026, 10, 3, 4, 5, 6, 789000, tzinfo=UTC))  # fmt: skip
     key = dedupe_key(event)
-    store.write_batch(
+    store.sink.write_batch(
         BatchResult(
             accepted=[AcceptedEvent(3, 41, 2, event, key)],
             rated=[rated(5, 50, offset=41, index=2)],
@@ -90,34 +90,38 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Store) -> None:
         )
     )
     an_hour_ago, in_an_hour = datetime.now(UTC) - HOUR, datetime.now(UTC) + HOUR
-    assert list(store.load_marks({3}, since=an_hour_ago)) == [(key, (3, 41, 2))]
-    assert list(store.load_marks({0, 1}, since=an_hour_ago)) == []
-    assert list(store.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
-    assert list(store.load_totals({3}, since_period=PERIOD)) == [
+    assert list(store.sink.load_marks({3}, since=an_hour_ago)) == [(key, (3, 41, 2))]
+    assert list(store.sink.load_marks({0, 1}, since=an_hour_ago)) == []
+    assert list(store.sink.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
+    assert list(store.sink.load_totals({3}, since_period=PERIOD)) == [
         (("t", "s1", "calls", PERIOD, "pro", 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
     ]
-    assert list(store.load_totals({3}, since_period=date(2026, 11, 1))) == []  # a closed period
-    assert store.count("rejected_events") == 3
-    assert list(store.load_refusals({3}, since=an_hour_ago)) == [(3, 43, 0)]
-    assert list(store.load_refusals({3}, since=in_an_hour)) == []
-    stored_at = store.client.query(f"SELECT timestamp FROM {store.table('events')}").result_rows
+    assert (
+        list(store.sink.load_totals({3}, since_period=date(2026, 11, 1))) == []
+    )  # a closed period
+    assert store.connection.count("rejected_events") == 3
+    assert list(store.sink.load_refusals({3}, since=an_hour_ago)) == [(3, 43, 0)]
+    assert list(store.sink.load_refusals({3}, since=in_an_hour)) == []
+    stored_at = store.connection.client.query(
+        f"SELECT timestamp FROM {store.connection.table('events')}"
+    ).result_rows
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp
 
 
-def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Store) -> None:
-    key = ("t", "s1", "active_users", PERIOD, "pro", 1, "")
+def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Stores) -> None:
+    key = TotalKey("t", "s1", "active_users", PERIOD, "pro", 1, "")
     values = [value_digest("ann"), value_digest("bob"), value_digest(b"\x00\xff")]
     batch = BatchResult(distinct=[(key, 3, value) for value in values])
-    store.write_batch(batch)
-    store.write_batch(batch)  # a replay writes the same rows again
-    assert sorted(store.load_distinct({3}, since_period=PERIOD)) == sorted(
+    store.sink.write_batch(batch)
+    store.sink.write_batch(batch)  # a replay writes the same rows again
+    assert sorted(store.sink.load_distinct({3}, since_period=PERIOD)) == sorted(
         (key, 3, value) for value in values
     )
-    assert list(store.load_distinct({0}, since_period=PERIOD)) == []
-    assert list(store.load_distinct({3}, since_period=date(2026, 11, 1))) == []
+    assert list(store.sink.load_distinct({0}, since_period=PERIOD)) == []
+    assert list(store.sink.load_distinct({3}, since_period=date(2026, 11, 1))) == []
 
 
-def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store: Store) -> None:
+def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store: Stores) -> None:
     def accepted(event_id: str, minute: int, quantity: int, offset: int) -> AcceptedEvent:
         event = UsageEvent(id=event_id, tenant="t", subscription="s1", meter="calls",
                            quantity=quantity, source="svc",
@@ -127,22 +131,22 @@ def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store
 
     batch = BatchResult(accepted=[accepted("a", 5, 2, 0), accepted("b", 50, 3, 1),
                                   accepted("c", 70, 4, 2)])  # fmt: skip
-    store.write_batch(batch)
-    store.write_batch(batch)  # a replay after a crash writes the same rows again
-    windows = store.usage_windows(
-        "t", "s1", datetime(2026, 10, 3, tzinfo=UTC), datetime(2026, 10, 4, tzinfo=UTC)
-    )
-    assert [(w["window_start"].hour, w["events"], w["quantity"]) for w in windows] == [
-        (4, 2, 5),
-        (5, 1, 4),
-    ]
+    store.sink.write_batch(batch)
+    store.sink.write_batch(batch)  # a replay after a crash writes the same rows again
+    # usage_hourly is a view over the deduplicated raw events (migration 0004).
+    windows = store.connection.client.query(
+        "SELECT toHour(window_start), events, quantity "
+        f"FROM {store.connection.table('usage_hourly')} "
+        "WHERE tenant = 't' AND subscription = 's1' ORDER BY window_start"
+    ).result_rows
+    assert [tuple(w) for w in windows] == [(4, 2, 5), (5, 1, 4)]
 
 
-def test_the_usage_command_shows_a_subscriptions_period_so_far(store_environment: Store) -> None:
+def test_the_usage_command_shows_a_subscriptions_period_so_far(store_environment: Stores) -> None:
     store = store_environment
     tokens = RatedTotal("t", "s1", "tokens", '{"model":"large"}', PERIOD, "growth", 2, "USD",
                         1500, 150_000_000, 3, 7, 0, 0)  # fmt: skip
-    store.write_batch(BatchResult(rated=[tokens]))
+    store.sink.write_batch(BatchResult(rated=[tokens]))
     result = CliRunner().invoke(main, ["usage", "s1", "--tenant", "t", "--period", "2026-10",
                                        "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output

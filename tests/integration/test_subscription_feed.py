@@ -15,21 +15,23 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregation.subscription_feed import follow, publish
-from aggregation.subscriptions import Entry, SubscriptionDirectory
+from base.events import UsageEvent
+from base.settings import Settings
 from ingest.producer import produce
-from invoicing.store import Store
 from meterline.cli import main
 from meterline.demo import generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from meterline.events import UsageEvent
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
+from subscriptions.directory import SubscriptionDirectory
+from subscriptions.feed import follow, publish
+from subscriptions.model import Subscription, Terms
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
 ENDS = datetime.now(UTC) - timedelta(hours=1)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def test_a_worker_follows_every_row_published_and_keeps_the_newest(
@@ -40,9 +42,10 @@ def test_a_worker_follows_every_row_published_and_keeps_the_newest(
 
     async def scenario() -> None:
         await publish(broker.bootstrap_servers, topic, [
-            (("t", "s1"), Entry("growth", None, 5)),
-            (("t", "s1"), Entry("starter", None, 3)),  # older, published late: ignored
-            (("t", "s2"), Entry("scale", ENDS, 4, ((ENDS.date(), "growth"),))),
+            Subscription("t", "s1", "c1", "growth", START, version=5),
+            Subscription("t", "s1", "c1", "starter", START, version=3),  # older, late: ignored
+            Subscription("t", "s2", "c2", "scale", START, ENDS, ((ENDS.date(), "growth"),),
+                         version=4),
         ])  # fmt: skip
         task = asyncio.create_task(follow(broker.bootstrap_servers, topic, directory.absorb))
         try:
@@ -56,8 +59,8 @@ def test_a_worker_follows_every_row_published_and_keeps_the_newest(
                 await task
 
     asyncio.run(scenario())
-    assert directory.entry(("t", "s1")) == Entry("growth", None, 5)
-    assert directory.entry(("t", "s2")) == Entry("scale", ENDS, 4, ((ENDS.date(), "growth"),))
+    assert directory.entry(("t", "s1")) == Terms("growth", None, 5)
+    assert directory.entry(("t", "s2")) == Terms("scale", ENDS, 4, ((ENDS.date(), "growth"),))
 
 
 def test_a_cancellation_published_on_the_topic_reaches_a_running_worker_in_seconds(
@@ -87,9 +90,10 @@ def test_a_cancellation_published_on_the_topic_reaches_a_running_worker_in_secon
         while counted(settings, "meterline_events_aggregated_total") == 0:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.2)
-        ended = Entry(sub.plan, ENDS, 2**62)  # newer than any version the store holds
-        asyncio.run(publish(broker.bootstrap_servers, settings.subscriptions_topic,
-                            [((sub.tenant, sub.subscription), ended)]))  # fmt: skip
+        ended = Subscription(
+            sub.tenant, sub.subscription, sub.customer, sub.plan, START, ENDS, version=2**62
+        )  # newer than any version the store holds
+        asyncio.run(publish(broker.bootstrap_servers, settings.subscriptions_topic, [ended]))
         published = time.monotonic()
         while counted(settings, "meterline_events_rejected_total", "subscription_ended") == 0:
             assert time.monotonic() - published < 30, worker.log_tail()
@@ -117,7 +121,7 @@ def counted(settings: Settings, name: str, reason: str | None = None) -> float:
 
 def test_the_subscription_commands_publish_what_they_store(
     broker: EmbeddedBroker,
-    store_environment: Store,
+    store_environment: Stores,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -130,7 +134,7 @@ def test_the_subscription_commands_publish_what_they_store(
     assert runner.invoke(main, ["subscriptions", "import", str(subs)]).exit_code == 0
     cancelled = runner.invoke(main, ["subscriptions", "cancel", "s1", "--tenant", "acme"])
     assert cancelled.exit_code == 0, cancelled.output
-    stored = store_environment.subscription("acme", "s1")
+    stored = store_environment.subscriptions.subscription("acme", "s1")
     assert stored is not None and stored.ended_at is not None
 
     directory = SubscriptionDirectory(lambda _: [], min_interval=3600, refresh_interval=3600)
@@ -139,7 +143,7 @@ def test_the_subscription_commands_publish_what_they_store(
         task = asyncio.create_task(follow(broker.bootstrap_servers, topic, directory.absorb))
         for _ in range(100):
             found = directory.entry(("acme", "s1"))
-            if found is not None and found.ends_at is not None:
+            if found is not None and found.ended_at is not None:
                 break
             await asyncio.sleep(0.1)
         task.cancel()
@@ -148,4 +152,4 @@ def test_the_subscription_commands_publish_what_they_store(
 
     asyncio.run(read_topic())
     found = directory.entry(("acme", "s1"))
-    assert found is not None and (found.plan, found.ends_at) == ("growth", stored.ended_at)
+    assert found is not None and (found.plan, found.ended_at) == ("growth", stored.ended_at)

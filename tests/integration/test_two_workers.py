@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from base.settings import Settings
 from ingest.producer import produce
-from invoicing.store import Store
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
-from meterline.settings import Settings
 from meterline.worker_process import WorkerProcess
-from rating.plans import load_price_book
+from rating.loading import load_price_book
 from tests.expected import expected_totals
+from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
 
@@ -64,16 +64,16 @@ def test_a_second_worker_takes_over_partitions_without_loss(
 
     distinct = generator.distinct(sent)
     expected = expected_totals(book, {s.subscription: s.plan for s in subs}, distinct)
-    store = Store.connect(settings)
+    store = Stores.open(settings)
     try:
-        rows = store.rated_usage(period)
-        assert store.count("events") == len(distinct)
+        rows = store.reads.rated_totals(period)
+        assert store.connection.count("events") == len(distinct)
     finally:
-        store.drop_database()
+        store.connection.drop_database()
         store.close()
     billed = {
-        (r["subscription"], r["meter"], r["period_start"], r["plan_version"], r["group_key"]): (
-            r["quantity"], r["amount"],
+        (r.subscription, r.meter, r.period_start, r.plan_version, r.group): (
+            r.quantity, r.amount,
         )
         for r in rows
     }  # fmt: skip

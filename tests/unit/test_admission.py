@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from base.events import EventWindow
 from ingest.admission import Admission, Limits, OtherTenantError
 from ingest.wire import BodyError, Format, Item, split
-from meterline.events import EventWindow
-from rating.plans import parse_price_book
+from rating.loading import parse_price_book
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 BOOK = parse_price_book(

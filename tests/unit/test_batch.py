@@ -7,11 +7,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
 
-from aggregation.batch import BatchProcessor, RatedTotal, Record
-from aggregation.state import UsageState
-from aggregation.subscriptions import Entry
-from meterline.demo import PRICE_BOOK
-from meterline.events import (
+from aggregation import refusals
+from aggregation.batch import BatchProcessor
+from aggregation.model import RatedTotal, Record
+from aggregation.state import MAX_RECORD_EVENTS, UsageState
+from base.events import (
     EventWindow,
     UsageEvent,
     encode,
@@ -19,8 +19,11 @@ from meterline.events import (
     group_label,
     partition_of,
 )
-from rating.plans import PriceBook, load_price_book, parse_price_book
+from meterline.demo import PRICE_BOOK
+from rating.loading import load_price_book, parse_price_book
+from rating.plans import PriceBook
 from rating.table import ChargeTable
+from subscriptions.model import Terms
 
 BOOK = load_price_book(PRICE_BOOK)
 
@@ -33,9 +36,9 @@ PARTITIONS = 4
 HOUR = timedelta(hours=1)
 
 
-def on_plans(plans: dict[tuple[str, str], str]) -> Callable[[tuple[str, str]], Entry | None]:
+def on_plans(plans: dict[tuple[str, str], str]) -> Callable[[tuple[str, str]], Terms | None]:
     """Subscriptions as the worker's directory gives them: each on one plan, no end."""
-    return {owner: Entry(plan, None, 1) for owner, plan in plans.items()}.get
+    return {owner: Terms(plan, None, 1) for owner, plan in plans.items()}.get
 
 
 def processor() -> BatchProcessor:
@@ -221,7 +224,7 @@ def test_an_events_period_is_its_utc_month_whatever_offset_it_states() -> None:
 def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_billed() -> None:
     end = datetime(2026, 10, 10, tzinfo=UTC)
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): Entry("starter", end, 1)}.get, BOOK,
+        UsageState(), {("demo", "s1"): Terms("starter", end, 1)}.get, BOOK,
         ChargeTable.compile(BOOK), window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     result = step.process(
@@ -233,7 +236,7 @@ def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_bill
     assert "ended at 2026-10-10T00:00:00+00:00" in result.rejected[0].detail
 
 
-def either_side_of_the_15th(entry: Entry) -> list[RatedTotal]:
+def either_side_of_the_15th(entry: Terms) -> list[RatedTotal]:
     """The totals of one event just before midnight UTC of Oct 15 and one at it."""
     step = BatchProcessor(
         UsageState(), {("demo", "s1"): entry}.get, BOOK, ChargeTable.compile(BOOK),
@@ -246,13 +249,85 @@ def either_side_of_the_15th(entry: Entry) -> list[RatedTotal]:
 
 
 def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
-    upgraded = Entry("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
+    upgraded = Terms("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
     rated = either_side_of_the_15th(upgraded)
     assert sorted((r.plan, r.quantity) for r in rated) == [("growth", 10), ("starter", 10)]
 
 
 def test_usage_of_a_subscription_anchored_on_the_15th_is_totalled_by_its_own_periods() -> None:
-    rated = either_side_of_the_15th(Entry("starter", None, 1, anchor=15))
+    rated = either_side_of_the_15th(Terms("starter", None, 1, anchor_day=15))
     assert sorted((r.period_start, r.quantity) for r in rated) == [
         (date(2026, 9, 1), 10), (date(2026, 10, 1), 10)
     ]  # fmt: skip
+
+
+def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_other() -> None:
+    """One event per rule of ``refusals``, each breaking that rule and none checked before
+    it: the batch names exactly the rules of the table, in its order."""
+    book = parse_price_book(
+        {"meters": [{"id": "calls"}, {"id": "users", "aggregation": "unique_count",
+                                      "unique": "user"}],
+         "plans": [{"id": "p", "currency": "USD", "charges": [
+                        {"meter": "calls", "model": "per_unit", "unit_price": "1000000000"},
+                        {"meter": "users", "model": "per_unit", "unit_price": "1"}]},
+                   {"id": "later", "currency": "USD", "effective_from": "2027-01-01",
+                    "charges": [{"meter": "calls", "model": "per_unit", "unit_price": "1"}]}]},
+        "test",
+    )  # fmt: skip
+    ended = datetime(2026, 10, 1, tzinfo=UTC)
+    terms = {("demo", "s1"): Terms("p", None, 1), ("demo", "ended"): Terms("p", ended, 1),
+             ("demo", "late"): Terms("later", None, 1)}  # fmt: skip
+    step = BatchProcessor(UsageState(), terms.get, book, ChargeTable.compile(book),
+                          window=WINDOW, partitions=PARTITIONS)  # fmt: skip
+    day = datetime(2026, 10, 2, tzinfo=UTC)
+    breaking = {
+        refusals.EMPTY_RECORD: (home("s1"), b"[]"),
+        refusals.MALFORMED: (home("s1"), b'{"id": 1}'),
+        refusals.WRONG_PARTITION: ((home("s1") + 1) % PARTITIONS, encode(usage("a", "s1"))),
+        refusals.UNKNOWN_SUBSCRIPTION: (home("nobody"), encode(usage("b", "nobody"))),
+        refusals.SUBSCRIPTION_ENDED: (home("ended"), encode(usage("c", "ended", "calls"))),
+        refusals.PLAN_NOT_IN_FORCE: (home("late"), encode(usage("d", "late", "calls"))),
+        refusals.UNPRICED_METER: (home("s1"), encode(usage("e", meter="api_calls"))),
+        refusals.NEGATIVE_QUANTITY: (home("s1"), encode(usage("f", meter="calls", quantity=-1))),
+        refusals.TOO_OLD: (home("s1"), encode(usage("g", meter="calls",
+                                                     timestamp=NOW - timedelta(days=36)))),
+        refusals.IN_FUTURE: (home("s1"), encode(usage("h", meter="calls",
+                                                       timestamp=NOW + HOUR))),
+        refusals.MISSING_PROPERTY: (home("s1"), encode(usage("i", meter="users"))),
+        refusals.AMOUNT_OVERFLOW: (home("s1"), encode(usage("j", meter="calls", quantity=10,
+                                                             timestamp=day))),
+    }  # fmt: skip
+    records = [Record(partition, offset, value)
+               for offset, (partition, value) in enumerate(breaking.values())]  # fmt: skip
+    result = step.process(records)
+    assert [r.reason for r in result.rejected] == [rule.reason for rule in breaking]
+    assert all(r.detail for r in result.rejected)
+    rules = [rule for rule in refusals.RULES if rule is not refusals.RECORD_TOO_LARGE]
+    assert list(breaking) == rules, "every rule but a record's size (tested by itself), in order"
+    assert result.accepted == []
+    # An event that breaks two rules is refused by the one checked first, the earlier in
+    # the table.
+    old = NOW - timedelta(days=36)
+    both = [
+        ((home("nobody") + 1) % PARTITIONS, usage("k", "nobody")),  # partition, subscription
+        (home("nobody"), usage("l", "nobody", quantity=-1)),  # subscription, quantity
+        (home("ended"), usage("m", "ended", "api_calls")),  # ended, meter
+        (home("s1"), usage("n", meter="api_calls", quantity=-1)),  # meter, quantity
+        (home("s1"), usage("o", meter="calls", quantity=-1, timestamp=old)),  # quantity, age
+        (home("s1"), usage("p", meter="users", timestamp=old)),  # age, property
+    ]
+    first = step.process([Record(partition, 100 + n, encode(event))
+                          for n, (partition, event) in enumerate(both)])  # fmt: skip
+    assert [r.reason for r in first.rejected] == [
+        "wrong_partition", "unknown_subscription", "subscription_ended", "unpriced_meter",
+        "negative_quantity", "too_old",
+    ]  # fmt: skip
+
+
+def test_a_record_holding_more_events_than_a_record_may_refuses_the_rest() -> None:
+    value = encode_batch([usage(f"e{n}", quantity=1) for n in range(MAX_RECORD_EVENTS + 2)])
+    result = processor().process([Record(home("s1"), 0, value)])
+    assert [(r.index, r.reason) for r in result.rejected] == [
+        (MAX_RECORD_EVENTS, "record_too_large"), (MAX_RECORD_EVENTS + 1, "record_too_large")
+    ]  # fmt: skip
+    assert len(result.accepted) == MAX_RECORD_EVENTS

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from base.metrics import CATALOGUE
+from base.settings import Settings
 from meterline.cli import main
-from meterline.metrics import CATALOGUE
-from meterline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from invoicing.invoice import Customer
-from invoicing.lifecycle import (
+from meterline.demo import PRICE_BOOK
+from rating.loading import load_price_book
+from subscriptions.lifecycle import (
     LifecycleError,
     cancel,
     change_plan,
@@ -18,13 +20,11 @@ from invoicing.lifecycle import (
     renew,
     revise,
 )
-from invoicing.store import SubscriptionRow
-from meterline.demo import PRICE_BOOK
-from rating.plans import load_price_book
+from subscriptions.model import Customer, Subscription
 
 BOOK = load_price_book(PRICE_BOOK)
 START = datetime(2026, 8, 10, tzinfo=UTC)
-ROW = SubscriptionRow("acme", "s1", "c1", "growth", START)
+ROW = Subscription("acme", "s1", "c1", "growth", START)
 
 
 def at(month: int, day: int) -> datetime:
@@ -44,22 +44,34 @@ def test_the_end_of_the_period_is_midnight_utc_after_its_last_day() -> None:
     )
 
 
+ENDED_OCT_1 = cancel(ROW, at(10, 1), last_finalized=None)
+ENDED_SEP_5 = cancel(ROW, at(9, 5), last_finalized=None)
+MS = timedelta(milliseconds=1)
+
+
 @pytest.mark.parametrize(
-    ("change", "problem"),
+    ("refused", "allowed", "problem"),
     [
-        (lambda: cancel(ROW, START, None), "is not after its start"),
-        (lambda: cancel(ROW, at(9, 20), date(2026, 9, 1)), "falls in 2026-09"),
-        (lambda: cancel(cancel(ROW, at(10, 1), None), at(11, 1), None), "already ends"),
-        (lambda: renew(ROW, None), "has no end to remove"),
-        (lambda: renew(cancel(ROW, at(9, 5), None), date(2026, 9, 1)), "finalized up to 2026-09"),
+        # Each refused change beside the nearest one that is allowed, so that the check is
+        # shown to refuse exactly what it names, neither more nor less.
+        (lambda: cancel(ROW, START, None), lambda: cancel(ROW, START + MS, None),
+         "is not after its start"),
+        (lambda: cancel(ROW, at(9, 20), date(2026, 9, 1)),
+         lambda: cancel(ROW, at(10, 1), date(2026, 9, 1)), "falls in 2026-09"),
+        (lambda: cancel(ENDED_OCT_1, at(11, 1), None),
+         lambda: cancel(ENDED_OCT_1, at(9, 25), None), "already ends"),
+        (lambda: renew(ROW, None), lambda: renew(ENDED_OCT_1, None), "has no end to remove"),
+        (lambda: renew(ENDED_SEP_5, date(2026, 9, 1)), lambda: renew(ENDED_SEP_5, date(2026, 8, 1)),
+         "finalized up to 2026-09"),
     ],
 )  # fmt: skip
 def test_a_change_that_cannot_be_made_is_refused_with_its_reason(
-    change: object, problem: str
+    refused: Callable[[], Subscription], allowed: Callable[[], Subscription], problem: str
 ) -> None:
-    assert callable(change)
     with pytest.raises(LifecycleError, match=problem):
-        change()
+        refused()
+    changed = allowed()
+    assert changed.owner == ROW.owner  # made, not refused
 
 
 def test_the_earliest_plan_change_is_a_midnight_every_worker_knows_of_in_time() -> None:
@@ -69,7 +81,7 @@ def test_the_earliest_plan_change_is_a_midnight_every_worker_knows_of_in_time() 
     assert earliest_change_day(late, notice) == date(2026, 11, 25)
 
 
-def move(row: SubscriptionRow, plan: str, day: date) -> SubscriptionRow:
+def move(row: Subscription, plan: str, day: date) -> Subscription:
     return change_plan(row, plan, day, earliest=date(2026, 9, 1), last_finalized=None, book=BOOK)
 
 
@@ -98,7 +110,7 @@ def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
 
 
 def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_one() -> None:
-    def uplift(row: SubscriptionRow, percent: str, day: date) -> SubscriptionRow:
+    def uplift(row: Subscription, percent: str, day: date) -> Subscription:
         return revise(row, Decimal(percent), day, earliest=date(2026, 9, 1),
                       last_finalized=date(2026, 9, 1), book=BOOK)  # fmt: skip
 

@@ -19,7 +19,7 @@ from aggregation.log_identity import (
     split,
 )
 from aggregation.state import UsageState, Verdict, dedupe_key
-from meterline.events import UsageEvent
+from base.events import UsageEvent
 
 HELD = fingerprint(b"acme/sub-1", b"[...]", 1_764_000_000_000)
 CHECKPOINT = Checkpoint(partition=2, epoch=0, offset=100, fingerprint=HELD)

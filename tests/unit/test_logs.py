@@ -9,7 +9,7 @@ import sys
 
 def test_logs_are_json_lines_with_their_fields_when_not_on_a_terminal() -> None:
     script = (
-        "import logging; from meterline import logs; logs.configure(); "
+        "import logging; from base import logs; logs.configure(); "
         "logging.getLogger('ingest.gateway').info('refused 1 of 3 events', "
         "extra={'tenant': 'acme', 'accepted': 2}); "
         "logging.getLogger('aiokafka').info('chatter')"

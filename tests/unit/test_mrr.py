@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
-from invoicing.invoice import Subscriber
 from invoicing.mrr import MrrMonth, mrr_by_month
 from meterline.demo import PRICE_BOOK
-from rating.plans import load_price_book
+from rating.loading import load_price_book
+from subscriptions.model import Subscription, midnight
 
 BOOK = load_price_book(PRICE_BOOK)  # growth: 29 a month, 39 from 2026-09-16; scale: 40 (EUR)
 
 
 def sub(name: str, plan: str, since: date, until: date | None = None,
-        changes: tuple[tuple[date, str], ...] = ()) -> Subscriber:  # fmt: skip
-    return Subscriber("acme", name, "c", plan, since, until, changes)
+        changes: tuple[tuple[date, str], ...] = ()) -> Subscription:  # fmt: skip
+    return Subscription(
+        "acme", name, "c", plan, midnight(since), until and midnight(until), changes
+    )
 
 
 def test_new_expansion_contraction_and_churn_are_told_apart() -> None:

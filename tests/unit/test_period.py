@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meterline.demo import PRICE_BOOK
+from rating.loading import load_price_book, parse_price_book
 from rating.money import from_nanos
 from rating.period import (
     MAX_ANCHOR,
@@ -22,7 +23,7 @@ from rating.period import (
     slices,
     subscription_slices,
 )
-from rating.plans import PriceBook, load_price_book, parse_price_book
+from rating.plans import PriceBook
 
 SEPTEMBER = Period(date(2026, 9, 1))
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from meterline.demo import PRICE_BOOK
-from rating.plans import PriceBookError, load_price_book, parse_price_book
+from rating.loading import load_price_book, parse_price_book
+from rating.plans import PriceBookError
 
 
 def book(**plan_overrides: Any) -> dict[str, Any]:

@@ -12,8 +12,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rating import oracle
+from rating.loading import parse_price_book
 from rating.money import INT64_MAX, NANO, from_nanos, to_nanos
-from rating.plans import Charge, PriceBook, parse_price_book
+from rating.plans import Charge, PriceBook
 from rating.rater import RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
 

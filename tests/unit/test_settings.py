@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from meterline.settings import Settings
+from base.settings import Settings
 from meterline.worker_process import settings_env
 
 

@@ -7,17 +7,17 @@ from datetime import UTC, date, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregation.model import Position, TotalKey
 from aggregation.state import (
     Aggregation,
     Total,
-    TotalKey,
     UsageState,
     Verdict,
     dedupe_key,
     unpack,
     value_digest,
 )
-from meterline.events import UsageEvent
+from base.events import UsageEvent
 from rating.money import INT64_MAX
 from rating.period import Period
 
@@ -32,7 +32,7 @@ def event(
 
 
 def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
-    return (
+    return TotalKey(
         e.tenant,
         e.subscription,
         e.meter,
@@ -44,7 +44,9 @@ def total_key(e: UsageEvent, plan_version: int) -> TotalKey:
 
 
 def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: int = 0) -> Verdict:
-    return state.apply((partition, offset, index), dedupe_key(e), total_key(e, 1), e.quantity)
+    return state.apply(
+        Position(partition, offset, index), dedupe_key(e), total_key(e, 1), e.quantity
+    )
 
 
 def test_a_new_event_is_applied_to_its_period_total() -> None:
@@ -84,7 +86,7 @@ def test_an_event_whose_mark_survived_but_whose_total_did_not_is_counted_on_repl
     state = UsageState()
     apply(state, 0, 0, event("a", 5))
     restarted = UsageState()
-    restarted.restore([(dedupe_key(event("a")), (0, 0, 0))], [])
+    restarted.restore([(dedupe_key(event("a")), Position(0, 0, 0))], [])
     assert apply(restarted, 0, 0, event("a", 5)) is Verdict.APPLIED
     assert restarted.totals[total_key(event("a"), 1)].quantity == 5
 
@@ -132,7 +134,7 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
             [("a", 4, 10, "ann"), ("b", 9, 20, "bob"), ("a", 4, 10, "ann"), ("c", 2, 5, "ann")]
         ):
             e = event(event_id, quantity)
-            state.apply((0, offset, 0), dedupe_key(e), total_key(e, 1), quantity,
+            state.apply(Position(0, offset, 0), dedupe_key(e), total_key(e, 1), quantity,
                         aggregation=aggregation, at=at, value=value_digest(user))  # fmt: skip
         (total,) = state.totals.values()
         results[aggregation] = total.quantity
@@ -151,7 +153,7 @@ def test_a_unique_count_rebuilt_from_stored_values_ahead_of_its_total_counts_eac
 
     def replay(state: UsageState, offsets: range) -> None:
         for offset in offsets:
-            state.apply((0, offset, 0), dedupe_key(events[offset]), key, 1,
+            state.apply(Position(0, offset, 0), dedupe_key(events[offset]), key, 1,
                         aggregation=Aggregation.UNIQUE_COUNT,
                         value=value_digest(users[offset]))  # fmt: skip
 

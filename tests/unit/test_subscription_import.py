@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from invoicing.subscription_import import (
+from meterline.demo import PRICE_BOOK
+from rating.loading import load_price_book
+from subscriptions.imports import (
     SubscriptionFileError,
     read_customers,
     read_subscriptions,
 )
-from meterline.demo import PRICE_BOOK
-from rating.plans import load_price_book
 
 BOOK = load_price_book(PRICE_BOOK)
 

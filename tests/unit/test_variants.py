@@ -18,8 +18,9 @@ from pydantic import BaseModel
 
 from meterline.demo import PRICE_BOOK
 from rating import oracle, plans
+from rating.loading import load_price_book, parse_price_book
 from rating.money import NANO, from_nanos
-from rating.plans import PriceBookError, load_price_book, parse_price_book
+from rating.plans import PriceBookError
 from rating.rater import rate
 from rating.table import ChargeTable
 from rating.variants import (

@@ -1,6 +1,6 @@
 """The registry part of the HTTP API, over a store: subscriptions (list, show, import,
 change, add-charge, remove-charge, revise, cancel, renew) and customers (list, import),
-made as the ``meterline`` commands make them (``invoicing.registry``) and answered as
+made as the ``meterline`` commands make them (``subscriptions.registry``) and answered as
 JSON, or as an RFC 9457 problem document.
 
 ``answer`` runs where the store is: in the gateway with a ClickHouse server, or in the
@@ -17,21 +17,22 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from ingest.wire import ProblemDocument
-from invoicing import registry
-from invoicing.invoice import Customer
-from invoicing.lifecycle import LifecycleError
-from invoicing.registry import Operation, UnknownSubscriptionError
-from invoicing.store import Store, SubscriptionRow
-from invoicing.subscription_import import (
+from base.problems import ProblemDocument
+from rating.plans import PriceBook
+from subscriptions import registry
+from subscriptions.imports import (
+    NewCustomer,
+    NewSubscription,
     SubscriptionFileError,
     customers_from,
     subscriptions_from,
 )
-from rating.period import plan_on
-from rating.plans import PriceBook
+from subscriptions.lifecycle import LifecycleError
+from subscriptions.model import Customer, Subscription
+from subscriptions.registry import Operation, UnknownSubscriptionError
+from subscriptions.store import SubscriptionStore
 
-Item = TypeVar("Item", "NewSubscription", "NewCustomer")
+Item = TypeVar("Item", NewSubscription, NewCustomer)
 Parsed = TypeVar("Parsed")
 
 MAX_IMPORT = 10_000  # rows per request; a larger import is a file for the CLI
@@ -48,29 +49,6 @@ class RegistryRequest(msgspec.Struct, frozen=True):
 class RegistryAnswer(msgspec.Struct, frozen=True):
     status: int
     body: msgspec.Raw  # JSON: the result, or a problem document when status >= 400
-
-
-class NewSubscription(msgspec.Struct, forbid_unknown_fields=True):
-    """A subscription to import; one already known is replaced."""
-
-    subscription: str
-    customer: str
-    plan: str
-    started_at: str  # a day (midnight UTC) or an ISO 8601 time with offset
-    ended_at: str = ""  # exclusive; none by default
-    anchor_day: int = 1  # the day of the month its billing periods start on, 1 to 28
-    tenant: str = ""  # the key's tenant; another is refused
-
-
-class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
-    """A customer to import; one already known is replaced."""
-
-    customer: str
-    name: str
-    tax_rate: Decimal  # percent, 0 to 100, at most 4 decimal places: 8.25
-    external_id: str = ""  # the CRM's id
-    currency: str = ""  # ISO 4217: its subscriptions must be on plans priced in it
-    tenant: str = ""  # the key's tenant; another is refused
 
 
 class CustomerView(msgspec.Struct):
@@ -172,8 +150,12 @@ class _RefusedError(Exception):
 
 
 def answer(
-    store: Store, book: PriceBook, notice_seconds: float, request: RegistryRequest, now: datetime
-) -> tuple[RegistryAnswer, list[SubscriptionRow]]:
+    store: SubscriptionStore,
+    book: PriceBook,
+    notice_seconds: float,
+    request: RegistryRequest,
+    now: datetime,
+) -> tuple[RegistryAnswer, list[Subscription]]:
     """The answer to ``request``, and the rows it wrote."""
     try:
         status, body, written = _dispatch(store, book, notice_seconds, request, now)
@@ -184,13 +166,17 @@ def answer(
 
 
 def _dispatch(
-    store: Store, book: PriceBook, notice_seconds: float, request: RegistryRequest, now: datetime
-) -> tuple[int, Any, list[SubscriptionRow]]:
+    store: SubscriptionStore,
+    book: PriceBook,
+    notice_seconds: float,
+    request: RegistryRequest,
+    now: datetime,
+) -> tuple[int, Any, list[Subscription]]:
     tenant, action = request.tenant, request.action
     today = now.astimezone(UTC).date()
     if action == "list":
-        rows = store.subscription_rows(tenant, limit=request.limit)
-        total = store.count("subscriptions", tenant)
+        rows = store.subscriptions(tenant, limit=request.limit)
+        total = store.count(tenant)
         return 200, SubscriptionList([view(row, today) for row in rows], total), []
     if action == "show":
         return 200, _detail(store, tenant, request.subscription, today), []
@@ -199,15 +185,15 @@ def _dispatch(
         return 200, CustomerList([_customer(c) for c in known[: request.limit]], len(known)), []
     if action == "import-customers":
         customers = _checked_items(request, NewCustomer, "customers", customers_from)
-        store.write_customers(customers, version=registry.version_of(now))
+        registry.import_customers(store, customers, now)
         return 201, CustomerList([_customer(c) for c in customers], len(customers)), []
     if action == "import":
         rows = _imported(request, book)
         try:
-            registry.import_subscriptions(store, rows, book, now, "the request")
+            written = registry.import_subscriptions(store, rows, book, now, "the request")
         except LifecycleError as error:
             raise _RefusedError(422, "Unprocessable Content", str(error)) from None
-        return 201, Imported(len(rows), [view(row, today) for row in rows]), rows
+        return 201, Imported(len(written), [view(row, today) for row in written]), written
     operations = _operations(book, registry.change_notice(notice_seconds), now)
     make = operations.get(action)
     if make is None:
@@ -265,8 +251,8 @@ def _decoded(body: bytes, kind: type[Any]) -> Any:
         raise _RefusedError(400, "Bad Request", f"the body: {error}") from None
 
 
-def _imported(request: RegistryRequest, book: PriceBook) -> list[SubscriptionRow]:
-    def parse(source: str, items: Sequence[tuple[int, object]]) -> list[SubscriptionRow]:
+def _imported(request: RegistryRequest, book: PriceBook) -> list[Subscription]:
+    def parse(source: str, items: Sequence[tuple[int, NewSubscription]]) -> list[Subscription]:
         return subscriptions_from(source, items, book)
 
     return _checked_items(request, NewSubscription, "subscriptions", parse)
@@ -276,10 +262,10 @@ def _checked_items(
     request: RegistryRequest,
     kind: type[Item],
     noun: str,
-    parse: Callable[[str, Sequence[tuple[int, object]]], list[Parsed]],
+    parse: Callable[[str, Sequence[tuple[int, Item]]], list[Parsed]],
 ) -> list[Parsed]:
     """The body's object, or array of objects, of ``kind``, for the key's tenant, checked
-    as a file's rows would be."""
+    as a file's rows are."""
     try:
         sent = msgspec.json.decode(request.body or b"null", type=list[kind] | kind)  # type: ignore[valid-type]
     except msgspec.DecodeError as error:
@@ -298,7 +284,7 @@ def _checked_items(
                 f"item {number} names tenant {item.tenant!r}; this key acts for "
                 f"{request.tenant!r}",
             )  # fmt: skip
-    rows = [(number, _text_fields(msgspec.structs.asdict(item)) | {"tenant": request.tenant})
+    rows = [(number, msgspec.structs.replace(item, tenant=request.tenant))
             for number, item in enumerate(items, start=1)]  # fmt: skip
     try:
         return parse("the request", rows)
@@ -306,18 +292,14 @@ def _checked_items(
         raise _RefusedError(422, "Unprocessable Content", str(error)) from None
 
 
-def _text_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Decimals as the text a file would hold, so a request is checked as a file is."""
-    return {name: str(value) if isinstance(value, Decimal) else value
-            for name, value in fields.items()}  # fmt: skip
-
-
 def _customer(customer: Customer) -> CustomerView:
     return CustomerView(customer.customer, customer.name, customer.tax_rate,
                         customer.external_id, customer.currency)  # fmt: skip
 
 
-def _detail(store: Store, tenant: str, subscription: str, today: date) -> SubscriptionDetail:
+def _detail(
+    store: SubscriptionStore, tenant: str, subscription: str, today: date
+) -> SubscriptionDetail:
     row = store.subscription(tenant, subscription)
     if row is None:
         raise _RefusedError(
@@ -325,16 +307,16 @@ def _detail(store: Store, tenant: str, subscription: str, today: date) -> Subscr
         )
     history = [HistoryEntry(c.recorded_at, c.kind, c.effective_at, c.plan, c.detail)
                for c in store.history(tenant, subscription)]  # fmt: skip
-    final = store.last_finalized_period(tenant, subscription)
+    final = store.finalized_through(tenant, subscription)
     shown = view(row, today)
     return SubscriptionDetail(**msgspec.structs.asdict(shown), history=history,
                               finalized_through=f"{final:%Y-%m}" if final else None)  # fmt: skip
 
 
-def view(row: SubscriptionRow, today: date) -> SubscriptionView:
+def view(row: Subscription, today: date) -> SubscriptionView:
     started = PlanFrom(row.started_at.astimezone(UTC).date(), row.plan)
     return SubscriptionView(
-        row.tenant, row.subscription, row.customer, plan_on(row.plan, row.changes, today),
+        row.tenant, row.subscription, row.customer, row.plan_on(today),
         row.started_at, row.ended_at, row.anchor_day,
         [started, *(PlanFrom(day, plan) for day, plan in row.changes)],
     )  # fmt: skip

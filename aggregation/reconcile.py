@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from invoicing.store import Store
+from aggregation.readers import PipelineReads
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Reconciliation:
 
 
 def reconcile(
-    store: Store,
+    store: PipelineReads,
     tenant: str | None = None,
     month: date | None = None,
     since: datetime | None = None,
@@ -105,7 +105,7 @@ def _month_of(record: Incomplete, months: dict[tuple[str, date], TenantMonth]) -
     return max((when for who, when in months if who == record.tenant), default=date.min)
 
 
-def unaccounted_events(store: Store, since: datetime) -> int:
+def unaccounted_events(store: PipelineReads, since: datetime) -> int:
     """The identity's shortfall over what was written since ``since``: events missing from
     their records, plus records that left no row (0 when the identity holds)."""
     missing = sum(max(0, record[3] - record[4])
@@ -113,6 +113,6 @@ def unaccounted_events(store: Store, since: datetime) -> int:
     return missing + _records_without_a_row(store, since)
 
 
-def _records_without_a_row(store: Store, since: datetime | None) -> int:
+def _records_without_a_row(store: PipelineReads, since: datetime | None) -> int:
     """Offsets inside each partition's log (first to last seen) that no row accounts for."""
     return sum(last - first + 1 - seen for _, _, first, last, seen in store.record_spans(since))

@@ -12,11 +12,10 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from invoicing.invoice import Customer
-from invoicing.store import SubscriptionRow
 from rating.period import LAST_DAY, Period, plan_on
 from rating.plans import PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
+from subscriptions.model import Customer, Subscription
 
 
 class LifecycleError(ValueError):
@@ -44,7 +43,7 @@ def earliest_change_day(now: datetime, notice: timedelta) -> date:
 
 
 def change_plan(
-    row: SubscriptionRow,
+    row: Subscription,
     plan: str,
     day: date,
     *,
@@ -52,9 +51,9 @@ def change_plan(
     last_finalized: date | None,
     book: PriceBook,
     customer: Customer | None = None,
-) -> SubscriptionRow:
+) -> Subscription:
     """Move the subscription to ``plan`` from the start of ``day`` (UTC)."""
-    name = f"{row.tenant}/{row.subscription}"
+    name = row.name
     if not book.knows(plan):
         raise LifecycleError(
             f"plan {plan!r} is not in the price book (plans: {', '.join(book.versions)})"
@@ -63,7 +62,7 @@ def change_plan(
     if customer is not None and customer.currency:
         refused = customer.refuses(target)
     else:  # no customer says what it pays in: the plan it is on does
-        billed_in = book.plan(plan_on(row.plan, row.changes, day)).currency
+        billed_in = book.plan(row.plan_on(day)).currency
         refused = (
             None
             if billed_in == target
@@ -100,14 +99,14 @@ def change_plan(
 
 
 def revise(
-    row: SubscriptionRow,
+    row: Subscription,
     percent: Decimal,
     day: date,
     *,
     earliest: date,
     last_finalized: date | None,
     book: PriceBook,
-) -> SubscriptionRow:
+) -> Subscription:
     """Revise every price of the plan the subscription is on by ``percent`` from the
     start of ``day`` (UTC): a move to the revised plan ("growth@+5%"), checked like any
     plan change. A revision of a revised plan compounds."""
@@ -116,7 +115,7 @@ def revise(
 
 
 def change_add_on(
-    row: SubscriptionRow,
+    row: Subscription,
     add_on: str,
     day: date,
     *,
@@ -124,7 +123,7 @@ def change_add_on(
     earliest: date,
     last_finalized: date | None,
     book: PriceBook,
-) -> SubscriptionRow:
+) -> Subscription:
     """Add the price book's add-on ``add_on`` (its charges and fees) to the subscription's
     plan from the start of ``day`` (a move to "growth+<add_on>"), or remove it."""
     vary = with_add_on if adding else without_add_on
@@ -133,18 +132,18 @@ def change_add_on(
 
 
 def _vary(
-    row: SubscriptionRow,
+    row: Subscription,
     day: date,
     vary: Callable[[str], str],
     *,
     earliest: date,
     last_finalized: date | None,
     book: PriceBook,
-) -> SubscriptionRow:
+) -> Subscription:
     """Move to the variant ``vary`` makes of the plan in force on ``day``."""
-    name = f"{row.tenant}/{row.subscription}"
+    name = row.name
     try:
-        plan = vary(plan_on(row.plan, row.changes, day))
+        plan = vary(row.plan_on(day))
         book.variant_versions(plan)  # says why the book cannot make it, if it cannot
     except (VariantError, PriceBookError) as error:
         raise LifecycleError(f"{name}: {error}") from None
@@ -152,10 +151,10 @@ def _vary(
                        book=book)  # fmt: skip
 
 
-def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> SubscriptionRow:
+def cancel(row: Subscription, at: datetime, last_finalized: date | None) -> Subscription:
     """End the subscription at ``at`` (exclusive): usage from then on is refused, and fees
     are prorated to the day."""
-    name = f"{row.tenant}/{row.subscription}"
+    name = row.name
     # The store keeps milliseconds: every reader must see the same end.
     at = at.replace(microsecond=at.microsecond - at.microsecond % 1000)
     if at <= row.started_at:
@@ -173,19 +172,19 @@ def cancel(row: SubscriptionRow, at: datetime, last_finalized: date | None) -> S
     return replace(row, ended_at=at)
 
 
-def renew(row: SubscriptionRow, last_finalized: date | None) -> SubscriptionRow:
+def renew(row: Subscription, last_finalized: date | None) -> Subscription:
     """Remove the subscription's end, so it is billed on."""
-    name = f"{row.tenant}/{row.subscription}"
+    name = row.name
     if row.ended_at is None:
         raise LifecycleError(f"{name} has no end to remove: it is billed on already")
     _outside_finalized(row, row.ended_at, last_finalized)
     return replace(row, ended_at=None)
 
 
-def _outside_finalized(row: SubscriptionRow, moment: datetime, last_finalized: date | None) -> (
+def _outside_finalized(row: Subscription, moment: datetime, last_finalized: date | None) -> (
     None
 ):  # fmt: skip
-    name = f"{row.tenant}/{row.subscription}"
+    name = row.name
     period = Period.of(moment.astimezone(UTC).date(), row.anchor_day).label
     if last_finalized is not None and period <= last_finalized:
         raise LifecycleError(

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 import msgspec
 
-from invoicing.store import Store
-from meterline.events import Property
+from aggregation.model import RatedTotal
+from aggregation.readers import PipelineReads
+from base.events import Property
 from rating.money import plain
 from rating.plans import PriceBook
 
@@ -41,23 +41,23 @@ class CurrentUsage(msgspec.Struct):
 
 
 def current_usage(
-    tenant: str, subscription: str, period: date, rows: list[dict[str, Any]], book: PriceBook
+    tenant: str, subscription: str, period: date, rows: list[RatedTotal], book: PriceBook
 ) -> CurrentUsage:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     lines = []
     for row in rows:
-        meter = book.meter(row["meter"])
-        totals[row["currency"]] += row["amount"]
+        meter = book.meter(row.meter)
+        totals[row.currency] += row.amount
         lines.append(
             UsageLine(
                 meter=meter.id,
-                group=msgspec.json.decode(row["group_key"]) if row["group_key"] else None,
-                plan=row["plan"],
-                plan_version=row["plan_version"],
-                quantity=plain(Decimal(row["quantity"]).scaleb(-meter.scale)),
+                group=msgspec.json.decode(row.group) if row.group else None,
+                plan=row.plan,
+                plan_version=row.plan_version,
+                quantity=plain(Decimal(row.quantity).scaleb(-meter.scale)),
                 unit=meter.unit,
-                amount=plain(row["amount"]),
-                currency=row["currency"],
+                amount=plain(row.amount),
+                currency=row.currency,
             )
         )
     return CurrentUsage(
@@ -67,7 +67,7 @@ def current_usage(
 
 
 def read_usage(
-    store: Store, book: PriceBook, tenant: str, subscription: str, period: date
+    store: PipelineReads, book: PriceBook, tenant: str, subscription: str, period: date
 ) -> CurrentUsage:
-    rows = store.rated_usage(period, tenant=tenant, subscription=subscription)
+    rows = store.rated_totals(period, tenant=tenant, subscription=subscription)
     return current_usage(tenant, subscription, period, rows, book)

@@ -20,8 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from meterline.demo import PRICE_BOOK
-from meterline.events import EventWindow
+from base.events import EventWindow
 
 CONFIG_FILE_VARIABLE = "METERLINE_CONFIG"
 
@@ -127,10 +126,6 @@ class Settings(BaseSettings):
             max_age=timedelta(days=self.max_event_age_days),
             max_skew=timedelta(seconds=self.max_clock_skew_seconds),
         )
-
-    @property
-    def price_book_path(self) -> Path:
-        return self.price_book or PRICE_BOOK
 
     @property
     def api_keys_path(self) -> Path:

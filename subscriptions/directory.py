@@ -1,8 +1,8 @@
 """Which plan each subscription is on, from which day, and when it ends, as the worker
-sees it.
+sees it: each subscription's ``Terms``.
 
 Read whole from the store when the worker starts; afterwards each change arrives within
-a second on the subscriptions topic (``subscription_feed``), and the store is read again
+a second on the subscriptions topic (``feed``), and the store is read again
 for the rows written since the last look (each change writes a larger version): every
 ``refresh_interval``, in case a change was stored but not published, and at most once per
 ``min_interval`` when an event names a subscription the worker does not know, so a
@@ -13,28 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import date, datetime
 
-from rating.period import PlanChanges, plan_on
+from subscriptions.model import Owner, Terms
 
-Owner = tuple[str, str]  # tenant, subscription
 REFRESH_SECONDS = 30.0  # how often a worker re-reads what changed in the store
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    plan: str  # the plan it started on
-    ends_at: datetime | None  # exclusive; usage stamped from then on is not billed
-    version: int
-    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
-    anchor: int = 1  # the day of the month its billing periods start on
-
-    def plan_on(self, day: date) -> str:
-        return plan_on(self.plan, self.changes, day) if self.changes else self.plan
-
-
-Rows = Iterable[tuple[Owner, Entry]]
+Rows = Iterable[tuple[Owner, Terms]]
 
 
 class SubscriptionDirectory:
@@ -50,19 +35,19 @@ class SubscriptionDirectory:
         self._min_interval = min_interval
         self._refresh_interval = refresh_interval
         self._clock = clock
-        self._entries: dict[Owner, Entry] = {}
+        self._entries: dict[Owner, Terms] = {}
         self._version = -1
         # The latest day any known subscription's periods start on: how far back an
         # accepted event's period can start (1 while every one bills calendar months).
         self.latest_anchor = 1
         self._reload()
 
-    def absorb(self, owner: Owner, entry: Entry) -> None:
+    def absorb(self, owner: Owner, entry: Terms) -> None:
         """Take a subscription's row, unless a newer version of it is known already."""
         known = self._entries.get(owner)
         if known is None or entry.version >= known.version:
             self._entries[owner] = entry
-            self.latest_anchor = max(self.latest_anchor, entry.anchor)
+            self.latest_anchor = max(self.latest_anchor, entry.anchor_day)
 
     def _reload(self) -> None:
         for owner, entry in self._load(self._version):
@@ -72,7 +57,7 @@ class SubscriptionDirectory:
         self._next_load = now + self._min_interval
         self._next_refresh = now + self._refresh_interval
 
-    def entry(self, owner: Owner) -> Entry | None:
+    def entry(self, owner: Owner) -> Terms | None:
         now = self._clock()
         if now >= self._next_refresh:
             self._reload()

@@ -18,7 +18,7 @@ class Migration:
 
 
 def available() -> list[Migration]:
-    folder = importlib.resources.files("invoicing") / "migrations"
+    folder = importlib.resources.files("base") / "migrations"
     found = []
     for entry in folder.iterdir():
         match = _FILE.match(entry.name)

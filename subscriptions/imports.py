@@ -1,23 +1,23 @@
-"""Reading subscriptions and customers from a file (CSV with a header, or a JSON array of
-objects), e.g. an export of CRM contracts: every row is checked, and one bad row rejects
-the file with errors that name the row and the field, so nothing is half imported."""
+"""Subscriptions and customers to import, from a file (CSV with a header, or a JSON array
+of objects, e.g. an export of CRM contracts) or from a request's items: each decodes into
+the same input shape and is checked the same way, once, and one bad row rejects the
+whole import with errors that name the row and the field, so nothing is half imported."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
 import msgspec
 
-from invoicing.invoice import Customer
-from invoicing.store import SubscriptionRow
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.period import LAST_DAY, MAX_ANCHOR
 from rating.plans import PriceBook
+from subscriptions.model import Customer, Subscription
 
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
 CUSTOMER_FIELDS = ("tenant", "customer", "name", "tax_rate")
@@ -31,35 +31,45 @@ class SubscriptionFileError(ValueError):
     """The file cannot be imported; the message lists every problem found."""
 
 
-class _Subscription(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: str
+class NewSubscription(msgspec.Struct, forbid_unknown_fields=True):
+    """A subscription to import; one already known is replaced."""
+
     subscription: str
     customer: str
     plan: str
-    started_at: str  # a day (2026-10-01, midnight UTC) or an ISO 8601 time with offset
-    ended_at: str = ""  # optional, exclusive: the subscription is billed until then
-    anchor_day: int = 1  # optional: the day of the month its billing periods start on
+    started_at: str  # a day (midnight UTC) or an ISO 8601 time with offset
+    ended_at: str = ""  # exclusive; none by default
+    anchor_day: int = 1  # the day of the month its billing periods start on, 1 to 28
+    tenant: str = ""  # a file names it; over HTTP, the key's tenant (another is refused)
 
 
-class _Customer(msgspec.Struct, forbid_unknown_fields=True):
-    tenant: str
+class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
+    """A customer to import; one already known is replaced."""
+
     customer: str
     name: str
-    tax_rate: str  # percent, e.g. 8.25
-    external_id: str = ""
-    currency: str = ""  # ISO 4217; optional
+    tax_rate: Decimal = Decimal(0)  # percent, 0 to 100, at most 4 decimal places: 8.25
+    external_id: str = ""  # the CRM's id
+    currency: str = ""  # ISO 4217: its subscriptions must be on plans priced in it
+    tenant: str = ""  # a file names it; over HTTP, the key's tenant (another is refused)
 
 
-def read_subscriptions(path: Path, book: PriceBook) -> list[SubscriptionRow]:
-    return subscriptions_from(str(path), _items(path, SUBSCRIPTION_FIELDS), book)
+# What a field that does not even decode is, in the words its own check would use.
+_UNDECODED = {"tax_rate": "is not a percentage from 0 to 100"}
+
+
+def read_subscriptions(path: Path, book: PriceBook) -> list[Subscription]:
+    items = _items(path, SUBSCRIPTION_FIELDS)
+    return subscriptions_from(str(path), _decoded(items, NewSubscription), book)
 
 
 def subscriptions_from(
-    source: str, items: Sequence[tuple[int, object]], book: PriceBook
-) -> list[SubscriptionRow]:
-    """Subscriptions from numbered objects (a file's rows, a request's array items)."""
+    source: str, items: Sequence[tuple[int, NewSubscription | str]], book: PriceBook
+) -> list[Subscription]:
+    """Subscriptions from numbered inputs (a file's rows, a request's array items; a text
+    in place of one says why it did not decode)."""
 
-    def parse(row: _Subscription) -> tuple[SubscriptionRow | None, list[str]]:
+    def parse(row: NewSubscription) -> tuple[Subscription | None, list[str]]:
         problems = [f"{name} is empty" for name in SUBSCRIPTION_FIELDS[:4]
                     if not getattr(row, name).strip()]  # fmt: skip
         if row.plan and not book.knows(row.plan):
@@ -73,41 +83,41 @@ def subscriptions_from(
         if problems or started is None:
             return None, problems
         owner = (row.tenant, row.subscription, row.customer, row.plan)
-        return SubscriptionRow(*owner, started_at=started, ended_at=ended,
-                               anchor_day=row.anchor_day), []  # fmt: skip
+        return Subscription(*owner, started_at=started, ended_at=ended,
+                            anchor_day=row.anchor_day), []  # fmt: skip
 
-    return _checked(source, items, _Subscription, parse, _subscription_key)
+    return _checked(source, items, "subscriptions", parse, _subscription_key)
 
 
 def read_customers(path: Path) -> list[Customer]:
-    return customers_from(str(path), _items(path, CUSTOMER_FIELDS))
+    items = _items(path, CUSTOMER_FIELDS)
+    return customers_from(str(path), _decoded(items, NewCustomer))
 
 
-def customers_from(source: str, items: Sequence[tuple[int, object]]) -> list[Customer]:
-    """Customers from numbered objects (a file's rows, a request's array items)."""
+def customers_from(source: str, items: Sequence[tuple[int, NewCustomer | str]]) -> (
+    list[Customer]
+):  # fmt: skip
+    """Customers from numbered inputs, as ``subscriptions_from`` takes them."""
 
-    def parse(row: _Customer) -> tuple[Customer | None, list[str]]:
+    def parse(row: NewCustomer) -> tuple[Customer | None, list[str]]:
         problems = [f"{name} is empty" for name in CUSTOMER_FIELDS[:2]
                     if not getattr(row, name).strip()]  # fmt: skip
-        try:
-            rate = Decimal(row.tax_rate.strip() or "0")
-        except InvalidOperation:
-            rate = None
-        if rate is None or not rate.is_finite() or not 0 <= rate <= MAX_TAX_RATE:
-            problems.append(f"tax_rate {row.tax_rate!r} is not a percentage from 0 to 100")
+        rate = row.tax_rate
+        if not rate.is_finite() or not 0 <= rate <= MAX_TAX_RATE:
+            problems.append(f"tax_rate {str(rate)!r} is not a percentage from 0 to 100")
         elif rate.as_tuple().exponent < -4:  # type: ignore[operator]
-            problems.append(f"tax_rate {row.tax_rate!r} has more than 4 decimal places")
+            problems.append(f"tax_rate {str(rate)!r} has more than 4 decimal places")
         if row.currency and row.currency not in MINOR_UNIT_DIGITS:
             problems.append(f"currency {row.currency!r} is not an ISO 4217 code meterline bills in")
-        if problems or rate is None:
+        if problems:
             return None, problems
         return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency), []
 
-    return _checked(source, items, _Customer, parse, _customer_key)
+    return _checked(source, items, "customers", parse, _customer_key)
 
 
 def currency_problems(
-    rows: Sequence[SubscriptionRow], customers: Mapping[tuple[str, str], Customer], book: PriceBook
+    rows: Sequence[Subscription], customers: Mapping[tuple[str, str], Customer], book: PriceBook
 ) -> list[str]:
     """Subscriptions whose plan is priced in another currency than their customer's."""
     problems = []
@@ -119,11 +129,11 @@ def currency_problems(
     return problems
 
 
-def _subscription_key(row: _Subscription) -> tuple[str, str]:
+def _subscription_key(row: NewSubscription) -> tuple[str, str]:
     return row.tenant, row.subscription
 
 
-def _customer_key(row: _Customer) -> tuple[str, str]:
+def _customer_key(row: NewCustomer) -> tuple[str, str]:
     return row.tenant, row.customer
 
 
@@ -150,19 +160,41 @@ def _items(path: Path, fields: tuple[str, ...]) -> list[tuple[int, object]]:
     return _csv_items(path, text, fields)
 
 
+def _decoded(items: Sequence[tuple[int, object]], kind: type[Row]) -> list[tuple[int, Row | str]]:
+    """A file's numbered rows as inputs of ``kind`` (an empty value of a field that has a
+    default is that default), or, for a row that does not decode, what is wrong with it."""
+    defaulted = {f.name for f in msgspec.structs.fields(kind) if not f.required}
+    decoded: list[tuple[int, Row | str]] = []
+    for number, given in items:
+        item = given
+        if isinstance(given, dict):
+            item = {key: value for key, value in given.items()
+                    if not (value == "" and key in defaulted)}  # fmt: skip
+        try:
+            decoded.append((number, msgspec.convert(item, kind, strict=False)))
+        except msgspec.ValidationError as error:
+            decoded.append((number, _undecoded(item, error)))
+    return decoded
+
+
+def _undecoded(item: object, error: msgspec.ValidationError) -> str:
+    for field, problem in _UNDECODED.items():
+        if str(error).endswith(f"`$.{field}`") and isinstance(item, dict):
+            return f"{field} {item.get(field)!r} {problem}"
+    return str(error)
+
+
 def _checked(
     source: str,
-    items: Sequence[tuple[int, object]],
-    kind: type[Row],
+    items: Sequence[tuple[int, Row | str]],
+    noun: str,
     parse: Callable[[Row], tuple[Parsed | None, list[str]]],
     ident: Callable[[Row], tuple[str, str]],
 ) -> list[Parsed]:
     found, problems, seen = [], [], set()
-    for number, item in items:
-        try:
-            row = msgspec.convert(item, kind, strict=False)
-        except msgspec.ValidationError as error:
-            problems.append(f"row {number}: {error}")
+    for number, row in items:
+        if isinstance(row, str):
+            problems.append(f"row {number}: {row}")
             continue
         parsed, own = parse(row)
         problems.extend(f"row {number}: {problem}" for problem in own)
@@ -175,7 +207,7 @@ def _checked(
     if problems:
         raise SubscriptionFileError(f"{source}: nothing imported:\n  " + "\n  ".join(problems))
     if not found:
-        raise SubscriptionFileError(f"{source}: no {kind.__name__.lstrip('_').lower()}s in it")
+        raise SubscriptionFileError(f"{source}: no {noun} in it")
     return found
 
 

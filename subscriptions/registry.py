@@ -1,25 +1,25 @@
-"""The registry's operations over a store, made the same way from the command line and
-the HTTP API: read the subscription, check the change (``lifecycle``), write the row it
-leads to with a newer version and add an entry to its history. Each returns the rows it
-wrote, for the caller to publish to the workers."""
+"""The registry's operations over the subscription store, made the same way from the
+command line and the HTTP API: read the subscription, check the change (``lifecycle``),
+write the row it leads to with a newer version and add an entry to its history. Each
+returns the rows it wrote, each with the version it was written under, for the caller to
+publish to the workers (``feed.announce``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from aggregation.subscriptions import REFRESH_SECONDS
-from invoicing import lifecycle
-from invoicing.invoice import Customer
-from invoicing.lifecycle import LifecycleError
-from invoicing.store import Store, SubscriptionChange, SubscriptionRow
-from invoicing.subscription_import import currency_problems
-from rating.period import plan_on
 from rating.plans import PriceBook
+from subscriptions import lifecycle
+from subscriptions.directory import REFRESH_SECONDS
+from subscriptions.imports import currency_problems
+from subscriptions.lifecycle import LifecycleError
+from subscriptions.model import Change, Customer, Subscription, version_of
+from subscriptions.store import SubscriptionStore
 
-Apply = Callable[[SubscriptionRow, date | None, Customer | None], SubscriptionRow]
+Apply = Callable[[Subscription, date | None, Customer | None], Subscription]
 
 
 class UnknownSubscriptionError(LookupError):
@@ -33,12 +33,7 @@ class Operation:
 
     kind: str
     apply: Apply
-    effective: Callable[[SubscriptionRow], datetime | None]
-
-
-def version_of(now: datetime) -> int:
-    """Rows written later carry larger versions, so the latest write wins everywhere."""
-    return int(now.timestamp() * 1000)
+    effective: Callable[[Subscription], datetime | None]
 
 
 def change_notice(max_clock_skew_seconds: float) -> timedelta:
@@ -68,18 +63,18 @@ class FromDay:
     def earliest(self) -> date:
         return lifecycle.earliest_change_day(self.now, self.notice)
 
-    def first(self, row: SubscriptionRow) -> date:
+    def first(self, row: Subscription) -> date:
         if self.at_period_end:
             return lifecycle.period_end(self.now, row.anchor_day).date()
         return self.day or self.earliest
 
-    def midnight(self, row: SubscriptionRow) -> datetime:
+    def midnight(self, row: Subscription) -> datetime:
         return datetime.combine(self.first(row), time(), tzinfo=UTC)
 
 
 def plan_change(plan: str, when: FromDay, book: PriceBook) -> Operation:
-    def move(row: SubscriptionRow, final: date | None, customer: Customer | None) -> (
-        SubscriptionRow
+    def move(row: Subscription, final: date | None, customer: Customer | None) -> (
+        Subscription
     ):  # fmt: skip
         return lifecycle.change_plan(
             row, plan, when.first(row), earliest=when.earliest, last_finalized=final, book=book,
@@ -90,7 +85,7 @@ def plan_change(plan: str, when: FromDay, book: PriceBook) -> Operation:
 
 
 def price_revision(percent: Decimal, when: FromDay, book: PriceBook) -> Operation:
-    def uplift(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
+    def uplift(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
         return lifecycle.revise(row, percent, when.first(row), earliest=when.earliest,
                                 last_finalized=final, book=book)  # fmt: skip
 
@@ -100,7 +95,7 @@ def price_revision(percent: Decimal, when: FromDay, book: PriceBook) -> Operatio
 def add_on_change(add_on: str, adding: bool, when: FromDay, book: PriceBook) -> Operation:
     """Add (or remove) a price book add-on's charges and fees from a day on."""
 
-    def vary(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
+    def vary(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
         return lifecycle.change_add_on(
             row, add_on, when.first(row), adding=adding, earliest=when.earliest,
             last_finalized=final, book=book,
@@ -115,47 +110,54 @@ def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> 
     if at is not None:
         lifecycle.check_day(at.astimezone(UTC).date(), "the end")
 
-    def moment(row: SubscriptionRow) -> datetime:
+    def moment(row: Subscription) -> datetime:
         return lifecycle.period_end(now, row.anchor_day) if at_period_end else at or now
 
-    def end(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
+    def end(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
         return lifecycle.cancel(row, moment(row), final)
 
     return Operation("cancelled", end, moment)
 
 
 def renewal() -> Operation:
-    def keep(row: SubscriptionRow, final: date | None, _: Customer | None) -> SubscriptionRow:
+    def keep(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
         return lifecycle.renew(row, final)
 
     return Operation("renewed", keep, lambda _: None)
 
 
 def perform(
-    store: Store, tenant: str, subscription: str, operation: Operation, now: datetime
-) -> SubscriptionRow:
-    """Check and write ``operation``; raises ``UnknownSubscriptionError`` or
-    ``LifecycleError`` (with the reason) and then writes nothing."""
+    store: SubscriptionStore, tenant: str, subscription: str, operation: Operation, now: datetime
+) -> Subscription:
+    """Check and write ``operation``, and return the row written (with its version); raises
+    ``UnknownSubscriptionError`` or ``LifecycleError`` (with the reason) and then writes
+    nothing."""
     row = store.subscription(tenant, subscription)
     if row is None:
         raise UnknownSubscriptionError(f"no subscription {subscription!r} for tenant {tenant!r}")
-    final = store.last_finalized_period(tenant, subscription)
-    changed = operation.apply(row, final, store.customer(tenant, row.customer))
-    store.write_subscriptions([changed], version=version_of(now))
+    final = store.finalized_through(tenant, subscription)
+    changed = replace(operation.apply(row, final, store.customer(tenant, row.customer)),
+                      version=version_of(now))  # fmt: skip
+    store.write([changed])
     effective = operation.effective(row)
     day = (effective or now).astimezone(UTC).date()
     store.record_changes(
-        [SubscriptionChange(tenant, subscription, now, operation.kind, effective,
-                            plan_on(changed.plan, changed.changes, day), describe(changed))]
+        [Change(tenant, subscription, now, operation.kind, effective, changed.plan_on(day),
+                describe(changed))]
     )  # fmt: skip
     return changed
 
 
 def import_subscriptions(
-    store: Store, rows: Sequence[SubscriptionRow], book: PriceBook, now: datetime, source: str
-) -> None:
-    """Write ``rows`` whole, or nothing when one is priced in another currency than its
-    customer's (``LifecycleError`` lists them)."""
+    store: SubscriptionStore,
+    rows: Sequence[Subscription],
+    book: PriceBook,
+    now: datetime,
+    source: str,
+) -> list[Subscription]:
+    """Write ``rows`` whole and return them as written (with their version), or nothing
+    when one is priced in another currency than its customer's or would move its anchor
+    (``LifecycleError`` lists them)."""
     refused = currency_problems(rows, store.customers(), book)
     known = store.anchor_days([(r.tenant, r.subscription) for r in rows])
     refused += [
@@ -166,14 +168,24 @@ def import_subscriptions(
     ]
     if refused:
         raise LifecycleError(f"{source}: nothing imported:\n  " + "\n  ".join(refused))
-    store.write_subscriptions(rows, version=version_of(now))
+    version = version_of(now)
+    written = [replace(row, version=version) for row in rows]
+    store.write(written)
     store.record_changes(
-        [SubscriptionChange(r.tenant, r.subscription, now, "imported", r.started_at, r.plan,
-                            f"from {source}") for r in rows]
+        [Change(r.tenant, r.subscription, now, "imported", r.started_at, r.plan, f"from {source}")
+         for r in written]
     )  # fmt: skip
+    return written
 
 
-def describe(row: SubscriptionRow) -> str:
+def import_customers(store: SubscriptionStore, customers: Sequence[Customer], now: datetime) -> (
+    None
+):  # fmt: skip
+    """Write ``customers`` whole; a customer already known is replaced."""
+    store.write_customers(customers, version=version_of(now))
+
+
+def describe(row: Subscription) -> str:
     plans = "; ".join(f"{plan} from {day}" for day, plan in row.changes)
     ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"
     return f"{plans}; {ends}" if plans else ends

@@ -1,0 +1,80 @@
+"""The dead-letter topic: its record (an event that cannot be billed, why, and where it
+was) and the worker's producer of it.
+
+Consumers of the topic (a person, a replay tool) get the machine-readable reason, a
+detail for people, the event as it was sent, and its position in the events topic,
+which also lets them drop the repeats that an at-least-once delivery may bring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from aggregation.log_identity import split
+from aggregation.model import Rejection
+
+log = logging.getLogger("meterline.worker")
+
+# Sends one value to the dead-letter topic; awaiting what it returns waits for the broker.
+Send = Callable[[bytes], Awaitable[Awaitable[Any]]]
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    reason: str
+    detail: str
+    event: str  # the event as it was sent (JSON), or the undecodable bytes as text
+    topic: str
+    partition: int
+    offset: int
+    index: int  # the event's place in its record
+    rejected_at: datetime
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(DeadLetter)
+
+
+def encode_dead_letter(letter: DeadLetter) -> bytes:
+    return _encoder.encode(letter)
+
+
+def decode_dead_letter(payload: bytes) -> DeadLetter:
+    return _decoder.decode(payload)
+
+
+async def publish_dead_letters(
+    send: Send, events_topic: str, rejected: Sequence[Rejection], exit_code: int
+) -> None:
+    """Send a batch's rejections to the dead-letter topic and wait for the broker. A stop
+    request must not cut the sends short (hence the shield); a failure ends the process
+    before the batch is acknowledged, so it replays: dead letters are at least once."""
+
+    async def send_all() -> None:
+        now = datetime.now(UTC)
+        pending = []
+        for rejection in rejected:
+            letter = DeadLetter(
+                reason=rejection.reason,
+                detail=rejection.detail,
+                event=rejection.payload.decode("utf-8", "replace"),
+                topic=events_topic,
+                partition=rejection.partition,
+                offset=split(rejection.offset)[1],
+                index=rejection.index,
+                rejected_at=now,
+            )
+            pending.append(await send(encode_dead_letter(letter)))
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.shield(send_all())
+    except Exception:
+        log.critical("cannot publish dead letters: exiting without acknowledging the batch")
+        os._exit(exit_code)

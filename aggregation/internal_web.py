@@ -1,0 +1,108 @@
+"""The worker's web pages: ``/metrics`` and ``/health`` for anyone who can reach the port
+(it binds to 127.0.0.1 by default), and, with chDB, the internal pages through which the
+gateway reads current usage and makes subscription changes, because this process owns
+the store (chDB lets one process open it). Those answer only a caller that shows this
+run's internal secret: the gateway, which has checked the tenant's API key already."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import faust
+import msgspec
+from faust.web import View
+
+from aggregation.readers import PipelineReads
+from aggregation.usage import read_usage
+from base.clickhouse import Connection
+from base.metrics import exposition
+from base.settings import Settings
+from rating.plans import PriceBook
+from subscriptions.api import RegistryRequest, answer
+from subscriptions.directory import SubscriptionDirectory
+from subscriptions.feed import announce
+from subscriptions.store import SubscriptionStore
+
+log = logging.getLogger("meterline.worker")
+
+_registry_decoder = msgspec.json.Decoder(RegistryRequest)
+
+
+def add_pages(
+    app: faust.App,
+    settings: Settings,
+    bootstrap_servers: str,
+    *,
+    connection: Connection,
+    directory: SubscriptionDirectory,
+    book: PriceBook,
+    health: Callable[[], tuple[bool, dict[str, Any]]],
+) -> None:
+    """``health()`` is (healthy, what to show) of the stream side: partitions and lag."""
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        body, content_type = exposition()
+        # aiohttp refuses a charset in content_type=, so the header is set as it is.
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        """200 when the store answers and partitions are assigned; the lag per partition."""
+        try:
+            connection.ping()
+            store = "ok"
+        except Exception as error:
+            store = f"error: {error}"
+        streaming, shown = health()
+        healthy = store == "ok" and streaming
+        body = {"status": "ok" if healthy else "degraded", "store": store, **shown}
+        return web.json(body, status=200 if healthy else 503)
+
+    if settings.clickhouse_url is not None:
+        return  # with a ClickHouse server the gateway reads and writes the store itself
+    secret = settings.internal_key()
+    pipeline = PipelineReads(connection)
+    subscriptions = SubscriptionStore(connection)
+
+    def from_gateway(request: Any) -> bool:
+        """With no secret configured, no caller."""
+        shown = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return bool(secret) and hmac.compare_digest(shown.encode(), secret.encode())
+
+    def refused(web: Any) -> Any:
+        return web.json({"title": "Unauthorized", "status": 401,
+                         "detail": "an internal page of the worker: for its gateway only"},
+                        status=401)  # fmt: skip
+
+    # Reads are short queries and run between batches on the same loop.
+    @app.page("/usage/{tenant}/{subscription}/{period}")
+    async def usage(web: Any, request: Any, tenant: str, subscription: str, period: str) -> Any:
+        if not from_gateway(request):
+            return refused(web)
+        day = date.fromisoformat(f"{period}-01")
+        found = read_usage(pipeline, book, tenant, subscription, day)
+        return web.json(msgspec.to_builtins(found))
+
+    # Changes are stored here, taken into this worker's directory at once, and published
+    # for the others.
+    class Registry(View):
+        async def post(self, request: Any) -> Any:
+            if not from_gateway(request):
+                return refused(self)
+            asked = _registry_decoder.decode(await request.read())
+            answered, written = answer(subscriptions, book, settings.max_clock_skew_seconds,
+                                       asked, datetime.now(UTC))  # fmt: skip
+            for row in written:
+                directory.absorb(row.owner, row.terms())
+            if written:
+                warning = await announce(bootstrap_servers, settings.subscriptions_topic, written)
+                if warning:
+                    log.warning("%s", warning)
+            return self.bytes(msgspec.json.encode(answered), content_type="application/json")
+
+    app.page("/registry")(Registry)

@@ -1,0 +1,271 @@
+"""The pipeline's sink: what a batch leaves is made durable here (raw events, duplicates,
+rejections, distinct values, rated totals, and each partition's checkpoint), and what a
+worker needs back when it takes a partition over (dedupe marks, totals, refusals,
+distinct values, checkpoints and epochs) is read from here. See ``state`` for why what
+survives of a batch's writes after a crash converges, and ``log_identity`` for epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
+from aggregation.model import AcceptedEvent, BatchResult, Position, RatedTotal, TotalKey
+from aggregation.state import Total
+from base.clickhouse import TIMESTAMP, Connection, nanos_to_decimal_array
+from base.events import encode_properties
+
+
+class PipelineSink:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._client = connection.client
+        self._table = connection.table
+
+    def write_batch(
+        self, result: BatchResult, topic: str = "", checkpoints: Sequence[Checkpoint] = ()
+    ) -> None:
+        """New distinct values first, then rejections, distinct events and totals: see
+        aggregation.state for why what survives of these writes after a crash converges.
+        The checkpoints of ``topic``'s partitions come last: a checkpoint only ever names a
+        record whose effects are durable (aggregation.log_identity)."""
+        now = datetime.now(UTC)
+        if result.distinct:
+            self._client.insert_arrow(self._table("distinct_values"), _distinct(result, now))
+        if result.rejected:
+            self._client.insert_arrow(self._table("rejected_events"), _rejections(result, now))
+        if result.repeated:
+            self._client.insert_arrow(self._table("duplicate_events"), _duplicates(result, now))
+        if result.accepted:
+            self._client.insert_arrow(self._table("events"), _events(result, now))
+        if result.rated:
+            self._client.insert_arrow(self._table("rated_usage"), _rated(result.rated, now))
+        if checkpoints:
+            self._client.insert_arrow(
+                self._table("log_checkpoints"), _checkpoints(topic, checkpoints, now)
+            )
+
+    def load_checkpoints(self, topic: str, partitions: set[int]) -> list[Checkpoint]:
+        """The newest checkpoint of each of ``topic``'s partitions that has one."""
+        rows = self._client.query(
+            "SELECT kafka_partition, log_epoch, kafka_offset, fingerprint "
+            f"FROM {self._table('log_checkpoints')} FINAL WHERE topic = {{topic:String}} "
+            "AND kafka_partition IN {partitions:Array(UInt32)}",
+            parameters={"topic": topic, "partitions": sorted(partitions)},
+            column_formats={"fingerprint": "bytes"},
+        ).result_rows
+        return [Checkpoint(p, epoch, offset, bytes(held)) for p, epoch, offset, held in rows]
+
+    def latest_epochs(self, topic: str, partitions: set[int]) -> dict[int, int]:
+        """The highest epoch each partition has had, by checkpoint or by a new log found."""
+        rows = self._client.query(
+            "SELECT kafka_partition, max(log_epoch) FROM ("
+            f"SELECT kafka_partition, log_epoch, topic FROM {self._table('log_checkpoints')} "
+            "UNION ALL SELECT kafka_partition, log_epoch, topic "
+            f"FROM {self._table('log_incarnations')}) "
+            "WHERE topic = {topic:String} AND kafka_partition IN {partitions:Array(UInt32)} "
+            "GROUP BY kafka_partition",
+            parameters={"topic": topic, "partitions": sorted(partitions)},
+        ).result_rows
+        return {int(partition): int(epoch) for partition, epoch in rows}
+
+    def record_new_log(
+        self, topic: str, partition: int, epoch: int, previous_offset: int, reason: str
+    ) -> None:
+        """Remember that ``partition`` holds a new log from ``epoch`` on, and why."""
+        self._client.insert(
+            self._table("log_incarnations"),
+            [[topic, partition, epoch, previous_offset, reason, datetime.now(UTC)]],
+            column_names=["topic", "kafka_partition", "log_epoch", "previous_offset", "reason",
+                          "found_at"],
+        )  # fmt: skip
+
+    def load_marks(self, partitions: set[int], since: datetime) -> Iterator[tuple[bytes, Position]]:
+        """Dedupe marks of the events stored since ``since`` (the dedupe window)."""
+        rows = self._client.query(
+            "SELECT dedupe_key, kafka_partition, log_epoch, kafka_offset, event_index "
+            f"FROM {self._table('events')} WHERE kafka_partition IN {{partitions:Array(UInt32)}} "
+            "AND ingested_at >= {since:DateTime64(3, 'UTC')}",
+            parameters={"partitions": sorted(partitions), "since": since},
+        ).result_rows
+        for key, partition, epoch, offset, index in rows:
+            mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
+            yield mark, Position(partition, ordinal(epoch, offset), index)
+
+    def load_refusals(self, partitions: set[int], since: datetime) -> Iterator[Position]:
+        """Positions of events refused because their total would overflow (see
+        ``UsageState.refused``), rejected since ``since``."""
+        rows = self._client.query(
+            "SELECT kafka_partition, log_epoch, kafka_offset, event_index "
+            f"FROM {self._table('rejected_events')} FINAL "
+            "WHERE reason = 'amount_overflow' AND kafka_partition IN {partitions:Array(UInt32)} "
+            "AND rejected_at >= {since:DateTime64(3, 'UTC')}",
+            parameters={"partitions": sorted(partitions), "since": since},
+        ).result_rows
+        for partition, epoch, offset, index in rows:
+            yield Position(partition, ordinal(epoch, offset), index)
+
+    def load_totals(
+        self, partitions: set[int], since_period: date
+    ) -> Iterator[tuple[TotalKey, Total]]:
+        """Totals of the periods from ``since_period`` on: the ones events can still change."""
+        rows = self._client.query(
+            "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
+            "quantity, kafka_partition, log_epoch, kafka_offset, event_index, value_at "
+            f"FROM {self._table('rated_usage')} FINAL "
+            "WHERE kafka_partition IN {partitions:Array(UInt32)} "
+            "AND period_start >= {since_period:Date}",
+            parameters={"partitions": sorted(partitions), "since_period": since_period},
+        ).result_rows
+        for tenant, subscription, meter, period, plan, version, group, quantity, *rest in rows:
+            key = TotalKey(tenant, subscription, meter, period, plan, version, group)
+            partition, epoch, offset, index, value_at = rest
+            yield key, Total(quantity, partition, ordinal(epoch, offset), index, value_at)
+
+    def load_distinct(
+        self, partitions: set[int], since_period: date
+    ) -> Iterator[tuple[TotalKey, int, bytes]]:
+        """The distinct values unique counts have seen in the periods from ``since_period``."""
+        rows = self._client.query(
+            "SELECT DISTINCT tenant, subscription, meter, period_start, plan_key, plan_version, "
+            "group_key, kafka_partition, value_digest "
+            f"FROM {self._table('distinct_values')} "
+            "WHERE kafka_partition IN {partitions:Array(UInt32)} "
+            "AND period_start >= {since_period:Date}",
+            parameters={"partitions": sorted(partitions), "since_period": since_period},
+            column_formats={"value_digest": "bytes"},
+        ).result_rows
+        for tenant, subscription, meter, period, plan, version, group, partition, value in rows:
+            key = TotalKey(tenant, subscription, meter, period, plan, version, group)
+            yield key, partition, bytes(value)
+
+
+def _positions(partitions: list[int], ordinals: list[int]) -> dict[str, pa.Array]:
+    """The columns of positions whose offsets are ordinals (aggregation.log_identity). Per
+    event, so it stays a comprehension of shifts; a batch all in epoch 0 needs none."""
+    if not ordinals or max(ordinals) <= OFFSET_MASK:
+        epochs: list[int] = [0] * len(ordinals)
+        offsets = ordinals
+    else:
+        epochs = [position >> EPOCH_SHIFT for position in ordinals]
+        offsets = [position & OFFSET_MASK for position in ordinals]
+    return {
+        "kafka_partition": pa.array(partitions, type=pa.uint32()),
+        "log_epoch": pa.array(epochs, type=pa.uint32()),
+        "kafka_offset": pa.array(offsets, type=pa.uint64()),
+    }
+
+
+def _checkpoints(topic: str, checkpoints: Sequence[Checkpoint], now: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "topic": [topic] * len(checkpoints),
+            "kafka_partition": pa.array([c.partition for c in checkpoints], type=pa.uint32()),
+            "log_epoch": pa.array([c.epoch for c in checkpoints], type=pa.uint32()),
+            "kafka_offset": pa.array([c.offset for c in checkpoints], type=pa.uint64()),
+            "fingerprint": pa.array([c.fingerprint for c in checkpoints], type=pa.binary(16)),
+            "written_at": pa.array([now] * len(checkpoints), type=TIMESTAMP),
+        }
+    )
+
+
+def _rejections(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.rejected
+    return pa.table(
+        {
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+            "reason": [r.reason for r in rows],
+            "detail": [r.detail for r in rows],
+            "payload": [r.payload.decode("utf-8", "replace") for r in rows],
+            "rejected_at": pa.array([now] * len(rows), type=TIMESTAMP),
+            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+            "tenant": [r.event.tenant if r.event else "" for r in rows],
+            "subscription": [r.event.subscription if r.event else "" for r in rows],
+            "timestamp": pa.array(
+                [r.event.timestamp if r.event else None for r in rows], type=TIMESTAMP
+            ),
+        }
+    )
+
+
+def _counted(rows: Sequence[AcceptedEvent]) -> dict[str, Any]:
+    """The columns a billed event and a duplicate share: who, what, when, and where in
+    the log (with the size of its record, for reconciliation)."""
+    return {
+        "tenant": [r.event.tenant for r in rows],
+        "subscription": [r.event.subscription for r in rows],
+        "meter": [r.event.meter for r in rows],
+        "source": [r.event.source for r in rows],
+        "event_id": [r.event.id for r in rows],
+        "timestamp": pa.array([r.event.timestamp for r in rows], type=TIMESTAMP),
+        "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
+        **_positions([r.partition for r in rows], [r.offset for r in rows]),
+        "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+        "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+    }
+
+
+def _duplicates(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.repeated
+    return pa.table({**_counted(rows), "detected_at": pa.array([now] * len(rows), type=TIMESTAMP)})
+
+
+def _events(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.accepted
+    return pa.table(
+        {
+            **_counted(rows),
+            "quantity": pa.array([r.event.quantity for r in rows], type=pa.int64()),
+            "properties": [encode_properties(r.event.properties) for r in rows],
+            "ingested_at": pa.array([now] * len(rows), type=TIMESTAMP),
+        }
+    )
+
+
+def _distinct(result: BatchResult, now: datetime) -> pa.Table:
+    keys = [key for key, _, _ in result.distinct]
+    return pa.table(
+        {
+            "tenant": [k.tenant for k in keys],
+            "subscription": [k.subscription for k in keys],
+            "meter": [k.meter for k in keys],
+            "period_start": pa.array([k.period_start for k in keys], type=pa.date32()),
+            "plan_key": [k.plan for k in keys],
+            "plan_version": pa.array([k.plan_version for k in keys], type=pa.uint32()),
+            "group_key": [k.group for k in keys],
+            "value_digest": pa.array([v for _, _, v in result.distinct], type=pa.binary(8)),
+            "kafka_partition": pa.array([p for _, p, _ in result.distinct], type=pa.uint32()),
+            "written_at": pa.array([now] * len(keys), type=TIMESTAMP),
+        }
+    )
+
+
+def _rated(rows: Iterable[RatedTotal], now: datetime) -> pa.Table:
+    rows = list(rows)
+    return pa.table(
+        {
+            "tenant": [r.tenant for r in rows],
+            "subscription": [r.subscription for r in rows],
+            "meter": [r.meter for r in rows],
+            "group_key": [r.group for r in rows],
+            "period_start": pa.array([r.period_start for r in rows], type=pa.date32()),
+            "plan": [r.plan for r in rows],
+            "plan_key": [r.plan for r in rows],
+            "plan_version": pa.array([r.plan_version for r in rows], type=pa.uint32()),
+            "currency": [r.currency for r in rows],
+            "quantity": pa.array([r.quantity for r in rows], type=pa.int64()),
+            "value_at": pa.array([r.value_at for r in rows], type=pa.int64()),
+            "amount": nanos_to_decimal_array(
+                np.fromiter((r.amount_nanos for r in rows), dtype=np.int64, count=len(rows))
+            ),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+            "updated_at": pa.array([now] * len(rows), type=TIMESTAMP),
+        }
+    )

@@ -1,0 +1,26 @@
+"""What invoicing works from, each through the store of the stage that owns it: the
+subscriptions and customers it bills, the rated totals and events the pipeline wrote,
+and its own ledger of invoices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregation.readers import PipelineReads
+from base.clickhouse import Connection
+from invoicing.ledger import InvoiceLedger
+from subscriptions.store import SubscriptionStore
+
+
+@dataclass(frozen=True)
+class Sources:
+    subscriptions: SubscriptionStore
+    pipeline: PipelineReads
+    ledger: InvoiceLedger
+
+    @classmethod
+    def over(cls, connection: Connection) -> Sources:
+        subscriptions = SubscriptionStore(connection)
+        return cls(
+            subscriptions, PipelineReads(connection), InvoiceLedger(connection, subscriptions)
+        )

@@ -1,0 +1,118 @@
+"""A subscription and a customer: the one model of each, and the views other stages take
+of a subscription (the worker prices by its ``Terms``; an invoice bills its active days).
+
+A subscription is billed by whole UTC days: it is active from the day it starts until the
+day it ends (exclusive), on the plan it started on and then on each dated change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+
+from rating.period import Period, PlanChanges, plan_on
+
+Owner = tuple[str, str]  # tenant, subscription
+
+
+def version_of(now: datetime) -> int:
+    """Rows written later carry larger versions, so the latest write wins everywhere (the
+    store keeps the highest, and so does every worker, whichever way a row reached it)."""
+    return int(now.timestamp() * 1000)
+
+
+def midnight(day: date) -> datetime:
+    """The start of a UTC day: where a subscription that is billed by days starts or ends."""
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+def day_of(moment: datetime) -> date:
+    """The UTC day a moment falls on."""
+    return (moment if moment.tzinfo is None else moment.astimezone(UTC)).date()
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What the worker prices a subscription's events by, and nothing more (it holds one
+    per subscription, a million of them): the plan on each day, the end, the anchor."""
+
+    plan: str  # the plan it started on
+    ended_at: datetime | None  # exclusive; usage stamped from then on is not billed
+    version: int
+    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    anchor_day: int = 1  # the day of the month its billing periods start on
+
+    def plan_on(self, day: date) -> str:
+        return plan_on(self.plan, self.changes, day) if self.changes else self.plan
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    tenant: str
+    subscription: str
+    customer: str
+    plan: str  # the plan it started on
+    started_at: datetime
+    ended_at: datetime | None = None  # exclusive
+    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    anchor_day: int = 1  # the day of the month its billing periods start on (1 to 28)
+    version: int = 0  # of the stored row this is; the registry sets it when it writes one
+
+    @property
+    def owner(self) -> Owner:
+        return self.tenant, self.subscription
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant}/{self.subscription}"
+
+    @property
+    def active_from(self) -> date:
+        """Its first billed day."""
+        return day_of(self.started_at)
+
+    @property
+    def active_until(self) -> date | None:
+        """The day its end falls on (exclusive: billed up to the day before, prorated by
+        day), or None while it has no end."""
+        return day_of(self.ended_at) if self.ended_at is not None else None
+
+    def plan_on(self, day: date) -> str:
+        return plan_on(self.plan, self.changes, day)
+
+    def period(self, label: date) -> Period:
+        """Its billing period named ``label`` (the month it starts in)."""
+        return Period.labelled(label, self.anchor_day)
+
+    def terms(self) -> Terms:
+        return Terms(self.plan, self.ended_at, self.version, self.changes, self.anchor_day)
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    tenant: str
+    customer: str
+    name: str = ""
+    external_id: str = ""
+    tax_rate: Decimal = Decimal(0)  # percent
+    currency: str = ""  # the billing currency; "" when not given
+
+    def refuses(self, currency: str) -> str | None:
+        """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""
+        if self.currency and currency != self.currency:
+            return f"customer {self.customer!r} is billed in {self.currency}, not {currency}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a subscription's history: what was done, when, and from when on."""
+
+    tenant: str
+    subscription: str
+    recorded_at: datetime
+    kind: str  # imported, plan changed, prices revised, charge added/removed, cancelled, renewed
+    effective_at: datetime | None
+    plan: str
+    detail: str = ""

@@ -1,0 +1,170 @@
+"""The subscription store: subscriptions (each row versioned; readers keep the highest),
+customers, and the history of changes, which is only ever added to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import pyarrow as pa
+
+from base.clickhouse import TIMESTAMP, Connection, as_utc, where_equal
+from subscriptions.model import Change, Customer, Owner, Subscription, Terms
+
+_COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
+            "change_plans, anchor_day, version")  # fmt: skip
+
+
+class SubscriptionStore:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._client = connection.client
+        self._table = connection.table
+
+    def write(self, rows: Sequence[Subscription]) -> None:
+        """Store ``rows``, each under its own version."""
+        table = pa.table(
+            {
+                "tenant": [row.tenant for row in rows],
+                "subscription": [row.subscription for row in rows],
+                "customer": [row.customer for row in rows],
+                "plan": [row.plan for row in rows],
+                "started_at": pa.array([row.started_at for row in rows], type=TIMESTAMP),
+                "ended_at": pa.array([row.ended_at for row in rows], type=TIMESTAMP),
+                "change_days": pa.array(
+                    [[day for day, _ in row.changes] for row in rows], type=pa.list_(pa.date32())
+                ),
+                "change_plans": pa.array(
+                    [[plan for _, plan in row.changes] for row in rows], type=pa.list_(pa.string())
+                ),
+                "version": pa.array([row.version for row in rows], type=pa.uint64()),
+                "anchor_day": pa.array([row.anchor_day for row in rows], type=pa.uint8()),
+            }
+        )
+        self._client.insert_arrow(self._table("subscriptions"), table)
+
+    def subscriptions(
+        self, tenant: str | None = None, subscription: str | None = None, limit: int = 0
+    ) -> list[Subscription]:
+        """Subscriptions as stored (of one tenant; one of them), in id order; the first
+        ``limit`` when it is not 0."""
+        named = {"tenant": tenant, "subscription": subscription}
+        rows = self._client.query(
+            f"SELECT {_COLUMNS} FROM {self._table('subscriptions')} FINAL "
+            f"{where_equal(named)} ORDER BY tenant, subscription"
+            + (" LIMIT {limit:UInt32}" if limit else ""),
+            parameters={**named, "limit": limit},
+        ).result_rows
+        return [_subscription(row) for row in rows]
+
+    def subscription(self, tenant: str, subscription: str) -> Subscription | None:
+        found = self.subscriptions(tenant, subscription)
+        return found[0] if found else None
+
+    def count(self, tenant: str) -> int:
+        return self.connection.count("subscriptions", tenant)
+
+    def written_since(self, version: int) -> list[Subscription]:
+        """Rows written with a version above ``version`` (every version of each, without
+        FINAL: the reader keeps the highest)."""
+        rows = self._client.query(
+            f"SELECT {_COLUMNS} FROM {self._table('subscriptions')} "
+            "WHERE version > {since:Int64}",
+            parameters={"since": version},
+        ).result_rows
+        return [_subscription(row) for row in rows]
+
+    def terms_written_since(self, version: int) -> list[tuple[Owner, Terms]]:
+        """What the worker's directory loads: the terms of each row written since."""
+        return [(row.owner, row.terms()) for row in self.written_since(version)]
+
+    def anchor_days(self, owners: Sequence[Owner]) -> dict[Owner, int]:
+        """The anchor day of each of these subscriptions that is known."""
+        rows = self._client.query(
+            f"SELECT tenant, subscription, anchor_day FROM {self._table('subscriptions')} FINAL "
+            "WHERE (tenant, subscription) IN {owners:Array(Tuple(String, String))}",
+            parameters={"owners": list(owners)},
+        ).result_rows
+        return {(tenant, sub): anchor for tenant, sub, anchor in rows}
+
+    def write_customers(self, rows: Sequence[Customer], version: int) -> None:
+        table = pa.table(
+            {
+                "tenant": [row.tenant for row in rows],
+                "customer": [row.customer for row in rows],
+                "name": [row.name for row in rows],
+                "external_id": [row.external_id for row in rows],
+                "tax_rate": pa.array([row.tax_rate for row in rows], type=pa.decimal128(9, 4)),
+                "currency": [row.currency for row in rows],
+                "version": pa.array([version] * len(rows), type=pa.uint64()),
+            }
+        )
+        self._client.insert_arrow(self._table("customers"), table)
+
+    def customers(self, tenant: str | None = None) -> dict[tuple[str, str], Customer]:
+        rows = self._client.query(
+            "SELECT tenant, customer, name, external_id, tax_rate, currency "
+            f"FROM {self._table('customers')} FINAL {where_equal({'tenant': tenant})}",
+            parameters={"tenant": tenant},
+        ).result_rows
+        return {(row[0], row[1]): Customer(*row) for row in rows}
+
+    def customer(self, tenant: str, customer: str) -> Customer | None:
+        rows = self._client.query(
+            "SELECT tenant, customer, name, external_id, tax_rate, currency "
+            f"FROM {self._table('customers')} FINAL "
+            "WHERE tenant = {tenant:String} AND customer = {customer:String}",
+            parameters={"tenant": tenant, "customer": customer},
+        ).result_rows
+        return Customer(*rows[0]) if rows else None
+
+    def record_changes(self, changes: Sequence[Change]) -> None:
+        """Add to the subscriptions' history (never rewritten)."""
+        self._client.insert_arrow(
+            self._table("subscription_changes"),
+            pa.table(
+                {
+                    "tenant": [c.tenant for c in changes],
+                    "subscription": [c.subscription for c in changes],
+                    "recorded_at": pa.array([c.recorded_at for c in changes], type=TIMESTAMP),
+                    "kind": [c.kind for c in changes],
+                    "effective_at": pa.array([c.effective_at for c in changes], type=TIMESTAMP),
+                    "plan": [c.plan for c in changes],
+                    "detail": [c.detail for c in changes],
+                }
+            ),
+        )
+
+    def history(self, tenant: str, subscription: str) -> list[Change]:
+        rows = self._client.query(
+            "SELECT tenant, subscription, recorded_at, kind, effective_at, plan, detail "
+            f"FROM {self._table('subscription_changes')} "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            "ORDER BY recorded_at",
+            parameters={"tenant": tenant, "subscription": subscription},
+        ).result_rows
+        return [
+            Change(t, s, as_utc(at), kind, as_utc(eff) if eff else None, plan, detail)
+            for t, s, at, kind, eff, plan, detail in rows
+        ]
+
+    def finalized_through(self, tenant: str, subscription: str) -> date | None:
+        """The latest period of the subscription whose invoice is finalized. The invoices
+        table is invoicing's; the registry reads this one fact of it because a change must
+        never reach into a finalized invoice, and invoicing sits above this stage."""
+        found = self._client.query(
+            f"SELECT max(period_start) FROM {self._table('invoices')} FINAL "
+            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            "AND status = 'finalized'",
+            parameters={"tenant": tenant, "subscription": subscription},
+        ).result_rows
+        period = found[0][0] if found else None
+        return period if period and period.year > 1970 else None
+
+
+def _subscription(row: Sequence[object]) -> Subscription:
+    tenant, sub, customer, plan, started, ended, days, plans, anchor, version = row
+    return Subscription(
+        tenant, sub, customer, plan, as_utc(started), as_utc(ended) if ended else None,  # type: ignore[arg-type]
+        tuple(zip(days, plans, strict=True)), anchor, version,  # type: ignore[call-overload,arg-type]
+    )  # fmt: skip
