@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 import uvicorn
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
@@ -126,7 +127,11 @@ def serve_gateway(
             else:
                 _run_several(settings, bootstrap, processes)
             if supervisor is not None and settings.embedded_kafka:
-                asyncio.run(drain(settings, bootstrap, supervisor.worker, say))
+                try:
+                    asyncio.run(drain(settings, bootstrap, supervisor.worker, say))
+                except KafkaError as error:
+                    say(f"stopping without knowing whether every acknowledged event is billed: "
+                        f"the embedded broker did not answer ({error})")  # fmt: skip
         finally:
             if supervisor is not None:
                 supervisor.stopping.set()

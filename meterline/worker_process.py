@@ -58,6 +58,9 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,  # noqa: PLW1509 (it only calls prctl)
+                # A group of its own: a terminal's Ctrl-C reaches the group in front, and the
+                # process that started this one stops it in order (a worker after its drain).
+                process_group=0,
             )
 
     @property

@@ -1,8 +1,9 @@
 """`meterline serve` stopped and killed as operators and OOM killers do, with the embedded
 broker it starts itself (which keeps events in memory):
 
-* SIGTERM mid-stream, then a restart: the clean stop waits until every acknowledged event
-  is billed, the SDK retries through the gap, and every event counts once.
+* SIGTERM mid-stream, or Ctrl-C in its terminal (SIGINT to its whole process group), then
+  a restart: the clean stop waits until every acknowledged event is billed, the SDK
+  retries through the gap, and every event counts once.
 * SIGKILL of serve mid-stream: its broker and worker die with it (nothing is left holding
   the port or the store), the next serve starts at once, and a resend of what was sent
   (what the README tells a producer to do after a crash) bills every event once.
@@ -60,15 +61,20 @@ class Serving:
         self.output = ""
 
     def start(self) -> None:
+        # In a process group of its own, as a shell runs it, so Ctrl-C can be sent as a
+        # terminal sends it: to the whole group.
         self.server = subprocess.Popen([sys.executable, "-m", "meterline", "serve"],
                                        env=self.env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
+                                       stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
         wait_for_health(self.url, self.server)
 
-    def stop(self) -> str:
-        """SIGTERM, and what serve said."""
+    def stop(self, how: str = "sigterm") -> str:
+        """SIGTERM to serve, or Ctrl-C to its group (``how``), and what serve said."""
         assert self.server is not None
-        self.server.send_signal(signal.SIGTERM)
+        if how == "ctrl-c":
+            os.killpg(self.server.pid, signal.SIGINT)
+        else:
+            self.server.send_signal(signal.SIGTERM)
         said = self.server.communicate(timeout=180)[0].decode(errors="replace")
         assert self.server.returncode == 0, said
         return said
@@ -114,7 +120,10 @@ def serving(settings_factory: Callable[..., Settings], tmp_path: Path) -> Servin
                                     api_keys_file=tmp_path / "keys.json"))  # fmt: skip
 
 
-def test_sigterm_mid_stream_then_a_restart_bills_every_event_once(serving: Serving) -> None:
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c"])
+def test_a_clean_stop_mid_stream_then_a_restart_bills_every_event_once(
+    serving: Serving, how: str
+) -> None:
     rng = random.Random(SEED)
     sent = [serving.event(number, rng) for number in range(3000)]
     refused: list[object] = []
@@ -122,13 +131,13 @@ def test_sigterm_mid_stream_then_a_restart_bills_every_event_once(serving: Servi
     serving.start()
     sender.start()
     time.sleep(1.0)
-    said = serving.stop()
+    said = serving.stop(how)
     assert "stopped cleanly: every acknowledged event is billed" in said, said
     serving.start()  # the SDK retries what it could not deliver meanwhile
     sender.join(timeout=300)
     assert not sender.is_alive() and refused == []
     serving.stop()
-    serving.check(sent, f"seed {SEED}: SIGTERM and restart")
+    serving.check(sent, f"seed {SEED}: {how} and restart")
 
 
 def test_sigkill_of_serve_takes_its_tree_and_a_resend_bills_every_event_once(
