@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
     book = load_price_book(PRICE_BOOK)
-    subs = generator.subscriptions(options.subscriptions, list(book.versions), 7)
     period = datetime.now(UTC).date().replace(day=1)
+    subs = generator.subscriptions(options.subscriptions, list(book.versions), 7, period)
     events = list(generator.events(subs, options.events, period, duplicate_share=0.05, seed=7))
     records = _records(events)
     plans = {(s.tenant, s.subscription): Terms(s.plan, None, 1) for s in subs}

@@ -42,6 +42,7 @@ from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.worker_process import WorkerProcess
 from rating.loading import load_price_book
+from subscriptions.model import Subscription
 
 TICK_SECONDS = 0.05
 SETTLE_SECONDS = 5.0
@@ -83,7 +84,7 @@ def bench_settings(data_dir: Path, bootstrap: str) -> Settings:
     )
 
 
-def workload(subs: list[generator.DemoSubscription], count: int, seed: int) -> Iterator[UsageEvent]:
+def workload(subs: list[Subscription], count: int, seed: int) -> Iterator[UsageEvent]:
     """This month's usage so far, shaped as ``loadtests.workload`` describes; ids unique
     per seed."""
     start, end = generator.usage_span(datetime.now(UTC).date().replace(day=1))
@@ -165,7 +166,9 @@ async def raw_consume(bootstrap: str, topic: str, partitions: int, records_total
 
 def run(args: argparse.Namespace) -> Figures:
     book = load_price_book(PRICE_BOOK)
-    subs = generator.subscriptions(args.subscriptions, list(book.versions), args.seed)
+    subs = generator.subscriptions(
+        args.subscriptions, list(book.versions), args.seed, date.today().replace(day=1)
+    )
     main_events = list(workload(subs, args.events, args.seed))
     with tempfile.TemporaryDirectory(prefix="meterline-bench-") as folder:
         data_dir = Path(folder)
@@ -213,7 +216,7 @@ def run(args: argparse.Namespace) -> Figures:
 def start_workers(
     settings: Settings,
     bootstrap: str,
-    subs: list[generator.DemoSubscription],
+    subs: list[Subscription],
     count: int,
     data_dir: Path,
 ) -> list[WorkerProcess]:
@@ -225,7 +228,7 @@ def start_workers(
         own = settings if count == 1 else settings.model_copy(
             update={"data_dir": data_dir / f"worker-{number}"}
         )  # fmt: skip
-        prepare_store(own, subs, date.today().replace(day=1))
+        prepare_store(own, subs)
         worker = WorkerProcess(own, bootstrap, data_dir / f"worker-{number}.log")
         worker.start()
         workers.append(worker)

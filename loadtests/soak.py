@@ -170,7 +170,7 @@ def run(minutes: float, rate: float, subscription_count: int, report_seconds: fl
         seed: int, dedupe_window_hours: float = 24.0) -> dict[str, Any]:  # fmt: skip
     book = load_price_book(PRICE_BOOK)
     period = datetime.now(UTC).date().replace(day=1)
-    subs = generator.subscriptions(subscription_count, list(book.versions), seed)
+    subs = generator.subscriptions(subscription_count, list(book.versions), seed, period)
     count = int(rate * minutes * 60)
     # Retries come soon after the original (within ~10 s of sending), so inside any dedupe
     # window the soak is run with, and each counts once.
@@ -193,7 +193,7 @@ def run(minutes: float, rate: float, subscription_count: int, report_seconds: fl
         )  # fmt: skip
         bootstrap = broker.bootstrap_servers
         asyncio.run(ensure_topic(bootstrap, settings.events_topic, settings.topic_partitions))
-        prepare_store(settings, subs, period)
+        prepare_store(settings, subs)
         worker = WorkerProcess(settings, bootstrap, Path(folder) / "worker.log")
         worker.start()
         pids = {"worker": worker.pid, "broker": broker.pid, "driver": os.getpid()}

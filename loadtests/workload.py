@@ -26,6 +26,7 @@ import numpy as np
 
 from base.events import UsageEvent
 from meterline.demo import generator
+from subscriptions.model import Subscription
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Workload:
 
 
 def generate(
-    subs: Sequence[generator.DemoSubscription],
+    subs: Sequence[Subscription],
     count: int,
     start: datetime,
     end: datetime,

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from base.events import UsageEvent
 from rating.period import Period
-from subscriptions.model import Customer
+from subscriptions.model import Customer, Subscription
 
 TENANT = "demo"
 _QUANTITY_RANGE = {
@@ -30,34 +29,33 @@ _MODELS = ("small", "large")  # the demo's tokens meter groups by model
 _USERS = 40  # per subscription, at most
 
 
-@dataclass(frozen=True)
-class DemoSubscription:
-    tenant: str
-    subscription: str
-    customer: str
-    plan: str
-    start_day: int  # days after the period starts; most subscriptions predate it
-
-
-def subscriptions(count: int, plans: Sequence[str], seed: int) -> list[DemoSubscription]:
-    """One in ten subscriptions starts inside the period, so its fixed fees are prorated."""
+def subscriptions(count: int, plans: Sequence[str], seed: int, period: date) -> (
+    list[Subscription]
+):  # fmt: skip
+    """Subscriptions of the demo's tenant, active from the start of ``period``; one in ten
+    starts inside it instead, so its fixed fees are prorated."""
     rng = random.Random(seed)
-    return [
-        DemoSubscription(
-            tenant=TENANT,
-            subscription=f"sub-{n:06d}",
-            customer=f"cust-{n:06d}",
-            plan=rng.choice(plans),
-            start_day=rng.randint(1, 27) if rng.random() < 0.1 else 0,
-        )
-        for n in range(count)
-    ]
+    start, _ = usage_span(period)
+    made = []
+    for n in range(count):
+        plan = rng.choice(plans)
+        late = rng.randint(1, 27) if rng.random() < 0.1 else 0  # days into the period
+        made.append(Subscription(TENANT, f"sub-{n:06d}", f"cust-{n:06d}", plan,
+                                 start + timedelta(days=late), version=1))  # fmt: skip
+    return made
+
+
+def subscription(tenant: str, name: str, customer: str, plan: str, period: date) -> (
+    Subscription
+):  # fmt: skip
+    """One subscription, active from the start of ``period``, as the demo stores them."""
+    return Subscription(tenant, name, customer, plan, usage_span(period)[0], version=1)
 
 
 TAX_RATES = (Decimal(0), Decimal("8.25"), Decimal(20))
 
 
-def customers(subs: Sequence[DemoSubscription]) -> list[Customer]:
+def customers(subs: Sequence[Subscription]) -> list[Customer]:
     """A customer per subscription, with a name, a CRM id and one of a few tax rates."""
     return [
         Customer(s.tenant, s.customer, f"Customer {s.customer.removeprefix('cust-')}",
@@ -81,7 +79,7 @@ def _moment(rng: random.Random, start: datetime, end: datetime) -> datetime:
 
 
 def events(
-    subs: Sequence[DemoSubscription],
+    subs: Sequence[Subscription],
     count: int,
     period: date,
     duplicate_share: float,
@@ -98,7 +96,7 @@ def events(
         if sent and rng.random() < duplicate_share:
             event = rng.choice(sent)
         else:
-            active_from = min(start + timedelta(days=sub.start_day), end)
+            active_from = min(max(start, sub.started_at), end)
             moment = _moment(rng, active_from, end)
             event = usage_event(rng, sub, f"evt-{seed}-{number:09d}", moment)
             sent.append(event)
@@ -106,7 +104,7 @@ def events(
 
 
 def usage_event(
-    rng: random.Random, sub: DemoSubscription, event_id: str, moment: datetime
+    rng: random.Random, sub: Subscription, event_id: str, moment: datetime
 ) -> UsageEvent:
     """One event of the demo's mix: a meter by its share, a quantity in its range, and the
     properties it is grouped or counted by."""
@@ -128,7 +126,7 @@ def _properties(rng: random.Random, meter: str) -> dict[str, str | int | bool]:
 
 
 def bad_events(
-    subs: Sequence[DemoSubscription], count: int, period: date, seed: int
+    subs: Sequence[Subscription], count: int, period: date, seed: int
 ) -> list[UsageEvent]:
     """Events no one can bill, in turn: an unknown subscription, a negative quantity, a
     meter no plan prices. Each must reach the dead-letter topic, not an invoice."""
@@ -140,7 +138,7 @@ def bad_events(
     ]
 
 
-def spoiled_event(sub: DemoSubscription, number: int, seed: int, moment: datetime) -> UsageEvent:
+def spoiled_event(sub: Subscription, number: int, seed: int, moment: datetime) -> UsageEvent:
     """In turn: an unknown subscription, a negative quantity, a meter no plan prices."""
     subscription, meter, quantity = (
         ("sub-unknown", "api_calls", 5),

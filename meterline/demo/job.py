@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from aggregation.readers import PipelineReads
 from base.clickhouse import Connection
@@ -85,17 +85,14 @@ def demo_settings(settings: Settings, period: date) -> Settings:
     )
 
 
-def prepare_store(settings: Settings, subs: list[generator.DemoSubscription], period: date) -> None:
+def prepare_store(settings: Settings, subs: list[Subscription]) -> None:
+    """A fresh database holding ``subs`` and a customer for each."""
     connection = Connection.open(settings, migrate=False)
     try:
         connection.drop_database()
         connection.migrate()
-        started, _ = generator.usage_span(period)
         store = SubscriptionStore(connection)
-        store.write(
-            [Subscription(s.tenant, s.subscription, s.customer, s.plan,
-                          started + timedelta(days=s.start_day), version=1) for s in subs]
-        )  # fmt: skip
+        store.write(subs)
         store.write_customers(generator.customers(subs), version=1)
     finally:
         connection.close()
@@ -106,8 +103,10 @@ def run_demo(
 ) -> DemoOutcome:
     settings = demo_settings(settings, options.period)
     progress.stage("Preparing the store")
-    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
-    prepare_store(settings, subs, options.period)
+    subs = generator.subscriptions(
+        options.subscriptions, list(book.versions), options.seed, options.period
+    )
+    prepare_store(settings, subs)
     good = list(
         generator.events(
             subs, options.events, options.period, options.duplicate_share, options.seed

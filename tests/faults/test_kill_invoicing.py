@@ -84,14 +84,14 @@ def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
 ) -> None:
     rng = random.Random(SEED)
     book = load_price_book(PRICE_BOOK)
-    subs = generator.subscriptions(SUBSCRIPTIONS, list(book.versions), SEED)
     period = previous_month()
+    subs = generator.subscriptions(SUBSCRIPTIONS, list(book.versions), SEED, period)
     month = f"{period:%Y-%m}"
     clean = settings_factory(tmp_path / "clean")
     faulty = settings_factory(tmp_path / "faulty",
                               clickhouse_database=clean.clickhouse_database)  # fmt: skip
     for settings in (clean, faulty):
-        prepare_store(settings, subs, period)
+        prepare_store(settings, subs)
 
     close_seconds = finished(clean, "invoices", "close", "--period", month)
     drafts = killed_part_way(faulty, rng.uniform(0.4, 0.9) * close_seconds, "draft",

@@ -30,6 +30,7 @@ from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.worker_process import WorkerProcess
 from rating.loading import load_price_book
+from subscriptions.model import Subscription
 from tests.expected import expected_totals, print_reconciliation
 from tests.stores import Stores
 
@@ -41,7 +42,7 @@ SEED = int(os.environ.get("METERLINE_FAULT_SEED", "20261123"))
 
 
 def workload(
-    subs: list[generator.DemoSubscription], rng: random.Random
+    subs: list[Subscription], rng: random.Random
 ) -> tuple[list[UsageEvent], list[UsageEvent]]:
     """(billable events in send order, events for an unknown subscription)."""
     now = datetime.now(UTC)
@@ -64,8 +65,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
     settings = settings_factory(tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers)
     bootstrap = broker.bootstrap_servers
     book = load_price_book(PRICE_BOOK)
-    subs = generator.subscriptions(500, list(book.versions), SEED)
-    prepare_store(settings, subs, datetime.now(UTC).date().replace(day=1))
+    subs = generator.subscriptions(500, list(book.versions), SEED,
+                                   datetime.now(UTC).date().replace(day=1))  # fmt: skip
+    prepare_store(settings, subs)
     stream, strangers = workload(subs, rng)
     waves = [stream[start : start + EVENTS // (KILLS + 1)] for start in
              range(0, EVENTS, EVENTS // (KILLS + 1))]  # fmt: skip

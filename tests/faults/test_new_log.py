@@ -43,9 +43,9 @@ class Run:
     def __init__(self, settings: Settings, tmp_path: Path) -> None:
         self.settings = settings
         self.book = load_price_book(PRICE_BOOK)
-        self.subs = generator.subscriptions(100, list(self.book.versions), SEED)
-        prepare_store(settings, self.subs, datetime.now(UTC).date().replace(day=1))
         period = datetime.now(UTC).date().replace(day=1)
+        self.subs = generator.subscriptions(100, list(self.book.versions), SEED, period)
+        prepare_store(settings, self.subs)
         self.stream = list(
             generator.events(self.subs, EVENTS, period, duplicate_share=0.05, seed=SEED)
         )

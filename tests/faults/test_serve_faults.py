@@ -30,7 +30,8 @@ from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
 from meterline.cli_support import load_book
-from meterline.demo.generator import DemoSubscription, distinct
+from meterline.demo import generator
+from meterline.demo.generator import distinct
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import free_port
 from meterline.worker_process import settings_env
@@ -50,9 +51,9 @@ class Serving:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.now = datetime.now(UTC).replace(microsecond=0)
-        subscriptions = [DemoSubscription("acme", sub, f"c-{sub}", plan, 0)
-                         for sub, plan in PLANS.items()]  # fmt: skip
-        prepare_store(settings, subscriptions, self.now.date().replace(day=1))
+        month = self.now.date().replace(day=1)
+        prepare_store(settings, [generator.subscription("acme", sub, f"c-{sub}", plan, month)
+                                 for sub, plan in PLANS.items()])  # fmt: skip
         self.key, _ = KeyRing(settings.api_keys_path).create("acme", "faults")
         self.env = settings_env(settings, "")
         del self.env["KAFKA_BOOTSTRAP_SERVERS"]  # serve starts the embedded broker itself

@@ -15,7 +15,7 @@ from base.events import UsageEvent, encode, encode_batch, partition_of
 from base.kafka_admin import ensure_topic
 from base.settings import Settings
 from ingest.producer import produce
-from meterline.demo.generator import DemoSubscription
+from meterline.demo import generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.worker_process import WorkerProcess
@@ -43,8 +43,7 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     bootstrap = broker.bootstrap_servers
     prepare_store(
         settings,
-        [DemoSubscription("demo", "sub-1", "cust-1", "starter", 0)],
-        NOW.date().replace(day=1),
+        [generator.subscription("demo", "sub-1", "cust-1", "starter", NOW.date().replace(day=1))],
     )
     good = [usage("g1"), usage("g2")]
     bad_events = [

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.openapi import KEPT_COPY
-from meterline.demo.generator import DemoSubscription
+from meterline.demo import generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker, free_port
 from meterline.worker_process import settings_env
@@ -46,8 +46,8 @@ def served(
                       events_topic=f"usage.events.{unique}", consumer_group=f"fuzz-{unique}",
                       kafka_idempotence=False, gateway_port=free_port(),
                       api_keys_file=data / "keys.json")  # fmt: skip
-    prepare_store(config, [DemoSubscription("acme", "sub-1", "cust-1", "starter", 0)],
-                  datetime.now(UTC).date().replace(day=1))  # fmt: skip
+    month = datetime.now(UTC).date().replace(day=1)
+    prepare_store(config, [generator.subscription("acme", "sub-1", "cust-1", "starter", month)])
     key, _ = KeyRing(config.api_keys_path).create("acme", "fuzz", scope="admin")
     server = subprocess.Popen([sys.executable, "-m", "meterline", "serve"],
                               env=settings_env(config, broker.bootstrap_servers),

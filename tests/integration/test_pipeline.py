@@ -7,7 +7,7 @@ distinct events the demo generator produced, duplicates included in what was sen
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,7 +32,9 @@ LineKey = tuple[str, str, str, str, int]  # subscription, kind, item, group, pla
 
 def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple[int, Decimal]]:
     """Every invoice line -> (quantity, amount rounded to the minor unit), by Decimal."""
-    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
+    subs = generator.subscriptions(
+        options.subscriptions, list(book.versions), options.seed, options.period
+    )
     sent = list(
         generator.events(
             subs, options.events, options.period, options.duplicate_share, options.seed
@@ -48,7 +50,7 @@ def expected_lines(book: PriceBook, options: DemoOptions) -> dict[LineKey, tuple
         lines[(subscription, USAGE, meter, group_label(group), version)] = (quantity, amount)
     period = Period(options.period)
     for sub in subs:
-        active_from = options.period + timedelta(days=sub.start_day)
+        active_from = sub.active_from
         for part in slices(book, sub.plan, period, active_from):
             plan, share = part.plan, Decimal(part.days) / Decimal(period.days)
             billed = [amount for (s, _, _, _, v), (_, amount) in lines.items()
@@ -94,7 +96,9 @@ def test_every_invoiced_amount_equals_the_decimal_computation_of_the_distinct_ev
         for line in invoice.lines
     }  # fmt: skip
     assert invoiced == expected
-    subs = generator.subscriptions(options.subscriptions, list(book.versions), options.seed)
+    subs = generator.subscriptions(
+        options.subscriptions, list(book.versions), options.seed, options.period
+    )
     rates = {customer.customer: customer.tax_rate for customer in generator.customers(subs)}
     for invoice in outcome.invoices:
         assert invoice.status == "draft" and invoice.tax_rate == rates[invoice.customer]

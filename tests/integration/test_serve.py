@@ -25,7 +25,7 @@ from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import UsageClient
 from meterline.cli_support import load_book
-from meterline.demo.generator import DemoSubscription
+from meterline.demo import generator
 from meterline.demo.job import prepare_store, wait_until_consumed
 from meterline.embedded_broker import EmbeddedBroker, free_port
 from meterline.worker_process import settings_env
@@ -44,10 +44,13 @@ def test_events_sent_through_the_gateway_are_billed_once_each(
     settings = settings_factory(tmp_path, gateway_port=free_port(), worker_web_port=free_port(),
                                 api_keys_file=tmp_path / "keys.json")  # fmt: skip
     now = datetime.now(UTC).replace(microsecond=0)
+    month = now.date().replace(day=1)
     prepare_store(
         settings,
-        [DemoSubscription("acme", sub, f"cust-{sub}", plan, 0) for sub, plan in PLANS.items()],
-        now.date().replace(day=1),
+        [
+            generator.subscription("acme", sub, f"cust-{sub}", plan, month)
+            for sub, plan in PLANS.items()
+        ],
     )
     key, _ = KeyRing(settings.api_keys_path).create("acme", "e2e")
     env = settings_env(settings, broker.bootstrap_servers)

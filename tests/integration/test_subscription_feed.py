@@ -70,8 +70,8 @@ def test_a_cancellation_published_on_the_topic_reaches_a_running_worker_in_secon
         tmp_path, kafka_bootstrap_servers=broker.bootstrap_servers, worker_web_port=free_port()
     )
     period = datetime.now(UTC).date().replace(day=1)
-    (sub,) = generator.subscriptions(1, ["starter"], seed=1)
-    prepare_store(settings, [sub], period)
+    (sub,) = generator.subscriptions(1, ["starter"], seed=1, period=period)
+    prepare_store(settings, [sub])
     worker = WorkerProcess(settings, broker.bootstrap_servers, tmp_path / "worker.log")
     worker.start()
     try:

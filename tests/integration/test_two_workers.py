@@ -39,8 +39,8 @@ def test_a_second_worker_takes_over_partitions_without_loss(
     bootstrap = broker.bootstrap_servers
     book = load_price_book(PRICE_BOOK)
     period = datetime.now(UTC).date().replace(day=1)
-    subs = generator.subscriptions(300, list(book.versions), 5)
-    prepare_store(settings, subs, period)
+    subs = generator.subscriptions(300, list(book.versions), 5, period)
+    prepare_store(settings, subs)
     sent = list(generator.events(subs, 60_000, period, duplicate_share=0.1, seed=5))
     halves = sent[: len(sent) // 2], sent[len(sent) // 2 :]
 
