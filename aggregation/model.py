@@ -8,6 +8,8 @@ from datetime import date
 from decimal import Decimal
 from typing import NamedTuple
 
+import msgspec
+
 from base.events import UsageEvent
 
 
@@ -27,10 +29,14 @@ class Position(NamedTuple):
     event_index: int
 
 
-class TotalKey(NamedTuple):
+class TotalKey(msgspec.Struct, frozen=True, gc=False, order=True):
     """One period-to-date total. A period's usage is split where the subscription changes
     plan or a new plan version takes effect, and by the meter's group-by properties (the
-    group is "" for a meter without them); each part is rated on its own."""
+    group is "" for a meter without them); each part is rated on its own.
+
+    A struct the garbage collector does not track (it holds only strings, ints and a
+    date): a worker keeps one per total, millions of them, and a tracked key (a named
+    tuple) made every collection walk them all, 1 µs of CPU per event."""
 
     tenant: str
     subscription: str

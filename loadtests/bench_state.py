@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
+
 from aggregation.model import Position, TotalKey
 from aggregation.state import UsageState, dedupe_key, pack
 from base.events import UsageEvent
@@ -73,7 +75,9 @@ def main() -> None:
     began = time.perf_counter()
     state = fill_state(events)
     apply_seconds = time.perf_counter() - began
-    _, totals_bytes, _ = measured(lambda: {tuple(k): replace(t) for k, t in state.totals.items()})
+    _, totals_bytes, _ = measured(
+        lambda: {msgspec.structs.replace(k): replace(t) for k, t in state.totals.items()}
+    )
     totals = len(state.totals)
     assert isinstance(marks, dict) and len(marks) == len(state.marks) == args.events
     figures = {

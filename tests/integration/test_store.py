@@ -94,7 +94,7 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None
     assert list(store.sink.load_marks({0, 1}, since=an_hour_ago)) == []
     assert list(store.sink.load_marks({3}, since=in_an_hour)) == []  # outside the dedupe window
     assert list(store.sink.load_totals({3}, since_period=PERIOD)) == [
-        (("t", "s1", "calls", PERIOD, "pro", 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
+        (TotalKey("t", "s1", "calls", PERIOD, "pro", 1, ""), Total(5, 3, 41, 2, 1_790_000_000_000))
     ]
     assert (
         list(store.sink.load_totals({3}, since_period=date(2026, 11, 1))) == []

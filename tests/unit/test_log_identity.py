@@ -18,6 +18,7 @@ from aggregation.log_identity import (
     ordinal,
     split,
 )
+from aggregation.model import TotalKey
 from aggregation.state import UsageState, Verdict, dedupe_key
 from base.events import UsageEvent
 
@@ -73,7 +74,7 @@ def usage(event_id: str, quantity: int) -> UsageEvent:
                       "svc")  # fmt: skip
 
 
-KEY = ("t", "s1", "calls", datetime(2026, 11, 1).date(), "pro", 1, "")
+KEY = TotalKey("t", "s1", "calls", datetime(2026, 11, 1).date(), "pro", 1, "")
 
 
 def test_an_event_of_a_new_log_at_an_offset_already_counted_in_the_old_one_is_billed() -> None:

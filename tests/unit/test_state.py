@@ -121,7 +121,7 @@ def test_totals_of_closed_periods_are_dropped_and_open_ones_kept() -> None:
                            timestamp=datetime(2026, 9, 30, tzinfo=UTC), source="svc")  # fmt: skip
     apply(state, 0, 1, september)
     assert state.forget_totals_before(date(2026, 10, 1)) == 1
-    assert [key[3] for key in state.totals] == [date(2026, 10, 1)]
+    assert [key.period_start for key in state.totals] == [date(2026, 10, 1)]
 
 
 def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
@@ -306,4 +306,4 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         if candidate <= limit:
             expected[subscription] = candidate
             distinct_values.setdefault(subscription, set()).add(quantity % 5)
-    assert {k[1]: t.quantity for k, t in restarted.totals.items()} == expected
+    assert {k.subscription: t.quantity for k, t in restarted.totals.items()} == expected
