@@ -11,6 +11,7 @@ are absorbed by the offset rule in ``state``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -32,6 +33,12 @@ from rating.table import ChargeTable
 from subscriptions.directory import SubscriptionDirectory
 
 log = logging.getLogger("meterline.worker")
+
+# Young objects collected once this many have piled up, not 700: a batch allocates tens of
+# thousands, nearly all freed by their reference counts, and each collection at the
+# default threshold also walked everything that had survived one (issue 18: the batch step
+# took 10.2 µs of CPU per event at (700, 10, 10), 7.7 at (50,000, 50, 100)).
+GC_THRESHOLDS = (50_000, 50, 100)
 
 WRITE_ATTEMPTS = 4
 EXIT_STORE_UNAVAILABLE = 75  # EX_TEMPFAIL: a supervisor should restart us
@@ -107,6 +114,10 @@ class Aggregator:
         partitions, self._unprepared = self._unprepared, set()
         found = await self.identify_logs(bootstrap_servers, partitions)
         self.reload(partitions)
+        # What was just restored (and the subscriptions loaded before it) lives as long as
+        # the partition: moved out of the collector's sight, it is never walked again. It
+        # is still freed when nothing refers to it any more.
+        gc.freeze()
         self._rewound |= found
         return found
 
@@ -240,3 +251,8 @@ def _count(result: BatchResult, state: UsageState) -> None:
         metrics.STORE_ROWS.labels(table).inc(rows)
     metrics.STATE_ENTRIES.labels("dedupe_marks").set(len(state.marks))
     metrics.STATE_ENTRIES.labels("totals").set(len(state.totals))
+
+
+def tune_garbage_collector() -> None:
+    """The collector's thresholds for a process that runs the batch step (``GC_THRESHOLDS``)."""
+    gc.set_threshold(*GC_THRESHOLDS)

@@ -19,7 +19,7 @@ from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 from prometheus_client import REGISTRY
 
-from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator
+from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
 from aggregation.dead_letters import publish_dead_letters
 from aggregation.internal_web import add_pages
 from aggregation.prompt_fetch import PromptFetchTransport, RewindingConsumer
@@ -188,6 +188,7 @@ def run_worker(
     """Run until SIGTERM/SIGINT; Faust handles the signals and a graceful stop.
     ``measures`` are what the commands above this stage add to the minute's gauges."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    tune_garbage_collector()
     for name in (settings.events_topic, settings.dead_letter_topic):
         asyncio.run(ensure_topic(bootstrap_servers, name, settings.topic_partitions))
     partitions = asyncio.run(partition_count(bootstrap_servers, settings.events_topic))

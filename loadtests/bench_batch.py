@@ -5,8 +5,9 @@
 
 Baseline measured in the same run: decoding the same records alone (the least any step
 must do with them), so the ratio says what validation, dedupe, aggregation, rating and
-the store write cost on top. CPU time (process_time), the best of the runs: the stable
-figure on a shared machine. The last line is one JSON object.
+the store write cost on top, with the collector thresholds the worker runs with. CPU time
+(process_time), the best of the runs: the stable figure on a shared machine. The last line
+is one JSON object.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from aggregation.aggregator import tune_garbage_collector
 from aggregation.batch import BatchProcessor
 from aggregation.model import Record
 from aggregation.sink import PipelineSink
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     options = parser.parse_args()
+    tune_garbage_collector()  # as the worker runs it
     book = load_price_book(PRICE_BOOK)
     period = datetime.now(UTC).date().replace(day=1)
     subs = generator.subscriptions(options.subscriptions, list(book.versions), 7, period)
