@@ -13,7 +13,7 @@ import msgspec
 
 from aggregation.log_identity import ordinal
 from aggregation.model import RatedTotal
-from base.clickhouse import Connection
+from base.clickhouse import TableStore, and_tenant
 
 _WINDOWS = {"hour": "toStartOfHour", "day": "toStartOfDay"}
 _AGGREGATES = {
@@ -46,12 +46,7 @@ class EventWindow:
     late: int  # stored after ``late_after``
 
 
-class PipelineReads:
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self._client = connection.client
-        self._table = connection.table
-
+class PipelineReads(TableStore):
     def rated_totals(
         self, period: date, tenant: str | None = None, subscription: str | None = None
     ) -> list[RatedTotal]:
@@ -85,7 +80,7 @@ class PipelineReads:
         rows = self._client.query(
             "SELECT tenant, subscription, currency, sum(amount) AS amount "
             f"FROM {self._table('rated_usage')} FINAL WHERE period_start = {{period:Date}}"
-            + _of_tenant(tenant)
+            + and_tenant(tenant)
             + " GROUP BY tenant, subscription, currency "
             "ORDER BY amount DESC, subscription LIMIT {limit:UInt32}",
             parameters={"period": period, "tenant": tenant, "limit": limit},
@@ -99,7 +94,7 @@ class PipelineReads:
         rows = self._client.query(
             "SELECT meter, day, sum(events), sum(subscriptions), sum(quantity) "
             f"FROM {self._table('usage_daily')} "
-            "WHERE day >= {start:Date} AND day < {end:Date}" + _of_tenant(tenant) + " "
+            "WHERE day >= {start:Date} AND day < {end:Date}" + and_tenant(tenant) + " "
             "GROUP BY meter, day ORDER BY meter, day",
             parameters={"start": start, "end": end, "tenant": tenant},
         ).result_rows
@@ -198,10 +193,6 @@ class PipelineReads:
             parameters=given,
         ).result_rows
         return [tuple(int(v) for v in row) for row in rows]  # type: ignore[misc]
-
-
-def _of_tenant(tenant: str | None) -> str:
-    return "" if tenant is None else " AND tenant = {tenant:String}"
 
 
 def _filter(events: EventsOf) -> tuple[str, dict[str, Any]]:

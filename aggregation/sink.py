@@ -17,16 +17,11 @@ import pyarrow as pa
 from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
 from aggregation.model import AcceptedEvent, BatchResult, Position, RatedTotal, TotalKey
 from aggregation.state import Total
-from base.clickhouse import TIMESTAMP, Connection, nanos_to_decimal_array
+from base.clickhouse import TIMESTAMP, TableStore, nanos_to_decimal_array
 from base.events import encode_properties
 
 
-class PipelineSink:
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self._client = connection.client
-        self._table = connection.table
-
+class PipelineSink(TableStore):
     def write_batch(
         self, result: BatchResult, topic: str = "", checkpoints: Sequence[Checkpoint] = ()
     ) -> None:

@@ -103,6 +103,16 @@ class Connection:
         self.client.command(f"DROP DATABASE IF EXISTS {self.database}")
 
 
+class TableStore:
+    """What every stage's store starts from: the connection a command opened, its client,
+    and the database-qualified name of each table."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._client = connection.client
+        self._table = connection.table
+
+
 def as_utc(moment: datetime) -> datetime:
     """ClickHouse hands DateTime64 back without a zone; meterline's columns are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
@@ -114,9 +124,9 @@ def where_equal(named: dict[str, str | None]) -> str:
     return f"WHERE {' AND '.join(given)}" if given else ""
 
 
-def dicts(result: Any) -> list[dict[str, Any]]:
-    """A query result as one dict per row, keyed by column name."""
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+def and_tenant(tenant: str | None) -> str:
+    """A condition to add to a WHERE clause binding ``{tenant}``; "" for every tenant."""
+    return "" if tenant is None else " AND tenant = {tenant:String}"
 
 
 def nanos_to_decimal_array(nanos: np.ndarray) -> pa.Array:

@@ -18,7 +18,7 @@ import msgspec
 import pyarrow as pa
 
 from base import metrics
-from base.clickhouse import AMOUNT, TIMESTAMP, Connection, as_utc
+from base.clickhouse import AMOUNT, TIMESTAMP, Connection, TableStore, and_tenant, as_utc
 from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
 from rating.money import plain
 from rating.quote import TierPart
@@ -40,10 +40,9 @@ _LINE_COLUMNS = (
 RUN_COUNTS = ("created", "updated", "unchanged", "finalized", "already_final")
 
 
-class InvoiceLedger:
+class InvoiceLedger(TableStore):
     def __init__(self, connection: Connection, subscriptions: SubscriptionStore) -> None:
-        self.client = connection.client
-        self._table = connection.table
+        super().__init__(connection)
         self._subscriptions = subscriptions  # whose customers' names an invoice shows
 
     def write(self, invoices: Sequence[Invoice]) -> None:
@@ -53,8 +52,8 @@ class InvoiceLedger:
             return
         lines = _lines_table(invoices)
         if lines.num_rows:
-            self.client.insert_arrow(self._table("invoice_lines"), lines)
-        self.client.insert_arrow(self._table("invoices"), _headers_table(invoices))
+            self._client.insert_arrow(self._table("invoice_lines"), lines)
+        self._client.insert_arrow(self._table("invoices"), _headers_table(invoices))
 
     def invoices(
         self,
@@ -75,7 +74,7 @@ class InvoiceLedger:
         if subscription is not None:
             where += " AND subscription = {subscription:String}"
         params = {"periods": list(periods), "tenant": tenant, "subscription": subscription}
-        headers = self.client.query(
+        headers = self._client.query(
             f"SELECT {_HEADER_COLUMNS} FROM {self._table('invoices')} FINAL WHERE {where} "
             "ORDER BY tenant, period_start, subscription",
             parameters=params,
@@ -84,7 +83,7 @@ class InvoiceLedger:
             headers = [h for h in headers if h[7] == status]
         if not headers:
             return []
-        lines = self.client.query(
+        lines = self._client.query(
             # FINAL: a close killed after writing lines and run again writes them twice,
             # and the copies fold only when ClickHouse merges.
             f"SELECT {_LINE_COLUMNS} FROM {self._table('invoice_lines')} FINAL "
@@ -105,7 +104,7 @@ class InvoiceLedger:
         period = period_of_invoice_id(identifier)
         if period is None:
             return None
-        owner = self.client.query(
+        owner = self._client.query(
             f"SELECT tenant, subscription FROM {self._table('invoices')} "
             "WHERE period_start = {period:Date} AND invoice_id = {id:String} LIMIT 1",
             parameters={"period": period, "id": identifier},
@@ -121,7 +120,7 @@ class InvoiceLedger:
         problems: int, at: datetime,
     ) -> None:  # fmt: skip
         """One row per close or finalize, with how many invoices it left in each state."""
-        self.client.insert(
+        self._client.insert(
             self._table("invoice_runs"),
             [[at, action, period, tenant or "", *(counts[name] for name in RUN_COUNTS),
               problems]],
@@ -130,7 +129,7 @@ class InvoiceLedger:
 
     def runs(self) -> dict[str, tuple[int, datetime]]:
         """action -> (runs, time of the last run)."""
-        rows = self.client.query(
+        rows = self._client.query(
             f"SELECT action, count(), max(run_at) FROM {self._table('invoice_runs')} "
             "GROUP BY action"
         ).result_rows
@@ -140,8 +139,8 @@ class InvoiceLedger:
         list[tuple[str, str, str, Decimal]]
     ):  # fmt: skip
         """The period's largest invoices: (tenant, subscription, currency, total)."""
-        where = "period_start = {period:Date}" + _of_tenant(tenant)
-        rows = self.client.query(
+        where = "period_start = {period:Date}" + and_tenant(tenant)
+        rows = self._client.query(
             f"SELECT tenant, subscription, currency, total FROM {self._table('invoices')} FINAL "
             f"WHERE {where} ORDER BY total DESC, subscription LIMIT {{limit:UInt32}}",
             parameters={"period": period, "tenant": tenant, "limit": limit},
@@ -151,11 +150,11 @@ class InvoiceLedger:
     def revenue_by_plan(self, first: date, last: date, tenant: str | None) -> list[tuple[Any, ...]]:
         """Per period from ``first`` to ``last``, plan, currency and status: (period, plan,
         currency, status, subscriptions, amount, tax)."""
-        rows = self.client.query(
+        rows = self._client.query(
             "SELECT period_start, plan, currency, status, sum(subscriptions), sum(amount), "
             f"sum(tax) FROM {self._table('revenue_by_plan_month')} "
             "WHERE period_start >= {first:Date} AND period_start <= {last:Date}"
-            + _of_tenant(tenant)
+            + and_tenant(tenant)
             + " GROUP BY period_start, plan, currency, status ORDER BY period_start, plan, status",
             parameters={"first": first, "last": last, "tenant": tenant},
         ).result_rows
@@ -170,10 +169,6 @@ def measure_runs(connection: Connection) -> None:
     ):
         metrics.INVOICE_RUNS.labels(action).set(runs)
         metrics.INVOICE_LAST_RUN.labels(action).set(last.timestamp())
-
-
-def _of_tenant(tenant: str | None) -> str:
-    return "" if tenant is None else " AND tenant = {tenant:String}"
 
 
 def _invoice(

@@ -8,19 +8,14 @@ from datetime import date
 
 import pyarrow as pa
 
-from base.clickhouse import TIMESTAMP, Connection, as_utc, where_equal
+from base.clickhouse import TIMESTAMP, TableStore, as_utc, where_equal
 from subscriptions.model import Change, Customer, Owner, Subscription, Terms
 
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
             "change_plans, anchor_day, version")  # fmt: skip
 
 
-class SubscriptionStore:
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self._client = connection.client
-        self._table = connection.table
-
+class SubscriptionStore(TableStore):
     def write(self, rows: Sequence[Subscription]) -> None:
         """Store ``rows``, each under its own version."""
         table = pa.table(
