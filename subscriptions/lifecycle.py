@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from rating.period import LAST_DAY, Period, plan_on
 from rating.plans import PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
-from subscriptions.model import Customer, Subscription
+from subscriptions.model import Customer, Subscription, midnight
 
 
 class LifecycleError(ValueError):
@@ -32,7 +32,7 @@ def period_end(moment: datetime, anchor: int = 1) -> datetime:
     """The end of the billing period ``moment`` falls in (midnight UTC, exclusive), for
     periods starting on day ``anchor``."""
     period = Period.of(moment.astimezone(UTC).date(), anchor)
-    return datetime.combine(period.end, time(), tzinfo=UTC)
+    return midnight(period.end)
 
 
 def earliest_change_day(now: datetime, notice: timedelta) -> date:
@@ -78,7 +78,7 @@ def change_plan(
             f"a plan change takes effect from the start of a day every worker knows of in "
             f"time; the earliest is {earliest}"
         )
-    if day <= row.started_at.astimezone(UTC).date():
+    if day <= row.active_from:
         raise LifecycleError(f"{name} starts {row.started_at.isoformat()}: change it after that")
     if row.ended_at is not None and day >= row.ended_at.astimezone(UTC).date():
         raise LifecycleError(f"{name} ends {row.ended_at.isoformat()}: renew it first")
@@ -88,7 +88,7 @@ def change_plan(
             f"{name} already changes to {later[0][1]} on {later[0][0]}: changes are made in "
             "day order"
         )
-    _outside_finalized(row, datetime.combine(day, time(), tzinfo=UTC), last_finalized)
+    _outside_finalized(row, midnight(day), last_finalized)
     # A second change for the same day replaces the first (neither has taken effect).
     earlier = tuple((d, p) for d, p in row.changes if d < day)
     if plan_on(row.plan, earlier, day) != plan:

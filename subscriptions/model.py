@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
+from base.events import utc_day
 from rating.period import Period, PlanChanges, plan_on
 
 Owner = tuple[str, str]  # tenant, subscription
@@ -25,11 +26,6 @@ def version_of(now: datetime) -> int:
 def midnight(day: date) -> datetime:
     """The start of a UTC day: where a subscription that is billed by days starts or ends."""
     return datetime.combine(day, time(), tzinfo=UTC)
-
-
-def day_of(moment: datetime) -> date:
-    """The UTC day a moment falls on."""
-    return (moment if moment.tzinfo is None else moment.astimezone(UTC)).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +66,13 @@ class Subscription:
     @property
     def active_from(self) -> date:
         """Its first billed day."""
-        return day_of(self.started_at)
+        return utc_day(self.started_at)
 
     @property
     def active_until(self) -> date | None:
         """The day its end falls on (exclusive: billed up to the day before, prorated by
         day), or None while it has no end."""
-        return day_of(self.ended_at) if self.ended_at is not None else None
+        return utc_day(self.ended_at) if self.ended_at is not None else None
 
     def plan_on(self, day: date) -> str:
         return plan_on(self.plan, self.changes, day)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from rating.plans import PriceBook
@@ -16,7 +16,7 @@ from subscriptions import lifecycle
 from subscriptions.directory import REFRESH_SECONDS
 from subscriptions.imports import currency_problems
 from subscriptions.lifecycle import LifecycleError
-from subscriptions.model import Change, Customer, Subscription, version_of
+from subscriptions.model import Change, Customer, Subscription, midnight, version_of
 from subscriptions.store import SubscriptionStore
 
 Apply = Callable[[Subscription, date | None, Customer | None], Subscription]
@@ -69,7 +69,7 @@ class FromDay:
         return self.day or self.earliest
 
     def midnight(self, row: Subscription) -> datetime:
-        return datetime.combine(self.first(row), time(), tzinfo=UTC)
+        return midnight(self.first(row))
 
 
 def plan_change(plan: str, when: FromDay, book: PriceBook) -> Operation:
