@@ -37,7 +37,8 @@ class Benchmark:
 
 BENCHMARKS = (
     Benchmark("bench_rating", (), "Rating kernels against NumPy and the Decimal oracle "
-              "(rows/s, single-threaded; each run is itself the median of three)"),
+              "(rows/s, single-threaded; each run is itself the best of three), and one "
+              "`meterline price` call as a user runs it (s)"),
     Benchmark("bench_state", (), "Dedupe and total state: memory per entry, time per event"),
     Benchmark("bench_batch", (), "The worker's batch step and store write, CPU per event, "
               "against decoding alone"),

@@ -3,14 +3,18 @@ implementation and the Decimal oracle, all in one run.
 
     python -m loadtests.bench_rating [--rows N] [--oracle-rows N] [--repeats N]
 
-Prints rows/s for each implementation and the kernel's speedup ratios; the last line
-is one JSON object with the figures per model. Single-threaded; best of --repeats.
+Prints rows/s for each implementation and the kernel's speedup ratios, then how long one
+``meterline price`` call takes as a user runs it (a new process: imports, price book,
+the interpreted kernels); the last line is one JSON object with the figures per model
+and ``price_command_s``. Single-threaded; best of --repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -126,7 +130,21 @@ def main() -> None:
             f"x{row['kernel_vs_numpy']} numpy, x{row['kernel_vs_decimal']} decimal",
             flush=True,
         )
-    print(json.dumps(figures))
+    price_seconds = price_command_seconds(args.repeats)
+    print(f"meterline price: {price_seconds:.3f} s per call", flush=True)
+    print(json.dumps({**figures, "price_command_s": round(price_seconds, 3)}))
+
+
+def price_command_seconds(repeats: int) -> float:
+    """Wall time of one ``meterline price`` on the demo's book, best of ``repeats``."""
+    command = [sys.executable, "-m", "meterline.cli", "price", "--plan", "growth",
+               "--meter", "api_calls", "--quantity", "123456"]  # fmt: skip
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        best = min(best, time.perf_counter() - began)
+    return best
 
 
 if __name__ == "__main__":

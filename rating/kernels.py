@@ -14,6 +14,12 @@ amount still fits, so the overflow check is one comparison per row. An overflow
 returns the row's index (or, for a charge with a maximum, bills the maximum);
 nothing wraps.
 
+The functions here are plain Python; ``compiled()`` gives their Numba form. A process
+that rates a handful of rows (``meterline price``, a quote) runs them as they are and
+never imports Numba: loading the compiled kernels, even from Numba's on-disk cache,
+costs a quarter of a second, rating one row by the interpreter microseconds. Both forms
+run the same source, and the tests hold them to the same amounts.
+
 Graduated and volume tiers share one formula, ``(q - OFFSET) * PRICE + FIXED``:
 a graduated tier's OFFSET is its lower bound and its FIXED holds everything
 billed below it, while a volume tier's OFFSET is zero. So the rating loop has
@@ -22,8 +28,10 @@ one multiplication per row whatever the number of tiers.
 
 from __future__ import annotations
 
+from functools import cache
+from types import FunctionType, SimpleNamespace
+
 import numpy as np
-from numba import njit
 
 # Columns of the per-charge parameter matrix.
 KIND, DIVISOR, FIRST_TIER, TIER_COUNT, PACKAGE_SIZE, PACKAGE_PRICE, ROUND_UP, MAX_BLOCKS = range(8)
@@ -37,7 +45,6 @@ GRADUATED, VOLUME, PACKAGE = 0, 1, 2
 NO_MAXIMUM = -1
 
 
-@njit(cache=True, nogil=True, inline="always")
 def _scaled_product(units: int, price: int, divisor: int) -> tuple[int, int]:
     """(whole nano-units, remainder in 1/divisor nano-units) of units * price / divisor."""
     low_units = units % divisor
@@ -46,14 +53,12 @@ def _scaled_product(units: int, price: int, divisor: int) -> tuple[int, int]:
     return whole, low_product % divisor
 
 
-@njit(cache=True, nogil=True, inline="always")
 def _half_up(whole: int, remainder: int, divisor: int) -> int:
     """whole + remainder / divisor rounded half up, for 0 <= remainder < 2 * divisor."""
     whole += remainder // divisor
     return whole + (1 if 2 * (remainder % divisor) >= divisor else 0)
 
 
-@njit(cache=True, nogil=True, inline="always")
 def _package_blocks(charges: np.ndarray, charge: int, units: int) -> int:
     size = charges[charge, PACKAGE_SIZE]
     blocks = units // size
@@ -62,7 +67,6 @@ def _package_blocks(charges: np.ndarray, charge: int, units: int) -> int:
     return int(blocks)
 
 
-@njit(cache=True, nogil=True, inline="always")
 def _tier_of(charges: np.ndarray, tiers: np.ndarray, charge: int, units: int) -> int:
     """The tier a positive quantity reaches: the number of lower bounds below it (a
     boundary belongs to the lower tier). Counting has no branch to mispredict."""
@@ -73,7 +77,6 @@ def _tier_of(charges: np.ndarray, tiers: np.ndarray, charge: int, units: int) ->
     return int(tier)
 
 
-@njit(cache=True, nogil=True)
 def rate_batch(
     charge_index: np.ndarray,
     quantity: np.ndarray,
@@ -120,7 +123,6 @@ def rate_batch(
     return -1
 
 
-@njit(cache=True, nogil=True)
 def breakdown_batch(
     charge_index: np.ndarray,
     quantity: np.ndarray,
@@ -160,3 +162,30 @@ def breakdown_batch(
             units_out[row, tier - first] = in_tier
             amount_out[row, tier - first] = _half_up(whole, remainder, divisor) + tiers[tier, FLAT]
     return -1
+
+
+# Helpers are inlined into the batch loops; the loops release the GIL.
+_HELPERS = (_scaled_product, _half_up, _package_blocks, _tier_of)
+_BATCHES = (rate_batch, breakdown_batch)
+
+
+@cache
+def compiled() -> SimpleNamespace:
+    """The kernels compiled by Numba (cached on disk beside this file, or in the user's
+    cache directory when this one is read-only), as ``rate_batch`` and ``breakdown_batch``.
+
+    Each function is rebuilt over a namespace of its own in which every kernel name
+    refers to the compiled form: Numba resolves a function's globals when it compiles it,
+    and a compiled loop can only call compiled helpers."""
+    from numba import njit  # noqa: PLC0415 (the import is what costs)
+
+    namespace = dict(globals())
+    for function in (*_HELPERS, *_BATCHES):
+        rebuilt = FunctionType(function.__code__, namespace, function.__name__)
+        rebuilt.__qualname__, rebuilt.__doc__ = function.__qualname__, function.__doc__
+        if function in _HELPERS:
+            namespace[function.__name__] = njit(cache=True, nogil=True, inline="always")(rebuilt)
+        else:
+            namespace[function.__name__] = njit(cache=True, nogil=True)(rebuilt)
+    return SimpleNamespace(rate_batch=namespace["rate_batch"],
+                           breakdown_batch=namespace["breakdown_batch"])  # fmt: skip

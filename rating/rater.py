@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from rating.kernels import TIER_COUNT, breakdown_batch, rate_batch
+from rating import kernels
+from rating.kernels import TIER_COUNT
 from rating.table import ChargeTable
+
+# Up to this many rows the kernels run as plain Python (``kernels``): a few microseconds a
+# row, against a quarter of a second to load the compiled form into a process that has
+# not yet used it. A worker's or an invoice run's batches are larger, and compile once.
+INTERPRETED_ROWS = 8
 
 
 class RatingOverflowError(ArithmeticError):
@@ -40,11 +47,17 @@ def _overflow(table: ChargeTable, charge: int, quantity: int) -> RatingOverflowE
     )
 
 
+def _form(rows: int) -> Any:
+    """The kernels to rate ``rows`` rows with: the interpreted ones for a handful."""
+    return kernels if rows <= INTERPRETED_ROWS else kernels.compiled()
+
+
 def rate(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> np.ndarray:
     """Return int64 nano-unit amounts, one per row, or raise ``RatingOverflowError``."""
     charge_index, quantity = _rows(charge_index, quantity)
     amounts = np.empty(charge_index.shape[0], dtype=np.int64)
-    failed = rate_batch(charge_index, quantity, table.charges, table.tiers, amounts)
+    kernel = _form(len(amounts)).rate_batch
+    failed = kernel(charge_index, quantity, table.charges, table.tiers, amounts)
     if failed >= 0:
         raise _overflow(table, int(charge_index[failed]), int(quantity[failed]))
     return amounts
@@ -56,7 +69,8 @@ def breakdown(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray
     width = max(1, int(table.charges[:, TIER_COUNT].max(initial=1)))
     units = np.zeros((charge_index.shape[0], width), dtype=np.int64)
     amounts = np.zeros_like(units)
-    failed = breakdown_batch(charge_index, quantity, table.charges, table.tiers, units, amounts)
+    kernel = _form(len(units)).breakdown_batch
+    failed = kernel(charge_index, quantity, table.charges, table.tiers, units, amounts)
     if failed >= 0:
         raise _overflow(table, int(charge_index[failed]), int(quantity[failed]))
     return Breakdown(units, amounts)

@@ -23,7 +23,9 @@ def quick(module: str, *args: str) -> dict[str, Any]:
 def test_the_rating_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     figures = quick("bench_rating", "--rows", "2000", "--oracle-rows", "200", "--repeats", "1")
     assert set(figures) >= {"per_unit", "graduated_4_tiers", "volume_4_tiers", "package"}
+    price_seconds = figures.pop("price_command_s")
     assert all(row["kernel_rows_per_s"] > 0 for row in figures.values())
+    assert price_seconds > 0
 
 
 def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None:

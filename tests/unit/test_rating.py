@@ -3,6 +3,7 @@ oracle on random plans and quantities (zero, tier boundaries, the largest values
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
@@ -15,7 +16,7 @@ from rating import oracle
 from rating.loading import parse_price_book
 from rating.money import INT64_MAX, NANO, from_nanos, to_nanos
 from rating.plans import Charge, PriceBook
-from rating.rater import RatingOverflowError, breakdown, rate
+from rating.rater import INTERPRETED_ROWS, RatingOverflowError, breakdown, rate
 from rating.table import ChargeTable
 
 
@@ -29,17 +30,41 @@ def book_for(charge: dict[str, Any], scale: int = 0) -> PriceBook:
     )
 
 
+def _both_forms(rows: Callable[[np.ndarray, np.ndarray], Any], quantity: int) -> Any:
+    """``rows(charge_index, quantity)`` over one row (the interpreted kernels) and over
+    more rows than ``INTERPRETED_ROWS`` (the compiled ones): the two must agree, in what
+    they return for the row or in raising."""
+    outcomes = []
+    for count in (1, INTERPRETED_ROWS + 1):
+        try:
+            outcomes.append(rows(np.zeros(count, dtype=np.int64), np.full(count, quantity)))
+        except RatingOverflowError as error:
+            outcomes.append(error)
+    interpreted, compiled = outcomes
+    if isinstance(interpreted, RatingOverflowError) or isinstance(compiled, RatingOverflowError):
+        assert type(interpreted) is type(compiled), (interpreted, compiled)
+        raise interpreted
+    return interpreted, compiled
+
+
 def kernel_amount(book: PriceBook, quantity: int) -> Decimal:
-    amounts = rate(ChargeTable.compile(book), np.array([0]), np.array([quantity]))
-    return from_nanos(int(amounts[0]))
+    table = ChargeTable.compile(book)
+    interpreted, compiled = _both_forms(lambda c, q: rate(table, c, q), quantity)
+    assert int(interpreted[0]) == int(compiled[0]) == int(compiled[-1])
+    return from_nanos(int(interpreted[0]))
 
 
 def kernel_tiers(book: PriceBook, quantity: int) -> dict[int, tuple[int, Decimal]]:
     """The kernel's breakdown as {tier number: (units, amount)}, leaving out empty tiers."""
-    tiers = breakdown(ChargeTable.compile(book), np.array([0]), np.array([quantity]))
+    table = ChargeTable.compile(book)
+    interpreted, compiled = _both_forms(lambda c, q: breakdown(table, c, q), quantity)
+    assert (interpreted.units[0] == compiled.units[0]).all()
+    assert (interpreted.amounts[0] == compiled.amounts[0]).all()
     return {
         column + 1: (int(units), from_nanos(int(amount)))
-        for column, (units, amount) in enumerate(zip(tiers.units[0], tiers.amounts[0], strict=True))
+        for column, (units, amount) in enumerate(
+            zip(interpreted.units[0], interpreted.amounts[0], strict=True)
+        )
         if units or amount
     }
 
