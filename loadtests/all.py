@@ -34,6 +34,10 @@ class Benchmark:
     arguments: tuple[str, ...]
     what: str
 
+    @property
+    def command(self) -> str:
+        return " ".join(("python -m", f"loadtests.{self.module}", *self.arguments))
+
 
 BENCHMARKS = (
     Benchmark("bench_rating", (), "Rating kernels against NumPy and the Decimal oracle "
@@ -43,8 +47,15 @@ BENCHMARKS = (
     Benchmark("bench_batch", (), "The worker's batch step and store write, CPU per event, "
               "against decoding alone"),
     Benchmark("bench_ingest", (), "HTTP gateway and SDK Kafka mode against raw produce"),
-    Benchmark("bench_pipeline", (), "Topic to queryable totals against raw consume; "
-              "produce-to-queryable latency at half load"),
+    *(
+        Benchmark("bench_pipeline",
+                  ("--subscriptions", str(subscriptions), "--record-events", str(size),
+                   "--events", str(1_000_000 if size > 1 else 200_000)),
+                  f"Topic to queryable totals over {subscriptions:,} subscriptions in records "
+                  f"of {size} event{'s' if size > 1 else ''}: worker CPU per event, events/s "
+                  "against raw consume, produce-to-queryable latency at half load")
+        for size in (500, 1) for subscriptions in (1_000, 100_000, 1_000_000)
+    ),
     Benchmark("bench_store", (), "Rated totals written against the engine's own insert; one "
               "subscription's usage among 1M against SELECT 1; closing invoices"),
 )  # fmt: skip
@@ -106,11 +117,12 @@ def render(results: dict[str, list[dict[str, float]]], runs: int) -> str:
         "",
     ]
     for benchmark in BENCHMARKS:
-        samples = results.get(benchmark.module)
+        samples = results.get(benchmark.command)
         if not samples:
             continue
-        command = " ".join(("python -m", f"loadtests.{benchmark.module}", *benchmark.arguments))
-        lines += [f"## {benchmark.module}", "", benchmark.what + ".", "", f"`{command}`", "",
+        heading = " ".join((benchmark.module, *benchmark.arguments))
+        lines += [f"## {heading}", "", benchmark.what + ".", "", f"`{benchmark.command}`",
+                  "",
                   "| figure | median | runs |", "| --- | --- | --- |"]  # fmt: skip
         for name in samples[0]:
             values = [sample[name] for sample in samples if name in sample]
@@ -129,14 +141,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="benchmark modules to run")
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if args.only is None or b.module in args.only]
-    results: dict[str, list[dict[str, float]]] = {}
+    results: dict[str, list[dict[str, float]]] = {}  # by command
     console = Console(stderr=True)
     with Progress(console=console) as progress:
         task = progress.add_task("benchmarks", total=len(chosen) * args.runs)
         for benchmark in chosen:
             for run in range(1, args.runs + 1):
                 progress.update(task, description=f"{benchmark.module}, run {run}/{args.runs}")
-                results.setdefault(benchmark.module, []).append(run_once(benchmark))
+                results.setdefault(benchmark.command, []).append(run_once(benchmark))
                 progress.advance(task)
     args.output.write_text(render(results, args.runs))
     console.print(f"wrote {args.output}")

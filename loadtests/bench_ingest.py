@@ -10,7 +10,8 @@ SDK's Kafka mode, against raw produce measured in the same run, all on this mach
     port, by default; the gateway is CPU-bound in Python); clients post CloudEvents
     batches (bodies encoded beforehand, so the client costs little) over several
     connections; each answer comes after Kafka acknowledged its events. Events/s and
-    the p50/p99 request latency.
+    the p50/p99 request latency, and the gateway's CPU time per event (its processes
+    together, from the kernel's accounting: the stable figure on a shared machine).
 (c) SDK, Kafka mode: `AsyncUsageClient.kafka(...).record(...)` per event, checked as the
     gateway checks, batched and sent; events/s until the last is acknowledged.
 
@@ -39,6 +40,7 @@ import msgspec
 
 from base.events import UsageEvent
 from base.kafka_admin import ensure_topic
+from base.processes import cpu_seconds
 from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.client import AsyncUsageClient
@@ -187,11 +189,13 @@ def run(events: int, batch: int, connections: int, processes: int, seed: int) ->
         try:
             print(f"HTTP: {len(bodies):,} batches of {batch} over {connections} connections …",
                   file=sys.stderr)  # fmt: skip
+            cpu_before = cpu_seconds(gateway.pid)
             began = time.perf_counter()
             latencies = asyncio.run(
                 post_all(settings.gateway_host, settings.gateway_port, key, bodies, connections)
             )
             http = events / (time.perf_counter() - began)
+            gateway_cpu = cpu_seconds(gateway.pid) - cpu_before
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)
@@ -206,6 +210,7 @@ def run(events: int, batch: int, connections: int, processes: int, seed: int) ->
         "raw_produce_events_per_s": round(raw),
         "http_events_per_s": round(http),
         "http_vs_raw": round(http / raw, 3),
+        "gateway_cpu_us_per_event": round(gateway_cpu / events * 1e6, 2),
         "http_request_p50_s": round(quantiles[49], 4),
         "http_request_p99_s": round(quantiles[98], 4),
         "sdk_kafka_events_per_s": round(sdk),
@@ -225,7 +230,8 @@ def main() -> None:
     figures = run(args.events, args.batch, args.connections, args.processes, args.seed)
     print(
         f"raw produce {figures['raw_produce_events_per_s']:,} events/s; HTTP "
-        f"{figures['http_events_per_s']:,} events/s ({figures['http_vs_raw']:.2f}×), request "
+        f"{figures['http_events_per_s']:,} events/s ({figures['http_vs_raw']:.2f}×), "
+        f"{figures['gateway_cpu_us_per_event']:.1f} µs of gateway CPU per event, request "
         f"p50 {figures['http_request_p50_s'] * 1000:.0f} ms, p99 "
         f"{figures['http_request_p99_s'] * 1000:.0f} ms; SDK Kafka mode "
         f"{figures['sdk_kafka_events_per_s']:,} events/s ({figures['sdk_kafka_vs_raw']:.2f}×)",

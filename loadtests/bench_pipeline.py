@@ -2,11 +2,15 @@
 on the embedded broker and chDB (everything on this machine, broker included).
 
     python -m loadtests.bench_pipeline [--events N] [--subscriptions N] [--latency-seconds S]
-                                       [--workers N]
+                                       [--workers N] [--record-events N]
 
 (b) meterline: a Faust worker process, from the topic to rated totals queryable in
     ClickHouse (the group's committed offsets: the worker commits only what is durable),
-    in events/s, while the topic is filled as fast as the producer can.
+    in events/s, while the topic is filled as fast as the producer can; and the worker's
+    own CPU time per event over (b), every thread of the process counted: the stable
+    figure, where events/s swings with whatever else the shared cores run. Records hold
+    --record-events events each (500, as meterline's producers batch; 1, as any other
+    Kafka client sends by default).
 (c) latency: events produced at a steady share of (b) (half by default); the time from a
     record's send to the commit that covers it, p50 and p99 over events. The producer
     runs on the same cores as the broker and the worker.
@@ -58,11 +62,15 @@ class Figures:
     latency_events: int
     latency_rate: float
     workers: int
+    worker_cpu_seconds: float
+    subscriptions: int
+    record_events: int
 
     def as_dict(self) -> dict[str, float]:
         return {
             "raw_consume_events_per_s": round(self.raw_consume_events_per_s),
             "pipeline_events_per_s": round(self.pipeline_events_per_s),
+            "worker_cpu_us_per_event": round(self.worker_cpu_seconds / self.events * 1e6, 2),
             "pipeline_vs_raw": round(self.pipeline_events_per_s / self.raw_consume_events_per_s, 3),
             "latency_p50_s": round(self.latency_p50_s, 3),
             "latency_p99_s": round(self.latency_p99_s, 3),
@@ -70,6 +78,8 @@ class Figures:
             "latency_events": self.latency_events,
             "latency_events_per_s": round(self.latency_rate),
             "workers": self.workers,
+            "subscriptions": self.subscriptions,
+            "record_events": self.record_events,
         }
 
 
@@ -92,7 +102,13 @@ def workload(subs: list[Subscription], count: int, seed: int) -> Iterator[UsageE
 
 
 async def steady_latency(
-    settings: Settings, bootstrap: str, events: Iterator[UsageEvent], rate: float, seconds: float
+    settings: Settings,
+    bootstrap: str,
+    events: Iterator[UsageEvent],
+    rate: float,
+    seconds: float,
+    *,
+    record_events: int,
 ) -> tuple[list[float], int]:
     """Send ``rate`` events/s for ``seconds``; return each event's produce-to-committed
     time (one entry per event) and the number of events sent."""
@@ -109,7 +125,7 @@ async def steady_latency(
             while time.monotonic() - began < seconds:
                 tick = time.monotonic()
                 chunk = [next(events) for _ in range(per_tick)]
-                batch = list(records(chunk, len(partitions), BATCH_EVENTS))
+                batch = list(records(chunk, len(partitions), record_events))
                 pending = [
                     await producer.send(settings.events_topic, value, partition=partition)
                     for partition, value, _ in batch
@@ -187,17 +203,29 @@ def run(args: argparse.Namespace) -> Figures:
                     time.sleep(SETTLE_SECONDS)  # let the group settle its assignment
 
                 print(f"(b) {args.events:,} events through the pipeline…", flush=True)
+                cpu_before = sum(worker.cpu_seconds() for worker in workers)
                 began = time.monotonic()
-                offsets = asyncio.run(produce(bootstrap, settings.events_topic, main_events))
+                offsets = asyncio.run(
+                    produce(bootstrap, settings.events_topic, main_events,
+                            batch_events=args.record_events)
+                )  # fmt: skip
                 _wait(settings, bootstrap, offsets, workers)
                 pipeline = args.events / (time.monotonic() - began)
+                worker_cpu = sum(worker.cpu_seconds() for worker in workers) - cpu_before
 
                 rate = pipeline * args.rate_share
                 print(f"(c) latency at {rate:,.0f} events/s for {args.latency_seconds} s…")
                 budget = int(rate * args.latency_seconds * 1.5) + 1_000
                 steady = workload(subs, budget, args.seed + 2)
                 latencies, latency_events = asyncio.run(
-                    steady_latency(settings, bootstrap, steady, rate, args.latency_seconds)
+                    steady_latency(
+                        settings,
+                        bootstrap,
+                        steady,
+                        rate,
+                        args.latency_seconds,
+                        record_events=args.record_events,
+                    )
                 )
             finally:
                 for worker in workers:
@@ -210,7 +238,7 @@ def run(args: argparse.Namespace) -> Figures:
             )  # fmt: skip
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return Figures(raw, pipeline, quantiles[49], quantiles[98], args.events, latency_events, rate,
-                   args.workers)  # fmt: skip
+                   args.workers, worker_cpu, args.subscriptions, args.record_events)  # fmt: skip
 
 
 def start_workers(
@@ -261,11 +289,16 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="workers in the group (each its own chDB)"
     )
+    parser.add_argument(
+        "--record-events", type=int, default=BATCH_EVENTS,
+        help="events per Kafka record (1: one JSON object per record, as any client sends)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=7)
     figures = run(parser.parse_args())
     print(
         f"raw consume {figures.raw_consume_events_per_s:,.0f} events/s | meterline "
-        f"{figures.pipeline_events_per_s:,.0f} events/s "
+        f"{figures.pipeline_events_per_s:,.0f} events/s, "
+        f"{figures.worker_cpu_seconds / figures.events * 1e6:.1f} µs of worker CPU per event "
         f"(x{figures.pipeline_events_per_s / figures.raw_consume_events_per_s:.2f} of raw) | "
         f"latency at {figures.latency_rate:,.0f} events/s: p50 {figures.latency_p50_s:.2f} s, "
         f"p99 {figures.latency_p99_s:.2f} s"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices, SecretStr
 
-from base.processes import die_with_parent
+from base.processes import cpu_seconds, die_with_parent
 from base.settings import Settings
 
 
@@ -66,6 +66,10 @@ class WorkerProcess:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker has used so far (``base.processes.cpu_seconds``)."""
+        return cpu_seconds(self._process.pid) if self._process else 0.0
 
     def exit_code(self) -> int | None:
         return self._process.poll() if self._process else None

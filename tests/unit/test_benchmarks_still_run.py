@@ -35,6 +35,7 @@ def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None
     )  # fmt: skip
     assert figures["events"] == 5000 and figures["workers"] == 2
     assert figures["pipeline_events_per_s"] > 0 and figures["raw_consume_events_per_s"] > 0
+    assert figures["worker_cpu_us_per_event"] > 0 and figures["record_events"] == 500
     assert figures["latency_events"] > 0 and figures["latency_p99_s"] >= figures["latency_p50_s"]
 
 
@@ -49,6 +50,7 @@ def test_the_ingest_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
     assert figures["events"] == 3000
     assert figures["http_events_per_s"] > 0 and figures["sdk_kafka_events_per_s"] > 0
     assert figures["http_request_p99_s"] >= figures["http_request_p50_s"] > 0
+    assert figures["gateway_cpu_us_per_event"] > 0
 
 
 def test_the_soak_runs_and_checks_every_total() -> None:
