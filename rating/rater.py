@@ -11,10 +11,12 @@ from rating import kernels
 from rating.kernels import TIER_COUNT
 from rating.table import ChargeTable
 
-# Up to this many rows the kernels run as plain Python (``kernels``): a few microseconds a
-# row, against a quarter of a second to load the compiled form into a process that has
-# not yet used it. A worker's or an invoice run's batches are larger, and compile once.
+# Up to this many rows a call runs the kernels as plain Python (``kernels``): a few
+# microseconds a row, against a quarter of a second to load the compiled form into a
+# process that has not used it yet. A process that goes on rating (an invoice run calls
+# once per invoice) loads it once it has interpreted INTERPRETED_BUDGET rows in all.
 INTERPRETED_ROWS = 8
+INTERPRETED_BUDGET = 2_000
 
 
 class RatingOverflowError(ArithmeticError):
@@ -47,29 +49,54 @@ def _overflow(table: ChargeTable, charge: int, quantity: int) -> RatingOverflowE
     )
 
 
-def _form(rows: int) -> Any:
-    """The kernels to rate ``rows`` rows with: the interpreted ones for a handful."""
-    return kernels if rows <= INTERPRETED_ROWS else kernels.compiled()
+class _Forms:
+    interpreted_rows = 0  # so far, in this process
 
 
-def rate(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> np.ndarray:
-    """Return int64 nano-unit amounts, one per row, or raise ``RatingOverflowError``."""
+def _form(rows: int, compiled: bool | None) -> Any:
+    """The kernels to rate ``rows`` rows with: as asked, or else the interpreted ones for
+    a handful while the process has not rated many."""
+    if compiled is not None:
+        return kernels.compiled() if compiled else kernels
+    if rows <= INTERPRETED_ROWS and _Forms.interpreted_rows < INTERPRETED_BUDGET:
+        _Forms.interpreted_rows += rows
+        return kernels
+    return kernels.compiled()
+
+
+def rate(
+    table: ChargeTable,
+    charge_index: np.ndarray,
+    quantity: np.ndarray,
+    *,
+    compiled: bool | None = None,
+) -> np.ndarray:
+    """Return int64 nano-unit amounts, one per row, or raise ``RatingOverflowError``.
+    ``compiled`` forces a form of the kernels (the tests compare them); by default the
+    rater picks (``INTERPRETED_ROWS``)."""
     charge_index, quantity = _rows(charge_index, quantity)
     amounts = np.empty(charge_index.shape[0], dtype=np.int64)
-    kernel = _form(len(amounts)).rate_batch
+    kernel = _form(len(amounts), compiled).rate_batch
     failed = kernel(charge_index, quantity, table.charges, table.tiers, amounts)
     if failed >= 0:
         raise _overflow(table, int(charge_index[failed]), int(quantity[failed]))
     return amounts
 
 
-def breakdown(table: ChargeTable, charge_index: np.ndarray, quantity: np.ndarray) -> Breakdown:
-    """The per-tier units and amounts an invoice line shows; raises like ``rate``."""
+def breakdown(
+    table: ChargeTable,
+    charge_index: np.ndarray,
+    quantity: np.ndarray,
+    *,
+    compiled: bool | None = None,
+) -> Breakdown:
+    """The per-tier units and amounts an invoice line shows; raises and picks the kernels'
+    form like ``rate``."""
     charge_index, quantity = _rows(charge_index, quantity)
     width = max(1, int(table.charges[:, TIER_COUNT].max(initial=1)))
     units = np.zeros((charge_index.shape[0], width), dtype=np.int64)
     amounts = np.zeros_like(units)
-    kernel = _form(len(units)).breakdown_batch
+    kernel = _form(len(units), compiled).breakdown_batch
     failed = kernel(charge_index, quantity, table.charges, table.tiers, units, amounts)
     if failed >= 0:
         raise _overflow(table, int(charge_index[failed]), int(quantity[failed]))

@@ -30,14 +30,15 @@ def book_for(charge: dict[str, Any], scale: int = 0) -> PriceBook:
     )
 
 
-def _both_forms(rows: Callable[[np.ndarray, np.ndarray], Any], quantity: int) -> Any:
-    """``rows(charge_index, quantity)`` over one row (the interpreted kernels) and over
-    more rows than ``INTERPRETED_ROWS`` (the compiled ones): the two must agree, in what
-    they return for the row or in raising."""
+def _both_forms(rows: Callable[[np.ndarray, np.ndarray, bool], Any], quantity: int) -> Any:
+    """``rows(charge_index, quantity, compiled)`` over one row with the interpreted kernels
+    and over a batch with the compiled ones: the two must agree, in what they return for
+    the row or in raising."""
     outcomes = []
-    for count in (1, INTERPRETED_ROWS + 1):
+    for count, compiled in ((1, False), (INTERPRETED_ROWS + 1, True)):
         try:
-            outcomes.append(rows(np.zeros(count, dtype=np.int64), np.full(count, quantity)))
+            charge_index = np.zeros(count, dtype=np.int64)
+            outcomes.append(rows(charge_index, np.full(count, quantity), compiled))
         except RatingOverflowError as error:
             outcomes.append(error)
     interpreted, compiled = outcomes
@@ -49,7 +50,7 @@ def _both_forms(rows: Callable[[np.ndarray, np.ndarray], Any], quantity: int) ->
 
 def kernel_amount(book: PriceBook, quantity: int) -> Decimal:
     table = ChargeTable.compile(book)
-    interpreted, compiled = _both_forms(lambda c, q: rate(table, c, q), quantity)
+    interpreted, compiled = _both_forms(lambda c, q, f: rate(table, c, q, compiled=f), quantity)
     assert int(interpreted[0]) == int(compiled[0]) == int(compiled[-1])
     return from_nanos(int(interpreted[0]))
 
@@ -57,7 +58,9 @@ def kernel_amount(book: PriceBook, quantity: int) -> Decimal:
 def kernel_tiers(book: PriceBook, quantity: int) -> dict[int, tuple[int, Decimal]]:
     """The kernel's breakdown as {tier number: (units, amount)}, leaving out empty tiers."""
     table = ChargeTable.compile(book)
-    interpreted, compiled = _both_forms(lambda c, q: breakdown(table, c, q), quantity)
+    interpreted, compiled = _both_forms(
+        lambda c, q, f: breakdown(table, c, q, compiled=f), quantity
+    )
     assert (interpreted.units[0] == compiled.units[0]).all()
     assert (interpreted.amounts[0] == compiled.amounts[0]).all()
     return {
