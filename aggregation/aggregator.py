@@ -22,6 +22,7 @@ from typing import Any
 from aggregation.batch import BatchProcessor
 from aggregation.log_identity import Checkpoint, Judgement, fingerprint, ordinal
 from aggregation.log_probe import probe
+from aggregation.marks import Marks
 from aggregation.model import BatchResult, Record
 from aggregation.sink import PipelineSink
 from aggregation.state import UsageState
@@ -56,6 +57,7 @@ class Aggregator:
         partitions: int,
         dedupe_window: timedelta,
         topic: str,
+        marks: Marks | None = None,
     ) -> None:
         self.sink = sink
         self.topic = topic
@@ -66,7 +68,7 @@ class Aggregator:
         self._last_offset: dict[int, int] = {}
         self._unprepared: set[int] = set()  # assigned, but log and state not checked yet
         self._rewound: set[int] = set()  # read again from the start: offsets go back once
-        self.state = UsageState()
+        self.state = UsageState(marks)
         self.window = window
         self.dedupe_window = dedupe_window
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
@@ -94,6 +96,7 @@ class Aggregator:
             self.sink.load_totals(partitions, self._oldest_open_period()),
             self.sink.load_refusals(partitions, since),
             self.sink.load_distinct(partitions, self._oldest_open_period()),
+            partitions=partitions,
         )
         log.info(
             "restored state of partitions %s: %d marks, %d totals",

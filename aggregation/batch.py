@@ -14,6 +14,7 @@ from datetime import date, datetime
 import numpy as np
 
 from aggregation import refusals
+from aggregation.marks import MAX_PARTITIONS, MAX_RECORD_EVENTS
 from aggregation.model import (
     AcceptedEvent,
     BatchResult,
@@ -24,8 +25,6 @@ from aggregation.model import (
     TotalKey,
 )
 from aggregation.state import (
-    MAX_PARTITIONS,
-    MAX_RECORD_EVENTS,
     Aggregation,
     UsageState,
     Verdict,
@@ -129,11 +128,17 @@ class BatchProcessor:
         changed: dict[TotalKey, Plan] = {}
         apply = self.state.apply
         bounds = self.window.bounds()
-        for partition, offset, payload in records:
+        decoded = [decode_record(payload) for _, _, payload in records]
+        # Every event's mark up front, so that marks kept on disk are read in one go.
+        marks = [[dedupe_key(item) if isinstance(item, UsageEvent) else b"" for item in items]
+                 for items in decoded]  # fmt: skip
+        self.state.marks.prefetch([mark for record in marks for mark in record if mark])
+        for (partition, offset, payload), items, record_marks in zip(
+            records, decoded, marks, strict=True
+        ):
             owner: Owner | None = None
             terms: Terms | None = None
             elsewhere = False
-            items = decode_record(payload)
             count = len(items)
             if not items:  # refused, so that every record is accounted for by a row
                 result.rejected.append(Rejection(partition, offset, 0, refusals.EMPTY_RECORD.reason,
@@ -167,7 +172,7 @@ class BatchProcessor:
                                                      encode(item), count, item))  # fmt: skip
                     continue
                 assert known is not None  # no refusal: the event has a plan in force
-                mark = dedupe_key(item)
+                mark = record_marks[index]
                 group_by, aggregation, unique = self._meters[item.meter]
                 group = self._group(item, group_by) if group_by else ""
                 totals_key = TotalKey(
@@ -202,6 +207,7 @@ class BatchProcessor:
                     result.distinct.append((totals_key, partition, value))
                 if verdict is Verdict.APPLIED:
                     changed[totals_key] = known.plan
+        self.state.marks.flush()
         began = time.perf_counter()
         result.rated = self._rate(list(changed.items()))
         result.rating_seconds = time.perf_counter() - began

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 
+from aggregation.marks import Marks, pack, unpack
 from aggregation.model import Position, TotalKey
 from base.events import UsageEvent
 from rating.money import INT64_MAX
@@ -61,20 +62,6 @@ class Total:
     at: int = 0  # for LATEST: the timestamp (ms) of the event whose value it holds
 
 
-# A mark's position packed into one int (a third of the memory of a tuple of three):
-# offset above bit 32, the index in the record in bits 16-31, the partition below.
-MAX_RECORD_EVENTS = MAX_PARTITIONS = 1 << 16
-
-
-def pack(position: Position) -> int:
-    partition, offset, index = position
-    return (offset << 32) | (index << 16) | partition
-
-
-def unpack(packed: int) -> Position:
-    return Position(packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF)
-
-
 def dedupe_key(event: UsageEvent) -> bytes:
     """A fixed 16-byte digest of (tenant, source, id, meter): bounded memory however long the
     ids. The meter is part of it because one event may feed several meters (a model call's
@@ -100,12 +87,9 @@ def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tup
 
 
 class UsageState:
-    def __init__(self) -> None:
-        # Marks live in two generations: set in ``marks``, moved to ``older_marks`` when
-        # the dedupe window rotates, dropped at the rotation after. Rotating every window
-        # W keeps each mark for at least W and at most 2W, with no timestamp per mark.
-        self.marks: dict[bytes, int] = {}  # digest -> packed position
-        self.older_marks: dict[bytes, int] = {}
+    def __init__(self, marks: Marks | None = None) -> None:
+        # digest -> packed position, in two generations (an empty Marks is falsy: no "or")
+        self.marks = Marks() if marks is None else marks
         self.totals: dict[TotalKey, Total] = {}
         # Packed positions of events refused as OVER_LIMIT. Such an event leaves no mark,
         # and a total that moved past its position would otherwise take its replay for
@@ -115,7 +99,7 @@ class UsageState:
         self.distinct: dict[TotalKey, tuple[int, set[bytes]]] = {}
 
     def position_of(self, mark: bytes) -> Position | None:
-        packed = self.marks.get(mark, self.older_marks.get(mark))
+        packed = self.marks.get(mark)
         return None if packed is None else unpack(packed)
 
     def apply(
@@ -138,8 +122,6 @@ class UsageState:
         if packed in self.refused:
             return Verdict.OVER_LIMIT
         seen = self.marks.get(mark)
-        if seen is None:
-            seen = self.older_marks.get(mark)
         if seen is not None and seen != packed:
             return Verdict.DUPLICATE
         partition, offset, index = position
@@ -189,9 +171,12 @@ class UsageState:
         totals: Iterable[tuple[TotalKey, Total]],
         refused: Iterable[Position] = (),
         distinct: Iterable[tuple[TotalKey, int, bytes]] = (),
+        partitions: set[int] | None = None,
     ) -> None:
-        """Replace the state of the given records (from the store) before processing resumes."""
-        self.marks.update((mark, pack(position)) for mark, position in marks)
+        """Replace the state of ``partitions`` (by default, every partition) with what the
+        store holds of them, before processing resumes."""
+        held = self.marks.forgotten if partitions is None else partitions
+        self.marks.restore(((mark, pack(position)) for mark, position in marks), held)
         self.totals.update(totals)
         self.refused.update(pack(position) for position in refused)
         for key, partition, value in distinct:
@@ -199,10 +184,7 @@ class UsageState:
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
-        self.marks = {k: v for k, v in self.marks.items() if unpack(v)[0] not in partitions}
-        self.older_marks = {
-            k: v for k, v in self.older_marks.items() if unpack(v)[0] not in partitions
-        }
+        self.marks.forget(partitions)
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
         self.refused = {p for p in self.refused if unpack(p)[0] not in partitions}
         self.distinct = {k: v for k, v in self.distinct.items() if v[0] not in partitions}
@@ -210,8 +192,7 @@ class UsageState:
     def rotate_marks(self) -> int:
         """Start a new generation of marks; return how many marks were forgotten. Refusals
         matter only to replays, which come from the last commit: they go too."""
-        forgotten = len(self.older_marks)
-        self.older_marks, self.marks = self.marks, {}
+        forgotten = self.marks.rotate()
         self.refused = set()
         return forgotten
 

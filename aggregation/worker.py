@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
 from aggregation.dead_letters import publish_dead_letters
 from aggregation.internal_web import add_pages
+from aggregation.marks import Marks, disk_generations
 from aggregation.prompt_fetch import PromptFetchTransport, RewindingConsumer
 from aggregation.readers import PipelineReads
 from aggregation.reconcile import unaccounted_events
@@ -205,9 +206,14 @@ def run_worker(
     window = settings.event_window()
     dedupe_window = timedelta(hours=settings.dedupe_window_hours)
     directory = SubscriptionDirectory(SubscriptionStore(connection).terms_written_since)
+    marks = (
+        Marks(disk_generations(settings.data_dir / "dedupe-marks"))
+        if settings.dedupe_marks == "disk"
+        else Marks()
+    )
     aggregator = Aggregator(
         PipelineSink(connection), directory, book, window=window, partitions=partitions,
-        dedupe_window=dedupe_window, topic=settings.events_topic,
+        dedupe_window=dedupe_window, topic=settings.events_topic, marks=marks,
     )  # fmt: skip
     app = create_app(settings, bootstrap_servers, connection, aggregator, book,
                      measures=measures)  # fmt: skip

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     )
     batch_within_seconds: float = Field(default=0.1, gt=0)
     dedupe_window_hours: float = Field(
-        default=24.0, gt=0, description="an event re-sent within this window counts once"
+        default=24.0, gt=0, le=35 * 24,
+        description="an event re-sent within this window counts once (up to 35 days)",
+    )  # fmt: skip
+    dedupe_marks: Literal["memory", "disk"] = Field(
+        default="disk",
+        description="where a worker keeps dedupe marks: on local disk behind a Bloom filter "
+        "(about 3 bytes of RAM per mark), or in memory (about 120 bytes per mark)",
     )
     max_event_age_days: int = Field(
         default=35, ge=1, description="older events go to the dead-letter topic (as Stripe's 35)"

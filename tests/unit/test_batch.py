@@ -9,8 +9,9 @@ import msgspec
 
 from aggregation import refusals
 from aggregation.batch import BatchProcessor
+from aggregation.marks import MAX_RECORD_EVENTS
 from aggregation.model import RatedTotal, Record
-from aggregation.state import MAX_RECORD_EVENTS, UsageState
+from aggregation.state import UsageState
 from base.events import (
     EventWindow,
     UsageEvent,

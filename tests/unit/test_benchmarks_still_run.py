@@ -40,9 +40,12 @@ def test_the_pipeline_benchmark_runs_and_ends_with_its_figures_as_json() -> None
 
 
 def test_the_state_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
-    figures = quick("bench_state", "--events", "2000", "--subscriptions", "51")
+    figures = quick("bench_state", "--events", "2000", "--subscriptions", "51",
+                    "--disk-marks", "30000")  # fmt: skip
     assert figures["events"] == 2000 and figures["totals"] == 102
     assert figures["bytes_per_mark"] > 16  # the digest alone is 16 bytes
+    assert figures["disk_marks"] == 30000 and figures["disk_marks_disk_bytes_per_mark"] > 0
+    assert 0 < figures["disk_marks_ram_bytes_per_mark"] < figures["bytes_per_mark"]
 
 
 def test_the_ingest_benchmark_runs_and_ends_with_its_figures_as_json() -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from datetime import UTC, date, datetime
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregation.marks import Marks, disk_generations
 from aggregation.model import Position, TotalKey
 from aggregation.state import (
     Aggregation,
@@ -191,6 +196,7 @@ streams = st.lists(
 )
 
 
+@pytest.mark.parametrize("home", ["memory", "disk"])
 @settings(max_examples=400, deadline=None)
 @given(
     stream=streams,
@@ -202,6 +208,7 @@ streams = st.lists(
     aggregation=st.sampled_from(list(Aggregation)),
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
+    home: str,
     stream: list[tuple[int, int, str]],
     record_sizes: list[int],
     batch_size: int,
@@ -216,7 +223,31 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     total writes; the committed offset is any batch boundary up to the crashed batch. A
     restarted worker that reloads the store and replays ends with each distinct event
     counted exactly once (summed, counted, the largest kept or the latest kept), except
-    those that would have taken their total past ``limit``, refused in stream order."""
+    those that would have taken their total past ``limit``, refused in stream order.
+    With marks kept on disk, as with marks kept in memory."""
+    folder = Path(tempfile.mkdtemp(prefix="marks-"))
+    try:
+        _crash_and_replay(home, folder, stream, record_sizes, batch_size, crash, written=written,
+                          limit=limit, aggregation=aggregation)  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _crash_and_replay(  # noqa: PLR0917
+    home: str,
+    folder: Path,
+    stream: list[tuple[int, int, str]],
+    record_sizes: list[int],
+    batch_size: int,
+    crash: tuple[int, int],
+    *,
+    written: list[bool],
+    limit: int,
+    aggregation: Aggregation,
+) -> None:
+    def new_state(name: str) -> UsageState:
+        return UsageState(Marks(disk_generations(folder / name)) if home == "disk" else Marks())
+
     first: dict[int, tuple[int, str]] = {}
     events = []
     for event_id, drawn_quantity, drawn_subscription in stream:
@@ -254,9 +285,10 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 ):
                     new_values.append((key, 0, value))
                 touched.add(key)
+        state.marks.flush()  # as the batch step does at the end of each batch
         return touched
 
-    worker = UsageState()
+    worker = new_state("worker")
     stored_refusals: set[tuple[int, int, int]] = set()
     stored_marks: dict[bytes, tuple[int, int, int]] = {}
     stored_totals: dict[tuple[str, str, str, object, int], Total] = {}
@@ -285,7 +317,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                     current.quantity, current.partition, current.offset, current.index, current.at
                 )
 
-    restarted = UsageState()
+    restarted = new_state("restarted")
     restarted.restore(stored_marks.items(), stored_totals.items(), stored_refusals, stored_values)
     replay(restarted, range(batches[commit_batch].start, len(records)), [])
 
