@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import REGISTRY
 
@@ -23,10 +23,10 @@ from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garb
 from aggregation.dead_letters import publish_dead_letters
 from aggregation.internal_web import add_pages
 from aggregation.marks import Marks, disk_generations
-from aggregation.prompt_fetch import PromptFetchTransport, RewindingConsumer
 from aggregation.readers import PipelineReads
 from aggregation.reconcile import unaccounted_events
 from aggregation.sink import PipelineSink
+from aggregation.transport import BatchingConsumer, BatchLimits, WorkerMonitor, WorkerTransport
 from base import logs, metrics
 from base.clickhouse import Connection, StoreInUseError
 from base.kafka_admin import ensure_topic, partition_count
@@ -77,10 +77,10 @@ def create_app(
     measures: Sequence[Measure] = (),
 ) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
-    app.transport = PromptFetchTransport(app.conf.broker_consumer, app)
+    app.transport = WorkerTransport(app.conf.broker_consumer, app)
     # Faust's own sensor adds what only it sees: rebalances, assignment and send latency,
     # records per partition (meterline_faust_*; records, not events: a record holds many).
-    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(REGISTRY, "meterline_faust"))
+    app.monitor = WorkerMonitor(metrics=FaustMetrics.create(REGISTRY, "meterline_faust"))
     topic = app.topic(
         settings.events_topic,
         value_serializer="raw",
@@ -93,37 +93,43 @@ def create_app(
     async def send_dead_letter(value: bytes) -> Any:
         return await app.producer.send(settings.dead_letter_topic, None, value, None, None, None)
 
-    @app.agent(topic)
-    async def aggregate(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.batch_max_records, within=settings.batch_within_seconds
-        ):
-            messages = [e.message for e in events]
-            try:
-                for partition in await aggregator.prepare(bootstrap_servers):
-                    assert isinstance(app.consumer, RewindingConsumer)
-                    await app.consumer.rewind(TP(settings.events_topic, partition), 0)
-                records = await aggregator.positions(bootstrap_servers, messages)
-            except Exception:
-                # As in handle: raising would let take_events acknowledge the batch unbilled.
-                log.critical(
-                    "cannot tell which log the batch comes from (broker or store unavailable): "
-                    "exiting without acknowledging it", exc_info=True,
-                )  # fmt: skip
-                os._exit(EXIT_STORE_UNAVAILABLE)
-            result = aggregator.handle(records, aggregator.checkpoints_of(messages))
-            if result.rejected:
-                await publish_dead_letters(send_dead_letter, settings.events_topic,
-                                           result.rejected, EXIT_STORE_UNAVAILABLE)  # fmt: skip
-                log.info(
-                    "dead-lettered %d of a batch's events", len(result.rejected),
-                    extra={"rejected": len(result.rejected),
-                           "by_reason": dict(Counter(r.reason for r in result.rejected))},
-                )  # fmt: skip
-            queryable = time.time()
-            for event in events:
-                metrics.EVENT_AGE_SECONDS.observe(queryable - event.message.timestamp)
-                durable[event.message.partition] = event.message.offset + 1
+    async def aggregate(messages: list[Any]) -> None:
+        """One batch from the consumer (``transport``): made durable, then committed."""
+        try:
+            for partition in await aggregator.prepare(bootstrap_servers):
+                await consumer.rewind(TP(settings.events_topic, partition), 0)
+            records = await aggregator.positions(bootstrap_servers, messages)
+        except Exception:
+            # As in handle: committing would acknowledge the batch unbilled.
+            log.critical(
+                "cannot tell which log the batch comes from (broker or store unavailable): "
+                "exiting without acknowledging it", exc_info=True,
+            )  # fmt: skip
+            os._exit(EXIT_STORE_UNAVAILABLE)
+        result = aggregator.handle(records, aggregator.checkpoints_of(messages))
+        if result.rejected:
+            await publish_dead_letters(send_dead_letter, settings.events_topic,
+                                       result.rejected, EXIT_STORE_UNAVAILABLE)  # fmt: skip
+            log.info(
+                "dead-lettered %d of a batch's events", len(result.rejected),
+                extra={"rejected": len(result.rejected),
+                       "by_reason": dict(Counter(r.reason for r in result.rejected))},
+            )  # fmt: skip
+        queryable = time.time()
+        following: dict[TP, int] = {}
+        for message in messages:
+            metrics.EVENT_AGE_SECONDS.observe(queryable - message.timestamp)
+            following[message.tp] = message.offset + 1
+        await consumer.commit_durable(following)
+        durable.update((tp.partition, offset) for tp, offset in following.items())
+
+    # The topic is subscribed to, and its batches go to ``aggregate`` (see ``transport``).
+    app.topics.add(topic)
+    consumer = cast(BatchingConsumer, app.consumer)
+    consumer.batch_handler = aggregate
+    consumer.batch_limits = BatchLimits(
+        settings.batch_max_records, settings.batch_max_bytes, settings.batch_within_seconds
+    )
 
     async def on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         (assigned,) = args

@@ -55,9 +55,16 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     consumer_group: str = "meterline-aggregator"
     batch_max_records: int = Field(
-        default=200, ge=1, description="records per worker batch (a record holds up to 500 events)"
+        default=50_000, ge=1, description="records per worker batch, at most"
     )
-    batch_within_seconds: float = Field(default=0.1, gt=0)
+    batch_max_bytes: int = Field(
+        default=16 << 20, ge=1024,
+        description="bytes of records per worker batch, at most (a record holds up to 500 "
+        "events, about 150 bytes each)",
+    )  # fmt: skip
+    batch_within_seconds: float = Field(
+        default=0.1, gt=0, description="a batch closes this long after its first record"
+    )
     dedupe_window_hours: float = Field(
         default=24.0, gt=0, le=35 * 24,
         description="an event re-sent within this window counts once (up to 35 days)",

@@ -14,6 +14,9 @@ on the embedded broker and chDB (everything on this machine, broker included).
 (c) latency: events produced at a steady share of (b) (half by default); the time from a
     record's send to the commit that covers it, p50 and p99 over events. The producer
     runs on the same cores as the broker and the worker.
+(d) drain: the worker stopped, as many new events produced into the topic, the worker
+    started again; from its first commit to its last, events/s and worker CPU per event:
+    how fast one worker empties a backlog, without the producer on the same cores.
 (a) ceiling: one aiokafka consumer reading every record of the same topic and decoding
     its events, with no other work, in events/s.
 
@@ -29,7 +32,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -65,12 +68,19 @@ class Figures:
     worker_cpu_seconds: float
     subscriptions: int
     record_events: int
+    drain_events_per_s: float
+    drain_worker_cpu_seconds_per_event: float
 
     def as_dict(self) -> dict[str, float]:
         return {
             "raw_consume_events_per_s": round(self.raw_consume_events_per_s),
             "pipeline_events_per_s": round(self.pipeline_events_per_s),
             "worker_cpu_us_per_event": round(self.worker_cpu_seconds / self.events * 1e6, 2),
+            "drain_events_per_s": round(self.drain_events_per_s),
+            "drain_worker_cpu_us_per_event": round(
+                self.drain_worker_cpu_seconds_per_event * 1e6, 2
+            ),
+            "drain_vs_raw": round(self.drain_events_per_s / self.raw_consume_events_per_s, 3),
             "pipeline_vs_raw": round(self.pipeline_events_per_s / self.raw_consume_events_per_s, 3),
             "latency_p50_s": round(self.latency_p50_s, 3),
             "latency_p99_s": round(self.latency_p99_s, 3),
@@ -227,6 +237,10 @@ def run(args: argparse.Namespace) -> Figures:
                         record_events=args.record_events,
                     )
                 )
+                print(f"(d) drain of {args.events:,} new events by restarted workers…",
+                      flush=True)  # fmt: skip
+                backlog = workload(subs, args.events, args.seed + 3)
+                drained, drain_cpu = drain(settings, bootstrap, workers, backlog, args)
             finally:
                 for worker in workers:
                     worker.stop()
@@ -238,7 +252,43 @@ def run(args: argparse.Namespace) -> Figures:
             )  # fmt: skip
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return Figures(raw, pipeline, quantiles[49], quantiles[98], args.events, latency_events, rate,
-                   args.workers, worker_cpu, args.subscriptions, args.record_events)  # fmt: skip
+                   args.workers, worker_cpu, args.subscriptions, args.record_events, drained,
+                   drain_cpu)  # fmt: skip
+
+
+def drain(
+    settings: Settings,
+    bootstrap: str,
+    workers: list[WorkerProcess],
+    events: Iterator[UsageEvent],
+    args: argparse.Namespace,
+) -> tuple[float, float]:
+    """(events/s, worker CPU seconds per event) from the restarted workers' first commit
+    to their last, over a backlog produced while they were stopped. Starting (joining the
+    group, restoring state, loading the kernels) comes before the first commit."""
+    for worker in workers:
+        worker.stop()
+    before = asyncio.run(_records_in_topic(settings, bootstrap))
+    offsets = asyncio.run(
+        produce(bootstrap, settings.events_topic, events, batch_events=args.record_events)
+    )
+    records = sum(offset + 1 for offset in offsets.values()) - before
+    for worker in workers:
+        worker.start()
+    first: list[tuple[float, float, int]] = []
+
+    def progress(done: int) -> None:
+        if not first and done > before:
+            first.append((time.monotonic(), sum(w.cpu_seconds() for w in workers), done))
+
+    _wait(settings, bootstrap, offsets, workers, progress)
+    ended, cpu = time.monotonic(), sum(w.cpu_seconds() for w in workers)
+    began, cpu_began, done_first = first[0]
+    drained_events = (before + records - done_first) * args.events / records
+    return (
+        drained_events / max(ended - began, 1e-9),
+        (cpu - cpu_began) / max(drained_events, 1.0),
+    )
 
 
 def start_workers(
@@ -264,12 +314,16 @@ def start_workers(
 
 
 def _wait(
-    settings: Settings, bootstrap: str, offsets: dict[int, int], workers: list[WorkerProcess]
+    settings: Settings,
+    bootstrap: str,
+    offsets: dict[int, int],
+    workers: list[WorkerProcess],
+    progress: Callable[[int], None] = lambda _: None,
 ) -> None:
     def stopped() -> int | None:
         return next((code for w in workers if (code := w.exit_code()) is not None), None)
 
-    asyncio.run(wait_until_consumed(settings, bootstrap, offsets, stopped, lambda _: None))
+    asyncio.run(wait_until_consumed(settings, bootstrap, offsets, stopped, progress))
 
 
 async def _records_in_topic(settings: Settings, bootstrap: str) -> int:
@@ -298,7 +352,9 @@ def main() -> None:
     print(
         f"raw consume {figures.raw_consume_events_per_s:,.0f} events/s | meterline "
         f"{figures.pipeline_events_per_s:,.0f} events/s, "
-        f"{figures.worker_cpu_seconds / figures.events * 1e6:.1f} µs of worker CPU per event "
+        f"{figures.worker_cpu_seconds / figures.events * 1e6:.1f} µs of worker CPU per event; "
+        f"drain {figures.drain_events_per_s:,.0f} events/s, "
+        f"{figures.drain_worker_cpu_seconds_per_event * 1e6:.1f} µs per event "
         f"(x{figures.pipeline_events_per_s / figures.raw_consume_events_per_s:.2f} of raw) | "
         f"latency at {figures.latency_rate:,.0f} events/s: p50 {figures.latency_p50_s:.2f} s, "
         f"p99 {figures.latency_p99_s:.2f} s"
