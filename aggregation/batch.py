@@ -14,7 +14,7 @@ from datetime import date, datetime
 import numpy as np
 
 from aggregation import refusals
-from aggregation.marks import MAX_PARTITIONS, MAX_RECORD_EVENTS
+from aggregation.marks import MAX_PARTITIONS
 from aggregation.model import (
     AcceptedEvent,
     BatchResult,
@@ -32,6 +32,7 @@ from aggregation.state import (
     value_digest,
 )
 from base.events import (
+    MAX_RECORD_EVENTS,
     EventWindow,
     Undecodable,
     UsageEvent,

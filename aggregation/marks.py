@@ -26,8 +26,9 @@ from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 from aggregation.model import Position
 
 # A mark's position packed into one int (a third of the memory of a tuple of three):
-# offset above bit 32, the index in the record in bits 16-31, the partition below.
-MAX_RECORD_EVENTS = MAX_PARTITIONS = 1 << 16
+# offset above bit 32, the index in the record in bits 16-31 (``MAX_RECORD_EVENTS``),
+# the partition below.
+MAX_PARTITIONS = 1 << 16
 
 
 def pack(position: Position) -> int:

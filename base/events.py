@@ -29,6 +29,10 @@ Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 Property = str | int | bool
 
+# Events in one record, at most: an event's place in its record is 16 bits of its packed
+# position (``aggregation.marks``).
+MAX_RECORD_EVENTS = 1 << 16
+
 
 class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str

@@ -9,10 +9,10 @@ import msgspec
 
 from aggregation import refusals
 from aggregation.batch import BatchProcessor
-from aggregation.marks import MAX_RECORD_EVENTS
 from aggregation.model import RatedTotal, Record
 from aggregation.state import UsageState
 from base.events import (
+    MAX_RECORD_EVENTS,
     EventWindow,
     UsageEvent,
     encode,
