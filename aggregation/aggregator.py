@@ -239,8 +239,10 @@ LATE = timedelta(hours=1)
 def _count(result: BatchResult, state: UsageState) -> None:
     """The batch's figures, once it is durable."""
     accepted, rejected = len(result.accepted), len(result.rejected)
-    metrics.EVENTS_CONSUMED.inc(accepted + rejected + result.duplicates)
-    metrics.BATCH_EVENTS.observe(accepted + rejected + result.duplicates)
+    taken = accepted + rejected + result.duplicates + len(result.forwarded)
+    metrics.EVENTS_CONSUMED.inc(taken)
+    metrics.BATCH_EVENTS.observe(taken)
+    metrics.EVENTS_FORWARDED.inc(len(result.forwarded))
     metrics.EVENTS_AGGREGATED.inc(accepted)
     metrics.EVENTS_DEDUPLICATED.inc(result.duplicates)
     for rejection in result.rejected:

@@ -18,6 +18,7 @@ from aggregation.marks import MAX_PARTITIONS
 from aggregation.model import (
     AcceptedEvent,
     BatchResult,
+    Forwarded,
     Position,
     RatedTotal,
     Record,
@@ -139,7 +140,7 @@ class BatchProcessor:
         ):
             owner: Owner | None = None
             terms: Terms | None = None
-            elsewhere = False
+            home = partition
             count = len(items)
             if not items:  # refused, so that every record is accounted for by a row
                 result.rejected.append(Rejection(partition, offset, 0, refusals.EMPTY_RECORD.reason,
@@ -158,15 +159,18 @@ class BatchProcessor:
                     continue
                 if (item.tenant, item.subscription) != owner:
                     owner = (item.tenant, item.subscription)
-                    elsewhere = self._home_partition(item) != partition
+                    home = self._home_partition(item)
                     terms = self.subscription_of(owner)
+                if home != partition:
+                    result.forwarded.append(Forwarded(partition, offset, index, home, item, count))
+                    continue
                 day = utc_day(item.timestamp)
                 known = (
                     None
                     if terms is None
                     else self._plan_day(terms.plan_on(day), day, terms.anchor_day)
                 )
-                refused = self.refusal(item, partition, elsewhere, terms, known, day, bounds)
+                refused = self.refusal(item, terms, known, day, bounds)
                 if refused is not None:
                     reason, detail = refused
                     result.rejected.append(Rejection(partition, offset, index, reason, detail,
@@ -214,11 +218,9 @@ class BatchProcessor:
         result.rating_seconds = time.perf_counter() - began
         return result
 
-    def refusal(  # noqa: PLR0917 (positional: it runs once per event)
+    def refusal(
         self,
         event: UsageEvent,
-        partition: int,
-        elsewhere: bool,
         terms: Terms | None,
         known: _PlanDay | None,
         day: date,
@@ -227,13 +229,8 @@ class BatchProcessor:
         """Why the event cannot be billed, as (reason, detail for people), or None: the
         rules of ``refusals.EVENT_RULES`` in their order (the state checks the last, the
         amount, as it counts the event). It runs once per event: the common case, no
-        refusal, is a handful of comparisons."""
-        if elsewhere:
-            home = self._home_partition(event)
-            return refusals.WRONG_PARTITION.reason, (
-                f"sent to partition {partition}, but {event.tenant}/{event.subscription} "
-                f"belongs on partition {home}: one subscription's events must share one"
-            )
+        refusal, is a handful of comparisons. An event on another partition than its
+        subscription's is not judged here but forwarded (``model.Forwarded``)."""
         if terms is None:
             return refusals.UNKNOWN_SUBSCRIPTION.reason, (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"

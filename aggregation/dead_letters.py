@@ -1,5 +1,6 @@
-"""The dead-letter topic: its record (an event that cannot be billed, why, and where it
-was) and the worker's producer of it.
+"""What the worker sends on once a batch is durable: to the dead-letter topic, each event
+that cannot be billed (why, and where it was); back to the events topic, each event that
+reached another partition than its subscription's, on that partition.
 
 Consumers of the topic (a person, a replay tool) get the machine-readable reason, a
 detail for people, the event as it was sent, and its position in the events topic,
@@ -18,7 +19,8 @@ from typing import Any
 import msgspec
 
 from aggregation.log_identity import split
-from aggregation.model import Rejection
+from aggregation.model import Forwarded, Rejection
+from base.events import encode
 
 log = logging.getLogger("meterline.worker")
 
@@ -77,4 +79,27 @@ async def publish_dead_letters(
         await asyncio.shield(send_all())
     except Exception:
         log.critical("cannot publish dead letters: exiting without acknowledging the batch")
+        os._exit(exit_code)
+
+
+async def forward(producer: Any, events_topic: str, forwarded: Sequence[Forwarded],
+                  exit_code: int) -> None:  # fmt: skip
+    """Send each event on to its subscription's partition, keyed as meterline keys it, and
+    wait for the broker; as with dead letters, a failure ends the process before the batch
+    is acknowledged, so it replays. At least once: a copy sent twice (a replay after a
+    crash here) is a duplicate on arrival, whose dedupe mark is the same."""
+
+    async def send_all() -> None:
+        pending = [
+            await producer.send(events_topic, item.event.partition_key(), encode(item.event),
+                                item.home, None, None)
+            for item in forwarded
+        ]  # fmt: skip
+        await asyncio.gather(*pending)
+
+    try:
+        await asyncio.shield(send_all())
+    except Exception:
+        log.critical("cannot forward events to their partitions: exiting without "
+                     "acknowledging the batch")  # fmt: skip
         os._exit(exit_code)

@@ -72,6 +72,21 @@ class AcceptedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Forwarded:
+    """An event that reached another partition than its subscription's (a producer with
+    another partitioner than Kafka's Java default): sent on to ``home``, where it is judged
+    and billed like any other. Billing it here would break the replay rule, which needs
+    each subscription's events in one partition's order."""
+
+    partition: int
+    offset: int
+    index: int
+    home: int
+    event: UsageEvent
+    record_events: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class RatedTotal:
     """A total rated: written by the batch step, and read back as it was written by the
     usage API, invoices and reports (``readers``)."""
@@ -112,6 +127,8 @@ class BatchResult:
     rating_seconds: float = 0.0
     # Values unique counts saw for the first time: (total, partition, value digest).
     distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)
+    # Events to send on to their subscription's partition once the batch is durable.
+    forwarded: list[Forwarded] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:

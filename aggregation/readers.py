@@ -140,7 +140,8 @@ class PipelineReads(TableStore):
         as a subquery and its parameters."""
         union = _ACCOUNTED.format(events=self._table("events"),
                                   duplicates=self._table("duplicate_events"),
-                                  rejected=self._table("rejected_events"))  # fmt: skip
+                                  rejected=self._table("rejected_events"),
+                                  forwarded=self._table("forwarded_events"))  # fmt: skip
         given = {"tenant": tenant, "month": month, "since": since}
         where = [clause for name, clause in (
             ("tenant", "tenant = {tenant:String}"),
@@ -153,7 +154,8 @@ class PipelineReads(TableStore):
     def accounted_by_kind(
         self, tenant: str | None = None, month: date | None = None
     ) -> list[tuple[str, date, str, int]]:
-        """(tenant, usage month, kind, events): billed, duplicate or dead_lettered."""
+        """(tenant, usage month, kind, events): billed, duplicate, dead_lettered or
+        forwarded."""
         accounted, given = self._accounted(tenant, month, None)
         rows = self._client.query(
             f"SELECT tenant, toStartOfMonth(timestamp) AS month, kind, count() FROM {accounted} "
@@ -231,4 +233,7 @@ _ACCOUNTED = """
     SELECT tenant, subscription, ifNull(timestamp, rejected_at), 'dead_lettered',
            kafka_partition, log_epoch, kafka_offset, record_events, rejected_at
     FROM {rejected} FINAL
+    UNION ALL
+    SELECT tenant, subscription, timestamp, 'forwarded', kafka_partition, log_epoch,
+           kafka_offset, record_events, forwarded_at FROM {forwarded} FINAL
 """

@@ -2,9 +2,11 @@
 dead-lettered with its reason, and the store proves it.
 
 An event is acknowledged once Kafka holds it (the gateway answers 202 only then). The
-worker writes a row for every event it takes from the log, in exactly one of three
+worker writes a row for every event it takes from the log, in exactly one of four
 tables (billed: ``events``; duplicates: ``duplicate_events``; refused:
-``rejected_events``), and each row carries how many events its record held. So for
+``rejected_events``; sent on to its subscription's partition, where it is taken from
+the log again: ``forwarded_events``), and each row carries how many events its record
+held. So for
 every record the store can check that its events are all accounted for, and for every
 partition's log that no record between the first and the last one it saw is missing.
 What the worker has not reached yet is still in flight: the log holds it, the store
@@ -33,6 +35,9 @@ class TenantMonth:
     duplicates: int = 0
     dead_lettered: int = 0
     missing: int = 0  # events records held that no row accounts for
+    # Sent on to their subscription's partition, where each is counted again as billed,
+    # duplicate or dead-lettered: not part of ``acknowledged``, which counts each once.
+    forwarded: int = 0
 
     @property
     def acknowledged(self) -> int:
@@ -88,7 +93,8 @@ def reconcile(
     for who, when, kind, count in store.accounted_by_kind(tenant, month):
         entry = months.setdefault((who, when), TenantMonth(who, when))
         setattr(entry, {"billed": "billed", "duplicate": "duplicates",
-                        "dead_lettered": "dead_lettered"}[kind], count)  # fmt: skip
+                        "dead_lettered": "dead_lettered", "forwarded": "forwarded"}[kind],
+                count)  # fmt: skip
     incomplete = [Incomplete(*row) for row in store.incomplete_records(tenant, month, since)]
     for record in incomplete:
         owner = months.get((record.tenant, _month_of(record, months)))

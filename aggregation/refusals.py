@@ -2,7 +2,10 @@
 rules about an event) the order they are checked in, which is the order of ``EVENT_RULES``
 and of the checks in ``BatchProcessor.refusal``. A refused event is dead-lettered with its
 reason and a detail for people, and stored in ``rejected_events``; the reasons are the
-``reason`` label of ``meterline_events_rejected_total``."""
+``reason`` label of ``meterline_events_rejected_total``.
+
+An event on another partition than its subscription's is not refused: it is forwarded to
+that partition (``model.Forwarded``) and judged there."""
 
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ RECORD_TOO_LARGE = Rule("record_too_large", "the record holds more events than a
 MALFORMED = Rule("malformed", "the item does not decode as a usage event")
 
 # Rules about one event, checked in this order; the first that applies is its reason.
-WRONG_PARTITION = Rule("wrong_partition", "sent to another partition than its subscription's")
 UNKNOWN_SUBSCRIPTION = Rule("unknown_subscription", "no such subscription for the tenant")
 SUBSCRIPTION_ENDED = Rule("subscription_ended", "stamped at or after its subscription's end")
 PLAN_NOT_IN_FORCE = Rule("plan_not_in_force", "its plan has no version in force on its day")
@@ -34,7 +36,7 @@ MISSING_PROPERTY = Rule("missing_property", "a unique count's event lacks the pr
 AMOUNT_OVERFLOW = Rule("amount_overflow", "its total would pass what 64-bit nano-units can bill")
 
 RECORD_RULES = (EMPTY_RECORD, RECORD_TOO_LARGE, MALFORMED)
-EVENT_RULES = (WRONG_PARTITION, UNKNOWN_SUBSCRIPTION, SUBSCRIPTION_ENDED, PLAN_NOT_IN_FORCE,
+EVENT_RULES = (UNKNOWN_SUBSCRIPTION, SUBSCRIPTION_ENDED, PLAN_NOT_IN_FORCE,
                UNPRICED_METER, NEGATIVE_QUANTITY, TOO_OLD, IN_FUTURE, MISSING_PROPERTY,
                AMOUNT_OVERFLOW)  # fmt: skip
 RULES = RECORD_RULES + EVENT_RULES

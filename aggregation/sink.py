@@ -1,5 +1,6 @@
 """The pipeline's sink: what a batch leaves is made durable here (raw events, duplicates,
-rejections, distinct values, rated totals, and each partition's checkpoint), and what a
+rejections, forwarded events, distinct values, rated totals, and each partition's
+checkpoint), and what a
 worker needs back when it takes a partition over (dedupe marks, totals, refusals,
 distinct values, checkpoints and epochs) is read from here. See ``state`` for why what
 survives of a batch's writes after a crash converges, and ``log_identity`` for epochs.
@@ -36,6 +37,8 @@ class PipelineSink(TableStore):
             self._client.insert_arrow(self._table("rejected_events"), _rejections(result, now))
         if result.repeated:
             self._client.insert_arrow(self._table("duplicate_events"), _duplicates(result, now))
+        if result.forwarded:
+            self._client.insert_arrow(self._table("forwarded_events"), _forwarded(result, now))
         if result.accepted:
             self._client.insert_arrow(self._table("events"), _events(result, now))
         if result.rated:
@@ -204,6 +207,25 @@ def _counted(rows: Sequence[AcceptedEvent]) -> dict[str, Any]:
         "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
         "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
     }
+
+
+def _forwarded(result: BatchResult, now: datetime) -> pa.Table:
+    rows = result.forwarded
+    return pa.table(
+        {
+            "tenant": [r.event.tenant for r in rows],
+            "subscription": [r.event.subscription for r in rows],
+            "meter": [r.event.meter for r in rows],
+            "source": [r.event.source for r in rows],
+            "event_id": [r.event.id for r in rows],
+            "timestamp": pa.array([r.event.timestamp for r in rows], type=TIMESTAMP),
+            **_positions([r.partition for r in rows], [r.offset for r in rows]),
+            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
+            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+            "home_partition": pa.array([r.home for r in rows], type=pa.uint32()),
+            "forwarded_at": pa.array([now] * len(rows), type=TIMESTAMP),
+        }
+    )
 
 
 def _duplicates(result: BatchResult, now: datetime) -> pa.Table:

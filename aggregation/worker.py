@@ -20,7 +20,7 @@ from faust.types import TP
 from prometheus_client import REGISTRY
 
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
-from aggregation.dead_letters import publish_dead_letters
+from aggregation.dead_letters import forward, publish_dead_letters
 from aggregation.internal_web import add_pages
 from aggregation.marks import Marks, disk_generations
 from aggregation.readers import PipelineReads
@@ -115,6 +115,9 @@ def create_app(
                 extra={"rejected": len(result.rejected),
                        "by_reason": dict(Counter(r.reason for r in result.rejected))},
             )  # fmt: skip
+        if result.forwarded:
+            await forward(app.producer, settings.events_topic, result.forwarded,
+                          EXIT_STORE_UNAVAILABLE)  # fmt: skip
         queryable = time.time()
         following: dict[TP, int] = {}
         for message in messages:

@@ -106,6 +106,10 @@ EVENTS_REJECTED = _counter(Spec(
     "meterline_events_rejected_total", "counter",
     "Events the worker sent to the dead-letter topic, by reason", labels=("reason",),
 ))  # fmt: skip
+EVENTS_FORWARDED = _counter(Spec(
+    "meterline_events_forwarded_total", "counter",
+    "Events that reached another partition than their subscription's, sent on to it",
+))  # fmt: skip
 EVENTS_LATE = _counter(Spec(
     "meterline_events_late_total", "counter",
     "Aggregated events stamped more than an hour before the worker read them",

@@ -36,11 +36,12 @@ _FIELDS = {
 DESCRIPTION = (
     "One Kafka record on meterline's events topic: one usage event (a JSON object) or a "
     "batch of them (a JSON array of up to 65,536 objects). Key each record by "
-    "'<tenant>/<subscription>' (UTF-8) and send it to the partition Kafka's Java client "
-    "would choose for that key: murmur2 of the key, positive, modulo the partition count "
-    "(the default partitioner of the Java client and of KafkaJS; librdkafka's "
-    "'murmur2_random'; kafka-go's Murmur2Balancer). Every event of a batch must belong on the "
-    "record's partition. The value is UTF-8 JSON; unknown fields are refused."
+    "'<tenant>/<subscription>' (UTF-8). On the partition Kafka's Java client would choose for "
+    "that key (murmur2 of the key, positive, modulo the partition count: the default "
+    "partitioner of the Java client and of KafkaJS; librdkafka's 'murmur2_random'; "
+    "kafka-go's Murmur2Balancer) an event is billed where it lands; on any other, the "
+    "worker first forwards it there, which costs a second trip through Kafka. The value "
+    "is UTF-8 JSON; unknown fields are refused."
 )
 
 

@@ -469,9 +469,10 @@ def reconcile_command(tenant: str | None, period: date | None, fmt: str) -> None
             settings.events_topic, set(range(settings.topic_partitions))
         )
     rows = [(m.tenant, f"{m.month:%Y-%m}", m.acknowledged, m.billed, m.duplicates,
-             m.dead_lettered, m.missing) for m in found.months]  # fmt: skip
+             m.dead_lettered, m.missing, m.forwarded) for m in found.months]  # fmt: skip
+    # Forwarded events are counted again where they were forwarded to (not in acknowledged).
     columns = ("tenant", "month", "acknowledged", "billed", "duplicates", "dead_lettered",
-               "missing")  # fmt: skip
+               "missing", "forwarded")  # fmt: skip
     print_rows("Reconciliation: acknowledged = billed + duplicates + dead-lettered", columns,
                rows, fmt)  # fmt: skip
     if fmt == "table":

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aggregation.dead_letters import decode_dead_letter
+from aggregation.reconcile import reconcile
 from base.events import UsageEvent, encode, encode_batch, partition_of
 from base.kafka_admin import ensure_topic
 from base.settings import Settings
@@ -58,7 +59,8 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     raw = [
         (0, b"not json at all"),
         (home, mixed_batch),
-        ((home + 1) % settings.topic_partitions, encode(usage("b6"))),  # not its partition
+        # Not its partition: forwarded to it (as from a producer with another partitioner).
+        ((home + 1) % settings.topic_partitions, encode(usage("g5"))),
     ]
 
     async def send() -> dict[int, int]:
@@ -71,8 +73,10 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     worker = WorkerProcess(settings, bootstrap, tmp_path / "worker.log")
     worker.start()
     try:
+        # The forwarded copy is one record more on the home partition, after all the others.
+        with_copy = {**last_offsets, home: last_offsets[home] + 1}
         asyncio.run(
-            wait_until_consumed(settings, bootstrap, last_offsets, worker.exit_code, lambda _: None)
+            wait_until_consumed(settings, bootstrap, with_copy, worker.exit_code, lambda _: None)
         )
         # The raw records may sit on partitions the produced ones do not: wait for all 8.
         letters = [
@@ -87,14 +91,20 @@ def test_bad_events_are_dead_lettered_with_reasons_and_good_ones_billed(
     reasons = sorted(letter.reason for letter in letters)
     assert reasons == sorted([
         "unknown_subscription", "unpriced_meter", "negative_quantity", "too_old", "in_future",
-        "malformed", "malformed", "wrong_partition",
+        "malformed", "malformed",
     ])  # fmt: skip
     batch_letter = next(x for x in letters if x.reason == "malformed" and x.index == 2)
     assert batch_letter.event == '{"id": 1}'
     assert all(letter.topic == settings.events_topic for letter in letters)
     store = Stores.open(settings)
     try:
-        assert store.connection.count("events") == 4  # g1, g2, g3, g4
-        assert store.connection.count("rejected_events") == 8
+        assert store.connection.count("events") == 5  # g1 to g5, g5 on its own partition
+        assert store.connection.count("rejected_events") == 7
+        assert store.connection.count("forwarded_events") == 1
+        found = reconcile(store.reads)
+        assert found.holds, found.first_failure()
+        totals = [sum(getattr(m, kind) for m in found.months)
+                  for kind in ("billed", "dead_lettered", "forwarded")]  # fmt: skip
+        assert totals == [5, 7, 1]
     finally:
         store.close()

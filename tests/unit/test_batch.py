@@ -116,7 +116,6 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
         (2, "unknown_subscription"),
         (3, "unpriced_meter"),
         (4, "negative_quantity"),
-        (6, "wrong_partition"),
         (7, "too_old"),
         (8, "in_future"),
         (9, "malformed"),
@@ -124,6 +123,20 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
     assert "missing required field" in result.rejected[1].detail
     assert "timezone" in result.rejected[-1].detail
     assert [a.event.id for a in result.accepted] == ["f"]
+    assert [(f.offset, f.event.id, f.home) for f in result.forwarded] == [(6, "g", home("s1"))]
+
+
+def test_an_event_on_another_partition_is_forwarded_whatever_else_is_wrong_with_it() -> None:
+    """Judged where it belongs: the worker of its partition holds what decides it. Nothing
+    of it counts here, not even its dedupe mark."""
+    elsewhere = (home("s1") + 1) % PARTITIONS
+    step = processor()
+    value = encode_batch([usage("a"), usage("b", quantity=-1), usage("a")])
+    result = step.process([(elsewhere, 0, value)])
+    assert [(f.index, f.event.id) for f in result.forwarded] == [(0, "a"), (1, "b"), (2, "a")]
+    assert not result.accepted and not result.rejected and not result.repeated
+    at_home = step.process([(home("s1"), 1, encode(usage("a")))])
+    assert [a.event.id for a in at_home.accepted] == ["a"]
 
 
 def test_a_record_batching_events_counts_each_and_rejects_only_its_bad_ones() -> None:
@@ -284,7 +297,6 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     breaking = {
         refusals.EMPTY_RECORD: (home("s1"), b"[]"),
         refusals.MALFORMED: (home("s1"), b'{"id": 1}'),
-        refusals.WRONG_PARTITION: ((home("s1") + 1) % PARTITIONS, encode(usage("a", "s1"))),
         refusals.UNKNOWN_SUBSCRIPTION: (home("nobody"), encode(usage("b", "nobody"))),
         refusals.SUBSCRIPTION_ENDED: (home("ended"), encode(usage("c", "ended", "calls"))),
         refusals.PLAN_NOT_IN_FORCE: (home("late"), encode(usage("d", "late", "calls"))),
@@ -310,7 +322,6 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     # the table.
     old = NOW - timedelta(days=36)
     both = [
-        ((home("nobody") + 1) % PARTITIONS, usage("k", "nobody")),  # partition, subscription
         (home("nobody"), usage("l", "nobody", quantity=-1)),  # subscription, quantity
         (home("ended"), usage("m", "ended", "api_calls")),  # ended, meter
         (home("s1"), usage("n", meter="api_calls", quantity=-1)),  # meter, quantity
@@ -320,8 +331,8 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     first = step.process([Record(partition, 100 + n, encode(event))
                           for n, (partition, event) in enumerate(both)])  # fmt: skip
     assert [r.reason for r in first.rejected] == [
-        "wrong_partition", "unknown_subscription", "subscription_ended", "unpriced_meter",
-        "negative_quantity", "too_old",
+        "unknown_subscription", "subscription_ended", "unpriced_meter", "negative_quantity",
+        "too_old",
     ]  # fmt: skip
 
 
