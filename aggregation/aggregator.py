@@ -68,6 +68,10 @@ class Aggregator:
         self._last_offset: dict[int, int] = {}
         self._unprepared: set[int] = set()  # assigned, but log and state not checked yet
         self._rewound: set[int] = set()  # read again from the start: offsets go back once
+        # Per partition being readied: the log (epoch) it was last read in and the offset
+        # of its last checkpoint there (None: none yet); what the store holds after it is
+        # completed before the partition is read (``_complete_tail``).
+        self._tails: dict[int, tuple[int, int | None]] = {}
         self.state = UsageState(marks)
         self.window = window
         self.dedupe_window = dedupe_window
@@ -117,6 +121,9 @@ class Aggregator:
         partitions, self._unprepared = self._unprepared, set()
         found = await self.identify_logs(bootstrap_servers, partitions)
         self.reload(partitions)
+        for partition, (epoch, after) in sorted(self._tails.items()):
+            self._complete_tail(partition, epoch, after)
+        self._tails = {}
         # What was just restored (and the subscriptions loaded before it) lives as long as
         # the partition: moved out of the collector's sight, it is never walked again. It
         # is still freed when nothing refers to it any more.
@@ -134,6 +141,10 @@ class Aggregator:
             self._last_offset.pop(partition, None)
             self.checkpoints.pop(partition, None)
             self.epochs[partition] = latest.get(partition, 0)
+            self._tails[partition] = (self.epochs[partition], None)
+        # A checkpoint bounds the tail of its own log; a log found new since has none yet.
+        self._tails.update((c.partition, (c.epoch, c.offset)) for c in stored
+                           if c.epoch == self.epochs[c.partition])  # fmt: skip
         found = set()
         for checkpoint in stored:
             judgement, reason = verdicts[checkpoint.partition]
@@ -143,6 +154,26 @@ class Aggregator:
             else:
                 self.checkpoints[checkpoint.partition] = checkpoint
         return found
+
+    def _complete_tail(self, partition: int, epoch: int, after: int | None) -> None:
+        """Finish what a batch left half-written when the worker holding the partition
+        stopped. A crash between a batch's writes can leave its billed events stored (and
+        so their dedupe marks) without, maybe, their totals. In the same log the batch is
+        read again and the replay rule counts what is missing; but a new log never shows
+        those records again, and the events resent into it would be taken for duplicates.
+        So the billed events stored after the log's last checkpoint (``after``) are run
+        through the step again at their places, which counts exactly what their totals
+        lack and nothing twice (``state``), whichever log comes next."""
+        tail = self.sink.load_tail(partition, epoch, after)
+        if not tail:
+            return
+        result = self.processor.process(tail)
+        self.sink.write_batch(BatchResult(rated=result.rated, distinct=result.distinct))
+        log.warning(
+            "partition %d: completed %d records stored after its last checkpoint (%d totals "
+            "rewritten)", partition, len(tail), len(result.rated),
+            extra={"partition": partition, "records": len(tail), "epoch": epoch},
+        )  # fmt: skip
 
     def _new_log(self, partition: int, previous_offset: int, reason: str) -> None:
         epoch = self.epochs.get(partition, 0) + 1

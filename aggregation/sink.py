@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 
 from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
-from aggregation.model import AcceptedEvent, BatchResult, Position, RatedTotal, TotalKey
+from aggregation.model import AcceptedEvent, BatchResult, Position, RatedTotal, Record, TotalKey
 from aggregation.state import Total
-from base.clickhouse import TIMESTAMP, TableStore, nanos_to_decimal_array
-from base.events import encode_properties
+from base.clickhouse import TIMESTAMP, TableStore, as_utc, nanos_to_decimal_array
+from base.events import UsageEvent, decode_properties, encode, encode_properties
 
 
 class PipelineSink(TableStore):
@@ -94,6 +94,33 @@ class PipelineSink(TableStore):
         for key, partition, epoch, offset, index in rows:
             mark = key if isinstance(key, bytes) else bytes(key, "latin-1")
             yield mark, Position(partition, ordinal(epoch, offset), index)
+
+    def load_tail(self, partition: int, epoch: int, after: int | None) -> list[Record]:
+        """The billed events stored in a partition's log (``epoch``) after the offset
+        ``after`` (its last checkpoint; None: from its start), rebuilt as records at their
+        places: each record holds its billed events at their indices, and null at the
+        others (a duplicate's or a refusal's place, which the batch step refuses again and
+        a caller ignores). What a batch cut short by a crash had made durable."""
+        rows = self._client.query(
+            "SELECT kafka_offset, event_index, event_id, tenant, subscription, meter, quantity, "
+            f"timestamp, source, properties FROM {self._table('events')} FINAL "
+            "WHERE kafka_partition = {partition:UInt32} AND log_epoch = {epoch:UInt32} "
+            "AND kafka_offset >= {first:UInt64} ORDER BY kafka_offset, event_index",
+            parameters={"partition": partition, "epoch": epoch,
+                        "first": 0 if after is None else after + 1},
+        ).result_rows  # fmt: skip
+        placed: dict[int, dict[int, UsageEvent]] = {}
+        for offset, index, event_id, tenant, sub, meter, quantity, at, source, props in rows:
+            properties = decode_properties(props)
+            placed.setdefault(offset, {})[index] = UsageEvent(
+                event_id, tenant, sub, meter, quantity, as_utc(at), source, properties
+            )
+        return [
+            Record(partition, ordinal(epoch, offset),
+                   b"[" + b",".join(encode(events[i]) if i in events else b"null"
+                                    for i in range(max(events) + 1)) + b"]")
+            for offset, events in placed.items()
+        ]  # fmt: skip
 
     def load_refusals(self, partitions: set[int], since: datetime) -> Iterator[Position]:
         """Positions of events refused because their total would overflow (see

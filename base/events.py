@@ -128,6 +128,14 @@ def encode_properties(properties: dict[str, Property]) -> str:
     return _encoder.encode(properties).decode() if properties else ""
 
 
+_properties_decoder = msgspec.json.Decoder(dict[str, Property])
+
+
+def decode_properties(text: str) -> dict[str, Property]:
+    """What ``encode_properties`` wrote."""
+    return _properties_decoder.decode(text) if text else {}
+
+
 def group_label(key: str) -> str:
     """A group as people read it: "model=large, region=eu"."""
     if not key:
