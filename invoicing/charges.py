@@ -5,6 +5,7 @@ version, the plan's fixed fees prorated by day and the minimum-commitment true-u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
@@ -16,46 +17,105 @@ from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
 from rating.period import (
+    FeeLine,
     Period,
     Slice,
     commitment_true_up,
     fixed_fee_lines,
     subscription_slices,
 )
-from rating.plans import PriceBook
+from rating.plans import Meter, PriceBook
 from rating.quote import TierPart, tier_parts
 from rating.rater import breakdown
 from rating.table import ChargeTable
 from subscriptions.model import Subscription
 
+_Terms = tuple[str, Period, date, date | None, tuple[tuple[date, str], ...]]
+_Tiers = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Pricing:
+    """What composing invoices needs of a price book, made once for a run of many: the
+    charge table, the meters by id, and what many subscriptions share. Most subscriptions
+    of a plan were active all period with no change, so their plan slices and prorated
+    fees are computed once per such terms; and a run can rate the tiers of all its totals
+    in one call of the kernels (``prepare``) instead of one call per invoice."""
+
+    book: PriceBook
+    table: ChargeTable
+    meters: dict[str, Meter] = field(init=False)
+    _fees: dict[_Terms, list[tuple[Slice, list[FeeLine]]]] = field(default_factory=dict)
+    _tiers: dict[tuple[int, int], _Tiers] = field(default_factory=dict)
+    _groups: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.meters = {meter.id: meter for meter in self.book.meters}
+
+    @classmethod
+    def of(cls, book: PriceBook) -> Pricing:
+        return cls(book, ChargeTable.compile(book))
+
+    def prepare(self, rows: Sequence[RatedTotal]) -> None:
+        """Rate the tiers of ``rows`` in one call, for ``usage_lines`` to look up."""
+        known = [(self.table.charge_of(r.plan, r.plan_version, r.meter), r.quantity)
+                 for r in rows]  # fmt: skip
+        pairs = sorted({(c, q) for c, q in known if c is not None and (c, q) not in self._tiers})
+        if not pairs:
+            return
+        tiers = breakdown(self.table, np.array([c for c, _ in pairs], dtype=np.int64),
+                          np.array([q for _, q in pairs], dtype=np.int64))  # fmt: skip
+        for row, pair in enumerate(pairs):
+            self._tiers[pair] = (tiers.units[row], tiers.amounts[row])
+
+    def tiers(self, charge: int, quantity: int) -> _Tiers:
+        found = self._tiers.get((charge, quantity))
+        if found is None:
+            one = breakdown(self.table, np.array([charge], dtype=np.int64),
+                            np.array([quantity], dtype=np.int64))  # fmt: skip
+            found = (one.units[0], one.amounts[0])
+        return found
+
+    def fees(self, sub: Subscription, billing: Period) -> list[tuple[Slice, list[FeeLine]]]:
+        """The plan slices the subscription's period falls into, each with its fees."""
+        terms = (sub.plan, billing, sub.active_from, sub.active_until, sub.changes)
+        found = self._fees.get(terms)
+        if found is None:
+            in_force = subscription_slices(self.book, sub.plan, billing, sub.active_from,
+                                           sub.active_until, changes=sub.changes)  # fmt: skip
+            found = self._fees[terms] = [(part, fixed_fee_lines(part, billing))
+                                         for part in in_force]  # fmt: skip
+        return found
+
+    def group_label(self, key: str) -> str:
+        label = self._groups.get(key)
+        if label is None:
+            label = self._groups[key] = group_label(key)
+        return label
+
 
 def period_lines(
-    period: date,
-    sub: Subscription,
-    rows: Sequence[RatedTotal],
-    book: PriceBook,
-    table: ChargeTable,
+    period: date, sub: Subscription, rows: Sequence[RatedTotal], pricing: Pricing
 ) -> list[InvoiceLine]:
     """``rows`` are the subscription's rated totals of the period."""
-    usage = usage_lines(period, rows, book, table)
+    usage = usage_lines(period, rows, pricing)
     billing = sub.period(period)
     lines = list(usage)
-    in_force = subscription_slices(
-        book, sub.plan, billing, sub.active_from, sub.active_until, changes=sub.changes
-    )
-    for part in in_force:
+    for part, fee_lines in pricing.fees(sub, billing):
         fees = [
             _charge_line(
                 part, period, FIXED_FEE, fee.fee, description=fee.description, amount=fee.amount
             )
-            for fee in fixed_fee_lines(part, billing)
+            for fee in fee_lines
         ]
-        billed = [
-            line.amount
-            for line in usage
-            if (line.plan, line.plan_version) == (part.plan.id, part.plan.version)
-        ]
-        shortfall = commitment_true_up(part, billing, billed + [fee.amount for fee in fees])
+        shortfall = Decimal(0)
+        if part.plan.commitment is not None:
+            billed = [
+                line.amount
+                for line in usage
+                if (line.plan, line.plan_version) == (part.plan.id, part.plan.version)
+            ]
+            shortfall = commitment_true_up(part, billing, billed + [fee.amount for fee in fees])
         lines.extend(fees)
         if shortfall:
             description = "minimum commitment" + _share(part, billing)
@@ -67,24 +127,18 @@ def period_lines(
     return lines
 
 
-def usage_lines(
-    period: date, rows: Sequence[RatedTotal], book: PriceBook, table: ChargeTable
-) -> list[InvoiceLine]:
-    known = [table.charge_of(r.plan, r.plan_version, r.meter) for r in rows]
-    priced = [index for index in known if index is not None]
-    quantities = [r.quantity for r, index in zip(rows, known, strict=True) if index is not None]
-    tiers = breakdown(table, np.array(priced, dtype=np.int64), np.array(quantities, np.int64))
-    lines, position = [], 0
-    for row, index in zip(rows, known, strict=True):
-        meter = book.meter(row.meter) if _declared(book, row.meter) else None
+def usage_lines(period: date, rows: Sequence[RatedTotal], pricing: Pricing) -> list[InvoiceLine]:
+    lines = []
+    for row in rows:
+        meter = pricing.meters.get(row.meter)
         scale = meter.scale if meter else 0
         rated = row.amount
         parts: tuple[TierPart, ...] = ()
+        index = pricing.table.charge_of(row.plan, row.plan_version, row.meter)
         if index is not None:
-            parts = tier_parts(table, index, tiers.units[position], tiers.amounts[position], scale)
-            parts = _with_bounds(parts, rated)
-            position += 1
-        group = group_label(row.group)
+            units, amounts = pricing.tiers(index, row.quantity)
+            parts = _with_bounds(tier_parts(pricing.table, index, units, amounts, scale), rated)
+        group = pricing.group_label(row.group)
         lines.append(
             InvoiceLine(
                 kind=USAGE, item=row.meter, group=row.group, plan=row.plan,
@@ -97,10 +151,6 @@ def usage_lines(
             )
         )  # fmt: skip
     return lines
-
-
-def _declared(book: PriceBook, meter: str) -> bool:
-    return any(m.id == meter for m in book.meters)
 
 
 def _with_bounds(parts: tuple[TierPart, ...], rated: Decimal) -> tuple[TierPart, ...]:

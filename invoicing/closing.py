@@ -15,12 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 from aggregation.model import RatedTotal
+from invoicing.charges import Pricing
 from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
 from invoicing.invoice import DRAFT, FINALIZED, InvoiceLine
 from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
-from rating.table import ChargeTable
 from subscriptions.model import Owner, Subscription, midnight
 
 
@@ -96,7 +96,8 @@ def close_period(
     adjustable = {day for days in finalized_earlier.values() for day in days}
     earlier_rows = {day: _rows_by_owner(sources, day, tenant) for day in sorted(adjustable)}
     subscribers = {s.owner: s for s in sources.subscriptions.subscriptions(tenant)}
-    table = ChargeTable.compile(book)
+    pricing = Pricing.of(book)
+    pricing.prepare([row for found in rows.values() for row in found])
     owners = sorted(
         {owner for owner, sub in subscribers.items() if _active_in(sub, billing.start)}
         | set(rows) | set(finalized_earlier)
@@ -120,7 +121,7 @@ def close_period(
         try:
             invoice = compose_invoice(
                 billing.start, sub, customer=customers.get((sub.tenant, sub.customer)),
-                rows=rows.get(owner, []), earlier=before, book=book, table=table,
+                rows=rows.get(owner, []), earlier=before, pricing=pricing,
             )  # fmt: skip
         except UnknownPlanError as error:
             report.problems.append(str(error))

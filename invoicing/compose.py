@@ -16,11 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 from aggregation.model import RatedTotal
-from invoicing.charges import period_lines
+from invoicing.charges import Pricing, period_lines
 from invoicing.invoice import Invoice, InvoiceLine, LineKey, taxed
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.plans import PriceBook
-from rating.table import ChargeTable
 from subscriptions.model import Customer, Subscription
 
 
@@ -41,14 +40,13 @@ def compose_invoice(
     customer: Customer | None,
     rows: Sequence[RatedTotal],
     earlier: Sequence[EarlierPeriod],
-    book: PriceBook,
-    table: ChargeTable,
+    pricing: Pricing,
 ) -> Invoice:
-    lines = period_lines(period, sub, rows, book, table)
+    lines = period_lines(period, sub, rows, pricing)
     for before in sorted(earlier, key=lambda e: e.period):
-        now = period_lines(before.period, sub, before.rows, book, table)
+        now = period_lines(before.period, sub, before.rows, pricing)
         lines.extend(adjustments(now, before.billed, before.period))
-    currency = _currency(sub, lines, book)
+    currency = _currency(sub, lines, pricing.book)
     rate = customer.tax_rate if customer else Decimal(0)
     return Invoice(
         tenant=sub.tenant, subscription=sub.subscription, customer=sub.customer,

@@ -88,7 +88,7 @@ class Invoice:
     def total(self) -> Decimal:
         return self.subtotal + self.tax
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """A fingerprint of what the invoice bills: equal digests, equal invoices, however
         often and whenever a draft is recomputed."""
@@ -126,6 +126,8 @@ def period_of_invoice_id(text: str) -> date | None:
 
 def taxed(lines: list[InvoiceLine], rate: Decimal, minor_digits: int) -> tuple[InvoiceLine, ...]:
     """Each line with its own tax at ``rate`` percent, rounded like the line."""
+    if not rate and not any(line.tax for line in lines):
+        return tuple(lines)  # untaxed: the lines as they are (dataclasses.replace is slow)
     return tuple(
         replace(line, tax=round_to_minor_unit(line.amount * rate / 100, minor_digits))
         for line in lines

@@ -128,14 +128,12 @@ def tier_parts(
     """The tiers one breakdown row billed, for people: units in the meter's units (blocks
     for a package), prices, and amounts."""
     ref = table.refs[index]
+    shift = 0 if ref.counts_blocks else -scale
+    # Python ints, not NumPy scalars: an invoice run calls this for every usage line.
+    units, amounts = tier_units.tolist(), tier_amounts.tolist()
     return tuple(
-        TierPart(
-            column.label,
-            Decimal(int(tier_units[number])).scaleb(0 if ref.counts_blocks else -scale),
-            column.unit_price,
-            column.flat_fee,
-            from_nanos(int(tier_amounts[number])),
-        )
+        TierPart(column.label, Decimal(units[number]).scaleb(shift), column.unit_price,
+                 column.flat_fee, from_nanos(amounts[number]))
         for number, column in enumerate(ref.columns)
-        if tier_units[number] or tier_amounts[number]
-    )
+        if units[number] or amounts[number]
+    )  # fmt: skip

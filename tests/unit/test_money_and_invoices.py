@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from aggregation.model import RatedTotal
 from base.clickhouse import nanos_to_decimal_array
+from invoicing.charges import Pricing
 from invoicing.compose import EarlierPeriod, compose_invoice
 from invoicing.invoice import Invoice
 from rating.loading import parse_price_book
 from rating.money import INT64_MAX, MoneyError, from_nanos, round_to_minor_unit, to_nanos
-from rating.table import ChargeTable
 from subscriptions.model import Customer, Subscription, midnight
 
 
@@ -69,7 +69,7 @@ def compose(
 ) -> Invoice:
     return compose_invoice(
         PERIOD, SUB, customer=Customer("t", "c", tax_rate=Decimal(rate)), rows=rows,
-        earlier=earlier, book=BOOK, table=ChargeTable.compile(BOOK),
+        earlier=earlier, pricing=Pricing.of(BOOK),
     )  # fmt: skip
 
 
@@ -99,7 +99,7 @@ def test_an_earlier_finalized_period_is_adjusted_by_the_difference_only() -> Non
     september = date(2026, 9, 1)
     billed = compose_invoice(
         september, SUB, customer=None, rows=[rated_row("a", 3, "3")], earlier=[],
-        book=BOOK, table=ChargeTable.compile(BOOK),
+        pricing=Pricing.of(BOOK),
     ).lines  # fmt: skip
     now = EarlierPeriod(september, [rated_row("a", 5, "5"), rated_row("b", 1, "1")], billed)
     invoice = compose([], earlier=(now,))
