@@ -16,7 +16,15 @@ import numpy as np
 import pyarrow as pa
 
 from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
-from aggregation.model import AcceptedEvent, BatchResult, Position, RatedTotal, Record, TotalKey
+from aggregation.model import (
+    AcceptedEvent,
+    BatchResult,
+    Forwarded,
+    Position,
+    RatedTotal,
+    Record,
+    TotalKey,
+)
 from aggregation.state import Total
 from base.clickhouse import TIMESTAMP, TableStore, as_utc, nanos_to_decimal_array
 from base.events import UsageEvent, decode_properties, encode, encode_properties
@@ -219,36 +227,35 @@ def _rejections(result: BatchResult, now: datetime) -> pa.Table:
     )
 
 
-def _counted(rows: Sequence[AcceptedEvent]) -> dict[str, Any]:
-    """The columns a billed event and a duplicate share: who, what, when, and where in
-    the log (with the size of its record, for reconciliation)."""
+def _placed(rows: Sequence[AcceptedEvent] | Sequence[Forwarded]) -> dict[str, Any]:
+    """The columns every row about one event of the log has: who, what, when, and where in
+    the log (with the size of its record, for reconciliation). Per event, so each column
+    is one comprehension over the events themselves."""
+    events = [r.event for r in rows]
     return {
-        "tenant": [r.event.tenant for r in rows],
-        "subscription": [r.event.subscription for r in rows],
-        "meter": [r.event.meter for r in rows],
-        "source": [r.event.source for r in rows],
-        "event_id": [r.event.id for r in rows],
-        "timestamp": pa.array([r.event.timestamp for r in rows], type=TIMESTAMP),
-        "dedupe_key": pa.array([r.dedupe_key for r in rows], type=pa.binary(16)),
+        "tenant": [e.tenant for e in events],
+        "subscription": [e.subscription for e in events],
+        "meter": [e.meter for e in events],
+        "source": [e.source for e in events],
+        "event_id": [e.id for e in events],
+        "timestamp": pa.array([e.timestamp for e in events], type=TIMESTAMP),
         **_positions([r.partition for r in rows], [r.offset for r in rows]),
         "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
         "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
     }
 
 
+def _counted(rows: Sequence[AcceptedEvent]) -> dict[str, Any]:
+    """The columns a billed event and a duplicate share: ``_placed`` and the dedupe mark."""
+    return {**_placed(rows), "dedupe_key": pa.array([r.dedupe_key for r in rows],
+                                                    type=pa.binary(16))}  # fmt: skip
+
+
 def _forwarded(result: BatchResult, now: datetime) -> pa.Table:
     rows = result.forwarded
     return pa.table(
         {
-            "tenant": [r.event.tenant for r in rows],
-            "subscription": [r.event.subscription for r in rows],
-            "meter": [r.event.meter for r in rows],
-            "source": [r.event.source for r in rows],
-            "event_id": [r.event.id for r in rows],
-            "timestamp": pa.array([r.event.timestamp for r in rows], type=TIMESTAMP),
-            **_positions([r.partition for r in rows], [r.offset for r in rows]),
-            "event_index": pa.array([r.index for r in rows], type=pa.uint32()),
-            "record_events": pa.array([r.record_events for r in rows], type=pa.uint32()),
+            **_placed(rows),
             "home_partition": pa.array([r.home for r in rows], type=pa.uint32()),
             "forwarded_at": pa.array([now] * len(rows), type=TIMESTAMP),
         }

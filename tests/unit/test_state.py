@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -196,6 +198,15 @@ streams = st.lists(
 )
 
 
+@pytest.fixture(scope="module")
+def marks_folder() -> Iterator[Path]:
+    """Where the disk marks of the crash property's examples go (a module's fixture: the
+    property runs many examples per call)."""
+    folder = Path(tempfile.mkdtemp(prefix="marks-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("home", ["memory", "disk"])
 @settings(max_examples=400, deadline=None)
 @given(
@@ -208,12 +219,13 @@ streams = st.lists(
     aggregation=st.sampled_from(list(Aggregation)),
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
+    marks_folder: Path,
     home: str,
     stream: list[tuple[int, int, str]],
+    *,
     record_sizes: list[int],
     batch_size: int,
     crash: tuple[int, int],
-    *,
     written: list[bool],
     limit: int,
     aggregation: Aggregation,
@@ -225,26 +237,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     counted exactly once (summed, counted, the largest kept or the latest kept), except
     those that would have taken their total past ``limit``, refused in stream order.
     With marks kept on disk, as with marks kept in memory."""
-    folder = Path(tempfile.mkdtemp(prefix="marks-"))
-    try:
-        _crash_and_replay(home, folder, stream, record_sizes, batch_size, crash, written=written,
-                          limit=limit, aggregation=aggregation)  # fmt: skip
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    folder = marks_folder / uuid.uuid4().hex
 
-
-def _crash_and_replay(  # noqa: PLR0917
-    home: str,
-    folder: Path,
-    stream: list[tuple[int, int, str]],
-    record_sizes: list[int],
-    batch_size: int,
-    crash: tuple[int, int],
-    *,
-    written: list[bool],
-    limit: int,
-    aggregation: Aggregation,
-) -> None:
     def new_state(name: str) -> UsageState:
         return UsageState(Marks(disk_generations(folder / name)) if home == "disk" else Marks())
 
