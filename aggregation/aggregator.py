@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -240,10 +240,16 @@ class Aggregator:
         dropped = self.state.forget_totals_before(self._oldest_open_period())
         log.info("dedupe window rotated: %d marks and %d closed totals dropped", forgotten, dropped)
 
-    def handle(self, records: list[Record], checkpoints: Sequence[Checkpoint]) -> BatchResult:
+    def handle(
+        self,
+        records: list[Record],
+        checkpoints: Sequence[Checkpoint],
+        copies: Set[tuple[int, int]] = frozenset(),
+    ) -> BatchResult:
+        """``copies``: the (partition, offset) of records that are forwarded copies."""
         self._retain()
         try:
-            result = self.processor.process(records)
+            result = self.processor.process(records, copies)
         except Exception:
             # Raising would let take_events acknowledge the batch unbilled: stop instead.
             log.critical("cannot process a batch: exiting without acknowledging it", exc_info=True)

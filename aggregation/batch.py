@@ -7,7 +7,7 @@ records in and rows out, so every decision can be tested without a broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -123,9 +123,12 @@ class BatchProcessor:
             limits[charge.meter] = self.charges.refs[row].max_quantity
         return _PlanDay(plan, Period.of(day, anchor).label, limits)
 
-    def process(self, records: Sequence[Record]) -> BatchResult:
+    def process(
+        self, records: Sequence[Record], copies: Set[tuple[int, int]] = frozenset()
+    ) -> BatchResult:
         """Whole records only: a record is never split across two batches. This loop runs
-        once per event, so what does not change within a record is looked up once."""
+        once per event, so what does not change within a record is looked up once.
+        ``copies`` are the (partition, offset) of records a worker forwarded."""
         result = BatchResult()
         changed: dict[TotalKey, Plan] = {}
         apply = self.state.apply
@@ -162,7 +165,17 @@ class BatchProcessor:
                     home = self._home_partition(item)
                     terms = self.subscription_of(owner)
                 if home != partition:
-                    result.forwarded.append(Forwarded(partition, offset, index, home, item, count))
+                    if (partition, offset) not in copies:
+                        result.forwarded.append(
+                            Forwarded(partition, offset, index, home, item, count)
+                        )
+                        continue
+                    detail = (f"forwarded to partition {partition} as {item.tenant}/"
+                              f"{item.subscription}'s, which this worker puts on {home}: "
+                              "do the workers see one partition count?")  # fmt: skip
+                    result.rejected.append(Rejection(partition, offset, index,
+                                                     refusals.WRONG_PARTITION.reason, detail,
+                                                     encode(item), count, item))  # fmt: skip
                     continue
                 day = utc_day(item.timestamp)
                 known = (
@@ -230,7 +243,8 @@ class BatchProcessor:
         rules of ``refusals.EVENT_RULES`` in their order (the state checks the last, the
         amount, as it counts the event). It runs once per event: the common case, no
         refusal, is a handful of comparisons. An event on another partition than its
-        subscription's is not judged here but forwarded (``model.Forwarded``)."""
+        subscription's is not judged here but forwarded (``model.Forwarded``), or refused
+        in ``process`` if it is a forwarded copy already."""
         if terms is None:
             return refusals.UNKNOWN_SUBSCRIPTION.reason, (
                 f"no subscription {event.subscription!r} for tenant {event.tenant!r}"

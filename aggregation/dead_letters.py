@@ -82,6 +82,15 @@ async def publish_dead_letters(
         os._exit(exit_code)
 
 
+# Marks a record the worker forwarded, so that a copy that lands on the wrong partition
+# again is refused rather than forwarded round in a loop.
+FORWARDED_HEADER = "meterline-forwarded"
+
+
+def is_forwarded_copy(headers: Any) -> bool:
+    return any(name == FORWARDED_HEADER for name, _ in headers or ())
+
+
 async def forward(producer: Any, events_topic: str, forwarded: Sequence[Forwarded],
                   exit_code: int) -> None:  # fmt: skip
     """Send each event on to its subscription's partition, keyed as meterline keys it, and
@@ -92,7 +101,7 @@ async def forward(producer: Any, events_topic: str, forwarded: Sequence[Forwarde
     async def send_all() -> None:
         pending = [
             await producer.send(events_topic, item.event.partition_key(), encode(item.event),
-                                item.home, None, None)
+                                item.home, None, [(FORWARDED_HEADER, b"1")])
             for item in forwarded
         ]  # fmt: skip
         await asyncio.gather(*pending)

@@ -5,7 +5,9 @@ reason and a detail for people, and stored in ``rejected_events``; the reasons a
 ``reason`` label of ``meterline_events_rejected_total``.
 
 An event on another partition than its subscription's is not refused: it is forwarded to
-that partition (``model.Forwarded``) and judged there."""
+that partition (``model.Forwarded``) and judged there. Only a forwarded copy that still
+lands elsewhere is refused (``WRONG_PARTITION``): workers that disagree on the topic's
+partition count would otherwise pass it back and forth for ever."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ RECORD_TOO_LARGE = Rule("record_too_large", "the record holds more events than a
 MALFORMED = Rule("malformed", "the item does not decode as a usage event")
 
 # Rules about one event, checked in this order; the first that applies is its reason.
+WRONG_PARTITION = Rule("wrong_partition", "forwarded to its subscription's partition once "
+                       "already, and still not on it: the workers disagree on the partition "
+                       "count")  # fmt: skip
 UNKNOWN_SUBSCRIPTION = Rule("unknown_subscription", "no such subscription for the tenant")
 SUBSCRIPTION_ENDED = Rule("subscription_ended", "stamped at or after its subscription's end")
 PLAN_NOT_IN_FORCE = Rule("plan_not_in_force", "its plan has no version in force on its day")
@@ -36,7 +41,7 @@ MISSING_PROPERTY = Rule("missing_property", "a unique count's event lacks the pr
 AMOUNT_OVERFLOW = Rule("amount_overflow", "its total would pass what 64-bit nano-units can bill")
 
 RECORD_RULES = (EMPTY_RECORD, RECORD_TOO_LARGE, MALFORMED)
-EVENT_RULES = (UNKNOWN_SUBSCRIPTION, SUBSCRIPTION_ENDED, PLAN_NOT_IN_FORCE,
+EVENT_RULES = (WRONG_PARTITION, UNKNOWN_SUBSCRIPTION, SUBSCRIPTION_ENDED, PLAN_NOT_IN_FORCE,
                UNPRICED_METER, NEGATIVE_QUANTITY, TOO_OLD, IN_FUTURE, MISSING_PROPERTY,
                AMOUNT_OVERFLOW)  # fmt: skip
 RULES = RECORD_RULES + EVENT_RULES

@@ -12,8 +12,7 @@ handler makes the batch durable and then commits it (``commit_durable``); nothin
 acknowledged through Faust's per-message acks, so Faust's own periodic commit finds
 nothing of this topic to commit.
 
-Fetch wait.
-Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
+Fetch wait: Faust builds its consumer with ``fetch_max_wait_ms=1500`` and no setting to change it.
 Apache Kafka answers a waiting fetch as soon as a record arrives, so there the figure
 does not matter; the embedded broker does not, and answers at its own pace (a probe
 here: 0.35 s median, 0.58 s worst, with 1,500 ms; 18 ms with 100 ms). A bound of

@@ -20,7 +20,7 @@ from faust.types import TP
 from prometheus_client import REGISTRY
 
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
-from aggregation.dead_letters import forward, publish_dead_letters
+from aggregation.dead_letters import forward, is_forwarded_copy, publish_dead_letters
 from aggregation.internal_web import add_pages
 from aggregation.marks import Marks, disk_generations
 from aggregation.readers import PipelineReads
@@ -106,7 +106,10 @@ def create_app(
                 "exiting without acknowledging it", exc_info=True,
             )  # fmt: skip
             os._exit(EXIT_STORE_UNAVAILABLE)
-        result = aggregator.handle(records, aggregator.checkpoints_of(messages))
+        copies = {(record.partition, record.offset)
+                  for record, message in zip(records, messages, strict=True)
+                  if is_forwarded_copy(message.headers)}  # fmt: skip
+        result = aggregator.handle(records, aggregator.checkpoints_of(messages), copies)
         if result.rejected:
             await publish_dead_letters(send_dead_letter, settings.events_topic,
                                        result.rejected, EXIT_STORE_UNAVAILABLE)  # fmt: skip

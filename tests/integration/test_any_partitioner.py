@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aggregation.dead_letters import is_forwarded_copy
 from aggregation.reconcile import reconcile
 from base.events import UsageEvent, encode, partition_of
 from base.kafka_admin import GroupProgress, ensure_topic
@@ -20,7 +21,7 @@ from meterline.demo import generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker
 from meterline.worker_process import WorkerProcess
-from tests.integration.kafka_helpers import send_raw
+from tests.integration.kafka_helpers import read_records, send_raw
 from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,14 @@ def test_events_on_random_partitions_with_retries_are_billed_once_each(
         asyncio.run(_until_committed(settings, bootstrap, len(sent) + misplaced, worker.exit_code))
     finally:
         assert worker.stop() == 0, worker.log_tail()
+    # Each forwarded copy is on its subscription's partition and says it is a copy, so
+    # that a worker which disagreed on the partition count would refuse it, not loop.
+    log = asyncio.run(read_records(bootstrap, settings.events_topic, settings.topic_partitions,
+                                   len(sent) + misplaced))  # fmt: skip
+    copies = [record for record in log if is_forwarded_copy(record.headers)]
+    assert len(copies) == misplaced
+    assert all(record.partition == partition_of(record.key, settings.topic_partitions)
+               for record in copies)  # fmt: skip
 
     store = Stores.open(settings)
     try:

@@ -128,7 +128,8 @@ def test_every_bad_event_is_rejected_with_a_reason_and_the_good_ones_still_count
 
 def test_an_event_on_another_partition_is_forwarded_whatever_else_is_wrong_with_it() -> None:
     """Judged where it belongs: the worker of its partition holds what decides it. Nothing
-    of it counts here, not even its dedupe mark."""
+    of it counts here, not even its dedupe mark. A forwarded copy that lands elsewhere
+    again is refused instead: forwarding it on could go round for ever."""
     elsewhere = (home("s1") + 1) % PARTITIONS
     step = processor()
     value = encode_batch([usage("a"), usage("b", quantity=-1), usage("a")])
@@ -137,6 +138,8 @@ def test_an_event_on_another_partition_is_forwarded_whatever_else_is_wrong_with_
     assert not result.accepted and not result.rejected and not result.repeated
     at_home = step.process([(home("s1"), 1, encode(usage("a")))])
     assert [a.event.id for a in at_home.accepted] == ["a"]
+    again = step.process([(elsewhere, 2, encode(usage("c")))], copies={(elsewhere, 2)})
+    assert [r.reason for r in again.rejected] == ["wrong_partition"] and not again.forwarded
 
 
 def test_a_record_batching_events_counts_each_and_rejects_only_its_bad_ones() -> None:
@@ -297,6 +300,7 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     breaking = {
         refusals.EMPTY_RECORD: (home("s1"), b"[]"),
         refusals.MALFORMED: (home("s1"), b'{"id": 1}'),
+        refusals.WRONG_PARTITION: ((home("s1") + 1) % PARTITIONS, encode(usage("a", "s1"))),
         refusals.UNKNOWN_SUBSCRIPTION: (home("nobody"), encode(usage("b", "nobody"))),
         refusals.SUBSCRIPTION_ENDED: (home("ended"), encode(usage("c", "ended", "calls"))),
         refusals.PLAN_NOT_IN_FORCE: (home("late"), encode(usage("d", "late", "calls"))),
@@ -312,7 +316,8 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     }  # fmt: skip
     records = [Record(partition, offset, value)
                for offset, (partition, value) in enumerate(breaking.values())]  # fmt: skip
-    result = step.process(records)
+    # The wrong-partition event is a copy a worker forwarded already (its third record).
+    result = step.process(records, copies={(records[2].partition, records[2].offset)})
     assert [r.reason for r in result.rejected] == [rule.reason for rule in breaking]
     assert all(r.detail for r in result.rejected)
     rules = [rule for rule in refusals.RULES if rule is not refusals.RECORD_TOO_LARGE]
