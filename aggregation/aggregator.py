@@ -2,11 +2,12 @@
 log it holds, the state to restore), places records by their log's epoch, runs the batch
 step and makes its result durable, or ends the process before the batch is acknowledged.
 
-Durability rule: ``take_events`` acknowledges a batch when the loop asks for the next one,
-and Faust commits acknowledged offsets. So ``handle`` writes synchronously (no await,
+Durability rule: the worker commits a batch's offsets only after ``handle`` returns
+(``transport.BatchingConsumer.commit_durable``). ``handle`` writes synchronously (no await,
 hence no cancellation point between processing and writing), and a write that cannot be
-made durable ends the process *before* the batch is acknowledged. Replays after any crash
-are absorbed by the offset rule in ``state``.
+made durable ends the process *before* the batch is committed. Replays after any crash
+are absorbed by the offset rule in ``state``; what a crash left half-written in a log
+that is then lost is completed from the store (``_complete_tail``).
 """
 
 from __future__ import annotations
@@ -68,10 +69,6 @@ class Aggregator:
         self._last_offset: dict[int, int] = {}
         self._unprepared: set[int] = set()  # assigned, but log and state not checked yet
         self._rewound: set[int] = set()  # read again from the start: offsets go back once
-        # Per partition being readied: the log (epoch) it was last read in and the offset
-        # of its last checkpoint there (None: none yet); what the store holds after it is
-        # completed before the partition is read (``_complete_tail``).
-        self._tails: dict[int, tuple[int, int | None]] = {}
         self.state = UsageState(marks)
         self.window = window
         self.dedupe_window = dedupe_window
@@ -119,11 +116,10 @@ class Aggregator:
         if not self._unprepared:
             return set()
         partitions, self._unprepared = self._unprepared, set()
-        found = await self.identify_logs(bootstrap_servers, partitions)
+        found, tails = await self.identify_logs(bootstrap_servers, partitions)
         self.reload(partitions)
-        for partition, (epoch, after) in sorted(self._tails.items()):
+        for partition, (epoch, after) in sorted(tails.items()):
             self._complete_tail(partition, epoch, after)
-        self._tails = {}
         # What was just restored (and the subscriptions loaded before it) lives as long as
         # the partition: moved out of the collector's sight, it is never walked again. It
         # is still freed when nothing refers to it any more.
@@ -131,9 +127,14 @@ class Aggregator:
         self._rewound |= found
         return found
 
-    async def identify_logs(self, bootstrap_servers: str, partitions: set[int]) -> set[int]:
+    async def identify_logs(
+        self, bootstrap_servers: str, partitions: set[int]
+    ) -> tuple[set[int], dict[int, tuple[int, int | None]]]:
         """Is each partition still the log its newest checkpoint was taken in? A new one
-        gets the next epoch, is recorded and is said out loud; return those."""
+        gets the next epoch, is recorded and is said out loud. Returns those partitions, and
+        per partition the log (epoch) it was last read in with the offset of its last
+        checkpoint there (None: none yet), after which the store may hold a batch cut
+        short (``_complete_tail``)."""
         stored = self.sink.load_checkpoints(self.topic, partitions)
         latest = self.sink.latest_epochs(self.topic, partitions)
         verdicts = await probe(bootstrap_servers, self.topic, stored)
@@ -141,10 +142,10 @@ class Aggregator:
             self._last_offset.pop(partition, None)
             self.checkpoints.pop(partition, None)
             self.epochs[partition] = latest.get(partition, 0)
-            self._tails[partition] = (self.epochs[partition], None)
         # A checkpoint bounds the tail of its own log; a log found new since has none yet.
-        self._tails.update((c.partition, (c.epoch, c.offset)) for c in stored
-                           if c.epoch == self.epochs[c.partition])  # fmt: skip
+        tails: dict[int, tuple[int, int | None]] = {p: (self.epochs[p], None) for p in partitions}
+        tails.update((c.partition, (c.epoch, c.offset)) for c in stored
+                     if c.epoch == self.epochs[c.partition])  # fmt: skip
         found = set()
         for checkpoint in stored:
             judgement, reason = verdicts[checkpoint.partition]
@@ -153,7 +154,7 @@ class Aggregator:
                 found.add(checkpoint.partition)
             else:
                 self.checkpoints[checkpoint.partition] = checkpoint
-        return found
+        return found, tails
 
     def _complete_tail(self, partition: int, epoch: int, after: int | None) -> None:
         """Finish what a batch left half-written when the worker holding the partition
@@ -251,7 +252,8 @@ class Aggregator:
         try:
             result = self.processor.process(records, copies)
         except Exception:
-            # Raising would let take_events acknowledge the batch unbilled: stop instead.
+            # Raising would leave the batch to whatever Faust's fetcher does with an error:
+            # stop instead, with the batch uncommitted.
             log.critical("cannot process a batch: exiting without acknowledging it", exc_info=True)
             os._exit(EXIT_CANNOT_PROCESS)
         for attempt in range(1, WRITE_ATTEMPTS + 1):

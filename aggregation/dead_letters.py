@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,9 +54,8 @@ def decode_dead_letter(payload: bytes) -> DeadLetter:
 async def publish_dead_letters(
     send: Send, events_topic: str, rejected: Sequence[Rejection], exit_code: int
 ) -> None:
-    """Send a batch's rejections to the dead-letter topic and wait for the broker. A stop
-    request must not cut the sends short (hence the shield); a failure ends the process
-    before the batch is acknowledged, so it replays: dead letters are at least once."""
+    """Send a batch's rejections to the dead-letter topic and wait for the broker (at
+    least once, ``_deliver``)."""
 
     async def send_all() -> None:
         now = datetime.now(UTC)
@@ -75,11 +74,7 @@ async def publish_dead_letters(
             pending.append(await send(encode_dead_letter(letter)))
         await asyncio.gather(*pending)
 
-    try:
-        await asyncio.shield(send_all())
-    except Exception:
-        log.critical("cannot publish dead letters: exiting without acknowledging the batch")
-        os._exit(exit_code)
+    await _deliver(send_all(), "publish dead letters", exit_code)
 
 
 # Marks a record the worker forwarded, so that a copy that lands on the wrong partition
@@ -94,9 +89,8 @@ def is_forwarded_copy(headers: Any) -> bool:
 async def forward(producer: Any, events_topic: str, forwarded: Sequence[Forwarded],
                   exit_code: int) -> None:  # fmt: skip
     """Send each event on to its subscription's partition, keyed as meterline keys it, and
-    wait for the broker; as with dead letters, a failure ends the process before the batch
-    is acknowledged, so it replays. At least once: a copy sent twice (a replay after a
-    crash here) is a duplicate on arrival, whose dedupe mark is the same."""
+    wait for the broker (``_deliver``). A copy sent twice (a replay after a crash here) is
+    a duplicate on arrival, whose dedupe mark is the same."""
 
     async def send_all() -> None:
         pending = [
@@ -106,9 +100,15 @@ async def forward(producer: Any, events_topic: str, forwarded: Sequence[Forwarde
         ]  # fmt: skip
         await asyncio.gather(*pending)
 
+    await _deliver(send_all(), "forward events to their partitions", exit_code)
+
+
+async def _deliver(sends: Coroutine[Any, Any, None], what: str, exit_code: int) -> None:
+    """Run a batch's sends to the broker to the end. A stop request must not cut them
+    short (hence the shield); a failure ends the process before the batch is
+    acknowledged, so it replays: what is sent here is sent at least once."""
     try:
-        await asyncio.shield(send_all())
+        await asyncio.shield(sends)
     except Exception:
-        log.critical("cannot forward events to their partitions: exiting without "
-                     "acknowledging the batch")  # fmt: skip
+        log.critical("cannot %s: exiting without acknowledging the batch", what)
         os._exit(exit_code)

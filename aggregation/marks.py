@@ -137,7 +137,6 @@ class Marks:
 BITS_PER_MARK = 12
 PROBES = 8
 FIRST_CAPACITY = 1 << 16
-_MASK64 = (1 << 64) - 1
 
 
 class _BloomFilter:

@@ -93,6 +93,8 @@ def create_app(
     async def send_dead_letter(value: bytes) -> Any:
         return await app.producer.send(settings.dead_letter_topic, None, value, None, None, None)
 
+    consumer = cast(BatchingConsumer, app.consumer)
+
     async def aggregate(messages: list[Any]) -> None:
         """One batch from the consumer (``transport``): made durable, then committed."""
         try:
@@ -108,7 +110,7 @@ def create_app(
             os._exit(EXIT_STORE_UNAVAILABLE)
         copies = {(record.partition, record.offset)
                   for record, message in zip(records, messages, strict=True)
-                  if is_forwarded_copy(message.headers)}  # fmt: skip
+                  if message.headers and is_forwarded_copy(message.headers)}  # fmt: skip
         result = aggregator.handle(records, aggregator.checkpoints_of(messages), copies)
         if result.rejected:
             await publish_dead_letters(send_dead_letter, settings.events_topic,
@@ -131,7 +133,6 @@ def create_app(
 
     # The topic is subscribed to, and its batches go to ``aggregate`` (see ``transport``).
     app.topics.add(topic)
-    consumer = cast(BatchingConsumer, app.consumer)
     consumer.batch_handler = aggregate
     consumer.batch_limits = BatchLimits(
         settings.batch_max_records, settings.batch_max_bytes, settings.batch_within_seconds

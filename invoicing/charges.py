@@ -19,6 +19,7 @@ from rating.money import round_to_minor_unit
 from rating.period import (
     FeeLine,
     Period,
+    PlanChanges,
     Slice,
     commitment_true_up,
     fixed_fee_lines,
@@ -30,7 +31,7 @@ from rating.rater import breakdown
 from rating.table import ChargeTable
 from subscriptions.model import Subscription
 
-_Terms = tuple[str, Period, date, date | None, tuple[tuple[date, str], ...]]
+_Terms = tuple[str, Period, date, date | None, PlanChanges]
 _Tiers = tuple[np.ndarray, np.ndarray]
 
 
@@ -60,21 +61,22 @@ class Pricing:
         """Rate the tiers of ``rows`` in one call, for ``usage_lines`` to look up."""
         known = [(self.table.charge_of(r.plan, r.plan_version, r.meter), r.quantity)
                  for r in rows]  # fmt: skip
-        pairs = sorted({(c, q) for c, q in known if c is not None and (c, q) not in self._tiers})
-        if not pairs:
-            return
-        tiers = breakdown(self.table, np.array([c for c, _ in pairs], dtype=np.int64),
-                          np.array([q for _, q in pairs], dtype=np.int64))  # fmt: skip
-        for row, pair in enumerate(pairs):
-            self._tiers[pair] = (tiers.units[row], tiers.amounts[row])
+        self._rate({(c, q) for c, q in known if c is not None and (c, q) not in self._tiers})
 
     def tiers(self, charge: int, quantity: int) -> _Tiers:
-        found = self._tiers.get((charge, quantity))
-        if found is None:
-            one = breakdown(self.table, np.array([charge], dtype=np.int64),
-                            np.array([quantity], dtype=np.int64))  # fmt: skip
-            found = (one.units[0], one.amounts[0])
-        return found
+        """The breakdown of one total (rated now if ``prepare`` did not see it)."""
+        if (charge, quantity) not in self._tiers:
+            self._rate({(charge, quantity)})
+        return self._tiers[(charge, quantity)]
+
+    def _rate(self, pairs: set[tuple[int, int]]) -> None:
+        if not pairs:
+            return
+        ordered = sorted(pairs)
+        tiers = breakdown(self.table, np.array([c for c, _ in ordered], dtype=np.int64),
+                          np.array([q for _, q in ordered], dtype=np.int64))  # fmt: skip
+        for row, pair in enumerate(ordered):
+            self._tiers[pair] = (tiers.units[row], tiers.amounts[row])
 
     def fees(self, sub: Subscription, billing: Period) -> list[tuple[Slice, list[FeeLine]]]:
         """The plan slices the subscription's period falls into, each with its fees."""
