@@ -76,7 +76,7 @@ class Aggregator:
         self.subscriptions = subscriptions
         self.processor = BatchProcessor(
             self.state,
-            self.subscriptions.entry,
+            self.subscriptions.entries,
             book,
             ChargeTable.compile(book),
             window=window,

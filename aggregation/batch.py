@@ -2,33 +2,47 @@
 
 Validation, dedupe, aggregation and rating happen here; the worker only moves
 records in and rows out, so every decision can be tested without a broker.
+
+The step works on the batch as columns (issue 18): the records are decoded and flattened
+into one list per attribute, the checks that pass for nearly every event are plain
+comparisons in one loop, dedupe and totals
+are counted in one loop of ``UsageState.apply_many``, and what is billed leaves as
+columns (``model.EventRows``), not one object per event. Per-event Python that builds
+explanations runs only for the events refused. ``tests/reference_step.py`` keeps the
+earlier step, one event at a time, and a property requires the same rows from both.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence, Set
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from itertools import compress
 
 import numpy as np
 
 from aggregation import refusals
-from aggregation.marks import MAX_PARTITIONS
+from aggregation.marks import MAX_PARTITIONS, pack_all
 from aggregation.model import (
-    AcceptedEvent,
     BatchResult,
+    EventRows,
     Forwarded,
-    Position,
-    RatedTotal,
+    RatedRows,
     Record,
     Rejection,
     TotalKey,
 )
 from aggregation.state import (
+    APPLIED,
+    DUPLICATE,
+    OVER_LIMIT,
+    REPLAYED,
     Aggregation,
+    Counted,
+    Counts,
+    Total,
     UsageState,
-    Verdict,
     dedupe_key,
     value_digest,
 )
@@ -37,6 +51,7 @@ from base.events import (
     EventWindow,
     Undecodable,
     UsageEvent,
+    clean_events,
     decode_record,
     encode,
     group_key,
@@ -49,27 +64,80 @@ from rating.rater import rate
 from rating.table import ChargeTable
 from subscriptions.model import Owner, Terms
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+_LATEST = Aggregation.LATEST
 
-def _millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+
+def millis(moment: datetime) -> int:
+    """A moment in ms since 1970, exactly (a float timestamp can be one off)."""
+    return (moment - EPOCH) // MILLISECOND
 
 
 @dataclass(frozen=True, slots=True)
 class _PlanDay:
     """What one day means under one plan and anchor day: the version in force, the label
-    of the billing period the day belongs to, and the meters that version prices, each
-    with the largest period-to-date quantity its charge can rate."""
+    of the billing period the day belongs to, and for each meter that version prices its
+    row in the charge table and the largest period-to-date quantity its charge can rate."""
 
     plan: Plan
     period_start: date
     limits: dict[str, int]
+    rows: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Flat:
+    """A batch's decoded events, one list per attribute, in the order of the log; and the
+    refusals found while decoding, with the record number and index each sorts by."""
+
+    events: list[UsageEvent] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    record_events: list[int] = field(default_factory=list)
+    records: list[int] = field(default_factory=list)  # the number of its record in the batch
+    rejected: list[tuple[int, int, Rejection]] = field(default_factory=list)
+
+    def add(
+        self,
+        number: int,
+        record: Record,
+        items: list[UsageEvent],
+        indices: Sequence[int],
+        count: int,
+    ) -> None:
+        n = len(items)
+        self.events += items
+        self.indices += indices
+        self.partitions += [record[0]] * n
+        self.offsets += [record[1]] * n
+        self.records += [number] * n
+        self.record_events += [count] * n
+
+    def refuse(self, number: int, rejection: Rejection) -> None:
+        self.rejected.append((number, rejection.index, rejection))
+
+    def without(self, dropped: list[int]) -> _Flat:
+        """The events but those at ``dropped`` (ascending); itself when there are none."""
+        if not dropped:
+            return self
+        keep = [True] * len(self.events)
+        for i in dropped:
+            keep[i] = False
+        return _Flat(
+            list(compress(self.events, keep)), list(compress(self.partitions, keep)),
+            list(compress(self.offsets, keep)), list(compress(self.indices, keep)),
+            list(compress(self.record_events, keep)), list(compress(self.records, keep)),
+            self.rejected,
+        )  # fmt: skip
 
 
 class BatchProcessor:
     def __init__(
         self,
         state: UsageState,
-        subscription_of: Callable[[Owner], Terms | None],
+        subscriptions_of: Callable[[Sequence[Owner]], list[Terms | None]],
         book: PriceBook,
         charges: ChargeTable,
         *,
@@ -77,8 +145,8 @@ class BatchProcessor:
         partitions: int,
     ) -> None:
         self.state = state
-        # (tenant, subscription) -> the terms it is billed by, or None when it is unknown
-        self.subscription_of = subscription_of
+        # (tenant, subscription) of each event -> the terms it is billed by (None: unknown)
+        self.subscriptions_of = subscriptions_of
         self.book = book
         self.charges = charges
         self.window = window
@@ -86,8 +154,8 @@ class BatchProcessor:
             raise ValueError(f"the events topic can have 1 to {MAX_PARTITIONS} partitions")
         self.partitions = partitions  # of the events topic: where each subscription lives
         self._days: dict[tuple[str, date, int], _PlanDay | None] = {}
-        self._home: dict[tuple[str, str], int] = {}
-        # What the per-event loop needs of each meter, in one lookup.
+        self._home: dict[Owner, int] = {}
+        # What the loop needs of each meter, in one lookup.
         self._meters = {
             m.id: (m.group_by, Aggregation(m.aggregation), m.unique) for m in book.meters
         }
@@ -102,11 +170,8 @@ class BatchProcessor:
             key = self._groups[(names, values)] = group_key(event.properties, names)
         return key
 
-    def _home_partition(self, event: UsageEvent) -> int:
-        owner = (event.tenant, event.subscription)
-        home = self._home.get(owner)
-        if home is None:
-            home = self._home[owner] = partition_of(event.partition_key(), self.partitions)
+    def _home_of(self, owner: Owner) -> int:
+        home = self._home[owner] = partition_of(f"{owner[0]}/{owner[1]}".encode(), self.partitions)
         return home
 
     def _plan_day(self, plan_id: str, day: date, anchor: int) -> _PlanDay | None:
@@ -117,119 +182,197 @@ class BatchProcessor:
         return self._days[key]
 
     def _describe(self, plan: Plan, day: date, anchor: int) -> _PlanDay:
-        limits = {}
-        for charge in plan.charges:
-            row = self.charges.row(plan, charge.meter)
-            limits[charge.meter] = self.charges.refs[row].max_quantity
-        return _PlanDay(plan, Period.of(day, anchor).label, limits)
+        rows = {charge.meter: self.charges.row(plan, charge.meter) for charge in plan.charges}
+        limits = {meter: self.charges.refs[row].max_quantity for meter, row in rows.items()}
+        return _PlanDay(plan, Period.of(day, anchor).label, limits, rows)
+
+    def _flatten(self, records: Sequence[Record]) -> _Flat:
+        """Decode every record. A whole batch of valid events (the common case) joins the
+        columns in a few list operations; a record with a fault is taken item by item."""
+        flat = _Flat()
+        for number, record in enumerate(records):
+            items = clean_events(record[2])
+            if items is not None and 0 < len(items) <= MAX_RECORD_EVENTS:
+                flat.add(number, record, items, range(len(items)), len(items))
+            else:
+                self._flatten_faulty(flat, number, record)
+        return flat
+
+    def _flatten_faulty(self, flat: _Flat, number: int, record: Record) -> None:
+        partition, offset, payload = record
+        items = decode_record(payload)
+        count = len(items)
+        if not items:  # refused, so that every record is accounted for by a row
+            flat.refuse(number, Rejection(partition, offset, 0, refusals.EMPTY_RECORD.reason,
+                                          "the record holds no event", payload))  # fmt: skip
+        good, places = [], []
+        for index, item in enumerate(items):
+            if index >= MAX_RECORD_EVENTS:
+                detail = f"a record holds at most {MAX_RECORD_EVENTS} events"
+                flat.refuse(number, Rejection(partition, offset, index,
+                                              refusals.RECORD_TOO_LARGE.reason, detail, b"",
+                                              count))  # fmt: skip
+            elif isinstance(item, Undecodable):
+                flat.refuse(number, Rejection(partition, offset, index, refusals.MALFORMED.reason,
+                                              item.detail, item.payload, count))  # fmt: skip
+            else:
+                good.append(item)
+                places.append(index)
+        flat.add(number, record, good, places, count)
 
     def process(
         self, records: Sequence[Record], copies: Set[tuple[int, int]] = frozenset()
     ) -> BatchResult:
-        """Whole records only: a record is never split across two batches. This loop runs
-        once per event, so what does not change within a record is looked up once.
-        ``copies`` are the (partition, offset) of records a worker forwarded."""
+        """Whole records only: a record is never split across two batches. ``copies`` are
+        the (partition, offset) of records a worker forwarded."""
+        flat = self._flatten(records)
         result = BatchResult()
-        changed: dict[TotalKey, Plan] = {}
-        apply = self.state.apply
-        bounds = self.window.bounds()
-        decoded = [decode_record(payload) for _, _, payload in records]
-        # Every event's mark up front, so that marks kept on disk are read in one go.
-        marks = [[dedupe_key(item) if isinstance(item, UsageEvent) else b"" for item in items]
-                 for items in decoded]  # fmt: skip
-        self.state.marks.prefetch([mark for record in marks for mark in record if mark])
-        for (partition, offset, payload), items, record_marks in zip(
-            records, decoded, marks, strict=True
+        events = flat.events
+        owners = [(e.tenant, e.subscription) for e in events]
+        home_of = self._home.get
+        homes = [h if (h := home_of(o)) is not None else self._home_of(o) for o in owners]
+        terms_of = self.subscriptions_of(owners)
+        bounds = oldest, newest = self.window.bounds()
+        meters, unique_of, plan_day = self._meters, self._unique, self._days.get
+        keys: list[TotalKey] = []
+        limits: list[int] = []
+        aggregations: list[Aggregation] = []
+        ats: list[int] = []
+        values: list[bytes] = []
+        known_of: list[_PlanDay] = []
+        dropped: list[int] = []  # events forwarded or refused before they are counted
+        for i, (event, owner, home, partition, terms) in enumerate(
+            zip(events, owners, homes, flat.partitions, terms_of, strict=True)
         ):
-            owner: Owner | None = None
-            terms: Terms | None = None
-            home = partition
-            count = len(items)
-            if not items:  # refused, so that every record is accounted for by a row
-                result.rejected.append(Rejection(partition, offset, 0, refusals.EMPTY_RECORD.reason,
-                                                 "the record holds no event", payload))  # fmt: skip
-            for index, item in enumerate(items):
-                if index >= MAX_RECORD_EVENTS:
-                    detail = f"a record holds at most {MAX_RECORD_EVENTS} events"
-                    result.rejected.append(Rejection(partition, offset, index,
-                                                     refusals.RECORD_TOO_LARGE.reason, detail,
-                                                     b"", count))  # fmt: skip
-                    continue
-                if isinstance(item, Undecodable):
-                    result.rejected.append(Rejection(partition, offset, index,
-                                                     refusals.MALFORMED.reason, item.detail,
-                                                     item.payload, count))  # fmt: skip
-                    continue
-                if (item.tenant, item.subscription) != owner:
-                    owner = (item.tenant, item.subscription)
-                    home = self._home_partition(item)
-                    terms = self.subscription_of(owner)
-                if home != partition:
-                    if (partition, offset) not in copies:
-                        result.forwarded.append(
-                            Forwarded(partition, offset, index, home, item, count)
-                        )
-                        continue
-                    detail = (f"forwarded to partition {partition} as {item.tenant}/"
-                              f"{item.subscription}'s, which this worker puts on {home}: "
-                              "do the workers see one partition count?")  # fmt: skip
-                    result.rejected.append(Rejection(partition, offset, index,
-                                                     refusals.WRONG_PARTITION.reason, detail,
-                                                     encode(item), count, item))  # fmt: skip
-                    continue
-                day = utc_day(item.timestamp)
-                known = (
-                    None
-                    if terms is None
-                    else self._plan_day(terms.plan_on(day), day, terms.anchor_day)
-                )
-                refused = self.refusal(item, terms, known, day, bounds)
-                if refused is not None:
-                    reason, detail = refused
-                    result.rejected.append(Rejection(partition, offset, index, reason, detail,
-                                                     encode(item), count, item))  # fmt: skip
-                    continue
-                assert known is not None  # no refusal: the event has a plan in force
-                mark = record_marks[index]
-                group_by, aggregation, unique = self._meters[item.meter]
-                group = self._group(item, group_by) if group_by else ""
-                totals_key = TotalKey(
-                    owner[0], owner[1], item.meter, known.period_start, known.plan.id,
-                    known.plan.version, group,
-                )  # fmt: skip
-                limit = known.limits[item.meter]
-                value = value_digest(item.properties[unique]) if unique else b""
-                new_value = bool(unique) and not self.state.knows_value(totals_key, value)
-                verdict = apply(
-                    Position(partition, offset, index), mark, totals_key, item.quantity,
-                    limit=limit, aggregation=aggregation,
-                    at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
-                    value=value,
-                )  # fmt: skip
-                if verdict is Verdict.DUPLICATE:
-                    result.repeated.append(
-                        AcceptedEvent(partition, offset, index, item, mark, count)
-                    )
-                    continue
-                if verdict is Verdict.OVER_LIMIT:
-                    detail = (
-                        f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units this "
-                        f"period, beyond what {known.plan.label} can bill in 64-bit nano-units"
-                    )
-                    result.rejected.append(Rejection(partition, offset, index,
-                                                     refusals.AMOUNT_OVERFLOW.reason, detail,
-                                                     encode(item), count, item))  # fmt: skip
-                    continue
-                result.accepted.append(AcceptedEvent(partition, offset, index, item, mark, count))
-                if new_value:
-                    result.distinct.append((totals_key, partition, value))
-                if verdict is Verdict.APPLIED:
-                    changed[totals_key] = known.plan
+            moment = event.timestamp
+            day = utc_day(moment)
+            if home != partition:
+                self._misplaced(flat, result, i, home, copies)
+                dropped.append(i)
+                continue
+            known = limit = None
+            if terms is not None:
+                plan_id = terms.plan_on(day) if terms.changes else terms.plan
+                key = (plan_id, day, terms.anchor_day)
+                known = plan_day(key) if key in self._days else self._plan_day(*key)
+                if known is not None:
+                    limit = known.limits.get(event.meter)
+            # The rules of refusals.EVENT_RULES as plain comparisons, for a yes or no;
+            # ``refusal`` then says which rule and why.
+            if limit is None or event.quantity < 0 or not oldest <= moment <= newest:
+                self._refuse(flat, i, terms=terms, known=known, day=day, bounds=bounds)
+                dropped.append(i)
+                continue
+            assert terms is not None and known is not None  # a limit was found
+            counts_values = unique_of.get(event.meter) if unique_of else None
+            if (terms.ended_at is not None and moment >= terms.ended_at) or (
+                counts_values is not None and counts_values not in event.properties
+            ):
+                self._refuse(flat, i, terms=terms, known=known, day=day, bounds=bounds)
+                dropped.append(i)
+                continue
+            group_by, aggregation, unique = meters[event.meter]
+            keys.append(TotalKey(
+                owner[0], owner[1], event.meter, known.period_start, known.plan.id,
+                known.plan.version, self._group(event, group_by) if group_by else "",
+            ))  # fmt: skip
+            limits.append(limit)
+            aggregations.append(aggregation)
+            ats.append(millis(moment) if aggregation is _LATEST else 0)
+            values.append(value_digest(event.properties[unique]) if unique else b"")
+            known_of.append(known)
+        counted = flat.without(dropped)
+        marks = [dedupe_key(e) for e in counted.events]
+        packed = pack_all(counted.partitions, counted.offsets, counted.indices)
+        counting = Counted(packed, marks, keys, [e.quantity for e in counted.events], limits,
+                           aggregations, ats, values)  # fmt: skip
+        self.state.marks.prefetch(marks)
+        counts = self.state.apply_many(counting)
         self.state.marks.flush()
-        began = time.perf_counter()
-        result.rated = self._rate(list(changed.items()))
-        result.rating_seconds = time.perf_counter() - began
+        self._verdicts(result, flat, counted=counted, counting=counting, counts=counts,
+                       known_of=known_of)  # fmt: skip
+        result.rejected = [r for _, _, r in sorted(flat.rejected, key=lambda x: x[:2])]
         return result
+
+    def _misplaced(
+        self, flat: _Flat, result: BatchResult, i: int, home: int, copies: Set[tuple[int, int]]
+    ) -> None:
+        """An event on another partition than its subscription's: forwarded there, unless
+        it is a forwarded copy already (then the workers disagree on the partitions)."""
+        event, partition, offset = flat.events[i], flat.partitions[i], flat.offsets[i]
+        index, count = flat.indices[i], flat.record_events[i]
+        if (partition, offset) not in copies:
+            result.forwarded.append(Forwarded(partition, offset, index, home, event, count))
+            return
+        detail = (f"forwarded to partition {partition} as {event.tenant}/"
+                  f"{event.subscription}'s, which this worker puts on {home}: "
+                  "do the workers see one partition count?")  # fmt: skip
+        flat.refuse(flat.records[i], Rejection(partition, offset, index,
+                                               refusals.WRONG_PARTITION.reason, detail,
+                                               encode(event), count, event))  # fmt: skip
+
+    def _refuse(
+        self,
+        flat: _Flat,
+        i: int,
+        *,
+        terms: Terms | None,
+        known: _PlanDay | None,
+        day: date,
+        bounds: tuple[datetime, datetime],
+    ) -> None:
+        event = flat.events[i]
+        refused = self.refusal(event, terms, known, day, bounds)
+        assert refused is not None, "the loop's checks and refusal() disagree"
+        reason, detail = refused
+        flat.refuse(flat.records[i], Rejection(flat.partitions[i], flat.offsets[i],
+                                               flat.indices[i], reason, detail, encode(event),
+                                               flat.record_events[i], event))  # fmt: skip
+
+    def _verdicts(
+        self,
+        result: BatchResult,
+        flat: _Flat,
+        *,
+        counted: _Flat,
+        counting: Counted,
+        counts: Counts,
+        known_of: list[_PlanDay],
+    ) -> None:
+        """The rows of what was counted: billed events, duplicates, refusals of totals that
+        would overflow, new distinct values, and the totals rated."""
+        rows = EventRows(counted.events, counted.partitions, counted.offsets, counted.indices,
+                         counted.record_events, counting.marks)  # fmt: skip
+        verdicts = counts.verdicts
+        if not verdicts or max(verdicts) <= REPLAYED:  # all billed, as nearly always
+            result.accepted = rows
+            applied = [verdict == APPLIED for verdict in verdicts]
+        else:
+            result.accepted = rows.select([verdict <= REPLAYED for verdict in verdicts])
+            result.repeated = rows.select([verdict == DUPLICATE for verdict in verdicts])
+            applied = [verdict == APPLIED for verdict in verdicts]
+            for k in compress(range(len(verdicts)), [v == OVER_LIMIT for v in verdicts]):
+                event, known = counted.events[k], known_of[k]
+                detail = (
+                    f"meter {event.meter!r} of {event.subscription!r} would pass "
+                    f"{known.limits[event.meter]} units this period, beyond what "
+                    f"{known.plan.label} can bill in 64-bit nano-units"
+                )
+                flat.refuse(counted.records[k], Rejection(
+                    counted.partitions[k], counted.offsets[k], counted.indices[k],
+                    refusals.AMOUNT_OVERFLOW.reason, detail, encode(event),
+                    counted.record_events[k], event,
+                ))  # fmt: skip
+        keys = counting.keys
+        result.distinct = [(keys[k], counted.partitions[k], value)
+                           for k, value in compress(enumerate(counting.values),
+                                                    counts.new_values)]  # fmt: skip
+        changed = dict(zip(compress(keys, applied),
+                           zip(compress(known_of, applied), counts.totals, strict=True),
+                           strict=True))  # fmt: skip
+        began = time.perf_counter()
+        result.rated = self._rate(changed)
+        result.rating_seconds = time.perf_counter() - began
 
     def refusal(
         self,
@@ -277,35 +420,19 @@ class BatchProcessor:
             )
         return None
 
-    def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
+    def _rate(self, changed: dict[TotalKey, tuple[_PlanDay, Total]]) -> RatedRows:
+        """The totals ``changed`` by the batch, rated in one call of the kernel. Columns are
+        copied out of the totals, which later batches go on changing."""
         if not changed:
-            return []
-        keys = [key for key, _ in changed]
-        plans = [plan for _, plan in changed]
-        charge_index = np.fromiter(
-            (self.charges.row(plan, key.meter) for key, plan in changed),
-            dtype=np.int64,
-            count=len(keys),
-        )
-        totals = [self.state.totals[key] for key in keys]
-        quantity = np.fromiter((t.quantity for t in totals), dtype=np.int64, count=len(keys))
-        amounts = rate(self.charges, charge_index, quantity)
-        return [
-            RatedTotal(
-                tenant=key.tenant,
-                subscription=key.subscription,
-                meter=key.meter,
-                group=key.group,
-                period_start=key.period_start,
-                plan=plan.id,
-                plan_version=plan.version,
-                currency=plan.currency,
-                quantity=total.quantity,
-                amount_nanos=int(amount),
-                partition=total.partition,
-                offset=total.offset,
-                index=total.index,
-                value_at=total.at,
-            )
-            for key, plan, total, amount in zip(keys, plans, totals, amounts, strict=True)
-        ]
+            return RatedRows()
+        days = [known for known, _ in changed.values()]
+        totals = [total for _, total in changed.values()]
+        keys = list(changed)
+        quantities = [t.quantity for t in totals]
+        rows = (known.rows[key.meter] for key, known in zip(keys, days, strict=True))
+        charge_index = np.fromiter(rows, dtype=np.int64, count=len(keys))
+        amounts = rate(self.charges, charge_index, np.array(quantities, dtype=np.int64))
+        return RatedRows(keys, [known.plan.currency for known in days], quantities,
+                         amounts.tolist(), [t.partition for t in totals],
+                         [t.offset for t in totals], [t.index for t in totals],
+                         [t.at for t in totals])  # fmt: skip

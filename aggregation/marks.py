@@ -36,6 +36,14 @@ def pack(position: Position) -> int:
     return (offset << 32) | (index << 16) | partition
 
 
+def pack_all(
+    partitions: Iterable[int], offsets: Iterable[int], indices: Iterable[int]
+) -> list[int]:
+    """``pack`` of many positions, given as columns."""
+    places = zip(partitions, offsets, indices, strict=True)
+    return [(offset << 32) | (index << 16) | partition for partition, offset, index in places]
+
+
 def unpack(packed: int) -> Position:
     return Position(packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF)
 
@@ -44,7 +52,9 @@ class Generation(Protocol):
     """One generation of marks (``Marks`` keeps two)."""
 
     def get(self, mark: bytes, default: None = None) -> int | None: ...
+    def get_many(self, marks: list[bytes]) -> list[int | None]: ...
     def __setitem__(self, mark: bytes, packed: int) -> None: ...
+    def update(self, marks: dict[bytes, int]) -> None: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[bytes]: ...
     def prefetch(self, marks: list[bytes]) -> None: ...
@@ -57,6 +67,10 @@ class MemoryMarks(dict[bytes, int]):
 
     def prefetch(self, marks: list[bytes]) -> None:
         pass  # every mark is in memory already
+
+    def get_many(self, marks: list[bytes]) -> list[int | None]:
+        get = self.get
+        return [get(mark) for mark in marks]
 
     def flush(self) -> None:
         pass
@@ -95,8 +109,25 @@ class Marks:
             return None
         return packed
 
+    def get_many(self, marks: list[bytes]) -> list[int | None]:
+        """``get`` of each mark, the generations asked once each for the whole list."""
+        found = self.newest.get_many(marks)
+        if len(self.older):
+            missing = [i for i, packed in enumerate(found) if packed is None]
+            if missing:
+                older = self.older.get_many([marks[i] for i in missing])
+                for i, packed in zip(missing, older, strict=True):
+                    found[i] = packed
+        if self.forgotten:
+            gone = self.forgotten
+            found = [None if p is not None and p & 0xFFFF in gone else p for p in found]
+        return found
+
     def __setitem__(self, mark: bytes, packed: int) -> None:
         self.newest[mark] = packed
+
+    def set_many(self, marks: dict[bytes, int]) -> None:
+        self.newest.update(marks)
 
     def __len__(self) -> int:
         return len(self.newest) + len(self.older)
@@ -227,8 +258,19 @@ class DiskGeneration:
         packed = self._pending.get(mark)
         return packed if packed is not None else self._stored(mark)
 
+    def get_many(self, marks: list[bytes]) -> list[int | None]:
+        pending, known, stored = self._pending, self._known, self._stored
+        return [
+            packed if (packed := pending.get(mark)) is not None
+            else known[mark] if mark in known else stored(mark)
+            for mark in marks
+        ]  # fmt: skip
+
     def __setitem__(self, mark: bytes, packed: int) -> None:
         self._pending[mark] = packed
+
+    def update(self, marks: dict[bytes, int]) -> None:
+        self._pending.update(marks)
 
     def flush(self) -> None:
         """Write what the batch set, and teach the filters its new marks."""

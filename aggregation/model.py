@@ -3,9 +3,11 @@ counts into, and what a batch leaves to make durable. Plain data, no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from itertools import compress
 from typing import NamedTuple
 
 import msgspec
@@ -72,6 +74,46 @@ class AcceptedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRows:
+    """Events counted once, as columns (one list per attribute, in the log's order): the
+    batch step's billed events, or its duplicates. The store takes the columns as they
+    are; iterating gives each as an ``AcceptedEvent``, for code that wants one at a time."""
+
+    events: list[UsageEvent] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # ordinals, as in ``Record``
+    indices: list[int] = field(default_factory=list)
+    record_events: list[int] = field(default_factory=list)
+    marks: list[bytes] = field(default_factory=list)  # dedupe marks
+
+    @classmethod
+    def of(cls, rows: Iterable[AcceptedEvent]) -> EventRows:
+        rows = list(rows)
+        return cls([r.event for r in rows], [r.partition for r in rows],
+                   [r.offset for r in rows], [r.index for r in rows],
+                   [r.record_events for r in rows], [r.dedupe_key for r in rows])  # fmt: skip
+
+    def select(self, keep: list[bool]) -> EventRows:
+        return EventRows(
+            list(compress(self.events, keep)), list(compress(self.partitions, keep)),
+            list(compress(self.offsets, keep)), list(compress(self.indices, keep)),
+            list(compress(self.record_events, keep)), list(compress(self.marks, keep)),
+        )  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, i: int) -> AcceptedEvent:
+        return AcceptedEvent(self.partitions[i], self.offsets[i], self.indices[i],
+                             self.events[i], self.marks[i], self.record_events[i])  # fmt: skip
+
+    def __iter__(self) -> Iterator[AcceptedEvent]:
+        for row in zip(self.partitions, self.offsets, self.indices, self.events, self.marks,
+                       self.record_events, strict=True):  # fmt: skip
+            yield AcceptedEvent(*row)
+
+
+@dataclass(frozen=True, slots=True)
 class Forwarded:
     """An event that reached another partition than its subscription's (a producer with
     another partitioner than Kafka's Java default): sent on to ``home``, where it is judged
@@ -117,13 +159,48 @@ class RatedTotal:
                         self.plan, self.plan_version, self.group)  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class RatedRows:
+    """Totals a batch rated, as columns: what the store writes of each ``RatedTotal``."""
+
+    keys: list[TotalKey] = field(default_factory=list)
+    currencies: list[str] = field(default_factory=list)
+    quantities: list[int] = field(default_factory=list)
+    amounts_nanos: list[int] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # ordinals, as in ``Record``
+    indices: list[int] = field(default_factory=list)
+    values_at: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, rows: Iterable[RatedTotal]) -> RatedRows:
+        rows = list(rows)
+        return cls([r.key for r in rows], [r.currency for r in rows],
+                   [r.quantity for r in rows], [r.amount_nanos for r in rows],
+                   [r.partition for r in rows], [r.offset for r in rows],
+                   [r.index for r in rows], [r.value_at for r in rows])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> RatedTotal:
+        key = self.keys[i]
+        return RatedTotal(key.tenant, key.subscription, key.meter, key.group, key.period_start,
+                          key.plan, key.plan_version, self.currencies[i], self.quantities[i],
+                          self.amounts_nanos[i], self.partitions[i], self.offsets[i],
+                          self.indices[i], self.values_at[i])  # fmt: skip
+
+    def __iter__(self) -> Iterator[RatedTotal]:
+        return (self[i] for i in range(len(self)))
+
+
 @dataclass
 class BatchResult:
-    accepted: list[AcceptedEvent] = field(default_factory=list)
-    rated: list[RatedTotal] = field(default_factory=list)
+    accepted: EventRows = field(default_factory=EventRows)
+    rated: RatedRows = field(default_factory=RatedRows)
     rejected: list[Rejection] = field(default_factory=list)
     # Events dropped as duplicates, kept so that every event of a record is accounted for.
-    repeated: list[AcceptedEvent] = field(default_factory=list)
+    repeated: EventRows = field(default_factory=EventRows)
     rating_seconds: float = 0.0
     # Values unique counts saw for the first time: (total, partition, value digest).
     distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date
 from enum import Enum
+from typing import NamedTuple
+
+import msgspec
 
 from aggregation.marks import Marks, pack, unpack
 from aggregation.model import Position, TotalKey
@@ -53,8 +55,39 @@ class Aggregation(Enum):
     UNIQUE_COUNT = "unique_count"  # distinct values of one property (active users)
 
 
-@dataclass(slots=True)
-class Total:
+# A verdict as ``apply_many`` gives it: an index into VERDICTS, the billed ones first (an
+# event is billed when its verdict is at most REPLAYED).
+VERDICTS = (Verdict.APPLIED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.OVER_LIMIT)
+APPLIED, REPLAYED, DUPLICATE, OVER_LIMIT = range(4)
+_SUM, _COUNT, _UNIQUE = Aggregation.SUM, Aggregation.COUNT, Aggregation.UNIQUE_COUNT
+
+
+class Counted(NamedTuple):
+    """A batch's events to count, in order, one list per attribute (``apply_many``)."""
+
+    packed: list[int]  # each event's packed position (``marks.pack``)
+    marks: list[bytes]  # its dedupe mark
+    keys: list[TotalKey]  # the total it counts into
+    quantities: list[int]
+    limits: list[int]  # the largest total its charge can rate
+    aggregations: list[Aggregation]  # its meter's
+    ats: list[int]  # its timestamp in ms where the meter keeps the latest value, else 0
+    values: list[bytes]  # the digest of the value a unique count counts, else b""
+
+
+class Counts(NamedTuple):
+    """What ``apply_many`` made of a batch's events."""
+
+    verdicts: list[int]  # each event's, an index into VERDICTS
+    new_values: list[bool]  # whether it brought its unique count a value not seen before
+    totals: list[Total]  # the total of each event APPLIED, in order
+
+
+class Total(msgspec.Struct, gc=False):
+    """A period-to-date total and the position of the last event it absorbed. A struct
+    the collector does not track (it holds only ints): a worker keeps millions, and one
+    is made for every new total, in C rather than by a dataclass's Python __init__."""
+
     quantity: int  # the aggregate: a sum, a count, a maximum or the latest value
     partition: int
     offset: int
@@ -114,52 +147,88 @@ class UsageState:
         at: int = 0,
         value: bytes = b"",
     ) -> Verdict:
-        """Count the event once into its total, unless the total would pass ``limit``
-        (then nothing changes, the mark included, so the decision is the same on replay).
-        ``at`` is the event's timestamp in ms, used by LATEST; ``value`` the digest of the
-        property a UNIQUE_COUNT counts."""
-        packed = pack(position)
-        if packed in self.refused:
-            return Verdict.OVER_LIMIT
-        seen = self.marks.get(mark)
-        if seen is not None and seen != packed:
-            return Verdict.DUPLICATE
-        partition, offset, index = position
-        seen_values = None
-        if aggregation is Aggregation.UNIQUE_COUNT:
-            seen_values = self.distinct.setdefault(totals_key, (partition, set()))[1]
-            # The set may hold values the stored total had not counted yet (see above).
-            amount = len(seen_values) + (value not in seen_values)
-        else:
-            amount = 1 if aggregation is Aggregation.COUNT else quantity
-        total = self.totals.get(totals_key)
-        if total is None:
-            if amount > limit:
-                self.refused.add(packed)
-                return Verdict.OVER_LIMIT
-            self.marks[mark] = packed
-            self.totals[totals_key] = Total(amount, partition, offset, index, at)
-        elif total.partition == partition and (total.offset, total.index) >= (offset, index):
-            self.marks[mark] = packed
+        """One event through ``apply_many``: its verdict."""
+        verdicts, _, _ = self.apply_many(
+            Counted([pack(position)], [mark], [totals_key], [quantity], [limit],
+                    [aggregation], [at], [value])
+        )  # fmt: skip
+        return VERDICTS[verdicts[0]]
+
+    def apply_many(self, counted: Counted) -> Counts:
+        """Count each event once into its total, in order, unless the total would pass
+        the event's limit (then nothing changes, the mark included, so the decision is the
+        same on replay)."""
+        # One loop for a whole batch, with the marks read in one go before it: the batch
+        # step's per-event cost is mostly Python calls, and this makes none per event in
+        # the common case (a sum).
+        seen_marks = self.marks.get_many(counted.marks)
+        fresh: dict[bytes, int] = {}  # marks set by this batch, which a later event may repeat
+        totals, refused, distinct = self.totals, self.refused, self.distinct
+        verdicts: list[int] = []
+        new_values: list[bool] = []
+        applied: list[Total] = []
+        add, add_new, add_total = verdicts.append, new_values.append, applied.append
+        for packed, mark, stored, key, quantity, limit, aggregation, at, value in zip(
+            counted.packed, counted.marks, seen_marks, counted.keys, counted.quantities,
+            counted.limits, counted.aggregations, counted.ats, counted.values, strict=True,
+        ):  # fmt: skip
+            if refused and packed in refused:
+                add(OVER_LIMIT)
+                add_new(False)
+                continue
+            seen = fresh.get(mark, stored)
+            if seen is not None and seen != packed:
+                add(DUPLICATE)
+                add_new(False)
+                continue
+            partition, offset, index = packed & 0xFFFF, packed >> 32, (packed >> 16) & 0xFFFF
+            seen_values = None
+            if aggregation is _UNIQUE:
+                seen_values = distinct.setdefault(key, (partition, set()))[1]
+                # The set may hold values the stored total had not counted yet (module doc).
+                new = value not in seen_values
+                amount = len(seen_values) + new
+            else:
+                new = False
+                amount = 1 if aggregation is _COUNT else quantity
+            total = totals.get(key)
+            if total is None:
+                if amount > limit:
+                    refused.add(packed)
+                    add(OVER_LIMIT)
+                    add_new(False)
+                    continue
+                fresh[mark] = packed
+                total = totals[key] = Total(amount, partition, offset, index, at)
+            elif total.partition == partition and (total.offset, total.index) >= (offset, index):
+                fresh[mark] = packed
+                if seen_values is not None:
+                    seen_values.add(value)
+                add(REPLAYED)
+                add_new(new)
+                continue
+            else:
+                if aggregation is _SUM:  # the common case, without a call
+                    combined, combined_at = total.quantity + amount, total.at
+                elif seen_values is not None:
+                    combined, combined_at = amount, total.at
+                else:
+                    combined, combined_at = _combine(total, amount, aggregation, at)
+                if combined > limit:
+                    refused.add(packed)
+                    add(OVER_LIMIT)
+                    add_new(False)
+                    continue
+                fresh[mark] = packed
+                total.quantity, total.at = combined, combined_at
+                total.partition, total.offset, total.index = partition, offset, index
             if seen_values is not None:
                 seen_values.add(value)
-            return Verdict.REPLAYED
-        else:
-            if aggregation is Aggregation.SUM:  # the common case, without a call
-                combined, combined_at = total.quantity + amount, total.at
-            elif seen_values is not None:
-                combined, combined_at = amount, total.at
-            else:
-                combined, combined_at = _combine(total, amount, aggregation, at)
-            if combined > limit:
-                self.refused.add(packed)
-                return Verdict.OVER_LIMIT
-            self.marks[mark] = packed
-            total.quantity, total.at = combined, combined_at
-            total.partition, total.offset, total.index = partition, offset, index
-        if seen_values is not None:
-            seen_values.add(value)
-        return Verdict.APPLIED
+            add(APPLIED)
+            add_new(new)
+            add_total(total)
+        self.marks.set_many(fresh)
+        return Counts(verdicts, new_values, applied)
 
     def knows_value(self, totals_key: TotalKey, value: bytes) -> bool:
         entry = self.distinct.get(totals_key)

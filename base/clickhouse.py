@@ -10,6 +10,7 @@ per value; reads of money return ``decimal.Decimal``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,25 @@ from base.processes import DirectoryLock, describe
 from base.settings import Settings
 
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_MICROS = pa.timestamp("us", tz="UTC")
+
+
+def same_moment(moment: datetime, rows: int) -> pa.Array:
+    """A TIMESTAMP column of one moment (when a batch was written), without converting it
+    once per row."""
+    return pa.repeat(pa.scalar(moment, type=TIMESTAMP), rows)
+
+
+def timestamps(moments: Sequence[datetime | None]) -> pa.Array:
+    """A TIMESTAMP column of many moments. Arrow reads datetimes at µs four times faster
+    than at ms; the ms are then taken by floor division, as Arrow's own conversion does."""
+    as_micros = pa.array(moments, type=_MICROS)
+    if as_micros.null_count:
+        return pa.array(moments, type=TIMESTAMP)
+    millis = np.floor_divide(as_micros.cast(pa.int64()).to_numpy(), 1000)
+    return pa.array(millis, type=pa.int64()).cast(TIMESTAMP)
+
+
 AMOUNT = pa.decimal128(38, 9)
 
 

@@ -124,15 +124,17 @@ def group_key(properties: dict[str, Property], names: tuple[str, ...]) -> str:
     return _encoder.encode({name: properties.get(name) for name in names}).decode()
 
 
-def encode_properties(properties: dict[str, Property]) -> str:
-    return _encoder.encode(properties).decode() if properties else ""
+def properties_json(events: Sequence[UsageEvent]) -> list[bytes]:
+    """Each event's properties as JSON (UTF-8), or b"" for none: the store's column."""
+    encoded = _encoder.encode
+    return [encoded(e.properties) if e.properties else b"" for e in events]
 
 
 _properties_decoder = msgspec.json.Decoder(dict[str, Property])
 
 
 def decode_properties(text: str) -> dict[str, Property]:
-    """What ``encode_properties`` wrote."""
+    """Properties as ``properties_json`` wrote them."""
     return _properties_decoder.decode(text) if text else {}
 
 
@@ -151,6 +153,17 @@ def _decode_one(payload: bytes) -> UsageEvent | Undecodable:
         return _decoder.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         return Undecodable(str(error), payload)
+
+
+def clean_events(payload: bytes) -> list[UsageEvent] | None:
+    """The events of a record in which every one is valid, or None: ``decode_record``
+    then says which are not. The common case, in one call to the decoder."""
+    try:
+        if payload[:64].lstrip()[:1] != b"[":
+            return [_decoder.decode(payload)]
+        return _batch_decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 def decode_record(payload: bytes) -> list[UsageEvent | Undecodable]:

@@ -31,6 +31,7 @@ from base.settings import Settings
 from meterline.demo import PRICE_BOOK, generator
 from rating.loading import load_price_book
 from rating.table import ChargeTable
+from subscriptions.directory import fixed
 from subscriptions.model import Terms
 
 PARTITIONS = 4
@@ -62,7 +63,7 @@ def main() -> None:
         for _, _, payload in records:
             decode_record(payload)
         decode.append(time.process_time() - began)
-        processor = BatchProcessor(UsageState(), plans.get, book, ChargeTable.compile(book),
+        processor = BatchProcessor(UsageState(), fixed(plans), book, ChargeTable.compile(book),
                                    window=window, partitions=PARTITIONS)  # fmt: skip
         began = time.process_time()
         for start in range(0, len(records), BATCH_RECORDS):

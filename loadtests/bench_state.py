@@ -19,7 +19,6 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -130,7 +129,9 @@ def main() -> None:
     state = fill_state(events)
     apply_seconds = time.perf_counter() - began
     _, totals_bytes, _ = measured(
-        lambda: {msgspec.structs.replace(k): replace(t) for k, t in state.totals.items()}
+        lambda: {
+            msgspec.structs.replace(k): msgspec.structs.replace(t) for k, t in state.totals.items()
+        }
     )
     totals = len(state.totals)
     assert isinstance(marks, dict) and len(marks) == len(state.marks) == args.events

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregation.model import BatchResult, RatedTotal
+from aggregation.model import BatchResult, RatedRows, RatedTotal
 from aggregation.readers import PipelineReads
 from aggregation.sink import PipelineSink
 from aggregation.usage import read_usage
@@ -74,7 +74,9 @@ def write_rated(store: PipelineSink, subscriptions: int) -> float:
     per_chunk = CHUNK // len(METERS)
     seconds = 0.0
     for first in range(0, subscriptions, per_chunk):
-        batch = BatchResult(rated=totals(first, min(per_chunk, subscriptions - first)))
+        batch = BatchResult(
+            rated=RatedRows.of(totals(first, min(per_chunk, subscriptions - first)))
+        )
         began = time.perf_counter()
         store.write_batch(batch)
         seconds += time.perf_counter() - began
@@ -147,7 +149,7 @@ def main() -> None:
                 [Subscription(CLOSE_TENANT, f"sub-{n:07d}", f"c{n}", "growth", START, version=1)
                  for n in range(subs)]
             )  # fmt: skip
-            sink.write_batch(BatchResult(rated=totals(0, subs, CLOSE_TENANT)))
+            sink.write_batch(BatchResult(rated=RatedRows.of(totals(0, subs, CLOSE_TENANT))))
             began = time.perf_counter()
             closed = close_period(Sources.over(store), book, PERIOD, tenant=CLOSE_TENANT)
             close_seconds = time.perf_counter() - began

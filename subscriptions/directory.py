@@ -12,7 +12,7 @@ subscription created after the worker started is billed rather than dead-lettere
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from subscriptions.model import Owner, Terms
 
@@ -20,6 +20,12 @@ REFRESH_SECONDS = 30.0  # how often a worker re-reads what changed in the store
 
 
 Rows = Iterable[tuple[Owner, Terms]]
+
+
+def fixed(terms: Mapping[Owner, Terms]) -> Callable[[Sequence[Owner]], list[Terms | None]]:
+    """``SubscriptionDirectory.entries`` over subscriptions that do not change (tests,
+    benchmarks)."""
+    return lambda owners: [terms.get(owner) for owner in owners]
 
 
 class SubscriptionDirectory:
@@ -58,11 +64,17 @@ class SubscriptionDirectory:
         self._next_refresh = now + self._refresh_interval
 
     def entry(self, owner: Owner) -> Terms | None:
+        return self.entries([owner])[0]
+
+    def entries(self, owners: Sequence[Owner]) -> list[Terms | None]:
+        """The terms of each owner (None: unknown), the clock and the store asked once for
+        all of them: the batch step looks up every event's."""
         now = self._clock()
         if now >= self._next_refresh:
             self._reload()
-        found = self._entries.get(owner)
-        if found is None and now >= self._next_load:
+        get = self._entries.get
+        found = [get(owner) for owner in owners]
+        if now >= self._next_load and None in found:
             self._reload()
-            found = self._entries.get(owner)
+            found = [get(owner) for owner in owners]
         return found

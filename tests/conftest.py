@@ -1,9 +1,12 @@
-"""Shared fixtures: the real embedded broker once per session, and a fresh ClickHouse
-database (real chDB engine) and fresh topic names for each test."""
+"""Shared fixtures: the real embedded broker once per session, a fresh ClickHouse
+database (real chDB engine) and fresh topic names for each test, and a folder for the
+dedupe marks kept on disk by a module's properties."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +18,15 @@ from base.clickhouse import Connection
 from base.settings import Settings
 from meterline.embedded_broker import EmbeddedBroker
 from tests.stores import Stores
+
+
+@pytest.fixture(scope="module")
+def marks_folder() -> Iterator[Path]:
+    """Where the disk marks of a property's examples go (a module's fixture: a property
+    runs many examples per call, and each makes folders of its own under this one)."""
+    folder = Path(tempfile.mkdtemp(prefix="marks-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregation.model import BatchResult, RatedTotal
+from aggregation.model import BatchResult, RatedRows, RatedTotal
 from base.events import decode_record, partition_of
 from base.settings import Settings
 from ingest.api_keys import KeyRing
@@ -191,12 +191,12 @@ def test_usage_reads_are_scoped_to_the_keys_tenant(gateway: Running) -> None:
     # that leaked across tenants would show the other's amount, or both.
     stores = Stores.open(gateway.settings)
     try:
-        stores.sink.write_batch(BatchResult(rated=[
+        stores.sink.write_batch(BatchResult(rated=RatedRows.of([
             RatedTotal(tenant, "sub-1", "api_calls", "", date(2026, 10, 1), "starter", 1, "USD",
                        quantity, nanos, 0, offset, 0, 0)
             for offset, (tenant, quantity, nanos) in enumerate(
                 [("acme", 7, 70_000_000), ("globex", 9_000, 90_000_000_000)])
-        ]))  # fmt: skip
+        ])))  # fmt: skip
     finally:
         stores.close()
     mine = get("/v1/usage/sub-1", gateway.key, period="2026-10")

@@ -83,7 +83,7 @@ class Feed:
         self.count = 0
         self.processor = BatchProcessor(
             UsageState(),
-            SubscriptionDirectory(store.subscriptions.terms_written_since, min_interval=0).entry,
+            SubscriptionDirectory(store.subscriptions.terms_written_since, min_interval=0).entries,
             BOOK,
             ChargeTable.compile(BOOK),
             window=EventWindow(max_age=timedelta(days=3650), max_skew=timedelta(minutes=5)),

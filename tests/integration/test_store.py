@@ -9,7 +9,15 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from aggregation.model import AcceptedEvent, BatchResult, RatedTotal, Rejection, TotalKey
+from aggregation.model import (
+    AcceptedEvent,
+    BatchResult,
+    EventRows,
+    RatedRows,
+    RatedTotal,
+    Rejection,
+    TotalKey,
+)
 from aggregation.state import Total, dedupe_key, value_digest
 from base import migrations
 from base.events import UsageEvent
@@ -55,7 +63,9 @@ def test_migrating_twice_applies_nothing_the_second_time(store: Stores) -> None:
 def test_amounts_round_trip_exactly_to_the_nano_at_the_extremes(store: Stores) -> None:
     nanos = [0, 1, -1, 999_999_999, INT64_MAX, -INT64_MAX]
     store.sink.write_batch(
-        BatchResult(rated=[rated(1, n, i, subscription=f"s{i}") for i, n in enumerate(nanos)])
+        BatchResult(
+            rated=RatedRows.of([rated(1, n, i, subscription=f"s{i}") for i, n in enumerate(nanos)])
+        )
     )
     amounts = {row.subscription: row.amount for row in store.reads.rated_totals(PERIOD)}
     assert amounts == {f"s{i}": from_nanos(n) for i, n in enumerate(nanos)}
@@ -65,9 +75,11 @@ def test_amounts_round_trip_exactly_to_the_nano_at_the_extremes(store: Stores) -
 def test_a_newer_version_of_a_total_replaces_the_older_and_a_replay_changes_nothing(
     store: Stores,
 ) -> None:
-    store.sink.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))
-    store.sink.write_batch(BatchResult(rated=[rated(7, 70, offset=12)]))
-    store.sink.write_batch(BatchResult(rated=[rated(5, 50, offset=10)]))  # a late replay
+    store.sink.write_batch(BatchResult(rated=RatedRows.of([rated(5, 50, offset=10)])))
+    store.sink.write_batch(BatchResult(rated=RatedRows.of([rated(7, 70, offset=12)])))
+    store.sink.write_batch(
+        BatchResult(rated=RatedRows.of([rated(5, 50, offset=10)]))
+    )  # a late replay
     (row,) = store.reads.rated_totals(PERIOD)
     assert (row.quantity, row.amount) == (7, from_nanos(70))
     rows, size = store.connection.table_sizes()["rated_usage"]
@@ -80,8 +92,8 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None
     key = dedupe_key(event)
     store.sink.write_batch(
         BatchResult(
-            accepted=[AcceptedEvent(3, 41, 2, event, key)],
-            rated=[rated(5, 50, offset=41, index=2)],
+            accepted=EventRows.of([AcceptedEvent(3, 41, 2, event, key)]),
+            rated=RatedRows.of([rated(5, 50, offset=41, index=2)]),
             rejected=[
                 Rejection(3, 42, 0, "malformed", "bad json", b"{"),
                 Rejection(3, 42, 1, "malformed", "bad json too", b"["),
@@ -129,8 +141,8 @@ def test_hourly_windows_count_each_distinct_event_once_even_after_a_replay(store
                            + timedelta(minutes=minute))  # fmt: skip
         return AcceptedEvent(0, offset, 0, event, dedupe_key(event))
 
-    batch = BatchResult(accepted=[accepted("a", 5, 2, 0), accepted("b", 50, 3, 1),
-                                  accepted("c", 70, 4, 2)])  # fmt: skip
+    batch = BatchResult(accepted=EventRows.of([accepted("a", 5, 2, 0), accepted("b", 50, 3, 1),
+                                               accepted("c", 70, 4, 2)]))  # fmt: skip
     store.sink.write_batch(batch)
     store.sink.write_batch(batch)  # a replay after a crash writes the same rows again
     # usage_hourly is a view over the deduplicated raw events (migration 0004).
@@ -146,7 +158,7 @@ def test_the_usage_command_shows_a_subscriptions_period_so_far(store_environment
     store = store_environment
     tokens = RatedTotal("t", "s1", "tokens", '{"model":"large"}', PERIOD, "growth", 2, "USD",
                         1500, 150_000_000, 3, 7, 0, 0)  # fmt: skip
-    store.sink.write_batch(BatchResult(rated=[tokens]))
+    store.sink.write_batch(BatchResult(rated=RatedRows.of([tokens])))
     result = CliRunner().invoke(main, ["usage", "s1", "--tenant", "t", "--period", "2026-10",
                                        "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output

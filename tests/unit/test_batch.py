@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import msgspec
@@ -24,7 +24,8 @@ from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book, parse_price_book
 from rating.plans import PriceBook
 from rating.table import ChargeTable
-from subscriptions.model import Terms
+from subscriptions.directory import fixed
+from subscriptions.model import Owner, Terms
 
 BOOK = load_price_book(PRICE_BOOK)
 
@@ -37,9 +38,9 @@ PARTITIONS = 4
 HOUR = timedelta(hours=1)
 
 
-def on_plans(plans: dict[tuple[str, str], str]) -> Callable[[tuple[str, str]], Terms | None]:
+def on_plans(plans: dict[Owner, str]) -> Callable[[Sequence[Owner]], list[Terms | None]]:
     """Subscriptions as the worker's directory gives them: each on one plan, no end."""
-    return {owner: Terms(plan, None, 1) for owner, plan in plans.items()}.get
+    return fixed({owner: Terms(plan, None, 1) for owner, plan in plans.items()})
 
 
 def processor() -> BatchProcessor:
@@ -157,7 +158,7 @@ def test_a_batch_that_only_replays_counted_events_rates_nothing_new() -> None:
     step = processor()
     step.process([record(0, usage("a"))])
     again = step.process([record(0, usage("a"))])
-    assert again.rated == [] and again.duplicates == 0 and len(again.accepted) == 1
+    assert not again.rated and again.duplicates == 0 and len(again.accepted) == 1
 
 
 def test_a_grouped_meter_rates_each_group_on_its_own() -> None:
@@ -201,7 +202,7 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
     # A replay after a crash, on a worker that reloaded the store, decides the same.
     again = processor_for(book, "pricey", restarted).process([record(0, *calls)])
     assert [(r.index, r.reason) for r in again.rejected] == [(1, "amount_overflow")]
-    assert [a.event.id for a in again.accepted] == ["a", "c"] and again.rated == []
+    assert [a.event.id for a in again.accepted] == ["a", "c"] and not again.rated
 
 
 def test_meters_count_keep_the_largest_or_keep_the_latest_as_declared() -> None:
@@ -241,7 +242,7 @@ def test_an_events_period_is_its_utc_month_whatever_offset_it_states() -> None:
 def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_billed() -> None:
     end = datetime(2026, 10, 10, tzinfo=UTC)
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): Terms("starter", end, 1)}.get, BOOK,
+        UsageState(), fixed({("demo", "s1"): Terms("starter", end, 1)}), BOOK,
         ChargeTable.compile(BOOK), window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     result = step.process(
@@ -256,7 +257,7 @@ def test_usage_stamped_from_a_subscriptions_end_on_is_refused_and_before_it_bill
 def either_side_of_the_15th(entry: Terms) -> list[RatedTotal]:
     """The totals of one event just before midnight UTC of Oct 15 and one at it."""
     step = BatchProcessor(
-        UsageState(), {("demo", "s1"): entry}.get, BOOK, ChargeTable.compile(BOOK),
+        UsageState(), fixed({("demo", "s1"): entry}), BOOK, ChargeTable.compile(BOOK),
         window=WINDOW, partitions=PARTITIONS,
     )  # fmt: skip
     return step.process(
@@ -294,7 +295,7 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     ended = datetime(2026, 10, 1, tzinfo=UTC)
     terms = {("demo", "s1"): Terms("p", None, 1), ("demo", "ended"): Terms("p", ended, 1),
              ("demo", "late"): Terms("later", None, 1)}  # fmt: skip
-    step = BatchProcessor(UsageState(), terms.get, book, ChargeTable.compile(book),
+    step = BatchProcessor(UsageState(), fixed(terms), book, ChargeTable.compile(book),
                           window=WINDOW, partitions=PARTITIONS)  # fmt: skip
     day = datetime(2026, 10, 2, tzinfo=UTC)
     breaking = {
@@ -322,7 +323,7 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     assert all(r.detail for r in result.rejected)
     rules = [rule for rule in refusals.RULES if rule is not refusals.RECORD_TOO_LARGE]
     assert list(breaking) == rules, "every rule but a record's size (tested by itself), in order"
-    assert result.accepted == []
+    assert not result.accepted
     # An event that breaks two rules is refused by the one checked first, the earlier in
     # the table.
     old = NOW - timedelta(days=36)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -196,15 +193,6 @@ streams = st.lists(
     min_size=1,
     max_size=120,
 )
-
-
-@pytest.fixture(scope="module")
-def marks_folder() -> Iterator[Path]:
-    """Where the disk marks of the crash property's examples go (a module's fixture: the
-    property runs many examples per call)."""
-    folder = Path(tempfile.mkdtemp(prefix="marks-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("home", ["memory", "disk"])
