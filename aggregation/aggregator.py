@@ -287,7 +287,7 @@ def _count(result: BatchResult, state: UsageState) -> None:
     for rejection in result.rejected:
         metrics.EVENTS_REJECTED.labels(rejection.reason).inc()
     late_before = datetime.now(UTC) - LATE
-    metrics.EVENTS_LATE.inc(sum(1 for a in result.accepted if a.event.timestamp < late_before))
+    metrics.EVENTS_LATE.inc(sum(1 for e in result.accepted.events if e.timestamp < late_before))
     metrics.TOTALS_RATED.inc(len(result.rated))
     metrics.RATING_SECONDS.observe(result.rating_seconds)
     for table, rows in (("events", accepted), ("rated_usage", len(result.rated)),

@@ -55,7 +55,8 @@ from base.events import (
     decode_record,
     encode,
     group_key,
-    partition_of,
+    owner_key,
+    partitions_of,
     utc_day,
 )
 from rating.period import Period
@@ -170,9 +171,15 @@ class BatchProcessor:
             key = self._groups[(names, values)] = group_key(event.properties, names)
         return key
 
-    def _home_of(self, owner: Owner) -> int:
-        home = self._home[owner] = partition_of(f"{owner[0]}/{owner[1]}".encode(), self.partitions)
-        return home
+    def _homes(self, owners: list[Owner]) -> list[int]:
+        """The partition of each owner's subscription, the ones not seen before computed
+        together."""
+        known = self._home
+        new = [owner for owner in dict.fromkeys(owners) if owner not in known]
+        if new:
+            keys = [owner_key(tenant, subscription) for tenant, subscription in new]
+            known.update(zip(new, partitions_of(keys, self.partitions), strict=True))
+        return [known[owner] for owner in owners]
 
     def _plan_day(self, plan_id: str, day: date, anchor: int) -> _PlanDay | None:
         key = (plan_id, day, anchor)
@@ -229,8 +236,7 @@ class BatchProcessor:
         result = BatchResult()
         events = flat.events
         owners = [(e.tenant, e.subscription) for e in events]
-        home_of = self._home.get
-        homes = [h if (h := home_of(o)) is not None else self._home_of(o) for o in owners]
+        homes = self._homes(owners)
         terms_of = self.subscriptions_of(owners)
         bounds = oldest, newest = self.window.bounds()
         meters, unique_of, plan_day = self._meters, self._unique, self._days.get

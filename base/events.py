@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 import msgspec
+import numpy as np
 from aiokafka.partitioner import murmur2
 
 # RFC 3339 with an offset ("2026-10-02T12:00:00Z"): a time without a zone is ambiguous.
@@ -46,7 +47,12 @@ class UsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     properties: dict[str, Property] = msgspec.field(default_factory=dict)
 
     def partition_key(self) -> bytes:
-        return f"{self.tenant}/{self.subscription}".encode()
+        return owner_key(self.tenant, self.subscription)
+
+
+def owner_key(tenant: str, subscription: str) -> bytes:
+    """The Kafka key of a subscription's events: what puts them all on one partition."""
+    return f"{tenant}/{subscription}".encode()
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,51 @@ def utc_day(moment: datetime) -> date:
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in the Java client) picks."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+_SEED = 0x9747B28C
+_MIX = np.uint32(0x5BD1E995)
+
+
+def partitions_of(keys: Sequence[bytes], partitions: int) -> list[int]:
+    """``partition_of`` of many keys at once: Kafka's murmur2 in NumPy, over all the keys
+    of one length together (a million subscriptions' keys do not fit any cache of single
+    answers, and the pure-Python murmur2 behind ``partition_of`` costs 4 µs a key)."""
+    hashes = np.empty(len(keys), dtype=np.uint32)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+    for length in np.unique(lengths).tolist():
+        chosen = np.flatnonzero(lengths == length)
+        data = np.frombuffer(b"".join([keys[i] for i in chosen.tolist()]), dtype=np.uint8)
+        hashes[chosen] = _murmur2(data.reshape(len(chosen), length), length)
+    placed: list[int] = ((hashes & np.uint32(0x7FFFFFFF)) % np.uint32(partitions)).tolist()
+    return placed
+
+
+def _murmur2(data: np.ndarray, length: int) -> np.ndarray:
+    """Murmur2 as Kafka's Java client computes it, of each row of ``data`` (keys of
+    ``length`` bytes); uint32 arithmetic wraps as Java's int does."""
+    h = np.full(data.shape[0], (_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+    blocks = length // 4
+    words = np.ascontiguousarray(data[:, : blocks * 4]).view("<u4")
+    for block in range(blocks):
+        k = words[:, block] * _MIX
+        k ^= k >> np.uint32(24)
+        k *= _MIX
+        h *= _MIX
+        h ^= k
+    tail = data[:, blocks * 4 :].astype(np.uint32)
+    extra = length % 4
+    if extra >= 3:
+        h ^= tail[:, 2] << np.uint32(16)
+    if extra >= 2:
+        h ^= tail[:, 1] << np.uint32(8)
+    if extra >= 1:
+        h ^= tail[:, 0]
+        h *= _MIX
+    h ^= h >> np.uint32(13)
+    h *= _MIX
+    h ^= h >> np.uint32(15)
+    return h
 
 
 @dataclass(frozen=True, slots=True)

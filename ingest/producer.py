@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 
 from aiokafka import AIOKafkaProducer
 
-from base.events import UsageEvent, encode, encode_batch, partition_of
+from base.events import UsageEvent, encode, encode_batch, partitions_of
 
 # Records in flight before we wait for acknowledgements: bounds memory, keeps batches full.
 _WINDOW = 200
+_CHUNK = 10_000  # events partitioned in one go
 BATCH_EVENTS = 500
 
 
@@ -27,13 +29,15 @@ def records(
     """(partition, value, event count) per record, grouping events by partition into
     batches of up to ``batch_events``; a batch of one is a plain JSON object."""
     pending: dict[int, list[UsageEvent]] = {}
-    for event in events:
-        partition = partition_of(event.partition_key(), partitions)
-        group = pending.setdefault(partition, [])
-        group.append(event)
-        if len(group) >= batch_events:
-            yield partition, _value(group), len(group)
-            del pending[partition]
+    stream = iter(events)
+    while chunk := list(islice(stream, _CHUNK)):  # partitioned together, still streamed
+        homes = partitions_of([event.partition_key() for event in chunk], partitions)
+        for event, partition in zip(chunk, homes, strict=True):
+            group = pending.setdefault(partition, [])
+            group.append(event)
+            if len(group) >= batch_events:
+                yield partition, _value(group), len(group)
+                del pending[partition]
     for partition, group in pending.items():
         yield partition, _value(group), len(group)
 
