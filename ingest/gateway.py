@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,13 +33,24 @@ from base import metrics
 from base.metrics import exposition
 from base.problems import ProblemDocument
 from base.settings import Settings
-from ingest.admission import Admission, Limits, OtherTenantError
+from ingest import lago
+from ingest.admission import Admission, Admitted, Limits, OtherTenantError
 from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRing
+from ingest.binary_mode import is_binary, structured
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
 from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
-from ingest.wire import MAX_IDENTIFIER, Accepted, BodyError, Format, split
+from ingest.wire import (
+    MAX_IDENTIFIER,
+    Accepted,
+    BodyError,
+    Format,
+    Item,
+    PartlyRefused,
+    Refusal,
+    split,
+)
 from rating.period import LAST_DAY
 from rating.plans import PriceBook
 from subscriptions.api import RegistryRequest
@@ -148,6 +160,11 @@ class Gateway:
         return Starlette(
             routes=[
                 Route("/v1/events", _measured("events", self.post_events), methods=["POST"]),
+                # The peers' ingest endpoints, for their clients as they are (docs/migrate/).
+                Route("/api/v1/events", _measured("events", self.api_v1_events), methods=["POST"]),
+                Route(
+                    "/api/v1/events/batch", _measured("events", self.lago_batch), methods=["POST"]
+                ),
                 Route(
                     "/v1/usage/{subscription}", _measured("usage", self.get_usage), methods=["GET"]
                 ),
@@ -176,6 +193,7 @@ class Gateway:
                 Route("/metrics", self.metrics, methods=["GET"]),
             ],
             lifespan=lifespan if own_lifespan else None,
+            exception_handlers={404: _no_route, 405: _no_route},
         )
 
     async def metrics(self, _: Request) -> Response:
@@ -248,35 +266,116 @@ class Gateway:
         return Response(bytes(answer.body), answer.status, media_type=media)
 
     async def post_events(self, request: Request) -> Response:
+        """meterline's own endpoint: CloudEvents (structured, batch or binary mode) or plain
+        events; 202 with the refused ones named, 422 when none was accepted."""
         try:
-            return await self._post_events(request)
+            tenant = self._tenant(request)
+            items, cloud = self._items(request, await self._body(request))
+            count, admitted = await self._ingest(tenant, items, cloud=cloud)
         except RequestError as problem:
             return problem.response()
+        answer = Accepted(count - len(admitted.refused), admitted.refused)
+        status = 202 if answer.accepted else 422
+        return Response(_encoder.encode(answer), status, media_type="application/json")
 
-    async def _post_events(self, request: Request) -> Response:
-        tenant = self._tenant(request)
+    async def api_v1_events(self, request: Request) -> Response:
+        """``POST /api/v1/events``, where OpenMeter's clients send CloudEvents (as
+        CloudEvents or as plain JSON) and Lago's send ``{"event": ...}``."""
+        try:
+            body = await self._body(request)
+        except RequestError as problem:
+            return problem.response()
+        form = Format.of(request.headers.get("content-type", ""))
+        if form is Format.PLAIN and not is_binary(request.headers) and lago.is_lago(body):
+            return await self._lago(request, body, batch=False)
+        return await self._openmeter(request, body)
+
+    async def lago_batch(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+        except RequestError as problem:
+            return problem.response()
+        return await self._lago(request, body, batch=True)
+
+    async def _openmeter(self, request: Request, body: bytes) -> Response:
+        """OpenMeter's ingest: 204 once every event is accepted; otherwise 400 with the
+        refused events named (the accepted ones are billed). Its clients send CloudEvents
+        as application/json too."""
+        try:
+            tenant = self._tenant(request)
+            items, _ = self._items(request, body)
+            count, admitted = await self._ingest(tenant, items, cloud=True)
+        except RequestError as problem:
+            return problem.response()
+        if not admitted.refused:
+            return Response(status_code=204)
+        refused = admitted.refused
+        partly = PartlyRefused(
+            "Bad Request", 400,
+            f"{len(refused)} of {count} events refused ({refused[0].reason}: "
+            f"{refused[0].detail}); the others are accepted",
+            accepted=count - len(refused), rejected=refused,
+        )  # fmt: skip
+        return Response(_encoder.encode(partly), 400, media_type="application/problem+json")
+
+    async def _lago(self, request: Request, body: bytes, *, batch: bool) -> Response:
+        """Lago's event API: each event echoed as Lago's API does (200), or Lago's 422."""
+        received = datetime.now(UTC)
+        try:
+            tenant = self._tenant(request)
+            try:
+                raw = lago.events_of(body, batch=batch)
+            except lago.LagoBodyError as error:
+                raise RequestError(400, "Bad Request", str(error)) from None
+            translated = lago.translate(raw)
+            _, admitted = await self._ingest(tenant, translated.items, cloud=True,
+                                             refused=translated.refused)  # fmt: skip
+        except RequestError as problem:
+            return problem.response()
+        if admitted.refused:
+            answer = lago.validation_errors(admitted.refused, batch=batch)
+            return Response(_encoder.encode(answer), 422, media_type="application/json")
+        echoed = [lago.echo(event, received) for event in translated.events if event]
+        answer = {"events": echoed} if batch else {"event": echoed[0]}
+        return Response(_encoder.encode(answer), 200, media_type="application/json")
+
+    def _items(self, request: Request, body: bytes) -> tuple[list[Item], bool]:
+        """The events of a request, still as bytes, and whether they are CloudEvents."""
+        if is_binary(request.headers):
+            try:
+                return [structured(request.headers, body)], True
+            except BodyError as error:
+                raise RequestError(400, "Bad Request", str(error)) from None
         form = Format.of(request.headers.get("content-type", ""))
         if form is None:
             raise RequestError(
                 415, "Unsupported Media Type",
-                "send application/cloudevents+json, application/cloudevents-batch+json "
-                "or application/json",
+                "send application/cloudevents+json, application/cloudevents-batch+json, "
+                "application/json, or a CloudEvent in binary mode (ce-* headers)",
             )  # fmt: skip
-        body = await self._body(request)
         try:
-            items = split(body, form)
+            return split(body, form), form.cloud
         except BodyError as error:
             raise RequestError(400, "Bad Request", str(error)) from None
-        if not items:
+
+    async def _ingest(
+        self, tenant: str, items: list[Item], *, cloud: bool, refused: Sequence[Refusal] = ()
+    ) -> tuple[int, Admitted]:
+        """The one admission path behind every dialect: size and rate limits, the checks,
+        and Kafka's acknowledgement of what was accepted. ``refused`` are events a dialect
+        could not translate into items. Returns the request's number of events and what
+        was admitted, every refusal in it in the request's order."""
+        count = len(items) + len(refused)
+        if not count:
             raise RequestError(400, "Bad Request", "the batch is empty")
-        metrics.EVENTS_RECEIVED.inc(len(items))
-        if len(items) > self.settings.max_batch_events:
+        metrics.EVENTS_RECEIVED.inc(count)
+        if count > self.settings.max_batch_events:
             raise RequestError(
                 413, "Content Too Large",
-                f"a batch of {len(items)} events; send at most "
+                f"a batch of {count} events; send at most "
                 f"{self.settings.max_batch_events} per request",
             )  # fmt: skip
-        wait = self.limiter.take(tenant, len(items))
+        wait = self.limiter.take(tenant, count)
         if wait > 0:
             raise RequestError(
                 429, "Too Many Requests",
@@ -284,26 +383,26 @@ class Gateway:
                 f"events/s; retry after {math.ceil(wait)} s",
                 **{"Retry-After": str(math.ceil(wait))},
             )  # fmt: skip
-        admit = self.admission.cloud_events if form.cloud else self.admission.plain_events
+        admit = self.admission.cloud_events if cloud else self.admission.plain_events
         try:
             admitted = admit(tenant, items)
         except OtherTenantError as error:
             raise RequestError(403, "Forbidden", str(error)) from None
+        if refused:
+            admitted.refused = sorted([*refused, *admitted.refused], key=lambda r: r.index)
         if admitted.events:
             await self._publish(admitted.events)
-        answer = Accepted(len(items) - len(admitted.refused), admitted.refused)
-        metrics.EVENTS_ACCEPTED.labels(tenant).inc(answer.accepted)
+        accepted = count - len(admitted.refused)
+        metrics.EVENTS_ACCEPTED.labels(tenant).inc(accepted)
         for refusal in admitted.refused:
             metrics.EVENTS_REFUSED.labels(refusal.reason).inc()
         if admitted.refused:
             log.info(
-                "refused %d of %d events", len(admitted.refused), len(items),
-                extra={"tenant": tenant, "accepted": answer.accepted,
-                       "refused": len(admitted.refused),
+                "refused %d of %d events", len(admitted.refused), count,
+                extra={"tenant": tenant, "accepted": accepted, "refused": len(admitted.refused),
                        "reasons": sorted({r.reason for r in admitted.refused})},
             )  # fmt: skip
-        status = 202 if answer.accepted else 422
-        return Response(_encoder.encode(answer), status, media_type="application/json")
+        return count, admitted
 
     def _tenant(self, request: Request, scope: str = INGEST) -> str:
         """The tenant the request's key acts for, if its scope allows ``scope``."""
@@ -352,6 +451,16 @@ class Gateway:
                 "resend them with the same ids (duplicates are dropped)",
                 **{"Retry-After": "1"},
             ) from None  # fmt: skip
+
+
+async def _no_route(request: Request, error: Exception) -> Response:
+    """Unknown paths and methods answer a problem document too, like every other error."""
+    if isinstance(error, HTTPException) and error.status_code == 405:
+        return RequestError(405, "Method Not Allowed",
+                            f"{request.method} is not allowed on {request.url.path}",
+                            **(error.headers or {})).response()  # fmt: skip
+    return RequestError(404, "Not Found", f"no endpoint {request.url.path}; the endpoints "
+                        "are listed in /openapi.json").response()  # fmt: skip
 
 
 def _store_unavailable(error: StoreUnavailableError) -> Response:

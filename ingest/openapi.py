@@ -13,7 +13,8 @@ import msgspec
 
 from aggregation.usage import CurrentUsage
 from base.problems import ProblemDocument
-from ingest.wire import Accepted, CloudEvent, PlainEvent
+from ingest.lago import LagoEvent
+from ingest.wire import Accepted, CloudEvent, PartlyRefused, PlainEvent
 from subscriptions.api import (
     AddOnChange,
     Cancellation,
@@ -182,9 +183,75 @@ def _customer_paths() -> dict[str, Any]:
     }
 
 
+def _peer_paths() -> dict[str, Any]:
+    """The peers' ingest endpoints (ingest.lago, docs/migrate/), each a translation into
+    the same admission as /v1/events."""
+    cloud = {"$ref": _REF.format(name="CloudEvent")}
+    lago_one = {"type": "object", "required": ["event"],
+                "properties": {"event": {"$ref": _REF.format(name="LagoEvent")}}}  # fmt: skip
+    lago_many = {"type": "object", "required": ["events"],
+                 "properties": {"events": _batch("LagoEvent")}}  # fmt: skip
+    refused = {"application/problem+json": {"schema": {"$ref": _REF.format(name="PartlyRefused")}}}
+    lago_answer = {"application/json": {"schema": {"type": "object"}}}
+    common = {
+        "400": _problem("The body is not JSON, or not the shape its type promises"),
+        "401": _problem("No valid API key", "WWW-Authenticate"),
+        "403": _problem("An event names a tenant the key may not write"),
+        "413": _problem("The body, or the batch, is over the limit"),
+        "429": _problem("The tenant is over its rate", "Retry-After"),
+        "503": _problem("Kafka did not acknowledge; resend", "Retry-After"),
+    }
+    return {
+        "/api/v1/events": {
+            "post": {
+                "operationId": "peerEvents",
+                "summary": "OpenMeter's ingest (CloudEvents) and Lago's event API ({\"event\"})",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/cloudevents+json": {"schema": cloud},
+                        "application/cloudevents-batch+json": {"schema": _batch("CloudEvent")},
+                        "application/json": {
+                            "schema": {"oneOf": [lago_one, cloud, _batch("CloudEvent")]}
+                        },
+                    },
+                },
+                "responses": {
+                    "200": {"description": "Lago: the event, echoed", "content": lago_answer},
+                    "204": {"description": "OpenMeter: every event accepted"},
+                    **common,
+                    "400": {
+                        "description": "The body is unreadable; or (OpenMeter) some events "
+                        "were refused, each named, the others accepted",
+                        "content": refused,
+                    },
+                    "415": _problem("The content type is not one of those listed"),
+                    "422": {"description": "Lago: validation_errors", "content": lago_answer},
+                },
+            }
+        },
+        "/api/v1/events/batch": {
+            "post": {
+                "operationId": "lagoBatch",
+                "summary": 'Lago\'s batch of events ({"events": [...]})',
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": lago_many}},
+                },
+                "responses": {
+                    "200": {"description": "The events, echoed", "content": lago_answer},
+                    **common,
+                    "422": {"description": "validation_errors", "content": lago_answer},
+                },
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
-        [CloudEvent, PlainEvent, Accepted, ProblemDocument, CurrentUsage, NewSubscription,
+        [CloudEvent, PlainEvent, Accepted, ProblemDocument, PartlyRefused, LagoEvent,
+         CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
          Cancellation, NewCustomer, CustomerList],
         ref_template=_REF,
@@ -276,6 +343,7 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            **_peer_paths(),
             **_subscription_paths(),
             **_customer_paths(),
             "/v1/health": {

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import msgspec
 
 from base.events import Property, Timestamp
+from base.problems import ProblemDocument
 
 MAX_IDENTIFIER = 256
 Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IDENTIFIER)]
@@ -66,6 +67,15 @@ class Accepted(msgspec.Struct):
 
     accepted: int
     rejected: list[Refusal]
+
+
+class PartlyRefused(ProblemDocument):
+    """A problem document for a request whose events were not all accepted, where a
+    dialect's clients expect an error status rather than meterline's 202 with the refused
+    events named: the accepted ones are billed; resending all is safe (dedupe)."""
+
+    accepted: int = 0
+    rejected: list[Refusal] = msgspec.field(default_factory=list)
 
 
 class Format(Enum):

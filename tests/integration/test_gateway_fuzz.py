@@ -89,6 +89,9 @@ def test_no_generated_request_gets_a_5xx(label: str, served: tuple[str, str]) ->
         if label == "POST /v1/events" and response.status_code == 422:
             # Documented: no event accepted, and the answer names why for each one.
             assert response.json()["rejected"], response.text[:500]
+        elif label.startswith("POST /api/v1/events") and response.status_code == 422:
+            # Documented: Lago's own answer, which Lago's client reads.
+            assert response.json()["code"] == "validation_errors", response.text[:500]
         elif response.status_code >= 400:
             media = response.headers.get("content-type", [""])[0]
             assert media.startswith("application/problem+json"), (

@@ -8,66 +8,22 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import pytest
-import uvicorn
 
-from base.events import UsageEvent, decode_record
 from base.kafka_admin import ensure_topic
 from base.settings import Settings
 from ingest.client import AsyncUsageClient, UsageClient
 from ingest.wire import Refusal
 from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from tests.integration.gateway_helpers import gateway_for
-from tests.integration.kafka_helpers import read_records
+from tests.integration.gateway_helpers import Served, serve
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Served:
-    settings: Settings
-    url: str
-    key: str
-
-    def topic_events(self, expected: int) -> list[UsageEvent]:
-        records = asyncio.run(
-            read_records(self.settings.kafka_bootstrap_servers or "", self.settings.events_topic,
-                         self.settings.topic_partitions, expected, timeout=20,
-                         weight=lambda value: len(decode_record(value)))
-        )  # fmt: skip
-        return [e for r in records for e in decode_record(r.value) if isinstance(e, UsageEvent)]
-
-
-def serve(
-    broker: EmbeddedBroker, make: Callable[..., Settings], tmp_path: Path, **overrides: object
-) -> Iterator[Served]:
-    """A real uvicorn server on a free port, on a thread of its own."""
-    gateway, key = gateway_for(broker, make, tmp_path, **overrides)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(gateway.asgi(own_lifespan=True), host="127.0.0.1", port=port,
-                       log_level="warning")
-    )  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield Served(gateway.settings, f"http://127.0.0.1:{port}", key)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 @pytest.fixture

@@ -1,0 +1,157 @@
+"""The peers' own clients, unchanged but for their base URL and key, against a real
+gateway (uvicorn, the session's broker): CloudEvents' SDK in binary and structured mode,
+OpenMeter's SDK and Lago's client. What each sends is read back off the topic and run
+through the real batch step: every accepted event is billed once, and a resend of the
+same id is not billed again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+from lago_python_client.client import Client as LagoClient
+from lago_python_client.exceptions import LagoApiError
+from lago_python_client.models import BatchEvent
+from lago_python_client.models import Event as LagoEvent
+from openmeter import Client as OpenMeterClient
+from openmeter.models import Event as OpenMeterEvent
+
+from aggregation.batch import BatchProcessor
+from aggregation.model import BatchResult, Record
+from aggregation.state import UsageState
+from base.events import decode_record
+from base.settings import Settings
+from meterline.cli_support import load_book
+from meterline.embedded_broker import EmbeddedBroker
+from rating.table import ChargeTable
+from subscriptions.directory import fixed
+from subscriptions.model import Terms
+from tests.integration.gateway_helpers import Served, serve
+from tests.integration.kafka_helpers import read_records
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> Iterator[Served]:
+    yield from serve(broker, settings_factory, tmp_path)
+
+
+def billed(served: Served, events: int) -> BatchResult:
+    """The topic's records (``events`` of them expected) through the real batch step, every
+    subscription of tenant acme on the starter plan."""
+    settings = served.settings
+    records = asyncio.run(
+        read_records(settings.kafka_bootstrap_servers or "", settings.events_topic,
+                     settings.topic_partitions, events, timeout=20,
+                     weight=lambda value: len(decode_record(value)))
+    )  # fmt: skip
+    book = load_book(settings)
+    terms = {("acme", f"sub-{n}"): Terms("starter", None, 1) for n in range(10)}
+    step = BatchProcessor(
+        UsageState(), fixed(terms), book, ChargeTable.compile(book),
+        window=settings.event_window(), partitions=settings.topic_partitions,
+    )  # fmt: skip
+    return step.process([Record(r.partition, r.offset, r.value) for r in records])
+
+
+def quantities(result: BatchResult) -> dict[str, int]:
+    return {a.event.id: a.event.quantity for a in result.accepted}
+
+
+def test_cloudevents_sdk_in_binary_and_structured_mode_is_billed_once_per_id(
+    served: Served,
+) -> None:
+    auth = {"authorization": f"Bearer {served.key}"}
+
+    def event(event_id: str, quantity: int) -> CloudEvent:
+        return CloudEvent({"id": event_id, "source": "svc", "type": "api_calls",
+                           "subject": "sub-1"}, {"quantity": quantity})  # fmt: skip
+
+    with httpx.Client(base_url=served.url) as http:
+        for mode in (to_binary, to_structured):
+            headers, body = mode(event(f"e-{mode.__name__}", 5))
+            answer = http.post("/v1/events", headers={**headers, **auth}, content=body)
+            assert answer.status_code == 202, answer.text
+            assert answer.json() == {"accepted": 1, "rejected": []}
+        headers, body = to_binary(event("e-to_binary", 5))  # a resend
+        assert http.post("/v1/events", headers={**headers, **auth}, content=body).status_code == 202
+        # Binary mode refuses as structured mode does: here, an id of 300 characters.
+        headers, body = to_binary(event("x" * 300, 1))
+        refused = http.post("/v1/events", headers={**headers, **auth}, content=body)
+        assert refused.status_code == 422
+        assert [r["reason"] for r in refused.json()["rejected"]] == ["invalid_event"]
+        # Binary-mode data that is not JSON is refused as a whole.
+        headers, _ = to_binary(event("e-xml", 1))
+        xml = http.post("/v1/events", content=b"<q>1</q>",
+                        headers={**headers, **auth, "content-type": "application/xml"})  # fmt: skip
+        assert xml.status_code == 400 and "JSON" in xml.json()["detail"]
+    result = billed(served, 3)
+    assert quantities(result) == {"e-to_binary": 5, "e-to_structured": 5}
+    assert result.duplicates == 1
+
+
+def test_openmeters_sdk_ingests_one_event_and_batches_and_is_told_of_refusals(
+    served: Served,
+) -> None:
+    client = OpenMeterClient(endpoint=served.url, token=served.key)
+
+    def event(event_id: str, quantity: int, event_type: str = "api_calls") -> OpenMeterEvent:
+        return OpenMeterEvent(id=event_id, source="om", specversion="1.0", type=event_type,
+                              subject="sub-2", time=datetime.now(UTC),
+                              data={"quantity": quantity})  # fmt: skip
+
+    client.events.ingest_event(event("om-1", 3))  # raises unless it is answered 204
+    client.events.ingest_events([event("om-2", 4), event("om-3", 5)])
+    client.events.ingest_events_json([event("om-4", 6)])  # CloudEvents sent as plain JSON
+    client.events.ingest_event(event("om-1", 3))  # a resend
+    with pytest.raises(Exception) as refused:
+        client.events.ingest_events([event("om-5", 1), event("om-6", 1, "gpu_seconds")])
+    assert getattr(refused.value, "status_code", None) == 400
+    client.close()
+    result = billed(served, 6)
+    assert quantities(result) == {"om-1": 3, "om-2": 4, "om-3": 5, "om-4": 6, "om-5": 1}
+    assert result.duplicates == 1
+
+
+def test_lagos_client_creates_events_and_batches_and_reads_its_answer(served: Served) -> None:
+    client = LagoClient(api_key=served.key, api_url=served.url)
+    now = int(time.time())
+
+    def event(transaction: str, quantity: object, code: str = "api_calls") -> LagoEvent:
+        return LagoEvent(transaction_id=transaction, external_subscription_id="sub-3", code=code,
+                         timestamp=now, properties={"quantity": quantity})  # fmt: skip
+
+    answer = client.events.create(event("lago-1", 7))
+    assert answer is not None
+    assert (answer.transaction_id, answer.external_subscription_id) == ("lago-1", "sub-3")
+    assert answer.timestamp.startswith(datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M"))
+    client.events.batch_create(BatchEvent(events=[event("lago-2", "2"), event("lago-3", 1)]))
+    client.events.create(event("lago-1", 7))  # a resend
+    with pytest.raises(LagoApiError) as refused:
+        client.events.create(event("lago-4", 1, code="gpu_seconds"))
+    assert refused.value.status_code == 422
+    result = billed(served, 4)
+    assert quantities(result) == {"lago-1": 7, "lago-2": 2, "lago-3": 1}
+    assert result.duplicates == 1
+    assert {a.event.source for a in result.accepted} == {"lago"}
+
+
+def test_unknown_routes_and_methods_answer_a_problem_document(served: Served) -> None:
+    with httpx.Client(base_url=served.url) as http:
+        missing = http.get(f"/v2/{uuid.uuid4().hex}")
+        wrong = http.get("/api/v1/events/batch")
+    assert missing.status_code == 404 and wrong.status_code == 405
+    for answer in (missing, wrong):
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["status"] == answer.status_code
