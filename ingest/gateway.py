@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -33,7 +34,7 @@ from base import metrics
 from base.metrics import exposition
 from base.problems import ProblemDocument
 from base.settings import Settings
-from ingest import lago
+from ingest import lago, stripe_meters
 from ingest.admission import Admission, Admitted, Limits, OtherTenantError
 from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRing
 from ingest.binary_mode import is_binary, structured
@@ -53,13 +54,14 @@ from ingest.wire import (
 )
 from rating.period import LAST_DAY
 from rating.plans import PriceBook
-from subscriptions.api import RegistryRequest
+from subscriptions.api import RegistryRequest, SubscriptionList
 
 STORE_UNAVAILABLE = "the store did not answer; try again shortly"
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
+_subscription_list = msgspec.json.Decoder(SubscriptionList)
 
 
 class RequestError(Exception):
@@ -164,6 +166,11 @@ class Gateway:
                 Route("/api/v1/events", _measured("events", self.api_v1_events), methods=["POST"]),
                 Route(
                     "/api/v1/events/batch", _measured("events", self.lago_batch), methods=["POST"]
+                ),
+                Route(
+                    "/v1/billing/meter_events",
+                    _measured("events", self.stripe_meter_events),
+                    methods=["POST"],
                 ),
                 Route(
                     "/v1/usage/{subscription}", _measured("usage", self.get_usage), methods=["GET"]
@@ -338,6 +345,45 @@ class Gateway:
         echoed = [lago.echo(event, received) for event in translated.events if event]
         answer = {"events": echoed} if batch else {"event": echoed[0]}
         return Response(_encoder.encode(answer), 200, media_type="application/json")
+
+    async def stripe_meter_events(self, request: Request) -> Response:
+        """Stripe's ``POST /v1/billing/meter_events`` (``ingest.stripe_meters``): the event
+        as Stripe returns it (200), or Stripe's error shape, whatever the error."""
+        now = datetime.now(UTC)
+        try:
+            tenant = self._tenant(request)
+            event = stripe_meters.parse(await self._body(request),
+                                        request.headers.get("idempotency-key"),
+                                        f"meterline_{uuid.uuid4().hex}")  # fmt: skip
+            listed = await self.store.registry(
+                RegistryRequest(tenant, "customer-subscriptions", limit=10_000,
+                                customer=event.customer)
+            )  # fmt: skip
+            views = _subscription_list.decode(listed.body).subscriptions
+            subscription = stripe_meters.subscription_for(event, views, now)
+            _, admitted = await self._ingest(
+                tenant, [stripe_meters.item(event, subscription, now)], cloud=True
+            )
+        except RequestError as problem:
+            kind = "api_error" if problem.status >= 500 else "invalid_request_error"
+            body = stripe_meters.error(problem.title.lower().replace(" ", "_"), problem.detail,
+                                       kind=kind)  # fmt: skip
+            return Response(_encoder.encode(body), problem.status, problem.headers,
+                            media_type="application/json")  # fmt: skip
+        except stripe_meters.StripeRefusalError as refused:
+            body = stripe_meters.error(refused.code, refused.message, refused.param)
+            return Response(_encoder.encode(body), 400, media_type="application/json")
+        except StoreUnavailableError as error:
+            log.warning("%s", error)
+            body = stripe_meters.error("store_unavailable", STORE_UNAVAILABLE, kind="api_error")
+            return Response(_encoder.encode(body), 503, {"Retry-After": "1"},
+                            media_type="application/json")  # fmt: skip
+        if admitted.refused:
+            first = admitted.refused[0]
+            body = stripe_meters.error(first.reason, first.detail)
+            return Response(_encoder.encode(body), 400, media_type="application/json")
+        return Response(_encoder.encode(stripe_meters.answer(event, now)),
+                        media_type="application/json")  # fmt: skip
 
     def _items(self, request: Request, body: bytes) -> tuple[list[Item], bool]:
         """The events of a request, still as bytes, and whether they are CloudEvents."""

@@ -193,6 +193,7 @@ def _peer_paths() -> dict[str, Any]:
                  "properties": {"events": _batch("LagoEvent")}}  # fmt: skip
     refused = {"application/problem+json": {"schema": {"$ref": _REF.format(name="PartlyRefused")}}}
     lago_answer = {"application/json": {"schema": {"type": "object"}}}
+    stripe_answer = lago_answer  # both peers answer JSON objects of their own shapes
     common = {
         "400": _problem("The body is not JSON, or not the shape its type promises"),
         "401": _problem("No valid API key", "WWW-Authenticate"),
@@ -227,6 +228,54 @@ def _peer_paths() -> dict[str, Any]:
                     },
                     "415": _problem("The content type is not one of those listed"),
                     "422": {"description": "Lago: validation_errors", "content": lago_answer},
+                },
+            }
+        },
+        "/v1/billing/meter_events": {
+            "post": {
+                "operationId": "stripeMeterEvent",
+                "summary": "Stripe's meter event (form-encoded), billed to the customer's "
+                "subscription",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["event_name", "payload[stripe_customer_id]"],
+                                "properties": {
+                                    "event_name": {"type": "string"},
+                                    "identifier": {"type": "string"},
+                                    "timestamp": {"type": "integer"},
+                                    "payload[stripe_customer_id]": {"type": "string"},
+                                    "payload[subscription]": {"type": "string"},
+                                    "payload[value]": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "The meter event, as Stripe returns it",
+                        "content": stripe_answer,
+                    },
+                    "400": {
+                        "description": "Stripe's error shape: the reason as its code",
+                        "content": stripe_answer,
+                    },
+                    "401": {
+                        "description": "No valid API key (Stripe's error shape)",
+                        "content": stripe_answer,
+                    },
+                    "429": {
+                        "description": "The tenant is over its rate (Stripe's error shape)",
+                        "content": stripe_answer,
+                    },
+                    "503": {
+                        "description": "Kafka or the store did not answer; resend",
+                        "content": stripe_answer,
+                    },
                 },
             }
         },

@@ -44,6 +44,7 @@ class RegistryRequest(msgspec.Struct, frozen=True):
     subscription: str = ""
     body: bytes = b""  # the request's JSON body, as it came
     limit: int = 100
+    customer: str = ""  # for "customer-subscriptions": a customer's id or external id
 
 
 class RegistryAnswer(msgspec.Struct, frozen=True):
@@ -180,6 +181,10 @@ def _dispatch(
         return 200, SubscriptionList([view(row, today) for row in rows], total), []
     if action == "show":
         return 200, _detail(store, tenant, request.subscription, today), []
+    if action == "customer-subscriptions":
+        rows = _of_customer(store, tenant, request.customer)
+        return 200, SubscriptionList([view(row, today) for row in rows[: request.limit]],
+                                     len(rows)), []  # fmt: skip
     if action == "list-customers":
         known = sorted(store.customers(tenant).values(), key=lambda c: c.customer)
         return 200, CustomerList([_customer(c) for c in known[: request.limit]], len(known)), []
@@ -290,6 +295,16 @@ def _checked_items(
         return parse("the request", rows)
     except SubscriptionFileError as error:
         raise _RefusedError(422, "Unprocessable Content", str(error)) from None
+
+
+def _of_customer(store: SubscriptionStore, tenant: str, named: str) -> list[Subscription]:
+    """The subscriptions of the customer whose id, or else external id (another system's,
+    such as Stripe's ``cus_...``), is ``named``."""
+    customers = store.customers(tenant).values()
+    chosen = [c for c in customers if c.customer == named] or [
+        c for c in customers if c.external_id and c.external_id == named
+    ]
+    return [row for c in chosen for row in store.subscriptions(tenant, customer=c.customer)]
 
 
 def _customer(customer: Customer) -> CustomerView:

@@ -39,11 +39,15 @@ class SubscriptionStore(TableStore):
         self._client.insert_arrow(self._table("subscriptions"), table)
 
     def subscriptions(
-        self, tenant: str | None = None, subscription: str | None = None, limit: int = 0
+        self,
+        tenant: str | None = None,
+        subscription: str | None = None,
+        limit: int = 0,
+        customer: str | None = None,
     ) -> list[Subscription]:
-        """Subscriptions as stored (of one tenant; one of them), in id order; the first
-        ``limit`` when it is not 0."""
-        named = {"tenant": tenant, "subscription": subscription}
+        """Subscriptions as stored (of one tenant; one of them; one customer's), in id
+        order; the first ``limit`` when it is not 0."""
+        named = {"tenant": tenant, "subscription": subscription, "customer": customer}
         rows = self._client.query(
             f"SELECT {_COLUMNS} FROM {self._table('subscriptions')} FINAL "
             f"{where_equal(named)} ORDER BY tenant, subscription"

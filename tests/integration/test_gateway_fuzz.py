@@ -92,6 +92,9 @@ def test_no_generated_request_gets_a_5xx(label: str, served: tuple[str, str]) ->
         elif label.startswith("POST /api/v1/events") and response.status_code == 422:
             # Documented: Lago's own answer, which Lago's client reads.
             assert response.json()["code"] == "validation_errors", response.text[:500]
+        elif label == "POST /v1/billing/meter_events" and response.status_code >= 400:
+            # Documented: Stripe's error shape, which Stripe's SDKs read.
+            assert {"type", "code", "message"} <= set(response.json()["error"]), response.text
         elif response.status_code >= 400:
             media = response.headers.get("content-type", [""])[0]
             assert media.startswith("application/problem+json"), (

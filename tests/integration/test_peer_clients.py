@@ -1,6 +1,6 @@
 """The peers' own clients, unchanged but for their base URL and key, against a real
 gateway (uvicorn, the session's broker): CloudEvents' SDK in binary and structured mode,
-OpenMeter's SDK and Lago's client. What each sends is read back off the topic and run
+OpenMeter's SDK, Lago's client and Stripe's SDK. What each sends is read back off the topic and run
 through the real batch step: every accepted event is billed once, and a resend of the
 same id is not billed again."""
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import stripe
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 from lago_python_client.client import Client as LagoClient
@@ -29,6 +30,7 @@ from aggregation.model import BatchResult, Record
 from aggregation.state import UsageState
 from base.events import decode_record
 from base.settings import Settings
+from ingest.api_keys import ADMIN, KeyRing
 from meterline.cli_support import load_book
 from meterline.embedded_broker import EmbeddedBroker
 from rating.table import ChargeTable
@@ -145,6 +147,52 @@ def test_lagos_client_creates_events_and_batches_and_reads_its_answer(served: Se
     assert quantities(result) == {"lago-1": 7, "lago-2": 2, "lago-3": 1}
     assert result.duplicates == 1
     assert {a.event.source for a in result.accepted} == {"lago"}
+
+
+def test_stripes_sdk_sends_meter_events_billed_to_the_customers_subscription(
+    served: Served,
+) -> None:
+    admin, _ = KeyRing(served.settings.api_keys_path).create("acme", "admin", scope=ADMIN)
+    with httpx.Client(base_url=served.url, headers={"authorization": f"Bearer {admin}"}) as http:
+        customers = [{"customer": "c-one", "name": "One", "external_id": "cus_ONE"},
+                     {"customer": "c-two", "name": "Two"}]  # fmt: skip
+        assert http.post("/v1/customers", json=customers).status_code == 201
+        rows = [("sub-4", "c-one", None), ("sub-5", "c-two", None), ("sub-6", "c-two", None),
+                ("sub-7", "c-one", "2026-01-02")]  # fmt: skip
+        subscriptions = [{"subscription": sub, "customer": customer, "plan": "starter",
+                          "started_at": "2026-01-01", **({"ended_at": end} if end else {})}
+                         for sub, customer, end in rows]  # fmt: skip
+        imported = http.post("/v1/subscriptions", json=subscriptions)
+        assert imported.status_code == 201, imported.text
+    client = stripe.StripeClient(served.key, base_addresses={"api": served.url},
+                                 max_network_retries=0)  # fmt: skip
+    events = client.v1.billing.meter_events
+
+    def send(
+        identifier: str, customer: str, value: str, **payload: str
+    ) -> stripe.billing.MeterEvent:
+        return events.create({"event_name": "api_calls", "identifier": identifier,
+                              "payload": {"stripe_customer_id": customer, "quantity": value,
+                                          **payload}})  # fmt: skip
+
+    sent = send("st-1", "cus_ONE", "8")  # by the external id; sub-7 ended long ago
+    assert (sent.identifier, sent.payload["quantity"]) == ("st-1", "8")
+    send("st-2", "c-two", "2", subscription="sub-6")  # two active: the event names one
+    send("st-1", "cus_ONE", "8")  # a resend
+    with pytest.raises(stripe.InvalidRequestError) as ambiguous:
+        send("st-3", "c-two", "1")
+    assert ambiguous.value.code == "subscription_ambiguous"
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        send("st-4", "cus_NOBODY", "1")
+    assert unknown.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        send("st-5", "c-one", "-3")
+    assert refused.value.code == "negative_quantity"
+    result = billed(served, 3)
+    assert quantities(result) == {"st-1": 8, "st-2": 2}
+    assert {(a.event.subscription, a.event.source) for a in result.accepted} == {
+        ("sub-4", "stripe"), ("sub-6", "stripe")}  # fmt: skip
+    assert result.duplicates == 1
 
 
 def test_unknown_routes_and_methods_answer_a_problem_document(served: Served) -> None:
