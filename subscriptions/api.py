@@ -298,13 +298,12 @@ def _checked_items(
 
 
 def _of_customer(store: SubscriptionStore, tenant: str, named: str) -> list[Subscription]:
-    """The subscriptions of the customer whose id, or else external id (another system's,
-    such as Stripe's ``cus_...``), is ``named``."""
-    customers = store.customers(tenant).values()
-    chosen = [c for c in customers if c.customer == named] or [
-        c for c in customers if c.external_id and c.external_id == named
-    ]
-    return [row for c in chosen for row in store.subscriptions(tenant, customer=c.customer)]
+    """The subscriptions of the customer ``named`` by its id (a subscription names its
+    customer whether or not the customer was imported), or by its external id (another
+    system's, such as Stripe's ``cus_...``)."""
+    ids = [named] + [c.customer for c in store.customers(tenant).values()
+                     if c.external_id == named and c.customer != named]  # fmt: skip
+    return [row for customer in ids for row in store.subscriptions(tenant, customer=customer)]
 
 
 def _customer(customer: Customer) -> CustomerView:

@@ -7,10 +7,14 @@ same id is not billed again."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -28,16 +32,21 @@ from openmeter.models import Event as OpenMeterEvent
 from aggregation.batch import BatchProcessor
 from aggregation.model import BatchResult, Record
 from aggregation.state import UsageState
-from base.events import decode_record
+from base.events import UsageEvent, decode_record
 from base.settings import Settings
 from ingest.api_keys import ADMIN, KeyRing
 from meterline.cli_support import load_book
-from meterline.embedded_broker import EmbeddedBroker
+from meterline.demo import generator
+from meterline.demo.job import prepare_store, wait_until_consumed
+from meterline.embedded_broker import EmbeddedBroker, free_port
+from meterline.worker_process import settings_env
 from rating.table import ChargeTable
 from subscriptions.directory import fixed
 from subscriptions.model import Terms
+from tests.expected import expected_totals
 from tests.integration.gateway_helpers import Served, serve
 from tests.integration.kafka_helpers import read_records
+from tests.integration.test_serve import wait_for_health
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +212,73 @@ def test_unknown_routes_and_methods_answer_a_problem_document(served: Served) ->
     for answer in (missing, wrong):
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["status"] == answer.status_code
+
+
+def test_each_peer_client_gets_billed_usage_out_of_meterline_serve(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The issue's test of done: each client, unchanged but for its base URL and key,
+    sends to `meterline serve` (gateway, worker and store as a user runs them), twice, and
+    its subscription's usage shows each event billed once at the oracle's price."""
+    settings = settings_factory(tmp_path, gateway_port=free_port(), worker_web_port=free_port(),
+                                api_keys_file=tmp_path / "keys.json")  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+    month = now.date().replace(day=1)
+    plans = {f"sub-{n}": "starter" for n in range(1, 5)}
+    prepare_store(settings, [generator.subscription("acme", sub, f"cust-{sub}", plan, month)
+                             for sub, plan in plans.items()])  # fmt: skip
+    key, _ = KeyRing(settings.api_keys_path).create("acme", "peers")
+    server = subprocess.Popen([sys.executable, "-m", "meterline", "serve"],
+                              env=settings_env(settings, broker.bootstrap_servers),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    url = f"http://127.0.0.1:{settings.gateway_port}"
+    sent = [UsageEvent(event_id, "acme", sub, "api_calls", quantity, now, source)
+            for event_id, sub, quantity, source in (("ce-1", "sub-1", 3, "svc"),
+                                                    ("om-1", "sub-2", 4, "om"),
+                                                    ("lago-1", "sub-3", 5, "lago"),
+                                                    ("st-1", "sub-4", 6, "stripe"))]  # fmt: skip
+    try:
+        wait_for_health(url, server)
+        for _ in range(2):  # each sent twice: a retry, a replayed job
+            headers, body = to_binary(CloudEvent(
+                {"id": "ce-1", "source": "svc", "type": "api_calls", "subject": "sub-1",
+                 "time": now.isoformat()}, {"quantity": 3}))  # fmt: skip
+            answer = httpx.post(f"{url}/v1/events", content=body,
+                                headers={**headers, "authorization": f"Bearer {key}"})  # fmt: skip
+            assert answer.status_code == 202, answer.text
+            OpenMeterClient(endpoint=url, token=key).events.ingest_event(OpenMeterEvent(
+                id="om-1", source="om", specversion="1.0", type="api_calls", subject="sub-2",
+                time=now, data={"quantity": 4}))  # fmt: skip
+            LagoClient(api_key=key, api_url=url).events.create(LagoEvent(
+                transaction_id="lago-1", external_subscription_id="sub-3", code="api_calls",
+                timestamp=int(now.timestamp()), properties={"quantity": 5}))  # fmt: skip
+            stripe.StripeClient(key, base_addresses={"api": url}, max_network_retries=0).v1.billing\
+                .meter_events.create({"event_name": "api_calls", "identifier": "st-1",
+                                      "timestamp": int(now.timestamp()),
+                                      "payload": {"stripe_customer_id": "cust-sub-4",
+                                                  "quantity": "6"}})  # fmt: skip
+        records = asyncio.run(
+            read_records(broker.bootstrap_servers, settings.events_topic,
+                         settings.topic_partitions, 8, weight=lambda v: len(decode_record(v)))
+        )  # fmt: skip
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = max(last.get(record.partition, -1), record.offset)
+        asyncio.run(wait_until_consumed(settings, broker.bootstrap_servers, last,
+                                        server.poll, lambda done: None))  # fmt: skip
+        expected = expected_totals(load_book(settings), plans, sent)
+        for event in sent:
+            usage = httpx.get(f"{url}/v1/usage/{event.subscription}",
+                              params={"period": now.strftime("%Y-%m")},
+                              headers={"authorization": f"Bearer {key}"}).json()  # fmt: skip
+            shown = [(Decimal(line["quantity"]), Decimal(line["amount"]))
+                     for line in usage["lines"] if line["meter"] == "api_calls"]  # fmt: skip
+            ((quantity, amount),) = [
+                total for (sub, meter, *_), total in expected.items()
+                if sub == event.subscription and meter == "api_calls"
+            ]  # fmt: skip
+            assert shown == [(Decimal(quantity), amount)], (event.id, usage)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode(errors="replace")
+    assert server.returncode == 0, output
