@@ -188,6 +188,15 @@ def test_stripes_sdk_sends_meter_events_billed_to_the_customers_subscription(
     assert (sent.identifier, sent.payload["quantity"]) == ("st-1", "8")
     send("st-2", "c-two", "2", subscription="sub-6")  # two active: the event names one
     send("st-1", "cus_ONE", "8")  # a resend
+    # Without an identifier, the Idempotency-Key is the id: a retry with it counts once.
+    for _ in range(2):
+        answered = httpx.post(
+            f"{served.url}/v1/billing/meter_events",
+            content=b"event_name=api_calls&payload[stripe_customer_id]=c-one&payload[quantity]=9",
+            headers={"authorization": f"Bearer {served.key}", "idempotency-key": "idem-9",
+                     "content-type": "application/x-www-form-urlencoded"},
+        )  # fmt: skip
+        assert answered.status_code == 200 and answered.json()["identifier"] == "idem-9"
     with pytest.raises(stripe.InvalidRequestError) as ambiguous:
         send("st-3", "c-two", "1")
     assert ambiguous.value.code == "subscription_ambiguous"
@@ -197,11 +206,11 @@ def test_stripes_sdk_sends_meter_events_billed_to_the_customers_subscription(
     with pytest.raises(stripe.InvalidRequestError) as refused:
         send("st-5", "c-one", "-3")
     assert refused.value.code == "negative_quantity"
-    result = billed(served, 3)
-    assert quantities(result) == {"st-1": 8, "st-2": 2}
+    result = billed(served, 5)
+    assert quantities(result) == {"st-1": 8, "st-2": 2, "idem-9": 9}
     assert {(a.event.subscription, a.event.source) for a in result.accepted} == {
         ("sub-4", "stripe"), ("sub-6", "stripe")}  # fmt: skip
-    assert result.duplicates == 1
+    assert result.duplicates == 2
 
 
 def test_unknown_routes_and_methods_answer_a_problem_document(served: Served) -> None:
