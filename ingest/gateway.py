@@ -359,6 +359,8 @@ class Gateway:
                 RegistryRequest(tenant, "customer-subscriptions", limit=10_000,
                                 customer=event.customer)
             )  # fmt: skip
+            if listed.status >= 400:  # the store answered, but not with the list
+                raise StoreUnavailableError(f"customer-subscriptions answered {listed.status}")
             views = _subscription_list.decode(listed.body).subscriptions
             subscription = stripe_meters.subscription_for(event, views, now)
             _, admitted = await self._ingest(
