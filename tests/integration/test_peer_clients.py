@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -44,18 +44,11 @@ from rating.table import ChargeTable
 from subscriptions.directory import fixed
 from subscriptions.model import Terms
 from tests.expected import expected_totals
-from tests.integration.gateway_helpers import Served, serve
+from tests.integration.gateway_helpers import Served
 from tests.integration.kafka_helpers import read_records
 from tests.integration.test_serve import wait_for_health
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def served(
-    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
-) -> Iterator[Served]:
-    yield from serve(broker, settings_factory, tmp_path)
 
 
 def billed(served: Served, events: int) -> BatchResult:

@@ -8,7 +8,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,13 +24,6 @@ from meterline.embedded_broker import EmbeddedBroker, free_port
 from tests.integration.gateway_helpers import Served, serve
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def served(
-    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
-) -> Iterator[Served]:
-    yield from serve(broker, settings_factory, tmp_path)
 
 
 def test_recorded_events_arrive_once_each_in_batches(served: Served) -> None:
