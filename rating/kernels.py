@@ -36,7 +36,8 @@ import numpy as np
 # Columns of the per-charge parameter matrix.
 KIND, DIVISOR, FIRST_TIER, TIER_COUNT, PACKAGE_SIZE, PACKAGE_PRICE, ROUND_UP, MAX_BLOCKS = range(8)
 MINIMUM, MAXIMUM = 8, 9
-CHARGE_COLUMNS = 10
+FREE_UNITS = 10  # a package's units before its first block
+CHARGE_COLUMNS = 11
 # Columns of the per-tier parameter matrix.
 LOWER, OFFSET, PRICE, FLAT, FIXED, FIXED_REMAINDER, MAX_UNITS = range(7)
 TIER_COLUMNS = 7
@@ -60,6 +61,8 @@ def _half_up(whole: int, remainder: int, divisor: int) -> int:
 
 
 def _package_blocks(charges: np.ndarray, charge: int, units: int) -> int:
+    """The blocks a package bills: of the units beyond its free ones, rounded its way."""
+    units = max(units - charges[charge, FREE_UNITS], 0)
     size = charges[charge, PACKAGE_SIZE]
     blocks = units // size
     if charges[charge, ROUND_UP] == 1 and units % size != 0:

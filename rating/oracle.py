@@ -105,9 +105,13 @@ def _volume(tiers: tuple[Tier, ...], units: Decimal) -> list[Part]:
 
 
 def _package(charge: Package, units: Decimal) -> list[Part]:
+    """Blocks of the units beyond the free ones; the free ones cost nothing."""
     rounding = ROUND_CEILING if charge.rounding == "up" else ROUND_FLOOR
-    blocks = (units / charge.package_size).to_integral_value(rounding=rounding)
+    billable = max(units - charge.free_units, Decimal(0))
+    blocks = (billable / charge.package_size).to_integral_value(rounding=rounding)
     label = f"{blocks} package(s) of {charge.package_size} ({charge.rounding})"
+    if charge.free_units:
+        label += f" after {charge.free_units} free"
     return [Part(1, label, blocks, charge.package_price, Decimal(0))]
 
 

@@ -174,15 +174,18 @@ class Volume(_Charge):
 
 
 class Package(_Charge):
-    """A price per block of ``package_size`` units: started blocks (up) or completed (down)."""
+    """A price per block of ``package_size`` units: started blocks (up) or completed (down),
+    counted over the units beyond the first ``free_units`` (Lago's package with free units:
+    "the first 100 calls free, then 5.00 per started 1,000")."""
 
     model: Literal["package"]
     package_size: Quantity
     package_price: NanoPrice
     rounding: Literal["up", "down"] = "up"
+    free_units: Annotated[Decimal, Field(allow_inf_nan=False, ge=0)] = Decimal(0)
 
     def quantities(self) -> tuple[tuple[str, Decimal], ...]:
-        return (("package_size", self.package_size),)
+        return (("package_size", self.package_size), ("free_units", self.free_units))
 
 
 class Allowance(_Charge):

@@ -103,9 +103,10 @@ class ChargeTable:
                 row[k.MAX_BLOCKS] = INT64_MAX
                 if isinstance(charge, Package):
                     _package(row, charge, book.meter(charge.meter).scale)
+                    free = f" after {charge.free_units} free" if charge.free_units else ""
                     columns: tuple[TierColumn, ...] = (
                         TierColumn(
-                            f"packages of {charge.package_size} (rounded {charge.rounding})",
+                            f"packages of {charge.package_size} (rounded {charge.rounding})" + free,
                             charge.package_price.normalize(),
                             Decimal(0),
                         ),
@@ -153,6 +154,7 @@ def _package(row: list[int], charge: Package, scale: int) -> None:
     row[k.PACKAGE_PRICE] = price
     row[k.ROUND_UP] = int(charge.rounding == "up")
     row[k.MAX_BLOCKS] = INT64_MAX // price if price else INT64_MAX
+    row[k.FREE_UNITS] = scaled(charge.free_units, scale)
 
 
 def _scale_tiers(
@@ -220,7 +222,8 @@ def _max_quantity(row: list[int], tiers: list[list[int]]) -> int:
         return INT64_MAX  # beyond 64 bits the charge bills its maximum
     if row[k.KIND] == k.PACKAGE:
         size, blocks = row[k.PACKAGE_SIZE], row[k.MAX_BLOCKS]
-        return min(INT64_MAX, blocks * size if row[k.ROUND_UP] else blocks * size + size - 1)
+        billable = blocks * size if row[k.ROUND_UP] else blocks * size + size - 1
+        return min(INT64_MAX, row[k.FREE_UNITS] + billable)
     for number, tier in enumerate(tiers):
         lower = tier[k.LOWER]
         upper = tiers[number + 1][k.LOWER] if number + 1 < len(tiers) else INT64_MAX

@@ -111,6 +111,18 @@ CASES = [
      1999, "5"),
     ("package, zero usage costs nothing",
      {"model": "package", "package_size": 10, "package_price": "5"}, 0, "0"),
+    ("package with free units: usage within the free units costs nothing",
+     {"model": "package", "package_size": 1000, "package_price": "5", "free_units": 100},
+     100, "0"),
+    ("package with free units: one unit past the free ones starts a block",
+     {"model": "package", "package_size": 1000, "package_price": "5", "free_units": 100},
+     101, "5"),
+    ("package with free units: blocks count from the end of the free ones",
+     {"model": "package", "package_size": 1000, "package_price": "5", "free_units": 100},
+     1101, "10"),
+    ("package with free units, rounding down: only completed blocks beyond them",
+     {"model": "package", "package_size": 1000, "package_price": "5", "free_units": 100,
+      "rounding": "down"}, 2099, "5"),
     ("allowance, usage within the allowance is free",
      {"model": "allowance", "included": 500, "overage_price": "0.02"}, 500, "0"),
     ("allowance, usage past the allowance pays the overage price",
@@ -190,6 +202,8 @@ def charges(draw: st.DrawFn, scale: int) -> dict[str, Any]:
         charge["package_size"] = str(Decimal(draw(st.integers(1, 10**12))).scaleb(-scale))
         charge["package_price"] = draw(nano_prices)
         charge["rounding"] = draw(st.sampled_from(["up", "down"]))
+        if draw(st.booleans()):
+            charge["free_units"] = str(Decimal(draw(st.integers(0, 10**12))).scaleb(-scale))
     else:
         charge["included"] = str(Decimal(draw(st.integers(0, 10**12))).scaleb(-scale))
         if draw(st.booleans()):
@@ -213,7 +227,7 @@ def boundaries(charge: dict[str, Any], scale: int) -> list[int]:
     for key in ("package_size", "included"):
         if key in charge:
             points.append(int(Decimal(charge[key]).scaleb(scale)))
-    offset = int(Decimal(charge.get("included", 0)).scaleb(scale))
+    offset = int(Decimal(charge.get("included", charge.get("free_units", 0))).scaleb(scale))
     points += [offset + p for p in points]
     return [max(0, min(INT64_MAX, p + d)) for p in points for d in (-1, 0, 1)]
 
