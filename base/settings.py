@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("price_book", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        """``METERLINE_PRICE_BOOK=`` means the demo's book, not every YAML file here."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def embedded_kafka(self) -> bool:
         return self.kafka_bootstrap_servers is None

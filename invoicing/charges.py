@@ -139,7 +139,7 @@ def usage_lines(period: date, rows: Sequence[RatedTotal], pricing: Pricing) -> l
         index = pricing.table.charge_of(row.plan, row.plan_version, row.meter)
         if index is not None:
             units, amounts = pricing.tiers(index, row.quantity)
-            parts = _with_bounds(tier_parts(pricing.table, index, units, amounts, scale), rated)
+            parts = _with_bounds(tier_parts(pricing.table, index, units, amounts), rated)
         group = pricing.group_label(row.group)
         lines.append(
             InvoiceLine(

@@ -2,7 +2,8 @@
 
 Every price model compiles to one of three shapes (see ``rating.table``):
 graduated tiers (per-unit and included-allowance charges are graduated tiers
-too), volume tiers, and packages. Amounts are int64 nano-units, rounded half
+too), volume tiers, and packages; a unit conversion divides a row's quantity,
+rounded to whole units, before its shape prices it. Amounts are int64 nano-units, rounded half
 up once per amount. Exactness without 128-bit integers: for a quantity q at
 scale divisor d and a price p in nano-units per unit,
 
@@ -37,13 +38,16 @@ import numpy as np
 KIND, DIVISOR, FIRST_TIER, TIER_COUNT, PACKAGE_SIZE, PACKAGE_PRICE, ROUND_UP, MAX_BLOCKS = range(8)
 MINIMUM, MAXIMUM = 8, 9
 FREE_UNITS = 10  # a package's units before its first block
-CHARGE_COLUMNS = 11
+# A unit conversion: the divisor in the meter's scaled units (0: none), and its rounding.
+CONVERT_BY, CONVERT_ROUNDING = 11, 12
+CHARGE_COLUMNS = 13
 # Columns of the per-tier parameter matrix.
 LOWER, OFFSET, PRICE, FLAT, FIXED, FIXED_REMAINDER, MAX_UNITS = range(7)
 TIER_COLUMNS = 7
 
 GRADUATED, VOLUME, PACKAGE = 0, 1, 2
 NO_MAXIMUM = -1
+ROUND_DOWN, ROUND_UP_TO_WHOLE, ROUND_HALF_UP = 1, 2, 3
 
 
 def _scaled_product(units: int, price: int, divisor: int) -> tuple[int, int]:
@@ -58,6 +62,21 @@ def _half_up(whole: int, remainder: int, divisor: int) -> int:
     """whole + remainder / divisor rounded half up, for 0 <= remainder < 2 * divisor."""
     whole += remainder // divisor
     return whole + (1 if 2 * (remainder % divisor) >= divisor else 0)
+
+
+def _converted(charges: np.ndarray, charge: int, units: int) -> int:
+    """The quantity the charge's model prices: as metered, or divided by its unit
+    conversion and rounded to whole units."""
+    by = charges[charge, CONVERT_BY]
+    if by == 0:
+        return units
+    whole, remainder = units // by, units % by
+    rounding = charges[charge, CONVERT_ROUNDING]
+    if rounding == ROUND_UP_TO_WHOLE:
+        return int(whole + (remainder > 0))
+    # Half up compares the remainder with what is left of the divisor: no 2 * remainder
+    # to overflow.
+    return int(whole + (rounding == ROUND_HALF_UP and remainder >= by - remainder))
 
 
 def _package_blocks(charges: np.ndarray, charge: int, units: int) -> int:
@@ -93,6 +112,7 @@ def rate_batch(
         units = quantity[row]
         if units < 0:
             return row
+        units = _converted(charges, charge, units)
         divisor = charges[charge, DIVISOR]
         maximum = charges[charge, MAXIMUM]
         overflow = False
@@ -143,6 +163,7 @@ def breakdown_batch(
         units = quantity[row]
         if units < 0:
             return row
+        units = _converted(charges, charge, units)
         if charges[charge, KIND] == PACKAGE:
             blocks = _package_blocks(charges, charge, units)
             if blocks > charges[charge, MAX_BLOCKS]:
@@ -168,7 +189,7 @@ def breakdown_batch(
 
 
 # Helpers are inlined into the batch loops; the loops release the GIL.
-_HELPERS = (_scaled_product, _half_up, _package_blocks, _tier_of)
+_HELPERS = (_scaled_product, _half_up, _converted, _package_blocks, _tier_of)
 _BATCHES = (rate_batch, breakdown_batch)
 
 

@@ -48,7 +48,7 @@ def rate_charge(charge: Charge, quantity: int, scale: int) -> Rated:
     """Rate ``quantity`` (an integer at the meter's ``scale``) under ``charge``."""
     with localcontext() as context:
         context.prec = _PRECISION
-        units = Decimal(quantity).scaleb(-scale)
+        units = _converted(charge, Decimal(quantity).scaleb(-scale))
         parts = _parts(charge, units)
         exact = sum((part.amount for part in parts), Decimal(0))
         amount = unbounded = exact.quantize(NANO, rounding=ROUND_HALF_UP)
@@ -58,6 +58,18 @@ def rate_charge(charge: Charge, quantity: int, scale: int) -> Rated:
         if charge.maximum is not None and amount > charge.maximum:
             amount, adjustment = charge.maximum, "maximum"
         return Rated(amount.quantize(NANO), unbounded, tuple(parts), adjustment)
+
+
+_ROUNDING = {"up": ROUND_CEILING, "down": ROUND_FLOOR, "half_up": ROUND_HALF_UP}
+
+
+def _converted(charge: Charge, units: Decimal) -> Decimal:
+    """The units the model prices: as metered, or divided by the unit conversion and
+    rounded to whole units its way."""
+    conversion = charge.unit_conversion
+    if conversion is None:
+        return units
+    return (units / conversion.divide_by).to_integral_value(rounding=_ROUNDING[conversion.rounding])
 
 
 def _parts(charge: Charge, units: Decimal) -> list[Part]:

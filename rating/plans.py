@@ -132,10 +132,22 @@ def _check_tiers(tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
 Tiers = Annotated[tuple[Tier, ...], Field(min_length=1), AfterValidator(_check_tiers)]
 
 
+class UnitConversion(_Frozen):
+    """The period-to-date quantity divided by ``divide_by`` (in the meter's units) and
+    rounded to whole units before the model prices it: per started 1,000 requests, per GB
+    from bytes, per hour from seconds (OpenMeter's unit config). The model's own
+    quantities (tier bounds, package size, included and free units) count converted
+    units, so they are whole numbers."""
+
+    divide_by: Annotated[int, Field(ge=1, le=10**18)]
+    rounding: Literal["up", "down", "half_up"] = "up"
+
+
 class _Charge(_Frozen):
     meter: str
     minimum: NanoPrice | None = None
     maximum: NanoPrice | None = None
+    unit_conversion: UnitConversion | None = None
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> _Charge:
@@ -316,7 +328,16 @@ class PriceBook(_Frozen):
                         f"{plan.label}: charge on meter {charge.meter!r}, "
                         "which is not declared under meters"
                     )
-                scale = self.meter(charge.meter).scale
+                metered = self.meter(charge.meter).scale
+                conversion = charge.unit_conversion
+                if conversion is not None and conversion.divide_by * 10**metered > INT64_MAX:
+                    raise ValueError(
+                        f"{plan.label}: charge on meter {charge.meter!r}: unit_conversion "
+                        f"divide_by {conversion.divide_by} is more than any quantity of the "
+                        "meter can hold (64 bits at its scale)"
+                    )
+                # A converted charge counts whole converted units.
+                scale = 0 if conversion else metered
                 for name, quantity in charge.quantities():
                     problem = _scaled_problem(quantity, scale)
                     if problem:

@@ -108,7 +108,7 @@ def quote(
         tiers = breakdown(table, rows, quantities)
     except (RatingOverflowError, OverflowError) as error:
         raise QuoteError(str(error)) from None
-    parts = tier_parts(table, index, tiers.units[0], tiers.amounts[0], scale)
+    parts = tier_parts(table, index, tiers.units[0], tiers.amounts[0])
     explained = oracle.rate_charge(charge, units, scale)
     if amount != explained.amount:
         raise QuoteError(
@@ -123,12 +123,11 @@ def tier_parts(
     index: int,
     tier_units: np.ndarray,
     tier_amounts: np.ndarray,
-    scale: int,
 ) -> tuple[TierPart, ...]:
     """The tiers one breakdown row billed, for people: units in the meter's units (blocks
-    for a package), prices, and amounts."""
+    for a package, converted units for a unit conversion), prices, and amounts."""
     ref = table.refs[index]
-    shift = 0 if ref.counts_blocks else -scale
+    shift = -ref.breakdown_scale
     # Python ints, not NumPy scalars: an invoice run calls this for every usage line.
     units, amounts = tier_units.tolist(), tier_amounts.tolist()
     return tuple(

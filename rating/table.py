@@ -41,7 +41,9 @@ class ChargeRef:
     meter: str
     columns: tuple[TierColumn, ...]
     max_quantity: int  # every quantity up to this has an amount that fits in 64 bits
-    counts_blocks: bool  # a package: its breakdown counts blocks, not units
+    # The decimal places of its breakdown's units: the meter's, or 0 where the breakdown
+    # counts whole blocks (a package) or whole converted units (a unit conversion).
+    breakdown_scale: int
 
 
 @dataclass(frozen=True)
@@ -93,36 +95,46 @@ class ChargeTable:
         book = self.book
         for plan in plans:
             for charge in plan.charges:
-                divisor = 10 ** book.meter(charge.meter).scale
+                metered = book.meter(charge.meter).scale
+                conversion = charge.unit_conversion
+                # A converted charge prices whole converted units.
+                scale = 0 if conversion else metered
+                divisor = 10**scale
                 row = [0] * k.CHARGE_COLUMNS
                 row[k.DIVISOR] = divisor
+                prefix = ""
+                if conversion is not None:
+                    row[k.CONVERT_BY] = conversion.divide_by * 10**metered
+                    row[k.CONVERT_ROUNDING] = _ROUNDINGS[conversion.rounding]
+                    prefix = f"per {conversion.divide_by} (rounded {conversion.rounding}), "
                 row[k.MINIMUM] = to_nanos(charge.minimum) if charge.minimum is not None else 0
                 row[k.MAXIMUM] = (
                     to_nanos(charge.maximum) if charge.maximum is not None else k.NO_MAXIMUM
                 )
                 row[k.MAX_BLOCKS] = INT64_MAX
                 if isinstance(charge, Package):
-                    _package(row, charge, book.meter(charge.meter).scale)
+                    _package(row, charge, scale)
                     free = f" after {charge.free_units} free" if charge.free_units else ""
                     columns: tuple[TierColumn, ...] = (
                         TierColumn(
-                            f"packages of {charge.package_size} (rounded {charge.rounding})" + free,
+                            f"{prefix}packages of {charge.package_size} "
+                            f"(rounded {charge.rounding}){free}",
                             charge.package_price.normalize(),
                             Decimal(0),
                         ),
                     )
                     own_tiers: list[list[int]] = []
                 else:
-                    kind, tiers = _tiers_of(charge, book.meter(charge.meter).scale)
+                    kind, tiers = _tiers_of(charge, scale)
                     row[k.KIND] = kind
                     row[k.FIRST_TIER] = len(self._tier_rows)
                     row[k.TIER_COUNT] = len(tiers)
                     own_tiers = _tier_rows(kind, tiers, divisor)
                     self._tier_rows.extend(own_tiers)
                     columns = tuple(
-                        TierColumn(t.label, _price(t.price), _price(t.flat)) for t in tiers
+                        TierColumn(prefix + t.label, _price(t.price), _price(t.flat)) for t in tiers
                     )
-                limit = _max_quantity(row, own_tiers)
+                limit = _metered_limit(row, _max_quantity(row, own_tiers))
                 self.index[(plan.id, plan.version, charge.meter)] = len(self.refs)
                 self.refs.append(
                     ChargeRef(
@@ -131,7 +143,7 @@ class ChargeTable:
                         charge.meter,
                         columns,
                         limit,
-                        counts_blocks=isinstance(charge, Package),
+                        breakdown_scale=0 if isinstance(charge, Package) else scale,
                     )
                 )
                 self._charge_rows.append(row)
@@ -232,6 +244,25 @@ def _max_quantity(row: list[int], tiers: list[list[int]]) -> int:
         if fits_to < upper:
             return max(fits_to, lower)
     return INT64_MAX
+
+
+_ROUNDINGS = {"down": k.ROUND_DOWN, "up": k.ROUND_UP_TO_WHOLE, "half_up": k.ROUND_HALF_UP}
+
+
+def _metered_limit(row: list[int], converted: int) -> int:
+    """The largest metered quantity whose converted quantity is at most ``converted``
+    (the model's limit), capped at 64 bits; the model's limit itself without a
+    conversion."""
+    by = row[k.CONVERT_BY]
+    if by == 0 or converted >= INT64_MAX:
+        return converted
+    if row[k.CONVERT_ROUNDING] == k.ROUND_DOWN:
+        metered = converted * by + by - 1
+    elif row[k.CONVERT_ROUNDING] == k.ROUND_UP_TO_WHOLE:
+        metered = converted * by
+    else:  # half up: a remainder rounds up from half the divisor on
+        metered = converted * by + (by - 1) // 2
+    return min(INT64_MAX, metered)
 
 
 def _max_units(fixed: int, price: int, divisor: int) -> int:

@@ -111,6 +111,21 @@ CASES = [
      1999, "5"),
     ("package, zero usage costs nothing",
      {"model": "package", "package_size": 10, "package_price": "5"}, 0, "0"),
+    ("per started 1,000 requests: 1,001 requests are two blocks",
+     {"model": "per_unit", "unit_price": "0.5",
+      "unit_conversion": {"divide_by": 1000, "rounding": "up"}}, 1001, "1"),
+    ("per completed hour from seconds: 7,199 seconds are one hour",
+     {"model": "per_unit", "unit_price": "2",
+      "unit_conversion": {"divide_by": 3600, "rounding": "down"}}, 7199, "2"),
+    ("per GB from bytes, half up: 1.5 GB bills two, just under bills one",
+     {"model": "per_unit", "unit_price": "0.1",
+      "unit_conversion": {"divide_by": 10**9, "rounding": "half_up"}}, 1_500_000_000, "0.2"),
+    ("per GB from bytes, half up: one byte under half a GB rounds down",
+     {"model": "per_unit", "unit_price": "0.1",
+      "unit_conversion": {"divide_by": 10**9, "rounding": "half_up"}}, 1_499_999_999, "0.1"),
+    ("a conversion before tiers: the tier bounds count converted units",
+     {"model": "graduated", "unit_conversion": {"divide_by": 1000},
+      "tiers": [{"up_to": 10, "unit_price": "1"}, {"unit_price": "0.5"}]}, 12_000, "11"),
     ("package with free units: usage within the free units costs nothing",
      {"model": "package", "package_size": 1000, "package_price": "5", "free_units": 100},
      100, "0"),
@@ -190,10 +205,23 @@ def tier_lists(draw: st.DrawFn, scale: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+conversions = st.fixed_dictionaries(
+    {
+        # At most 10^9: times the scale's 10^9 it still fits in 64 bits, as the book requires.
+        "divide_by": st.one_of(st.sampled_from([1, 2, 7, 1000, 3600, 10**9]),
+                               st.integers(1, 10**9)),
+        "rounding": st.sampled_from(["up", "down", "half_up"]),
+    }
+)  # fmt: skip
+
+
 @st.composite
 def charges(draw: st.DrawFn, scale: int) -> dict[str, Any]:
     model = draw(st.sampled_from(["per_unit", "graduated", "volume", "package", "allowance"]))
     charge: dict[str, Any] = {"model": model}
+    if draw(st.integers(0, 3)) == 0:  # a quarter with a unit conversion before the model
+        charge["unit_conversion"] = draw(conversions)
+        scale = 0  # the model's own quantities count whole converted units
     if model == "per_unit":
         charge["unit_price"] = draw(nano_prices)
     elif model in ("graduated", "volume"):
@@ -219,7 +247,16 @@ def charges(draw: st.DrawFn, scale: int) -> dict[str, Any]:
 
 
 def boundaries(charge: dict[str, Any], scale: int) -> list[int]:
-    """Quantities next to every boundary the charge declares, in scaled units."""
+    """Quantities next to every boundary the charge declares, in scaled units (with a unit
+    conversion: the metered quantities next to each converted boundary and to the half of
+    the divisor where half up turns)."""
+    conversion = charge.get("unit_conversion")
+    if conversion is not None:
+        by = conversion["divide_by"] * 10**scale
+        model = {name: value for name, value in charge.items() if name != "unit_conversion"}
+        points = set(boundaries(model, 0))
+        return [max(0, min(INT64_MAX, p * by + shift + d))
+                for p in points for shift in (0, by // 2) for d in (-1, 0, 1)]  # fmt: skip
     points = [0]
     for tier in charge.get("tiers", []) + charge.get("overage_tiers", []):
         if tier["up_to"] is not None:
@@ -260,7 +297,11 @@ def test_the_kernel_equals_the_oracle_for_random_plans_or_raises_exactly_when_it
     with localcontext(prec=80):
         expected_tiers = {
             part.tier: (
-                int(part.units.scaleb(0 if charge["model"] == "package" else scale)),
+                int(
+                    part.units.scaleb(
+                        0 if charge["model"] == "package" or "unit_conversion" in charge else scale
+                    )
+                ),
                 part.amount.quantize(NANO, rounding=ROUND_HALF_UP),
             )
             for part in rated.parts

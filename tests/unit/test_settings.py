@@ -65,3 +65,11 @@ def test_a_worker_process_sees_every_setting_of_its_parent(
         "kafka_bootstrap_servers": "kafka-1:9092", "clickhouse_url": None,
     }  # fmt: skip
     assert child.clickhouse_dsn() == parent.clickhouse_dsn()
+
+
+def test_a_blank_price_book_variable_means_the_demo_book(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a shell leaves it after `METERLINE_PRICE_BOOK= command`: not the current folder.
+    monkeypatch.setenv("METERLINE_PRICE_BOOK", "")
+    assert Settings().price_book is None
+    monkeypatch.setenv("METERLINE_PRICE_BOOK", "plans/")
+    assert Settings().price_book == Path("plans/")

@@ -161,8 +161,8 @@ def test_a_revised_plan_follows_the_list_plan_versions_with_each_price_revised()
         (1000, Decimal("0.0005375"), 0), (10000, Decimal("0.0003225"), Decimal("0.5375")),
         (None, Decimal("0.000215"), 0),
     ]  # fmt: skip
-    # Rounded half up to the nano-unit, once per price: 0.0000015999996 and 1.5 nanos.
-    assert BOOK.plan("scale@+33.3333%").charges[1].unit_price == Decimal("0.0000016")  # type: ignore[union-attr]
+    # Rounded half up to the nano-unit, once per price: 0.0015999996 and 1.5 nanos.
+    assert BOOK.plan("scale@+33.3333%").charges[1].unit_price == Decimal("0.0016")  # type: ignore[union-attr]
     nano = book_for({"model": "per_unit", "unit_price": "0.000000001"})
     assert nano.plan("p@+50%").charges[0].unit_price == Decimal("0.000000002")  # type: ignore[union-attr]
 
