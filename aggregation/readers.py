@@ -20,6 +20,7 @@ _AGGREGATES = {
     "sum": "sum(quantity)",
     "count": "count()",
     "max": "max(quantity)",
+    "min": "min(quantity)",
     "latest": "argMax(quantity, timestamp)",
     "unique_count": "uniqExact(JSONExtractRaw(properties, {unique:String}))",
 }

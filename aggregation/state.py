@@ -51,6 +51,7 @@ class Aggregation(Enum):
     SUM = "sum"
     COUNT = "count"  # events, whatever their quantity
     MAX = "max"  # the largest quantity seen
+    MIN = "min"  # the smallest quantity seen (the lowest balance, the fewest seats)
     LATEST = "latest"  # the quantity of the latest event by timestamp (a gauge: seats)
     UNIQUE_COUNT = "unique_count"  # distinct values of one property (active users)
 
@@ -113,6 +114,8 @@ def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tup
     """(aggregate, its timestamp) once ``value`` stamped ``at`` joins ``total``."""
     if aggregation is Aggregation.MAX:
         return max(total.quantity, value), total.at
+    if aggregation is Aggregation.MIN:
+        return min(total.quantity, value), total.at
     if aggregation is Aggregation.LATEST:
         # On a tie the event further along the partition wins, which this one is.
         return (value, at) if at >= total.at else (total.quantity, total.at)

@@ -45,10 +45,11 @@ class Meter(_Frozen):
     group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="event properties whose values split usage into groups"
     )
-    aggregation: Literal["sum", "count", "max", "latest", "unique_count"] = Field(
+    aggregation: Literal["sum", "count", "max", "min", "latest", "unique_count"] = Field(
         default="sum",
         description="over a period: the sum of quantities, the number of events, the "
-        "largest quantity, the quantity of the latest event (a gauge such as seats), or the "
+        "largest quantity, the smallest, the quantity of the latest event (a gauge such as "
+        "seats), or the "
         "number of distinct values of the property named by ``unique`` (active users)",
     )
     unique: str | None = Field(

@@ -49,6 +49,8 @@ def _combined(meter: Meter, events: list[UsageEvent]) -> int:
         return len(events)
     if aggregation == "max":
         return max(event.quantity for event in events)
+    if aggregation == "min":
+        return min(event.quantity for event in events)
     if aggregation == "latest":  # the latest timestamp; on a tie, the one sent later
         latest = max(enumerate(events), key=lambda item: (item[1].timestamp, item[0]))
         return latest[1].quantity

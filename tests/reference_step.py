@@ -72,6 +72,8 @@ def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tup
     own, copied, so that a change there is caught here."""
     if aggregation is Aggregation.MAX:
         return max(total.quantity, value), total.at
+    if aggregation is Aggregation.MIN:  # a rule added after the step changed (issue 20)
+        return min(total.quantity, value), total.at
     if aggregation is Aggregation.LATEST:
         return (value, at) if at >= total.at else (total.quantity, total.at)
     return total.quantity + value, total.at

@@ -132,7 +132,6 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
     results = {}
     for aggregation in Aggregation:
         state = UsageState()
-        # (id, quantity, timestamp in ms): "c" arrives last but was measured first.
         # (id, quantity, timestamp in ms, user): "c" arrives last but was measured first.
         for offset, (event_id, quantity, at, user) in enumerate(
             [("a", 4, 10, "ann"), ("b", 9, 20, "bob"), ("a", 4, 10, "ann"), ("c", 2, 5, "ann")]
@@ -143,8 +142,8 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
         (total,) = state.totals.values()
         results[aggregation] = total.quantity
     assert results == {
-        Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.LATEST: 9,
-        Aggregation.UNIQUE_COUNT: 2,
+        Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.MIN: 2,
+        Aggregation.LATEST: 9, Aggregation.UNIQUE_COUNT: 2,
     }  # fmt: skip
 
 
@@ -313,6 +312,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             candidate = (so_far or 0) + 1
         elif aggregation is Aggregation.MAX:
             candidate = quantity if so_far is None else max(so_far, quantity)
+        elif aggregation is Aggregation.MIN:
+            candidate = quantity if so_far is None else min(so_far, quantity)
         elif aggregation is Aggregation.UNIQUE_COUNT:
             candidate = len(distinct_values.get(subscription, set()) | {quantity % 5})
         else:  # LATEST, and every event here has the same timestamp: the later one wins
