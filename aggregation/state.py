@@ -195,34 +195,34 @@ class UsageState:
                 new = False
                 amount = 1 if aggregation is _COUNT else quantity
             total = totals.get(key)
-            if total is None:
-                if amount > limit:
-                    refused.add(packed)
-                    add(OVER_LIMIT)
-                    add_new(False)
-                    continue
-                fresh[mark] = packed
-                total = totals[key] = Total(amount, partition, offset, index, at)
-            elif total.partition == partition and (total.offset, total.index) >= (offset, index):
+            if (
+                total is not None
+                and total.partition == partition
+                and (total.offset, total.index) >= (offset, index)
+            ):
                 fresh[mark] = packed
                 if seen_values is not None:
                     seen_values.add(value)
                 add(REPLAYED)
                 add_new(new)
                 continue
+            if total is None:
+                combined, combined_at = amount, at
+            elif aggregation is _SUM:  # the common case, without a call
+                combined, combined_at = total.quantity + amount, total.at
+            elif seen_values is not None:
+                combined, combined_at = amount, total.at
             else:
-                if aggregation is _SUM:  # the common case, without a call
-                    combined, combined_at = total.quantity + amount, total.at
-                elif seen_values is not None:
-                    combined, combined_at = amount, total.at
-                else:
-                    combined, combined_at = _combine(total, amount, aggregation, at)
-                if combined > limit:
-                    refused.add(packed)
-                    add(OVER_LIMIT)
-                    add_new(False)
-                    continue
-                fresh[mark] = packed
+                combined, combined_at = _combine(total, amount, aggregation, at)
+            if combined > limit:
+                refused.add(packed)
+                add(OVER_LIMIT)
+                add_new(False)
+                continue
+            fresh[mark] = packed
+            if total is None:
+                total = totals[key] = Total(combined, partition, offset, index, combined_at)
+            else:
                 total.quantity, total.at = combined, combined_at
                 total.partition, total.offset, total.index = partition, offset, index
             if seen_values is not None:
