@@ -17,7 +17,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
@@ -222,8 +222,7 @@ class Gateway:
         healthy = kafka == "ok" and not store.startswith("error")
         body = {"status": "ok" if healthy else "degraded", "kafka": kafka, "store": store,
                 "topic": self.publisher.topic}  # fmt: skip
-        return Response(_encoder.encode(body), 200 if healthy else 503,
-                        media_type="application/json")  # fmt: skip
+        return _json(body, 200 if healthy else 503)
 
     async def get_usage(self, request: Request) -> Response:
         """The key's tenant's subscription: period-to-date quantity and amount per meter
@@ -236,7 +235,7 @@ class Gateway:
             return problem.response()
         except StoreUnavailableError as error:
             return _store_unavailable(error)
-        return Response(_encoder.encode(answer), media_type="application/json")
+        return _json(answer)
 
     async def subscriptions(self, request: Request) -> Response:
         """The key's tenant's subscriptions: list, show, import, and change one."""
@@ -283,7 +282,7 @@ class Gateway:
             return problem.response()
         answer = Accepted(count - len(admitted.refused), admitted.refused)
         status = 202 if answer.accepted else 422
-        return Response(_encoder.encode(answer), status, media_type="application/json")
+        return _json(answer, status)
 
     async def api_v1_events(self, request: Request) -> Response:
         """``POST /api/v1/events``, where OpenMeter's clients send CloudEvents (as
@@ -341,10 +340,10 @@ class Gateway:
             return problem.response()
         if admitted.refused:
             answer = lago.validation_errors(admitted.refused, batch=batch)
-            return Response(_encoder.encode(answer), 422, media_type="application/json")
+            return _json(answer, 422)
         echoed = [lago.echo(event, received) for event in translated.events if event]
         answer = {"events": echoed} if batch else {"event": echoed[0]}
-        return Response(_encoder.encode(answer), 200, media_type="application/json")
+        return _json(answer)
 
     async def stripe_meter_events(self, request: Request) -> Response:
         """Stripe's ``POST /v1/billing/meter_events`` (``ingest.stripe_meters``): the event
@@ -370,22 +369,19 @@ class Gateway:
             kind = "api_error" if problem.status >= 500 else "invalid_request_error"
             body = stripe_meters.error(problem.title.lower().replace(" ", "_"), problem.detail,
                                        kind=kind)  # fmt: skip
-            return Response(_encoder.encode(body), problem.status, problem.headers,
-                            media_type="application/json")  # fmt: skip
+            return _json(body, problem.status, problem.headers)
         except stripe_meters.StripeRefusalError as refused:
             body = stripe_meters.error(refused.code, refused.message, refused.param)
-            return Response(_encoder.encode(body), 400, media_type="application/json")
+            return _json(body, 400)
         except StoreUnavailableError as error:
             log.warning("%s", error)
             body = stripe_meters.error("store_unavailable", STORE_UNAVAILABLE, kind="api_error")
-            return Response(_encoder.encode(body), 503, {"Retry-After": "1"},
-                            media_type="application/json")  # fmt: skip
+            return _json(body, 503, {"Retry-After": "1"})
         if admitted.refused:
             first = admitted.refused[0]
             body = stripe_meters.error(first.reason, first.detail)
-            return Response(_encoder.encode(body), 400, media_type="application/json")
-        return Response(_encoder.encode(stripe_meters.answer(event, now)),
-                        media_type="application/json")  # fmt: skip
+            return _json(body, 400)
+        return _json(stripe_meters.answer(event, now))
 
     def _items(self, request: Request, body: bytes) -> tuple[list[Item], bool]:
         """The events of a request, still as bytes, and whether they are CloudEvents."""
@@ -499,6 +495,11 @@ class Gateway:
                 "resend them with the same ids (duplicates are dropped)",
                 **{"Retry-After": "1"},
             ) from None  # fmt: skip
+
+
+def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON answer: meterline's own, or a peer dialect's (Lago's, Stripe's)."""
+    return Response(_encoder.encode(body), status, headers, media_type="application/json")
 
 
 async def _no_route(request: Request, error: Exception) -> Response:
