@@ -25,9 +25,9 @@ from rating.period import (
     fixed_fee_lines,
     subscription_slices,
 )
-from rating.plans import Meter, PriceBook
+from rating.plans import Meter, PriceBook, TieredCharge
 from rating.quote import TierPart, tier_parts
-from rating.rater import breakdown
+from rating.rater import breakdown, rate
 from rating.table import ChargeTable
 from subscriptions.model import Subscription
 
@@ -100,10 +100,11 @@ def period_lines(
     period: date, sub: Subscription, rows: Sequence[RatedTotal], pricing: Pricing
 ) -> list[InvoiceLine]:
     """``rows`` are the subscription's rated totals of the period."""
-    usage = usage_lines(period, rows, pricing)
     billing = sub.period(period)
+    slices = pricing.fees(sub, billing)
+    usage = usage_lines(period, [*rows, *_zero_usage(period, sub, rows, slices, pricing)], pricing)
     lines = list(usage)
-    for part, fee_lines in pricing.fees(sub, billing):
+    for part, fee_lines in slices:
         fees = [
             _charge_line(
                 part, period, FIXED_FEE, fee.fee, description=fee.description, amount=fee.amount
@@ -127,6 +128,33 @@ def period_lines(
                 )
             )
     return lines
+
+
+def _zero_usage(
+    period: date,
+    sub: Subscription,
+    rows: Sequence[RatedTotal],
+    slices: list[tuple[Slice, list[FeeLine]]],
+    pricing: Pricing,
+) -> list[RatedTotal]:
+    """A total of zero for each charge of the period's plan versions whose zero usage
+    reaches its first tier (``zero_usage: first_tier``) and that no event reached: such a
+    charge bills its first tier's flat fee for a period without any usage too."""
+    used = {(row.plan, row.plan_version, row.meter) for row in rows}
+    zeros = []
+    for part, _ in slices:
+        plan = part.plan
+        for charge in plan.charges:
+            if not (isinstance(charge, TieredCharge) and charge.bills_at_zero):
+                continue
+            if (plan.id, plan.version, charge.meter) in used:
+                continue
+            index = pricing.table.row(plan, charge.meter)
+            amount = int(rate(pricing.table, np.array([index]), np.array([0]))[0])
+            zeros.append(RatedTotal(sub.tenant, sub.subscription, charge.meter, "", period,
+                                    plan.id, plan.version, plan.currency, 0, amount,
+                                    0, 0, 0, 0))  # fmt: skip
+    return zeros
 
 
 def usage_lines(period: date, rows: Sequence[RatedTotal], pricing: Pricing) -> list[InvoiceLine]:

@@ -40,7 +40,8 @@ MINIMUM, MAXIMUM = 8, 9
 FREE_UNITS = 10  # a package's units before its first block
 # A unit conversion: the divisor in the meter's scaled units (0: none), and its rounding.
 CONVERT_BY, CONVERT_ROUNDING = 11, 12
-CHARGE_COLUMNS = 13
+ZERO_TIER = 13  # 1: zero usage reaches the first tier (and bills its flat fee); 0: none
+CHARGE_COLUMNS = 14
 # Columns of the per-tier parameter matrix.
 LOWER, OFFSET, PRICE, FLAT, FIXED, FIXED_REMAINDER, MAX_UNITS = range(7)
 TIER_COLUMNS = 7
@@ -123,7 +124,7 @@ def rate_batch(
                 overflow = True
             else:
                 amount = blocks * charges[charge, PACKAGE_PRICE]
-        elif units > 0:
+        elif units > 0 or charges[charge, ZERO_TIER]:
             tier = _tier_of(charges, tiers, charge, units)
             in_tier = units - tiers[tier, OFFSET]
             if in_tier > tiers[tier, MAX_UNITS]:
@@ -171,7 +172,7 @@ def breakdown_batch(
             units_out[row, 0] = blocks
             amount_out[row, 0] = blocks * charges[charge, PACKAGE_PRICE]
             continue
-        if units == 0:
+        if units == 0 and not charges[charge, ZERO_TIER]:
             continue
         divisor = charges[charge, DIVISOR]
         first = charges[charge, FIRST_TIER]

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
 from rating.money import NANO
-from rating.plans import Allowance, Charge, Graduated, Package, PerUnit, Tier, Volume
+from rating.plans import (
+    Allowance,
+    Charge,
+    Dynamic,
+    Graduated,
+    GraduatedPercentage,
+    Package,
+    PerUnit,
+    Tier,
+    TieredCharge,
+    Volume,
+)
 
 # Enough digits that no product of a 64-bit quantity and a price is ever rounded.
 _PRECISION = 80
@@ -73,10 +84,23 @@ def _converted(charge: Charge, units: Decimal) -> Decimal:
 
 
 def _parts(charge: Charge, units: Decimal) -> list[Part]:
+    if isinstance(charge, TieredCharge) and charge.bills_at_zero and units == 0:
+        # Zero usage reaches the first tier: nothing of its rate, all of its flat fee.
+        first = charge.tiers[0]
+        return [Part(1, "tier 1", Decimal(0), Decimal(0), first.flat_fee)]
     if isinstance(charge, PerUnit):
         return [Part(1, "per unit", units, charge.unit_price, Decimal(0))]
+    if isinstance(charge, Dynamic):
+        multiplier = 1 + charge.markup_percent / 100
+        return [Part(1, "amounts carried", units, multiplier, Decimal(0))]
     if isinstance(charge, Graduated):
         return _graduated(charge.tiers, units, Decimal(0))
+    if isinstance(charge, GraduatedPercentage):
+        # A percent of the volume in each tier is that share of each unit of it.
+        as_prices = tuple(
+            Tier(up_to=t.up_to, unit_price=t.rate / 100, flat_fee=t.flat_fee) for t in charge.tiers
+        )
+        return _graduated(as_prices, units, Decimal(0))
     if isinstance(charge, Volume):
         return _volume(charge.tiers, units)
     if isinstance(charge, Package):

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal, localcontext
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -102,6 +102,29 @@ def _nano_price(value: Decimal) -> Decimal:
 NanoPrice = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_nano_price)]
 
 
+def rate_price(percent: Decimal) -> Decimal:
+    """A rate in percent of an amount as the price of one unit of that amount."""
+    return percent / 100
+
+
+def _nano_percent(value: Decimal) -> Decimal:
+    """A rate whose price per unit is a whole number of nano-units (at most 7 decimal
+    places of a percent), so that the kernel prices it exactly."""
+    if value < 0:
+        raise ValueError("a rate cannot be negative")
+    try:
+        to_nanos(rate_price(value))
+    except MoneyError:
+        raise ValueError(
+            f"rate {value}% has more than 7 decimal places: its price per unit would not be "
+            "a whole number of nano-units"
+        ) from None
+    return value
+
+
+Percent = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_nano_percent)]
+
+
 Quantity = Annotated[Decimal, Field(allow_inf_nan=False, gt=0)]
 
 
@@ -114,7 +137,21 @@ class Tier(_Frozen):
     flat_fee: NanoPrice = Decimal(0)
 
 
-def _check_tiers(tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+class PercentTier(_Frozen):
+    """A tier of transaction volume (bounds as in ``Tier``) at a rate in percent."""
+
+    up_to: Quantity | None = None
+    rate: Percent = Decimal(0)
+    flat_fee: NanoPrice = Decimal(0)
+
+    def as_tier(self) -> Tier:
+        return Tier(up_to=self.up_to, unit_price=rate_price(self.rate), flat_fee=self.flat_fee)
+
+
+_T = TypeVar("_T", Tier, PercentTier)
+
+
+def _check_tiers(tiers: tuple[_T, ...]) -> tuple[_T, ...]:
     for number, (tier, following) in enumerate(itertools.pairwise(tiers), start=1):
         if tier.up_to is None:
             raise ValueError(f"tier {number + 1} comes after the open-ended tier {number}")
@@ -131,6 +168,12 @@ def _check_tiers(tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
 
 
 Tiers = Annotated[tuple[Tier, ...], Field(min_length=1), AfterValidator(_check_tiers)]
+PercentTiers = Annotated[tuple[PercentTier, ...], Field(min_length=1), AfterValidator(_check_tiers)]
+
+# Whether a period with zero usage reaches a tiered charge's first tier, and so bills that
+# tier's flat fee. Meterline's rule is that it reaches none; Lago and OpenMeter bill it.
+# A charge chooses; an invoice then bills it even for a period without any event.
+ZeroUsage = Literal["no_tier", "first_tier"]
 
 
 class UnitConversion(_Frozen):
@@ -166,7 +209,17 @@ class PerUnit(_Charge):
     unit_price: NanoPrice
 
 
-class Graduated(_Charge):
+class TieredCharge(_Charge):
+    """A charge by tiers, which says whether zero usage reaches its first tier."""
+
+    zero_usage: ZeroUsage = "no_tier"
+
+    @property
+    def bills_at_zero(self) -> bool:
+        return self.zero_usage == "first_tier"
+
+
+class Graduated(TieredCharge):
     """Each unit priced at the rate of the tier it falls in."""
 
     model: Literal["graduated"]
@@ -176,7 +229,7 @@ class Graduated(_Charge):
         return _tier_quantities(self.tiers)
 
 
-class Volume(_Charge):
+class Volume(TieredCharge):
     """Every unit priced at the rate of the tier the total reaches."""
 
     model: Literal["volume"]
@@ -220,7 +273,29 @@ class Allowance(_Charge):
         return (("included", self.included), *_tier_quantities(self.overage_tiers or ()))
 
 
-def _tier_quantities(tiers: tuple[Tier, ...]) -> tuple[tuple[str, Decimal], ...]:
+class GraduatedPercentage(TieredCharge):
+    """A rate in percent of the period's transaction volume that changes by tiers of that
+    volume: each part of the volume at its tier's rate, plus each reached tier's flat fee
+    (Lago's graduated percentage). The meter sums transaction amounts in the plan's
+    currency."""
+
+    model: Literal["graduated_percentage"]
+    tiers: PercentTiers
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return _tier_quantities(self.tiers)
+
+
+class Dynamic(_Charge):
+    """The amounts the events carry (an upstream model bill, a shipping cost), which the
+    meter sums in the plan's currency, billed with a markup: the period's sum times
+    1 + markup_percent / 100 (dynamic pricing in Lago and OpenMeter)."""
+
+    model: Literal["dynamic"]
+    markup_percent: Percent = Decimal(0)
+
+
+def _tier_quantities(tiers: tuple[_T, ...]) -> tuple[tuple[str, Decimal], ...]:
     return tuple(
         (f"tier {number} up_to", tier.up_to)
         for number, tier in enumerate(tiers, start=1)
@@ -228,7 +303,12 @@ def _tier_quantities(tiers: tuple[Tier, ...]) -> tuple[tuple[str, Decimal], ...]
     )
 
 
-Charge = Annotated[PerUnit | Graduated | Volume | Package | Allowance, Field(discriminator="model")]
+Charge = Annotated[
+    PerUnit | Graduated | Volume | Package | Allowance | GraduatedPercentage | Dynamic,
+    Field(discriminator="model"),
+]
+# The models that price an amount of money the events carry: their meter sums it.
+AMOUNT_MODELS = (GraduatedPercentage, Dynamic)
 
 
 def _known_currency(value: str) -> str:
@@ -329,7 +409,14 @@ class PriceBook(_Frozen):
                         f"{plan.label}: charge on meter {charge.meter!r}, "
                         "which is not declared under meters"
                     )
-                metered = self.meter(charge.meter).scale
+                meter = self.meter(charge.meter)
+                if isinstance(charge, AMOUNT_MODELS) and meter.aggregation != "sum":
+                    raise ValueError(
+                        f"{plan.label}: charge on meter {charge.meter!r}: a {charge.model} "
+                        "charge prices the amounts the events carry, so its meter sums them "
+                        f"(aggregation: sum, not {meter.aggregation})"
+                    )
+                metered = meter.scale
                 conversion = charge.unit_conversion
                 if conversion is not None and conversion.divide_by * 10**metered > INT64_MAX:
                     raise ValueError(

@@ -4,7 +4,7 @@ one row per tier. Every model is expressed as graduated tiers, volume tiers or a
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -14,13 +14,17 @@ from rating.money import INT64_MAX, from_nanos, to_nanos
 from rating.plans import (
     Allowance,
     Charge,
+    Dynamic,
     Graduated,
+    GraduatedPercentage,
     Package,
     PerUnit,
     Plan,
     PriceBook,
     Tier,
+    TieredCharge,
     Volume,
+    rate_price,
     scaled,
 )
 
@@ -127,6 +131,9 @@ class ChargeTable:
                 else:
                     kind, tiers = _tiers_of(charge, scale)
                     row[k.KIND] = kind
+                    row[k.ZERO_TIER] = int(
+                        isinstance(charge, TieredCharge) and charge.bills_at_zero
+                    )
                     row[k.FIRST_TIER] = len(self._tier_rows)
                     row[k.TIER_COUNT] = len(tiers)
                     own_tiers = _tier_rows(kind, tiers, divisor)
@@ -192,6 +199,17 @@ def _tiers_of(charge: Charge, scale: int) -> tuple[int, list[_ScaledTier]]:
         return k.GRADUATED, _scale_tiers(charge.tiers, Decimal(0), scale)
     if isinstance(charge, Volume):
         return k.VOLUME, _scale_tiers(charge.tiers, Decimal(0), scale)
+    if isinstance(charge, GraduatedPercentage):
+        tiers = _scale_tiers(tuple(t.as_tier() for t in charge.tiers), Decimal(0), scale)
+        rates = (f"{t.rate.normalize():f}%" for t in charge.tiers)
+        labelled = [
+            replace(t, label=f"{t.label} at {r}") for t, r in zip(tiers, rates, strict=True)
+        ]
+        return k.GRADUATED, labelled
+    if isinstance(charge, Dynamic):
+        price = to_nanos(1 + rate_price(charge.markup_percent))
+        markup = f" plus {charge.markup_percent.normalize():f}%" if charge.markup_percent else ""
+        return k.GRADUATED, [_ScaledTier(0, price, 0, f"amounts carried{markup}")]
     assert isinstance(charge, Allowance)
     # The included units are a free first tier, even when there are none, so that the
     # overage tiers keep their numbers.

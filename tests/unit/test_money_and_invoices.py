@@ -110,3 +110,26 @@ def test_an_earlier_finalized_period_is_adjusted_by_the_difference_only() -> Non
     assert adjustments[0].description == "adjustment for 2026-09: a"
     unchanged = EarlierPeriod(september, [rated_row("a", 3, "3")], billed)
     assert all(line.applies_to == PERIOD for line in compose([], earlier=(unchanged,)).lines)
+
+
+def test_a_charge_whose_zero_usage_reaches_its_first_tier_bills_its_flat_fee_without_events() -> (
+    None
+):
+    tiers = [{"up_to": 100, "unit_price": "1", "flat_fee": "25"}, {"unit_price": "0.5"}]
+    book = parse_price_book(
+        {"meters": [{"id": "a"}, {"id": "b"}],
+         "plans": [{"id": "p", "currency": "USD", "charges": [
+             {"meter": "a", "model": "graduated", "tiers": tiers, "zero_usage": "first_tier"},
+             {"meter": "b", "model": "graduated", "tiers": tiers}]}]},
+        "test",
+    )  # fmt: skip
+
+    def usage(rows: list[RatedTotal]) -> list[tuple[str, Decimal, Decimal]]:
+        invoice = compose_invoice(PERIOD, SUB, customer=None, rows=rows, earlier=[],
+                                  pricing=Pricing.of(book))  # fmt: skip
+        return [(line.item, line.quantity, line.amount) for line in invoice.lines]
+
+    # No event at all: the first tier's flat fee of a, nothing of b (today's rule).
+    assert usage([]) == [("a", Decimal(0), Decimal("25.00"))]
+    # Once an event reached it, the rated total is the line, and no second one is added.
+    assert usage([rated_row("a", 2, "27")]) == [("a", Decimal(2), Decimal("27.00"))]

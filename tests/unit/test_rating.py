@@ -145,6 +145,30 @@ CASES = [
     ("allowance, tiered overage counts overage units from the allowance",
      {"model": "allowance", "included": 100,
       "overage_tiers": tiers((50, "1", "0"), (None, "0.5", "0"))}, 200, "75"),
+    ("graduated at zero usage bills the first tier's flat fee when the charge says so",
+     {**GRADUATED, "tiers": tiers((100, "1", "7"), (None, "0.5", "10")),
+      "zero_usage": "first_tier"}, 0, "7"),
+    ("volume at zero usage bills the first tier's flat fee when the charge says so",
+     {**VOLUME, "tiers": tiers((100, "1", "3"), (None, "0.5", "5")), "zero_usage": "first_tier"},
+     0, "3"),
+    ("the first tier's flat fee at zero usage stays once usage starts",
+     {**GRADUATED, "tiers": tiers((100, "1", "7"), (None, "0.5", "10")),
+      "zero_usage": "first_tier"}, 1, "8"),
+    ("graduated percentage: 2.9% of a volume inside the first tier, plus its flat fee",
+     {"model": "graduated_percentage", "tiers": [
+         {"up_to": 10000, "rate": "2.9", "flat_fee": "0.30"}, {"rate": "1.9"}]},
+     5000, "145.3"),
+    ("graduated percentage: each tier's part of the volume at its own rate",
+     {"model": "graduated_percentage", "tiers": [
+         {"up_to": 10000, "rate": "2.9"}, {"up_to": 50000, "rate": "1.9", "flat_fee": "5"},
+         {"rate": "0.5"}]}, 60000, "1105"),
+    ("graduated percentage at zero volume bills nothing, or the first flat fee if asked",
+     {"model": "graduated_percentage", "zero_usage": "first_tier",
+      "tiers": [{"up_to": 100, "rate": "1", "flat_fee": "2"}, {"rate": "0.5"}]}, 0, "2"),
+    ("dynamic: the amounts the events carry, as they are",
+     {"model": "dynamic"}, 1234, "1234"),
+    ("dynamic with a markup: an upstream bill of 200 plus 15% is 230",
+     {"model": "dynamic", "markup_percent": "15"}, 200, "230"),
     ("a minimum applies when usage rates below it",
      {"model": "per_unit", "unit_price": "0.01", "minimum": "20"}, 10, "20"),
     ("a maximum caps what usage rates above it",
@@ -215,17 +239,34 @@ conversions = st.fixed_dictionaries(
 )  # fmt: skip
 
 
+# Rates in percent, of at most 7 decimal places (a whole number of nano-units per unit).
+percents = st.one_of(st.just(0), st.integers(0, 10**9), st.integers(0, 10**16)).map(
+    lambda nanos: str(from_nanos(nanos) * 100)
+)
+MODELS = ["per_unit", "graduated", "volume", "package", "allowance", "graduated_percentage",
+          "dynamic"]  # fmt: skip
+
+
 @st.composite
 def charges(draw: st.DrawFn, scale: int) -> dict[str, Any]:
-    model = draw(st.sampled_from(["per_unit", "graduated", "volume", "package", "allowance"]))
+    model = draw(st.sampled_from(MODELS))
     charge: dict[str, Any] = {"model": model}
     if draw(st.integers(0, 3)) == 0:  # a quarter with a unit conversion before the model
         charge["unit_conversion"] = draw(conversions)
         scale = 0  # the model's own quantities count whole converted units
     if model == "per_unit":
         charge["unit_price"] = draw(nano_prices)
-    elif model in ("graduated", "volume"):
+    elif model in ("graduated", "volume", "graduated_percentage"):
         charge["tiers"] = draw(tier_lists(scale))
+        if model == "graduated_percentage":
+            for tier in charge["tiers"]:
+                del tier["unit_price"]
+                tier["rate"] = draw(percents)
+        if draw(st.booleans()):
+            charge["zero_usage"] = draw(st.sampled_from(["no_tier", "first_tier"]))
+    elif model == "dynamic":
+        if draw(st.booleans()):
+            charge["markup_percent"] = draw(percents)
     elif model == "package":
         charge["package_size"] = str(Decimal(draw(st.integers(1, 10**12))).scaleb(-scale))
         charge["package_price"] = draw(nano_prices)
