@@ -43,6 +43,7 @@ from aggregation.state import (
     Counts,
     Total,
     UsageState,
+    average,
     dedupe_key,
     value_digest,
 )
@@ -63,6 +64,7 @@ from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
+from rating.transactions import TransactionFees
 from subscriptions.model import Owner, Terms
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -85,6 +87,7 @@ class _PlanDay:
     period_start: date
     limits: dict[str, int]
     rows: dict[str, int]
+    transactions: dict[str, TransactionFees]  # the rule of each percentage charge
 
 
 @dataclass(slots=True)
@@ -161,6 +164,7 @@ class BatchProcessor:
             m.id: (m.group_by, Aggregation(m.aggregation), m.unique) for m in book.meters
         }
         self._unique = {m.id: m.unique for m in book.meters if m.unique}
+        self._averages = {m.id for m in book.meters if m.aggregation == "avg"}
         self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
 
     def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
@@ -190,8 +194,10 @@ class BatchProcessor:
 
     def _describe(self, plan: Plan, day: date, anchor: int) -> _PlanDay:
         rows = {charge.meter: self.charges.row(plan, charge.meter) for charge in plan.charges}
-        limits = {meter: self.charges.refs[row].max_quantity for meter, row in rows.items()}
-        return _PlanDay(plan, Period.of(day, anchor).label, limits, rows)
+        refs = {meter: self.charges.refs[row] for meter, row in rows.items()}
+        limits = {meter: ref.max_quantity for meter, ref in refs.items()}
+        rules = {meter: ref.transactions for meter, ref in refs.items() if ref.transactions}
+        return _PlanDay(plan, Period.of(day, anchor).label, limits, rows, rules)
 
     def _flatten(self, records: Sequence[Record]) -> _Flat:
         """Decode every record. A whole batch of valid events (the common case) joins the
@@ -245,6 +251,7 @@ class BatchProcessor:
         aggregations: list[Aggregation] = []
         ats: list[int] = []
         values: list[bytes] = []
+        rules: list[TransactionFees | None] = []
         known_of: list[_PlanDay] = []
         dropped: list[int] = []  # events forwarded or refused before they are counted
         for i, (event, owner, home, partition, terms) in enumerate(
@@ -286,12 +293,13 @@ class BatchProcessor:
             aggregations.append(aggregation)
             ats.append(millis(moment) if aggregation is _LATEST else 0)
             values.append(value_digest(event.properties[unique]) if unique else b"")
+            rules.append(known.transactions.get(event.meter) if known.transactions else None)
             known_of.append(known)
         counted = flat.without(dropped)
         marks = [dedupe_key(e) for e in counted.events]
         packed = pack_all(counted.partitions, counted.offsets, counted.indices)
         counting = Counted(packed, marks, keys, [e.quantity for e in counted.events], limits,
-                           aggregations, ats, values)  # fmt: skip
+                           aggregations, ats, values, rules)  # fmt: skip
         self.state.marks.prefetch(marks)
         counts = self.state.apply_many(counting)
         self.state.marks.flush()
@@ -434,11 +442,22 @@ class BatchProcessor:
         days = [known for known, _ in changed.values()]
         totals = [total for _, total in changed.values()]
         keys = list(changed)
-        quantities = [t.quantity for t in totals]
+        aggregates = [t.quantity for t in totals]
+        quantities = aggregates
+        if self._averages:
+            quantities = [average(t.quantity, t.events) if k.meter in self._averages
+                          else t.quantity for k, t in zip(keys, totals, strict=True)]  # fmt: skip
+        rated = quantities
+        if any(known.transactions for known in days):  # a percentage charge bills its fees
+            rated = [
+                t.fees if k.meter in known.transactions else q
+                for k, known, t, q in zip(keys, days, totals, quantities, strict=True)
+            ]
         rows = (known.rows[key.meter] for key, known in zip(keys, days, strict=True))
         charge_index = np.fromiter(rows, dtype=np.int64, count=len(keys))
-        amounts = rate(self.charges, charge_index, np.array(quantities, dtype=np.int64))
+        amounts = rate(self.charges, charge_index, np.array(rated, dtype=np.int64))
         return RatedRows(keys, [known.plan.currency for known in days], quantities,
                          amounts.tolist(), [t.partition for t in totals],
                          [t.offset for t in totals], [t.index for t in totals],
-                         [t.at for t in totals])  # fmt: skip
+                         [t.at for t in totals], aggregates, [t.events for t in totals],
+                         [t.fees for t in totals])  # fmt: skip

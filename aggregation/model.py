@@ -147,6 +147,8 @@ class RatedTotal:
     offset: int  # an ordinal, as in ``Record``
     index: int
     value_at: int  # for a LATEST meter: when the value was measured (ms); else 0
+    events: int = 0  # how many events the total absorbed (0 in rows older than the count)
+    fees_nanos: int = 0  # under a percentage charge: its transactions' fees, before bounds
 
     @property
     def amount(self) -> Decimal:
@@ -171,14 +173,23 @@ class RatedRows:
     offsets: list[int] = field(default_factory=list)  # ordinals, as in ``Record``
     indices: list[int] = field(default_factory=list)
     values_at: list[int] = field(default_factory=list)
+    # What the worker restores each total from: the running aggregate (an average's sum;
+    # for any other meter the quantity), the events absorbed and a percentage's fees.
+    aggregates: list[int] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    fees_nanos: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, rows: Iterable[RatedTotal]) -> RatedRows:
+        """Rows as the readers give them back; they hold no average's running sum, so
+        such a row's aggregate is its quantity."""
         rows = list(rows)
         return cls([r.key for r in rows], [r.currency for r in rows],
                    [r.quantity for r in rows], [r.amount_nanos for r in rows],
                    [r.partition for r in rows], [r.offset for r in rows],
-                   [r.index for r in rows], [r.value_at for r in rows])  # fmt: skip
+                   [r.index for r in rows], [r.value_at for r in rows],
+                   [r.quantity for r in rows], [r.events for r in rows],
+                   [r.fees_nanos for r in rows])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -188,7 +199,8 @@ class RatedRows:
         return RatedTotal(key.tenant, key.subscription, key.meter, key.group, key.period_start,
                           key.plan, key.plan_version, self.currencies[i], self.quantities[i],
                           self.amounts_nanos[i], self.partitions[i], self.offsets[i],
-                          self.indices[i], self.values_at[i])  # fmt: skip
+                          self.indices[i], self.values_at[i], self.events[i],
+                          self.fees_nanos[i])  # fmt: skip
 
     def __iter__(self) -> Iterator[RatedTotal]:
         return (self[i] for i in range(len(self)))

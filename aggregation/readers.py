@@ -21,6 +21,8 @@ _AGGREGATES = {
     "count": "count()",
     "max": "max(quantity)",
     "min": "min(quantity)",
+    # The mean rounded half up, as the worker keeps it (``state.average``), in 128 bits.
+    "avg": "toInt64(intDivOrZero(2 * toInt128(sum(quantity)) + count(), 2 * count()))",
     "latest": "argMax(quantity, timestamp)",
     "unique_count": "uniqExact(JSONExtractRaw(properties, {unique:String}))",
 }
@@ -62,15 +64,16 @@ class PipelineReads(TableStore):
         rows = self._client.query(
             "SELECT tenant, subscription, meter, group_key, period_start, plan, plan_version, "
             "currency, quantity, amount, kafka_partition, log_epoch, kafka_offset, event_index, "
-            f"value_at FROM {self._table('rated_usage')} FINAL WHERE {where} "
+            f"value_at, events, fees FROM {self._table('rated_usage')} FINAL WHERE {where} "
             "ORDER BY tenant, subscription, meter, plan_version, group_key",
             parameters={"period": period, "tenant": tenant, "subscription": subscription},
         ).result_rows
         return [
             RatedTotal(tenant, sub, meter, group, start, plan, version, currency, quantity,
-                       int(amount.scaleb(9)), partition, ordinal(epoch, offset), index, at)
+                       int(amount.scaleb(9)), partition, ordinal(epoch, offset), index, at,
+                       events, fees)
             for (tenant, sub, meter, group, start, plan, version, currency, quantity, amount,
-                 partition, epoch, offset, index, at) in rows
+                 partition, epoch, offset, index, at, events, fees) in rows
         ]  # fmt: skip
 
     def rated_by_subscription(

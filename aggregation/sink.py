@@ -155,16 +155,17 @@ class PipelineSink(TableStore):
         """Totals of the periods from ``since_period`` on: the ones events can still change."""
         rows = self._client.query(
             "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
-            "quantity, kafka_partition, log_epoch, kafka_offset, event_index, value_at "
-            f"FROM {self._table('rated_usage')} FINAL "
+            "aggregate, kafka_partition, log_epoch, kafka_offset, event_index, value_at, "
+            f"events, fees FROM {self._table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
-        for tenant, subscription, meter, period, plan, version, group, quantity, *rest in rows:
+        for tenant, subscription, meter, period, plan, version, group, aggregate, *rest in rows:
             key = TotalKey(tenant, subscription, meter, period, plan, version, group)
-            partition, epoch, offset, index, value_at = rest
-            yield key, Total(quantity, partition, ordinal(epoch, offset), index, value_at)
+            partition, epoch, offset, index, value_at, events, fees = rest
+            yield key, Total(aggregate, partition, ordinal(epoch, offset), index, value_at,
+                             events, fees)  # fmt: skip
 
     def load_distinct(
         self, partitions: set[int], since_period: date
@@ -340,6 +341,9 @@ def _rated(rows: RatedRows, now: datetime) -> pa.Table:
             "currency": _text(rows.currencies),
             "quantity": pa.array(rows.quantities, type=pa.int64()),
             "value_at": pa.array(rows.values_at, type=pa.int64()),
+            "aggregate": pa.array(rows.aggregates, type=pa.int64()),
+            "events": pa.array(rows.events, type=pa.uint64()),
+            "fees": pa.array(rows.fees_nanos, type=pa.int64()),
             "amount": nanos_to_decimal_array(np.array(rows.amounts_nanos, dtype=np.int64)),
             **_positions(rows.partitions, rows.offsets),
             "event_index": pa.array(rows.indices, type=pa.uint32()),

@@ -36,6 +36,7 @@ from aggregation.marks import Marks, pack, unpack
 from aggregation.model import Position, TotalKey
 from base.events import UsageEvent
 from rating.money import INT64_MAX
+from rating.transactions import TransactionFees
 
 
 class Verdict(Enum):
@@ -53,6 +54,7 @@ class Aggregation(Enum):
     MAX = "max"  # the largest quantity seen
     MIN = "min"  # the smallest quantity seen (the lowest balance, the fewest seats)
     LATEST = "latest"  # the quantity of the latest event by timestamp (a gauge: seats)
+    AVG = "avg"  # the mean quantity of the period's events, rounded half up (``average``)
     UNIQUE_COUNT = "unique_count"  # distinct values of one property (active users)
 
 
@@ -61,6 +63,7 @@ class Aggregation(Enum):
 VERDICTS = (Verdict.APPLIED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.OVER_LIMIT)
 APPLIED, REPLAYED, DUPLICATE, OVER_LIMIT = range(4)
 _SUM, _COUNT, _UNIQUE = Aggregation.SUM, Aggregation.COUNT, Aggregation.UNIQUE_COUNT
+_AVG = Aggregation.AVG
 
 
 class Counted(NamedTuple):
@@ -74,6 +77,8 @@ class Counted(NamedTuple):
     aggregations: list[Aggregation]  # its meter's
     ats: list[int]  # its timestamp in ms where the meter keeps the latest value, else 0
     values: list[bytes]  # the digest of the value a unique count counts, else b""
+    # Its charge's rule per transaction where the charge is a percentage, else None.
+    transactions: list[TransactionFees | None]
 
 
 class Counts(NamedTuple):
@@ -89,11 +94,13 @@ class Total(msgspec.Struct, gc=False):
     the collector does not track (it holds only ints): a worker keeps millions, and one
     is made for every new total, in C rather than by a dataclass's Python __init__."""
 
-    quantity: int  # the aggregate: a sum, a count, a maximum or the latest value
-    partition: int
+    quantity: int  # the aggregate: a sum (an average's too), a count, a maximum, a minimum
+    partition: int  # or the latest value
     offset: int
     index: int = 0
     at: int = 0  # for LATEST: the timestamp (ms) of the event whose value it holds
+    events: int = 0  # how many events it absorbed
+    fees: int = 0  # under a percentage charge: the fees accrued so far, in nano-units
 
 
 def dedupe_key(event: UsageEvent) -> bytes:
@@ -108,6 +115,12 @@ def value_digest(value: object) -> bytes:
     """8 bytes standing for a property value a unique count counts: one in 2^64 chance
     that two distinct values of one total collide, for bounded memory per value."""
     return hashlib.blake2b(repr(value).encode(), digest_size=8).digest()
+
+
+def average(total: int, events: int) -> int:
+    """The mean of ``events`` quantities summing to ``total``, rounded half up to the
+    meter's scale (0 without events)."""
+    return (2 * total + events) // (2 * events) if events else 0
 
 
 def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tuple[int, int]:
@@ -149,18 +162,20 @@ class UsageState:
         aggregation: Aggregation = Aggregation.SUM,
         at: int = 0,
         value: bytes = b"",
+        transactions: TransactionFees | None = None,
     ) -> Verdict:
         """One event through ``apply_many``: its verdict."""
         verdicts, _, _ = self.apply_many(
             Counted([pack(position)], [mark], [totals_key], [quantity], [limit],
-                    [aggregation], [at], [value])
+                    [aggregation], [at], [value], [transactions])
         )  # fmt: skip
         return VERDICTS[verdicts[0]]
 
     def apply_many(self, counted: Counted) -> Counts:
         """Count each event once into its total, in order, unless the total would pass
-        the event's limit (then nothing changes, the mark included, so the decision is the
-        same on replay)."""
+        the event's limit, or its accrued fees 64 bits (then nothing changes, the mark
+        included, so the decision is the same on replay). A percentage charge's fee for
+        the event is accrued in the same step (``rating.transactions``)."""
         # One loop for a whole batch, with the marks read in one go before it: the batch
         # step's per-event cost is mostly Python calls, and this makes none per event in
         # the common case (a sum).
@@ -171,9 +186,10 @@ class UsageState:
         new_values: list[bool] = []
         applied: list[Total] = []
         add, add_new, add_total = verdicts.append, new_values.append, applied.append
-        for packed, mark, stored, key, quantity, limit, aggregation, at, value in zip(
+        for packed, mark, stored, key, quantity, limit, aggregation, at, value, rule in zip(
             counted.packed, counted.marks, seen_marks, counted.keys, counted.quantities,
-            counted.limits, counted.aggregations, counted.ats, counted.values, strict=True,
+            counted.limits, counted.aggregations, counted.ats, counted.values,
+            counted.transactions, strict=True,
         ):  # fmt: skip
             if refused and packed in refused:
                 add(OVER_LIMIT)
@@ -207,23 +223,35 @@ class UsageState:
                 add_new(new)
                 continue
             if total is None:
-                combined, combined_at = amount, at
-            elif aggregation is _SUM:  # the common case, without a call
-                combined, combined_at = total.quantity + amount, total.at
-            elif seen_values is not None:
-                combined, combined_at = amount, total.at
+                combined, combined_at, events, fees = amount, at, 1, 0
             else:
-                combined, combined_at = _combine(total, amount, aggregation, at)
-            if combined > limit:
+                events, fees = total.events + 1, total.fees
+                if aggregation is _SUM:  # the common case, without a call
+                    combined, combined_at = total.quantity + amount, total.at
+                elif seen_values is not None:
+                    combined, combined_at = amount, total.at
+                else:
+                    combined, combined_at = _combine(total, amount, aggregation, at)
+            over = combined > limit
+            if aggregation is _AVG:  # the limit bounds what is priced, the mean
+                over = combined > INT64_MAX or average(combined, events) > limit
+            if rule is not None:
+                fees += rule.fee(events - 1, 0 if total is None else total.quantity, quantity)
+                if fees > INT64_MAX:  # beyond 64 bits a charge with a maximum bills that
+                    fees, over = INT64_MAX, over or not rule.saturates
+            if over:
                 refused.add(packed)
                 add(OVER_LIMIT)
                 add_new(False)
                 continue
             fresh[mark] = packed
             if total is None:
-                total = totals[key] = Total(combined, partition, offset, index, combined_at)
+                total = totals[key] = Total(combined, partition, offset, index, combined_at,
+                                            events, fees)  # fmt: skip
             else:
-                total.quantity, total.at = combined, combined_at
+                total.quantity, total.at, total.events, total.fees = (
+                    combined, combined_at, events, fees
+                )  # fmt: skip
                 total.partition, total.offset, total.index = partition, offset, index
             if seen_values is not None:
                 seen_values.add(value)

@@ -26,7 +26,7 @@ from rating.period import (
     subscription_slices,
 )
 from rating.plans import Meter, PriceBook, TieredCharge
-from rating.quote import TierPart, tier_parts
+from rating.quote import TierPart, tier_parts, transaction_part
 from rating.rater import breakdown, rate
 from rating.table import ChargeTable
 from subscriptions.model import Subscription
@@ -61,7 +61,8 @@ class Pricing:
         """Rate the tiers of ``rows`` in one call, for ``usage_lines`` to look up."""
         known = [(self.table.charge_of(r.plan, r.plan_version, r.meter), r.quantity)
                  for r in rows]  # fmt: skip
-        self._rate({(c, q) for c, q in known if c is not None and (c, q) not in self._tiers})
+        self._rate({(c, q) for c, q in known if c is not None and (c, q) not in self._tiers
+                    and self.table.refs[c].transactions is None})  # fmt: skip
 
     def tiers(self, charge: int, quantity: int) -> _Tiers:
         """The breakdown of one total (rated now if ``prepare`` did not see it)."""
@@ -165,7 +166,10 @@ def usage_lines(period: date, rows: Sequence[RatedTotal], pricing: Pricing) -> l
         rated = row.amount
         parts: tuple[TierPart, ...] = ()
         index = pricing.table.charge_of(row.plan, row.plan_version, row.meter)
-        if index is not None:
+        if index is not None and pricing.table.refs[index].transactions is not None:
+            part = transaction_part(pricing.table, index, row.events, row.fees_nanos)
+            parts = _with_bounds((part,), rated)
+        elif index is not None:
             units, amounts = pricing.tiers(index, row.quantity)
             parts = _with_bounds(tier_parts(pricing.table, index, units, amounts), rated)
         group = pricing.group_label(row.group)

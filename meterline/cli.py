@@ -293,7 +293,12 @@ def openapi() -> None:
 )
 @click.option("--plan", "plan_id", required=True, help="Plan id.")
 @click.option("--meter", default=None, help="Meter id (needed when the plan has several charges).")
-@click.option("--quantity", required=True, help="Period-to-date quantity, in the meter's units.")
+@click.option(
+    "--quantity",
+    required=True,
+    help="Period-to-date quantity, in the meter's units (for a percentage charge: one "
+    "transaction's amount, beyond the period's free ones).",
+)
 @click.option(
     "--version", "version", type=click.IntRange(min=1), default=None,
     help="Plan version.  [default: the newest]",

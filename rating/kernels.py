@@ -2,8 +2,10 @@
 
 Every price model compiles to one of three shapes (see ``rating.table``):
 graduated tiers (per-unit and included-allowance charges are graduated tiers
-too), volume tiers, and packages; a unit conversion divides a row's quantity,
-rounded to whole units, before its shape prices it. Amounts are int64 nano-units, rounded half
+too), volume tiers, and packages, or else to fees accrued per transaction as the
+events are counted (``rating.transactions``), which the kernel only bounds; a
+unit conversion divides a row's quantity, rounded to whole units, before its
+shape prices it. Amounts are int64 nano-units, rounded half
 up once per amount. Exactness without 128-bit integers: for a quantity q at
 scale divisor d and a price p in nano-units per unit,
 
@@ -47,6 +49,9 @@ LOWER, OFFSET, PRICE, FLAT, FIXED, FIXED_REMAINDER, MAX_UNITS = range(7)
 TIER_COLUMNS = 7
 
 GRADUATED, VOLUME, PACKAGE = 0, 1, 2
+# Fees accrued transaction by transaction (``rating.transactions``): a row's quantity is
+# the period's accrued fees in nano-units, and its amount is that, bounded.
+ACCRUED = 3
 NO_MAXIMUM = -1
 ROUND_DOWN, ROUND_UP_TO_WHOLE, ROUND_HALF_UP = 1, 2, 3
 
@@ -118,7 +123,9 @@ def rate_batch(
         maximum = charges[charge, MAXIMUM]
         overflow = False
         amount = 0
-        if charges[charge, KIND] == PACKAGE:
+        if charges[charge, KIND] == ACCRUED:
+            amount = units
+        elif charges[charge, KIND] == PACKAGE:
             blocks = _package_blocks(charges, charge, units)
             if blocks > charges[charge, MAX_BLOCKS]:
                 overflow = True
@@ -165,6 +172,9 @@ def breakdown_batch(
         if units < 0:
             return row
         units = _converted(charges, charge, units)
+        if charges[charge, KIND] == ACCRUED:
+            amount_out[row, 0] = units
+            continue
         if charges[charge, KIND] == PACKAGE:
             blocks = _package_blocks(charges, charge, units)
             if blocks > charges[charge, MAX_BLOCKS]:

@@ -15,6 +15,7 @@ from rating.plans import (
     Graduated,
     GraduatedPercentage,
     Package,
+    Percentage,
     PerUnit,
     Tier,
     TieredCharge,
@@ -56,11 +57,18 @@ def per_unit(quantity: int, scale: int, unit_price: Decimal) -> Decimal:
 
 
 def rate_charge(charge: Charge, quantity: int, scale: int) -> Rated:
-    """Rate ``quantity`` (an integer at the meter's ``scale``) under ``charge``."""
+    """Rate ``quantity`` (an integer at the meter's ``scale``) under ``charge``; under a
+    percentage charge, as one transaction beyond the period's free ones."""
     with localcontext() as context:
         context.prec = _PRECISION
         units = _converted(charge, Decimal(quantity).scaleb(-scale))
-        parts = _parts(charge, units)
+        if isinstance(charge, Percentage):
+            # One transaction of ``quantity`` once the free ones are used: at its fee.
+            paid = charge.model_copy(update={"free_events": None, "free_units": None})
+            fee = transaction_fees(paid, [quantity], scale)[0]
+            parts = [Part(1, "1 transaction", Decimal(1), fee, Decimal(0))]
+        else:
+            parts = _parts(charge, units)
         exact = sum((part.amount for part in parts), Decimal(0))
         amount = unbounded = exact.quantize(NANO, rounding=ROUND_HALF_UP)
         adjustment = None
@@ -105,7 +113,7 @@ def _parts(charge: Charge, units: Decimal) -> list[Part]:
         return _volume(charge.tiers, units)
     if isinstance(charge, Package):
         return _package(charge, units)
-    assert isinstance(charge, Allowance)
+    assert isinstance(charge, Allowance), f"{charge.model} is not priced by a quantity"
     return _allowance(charge, units)
 
 
@@ -162,3 +170,49 @@ def _allowance(charge: Allowance, units: Decimal) -> list[Part]:
             assert charge.overage_price is not None
             parts.append(Part(2, "overage", overage, charge.overage_price, Decimal(0)))
     return parts
+
+
+def transaction_fees(charge: Percentage, amounts: list[int], scale: int) -> list[Decimal]:
+    """Each transaction's fee, in the order the period counted them, rounded half up to
+    the nano-unit: the percentage model as its documentation states it, in Decimal."""
+    fees = []
+    with localcontext() as context:
+        context.prec = _PRECISION
+        volume = Decimal(0)
+        for counted, scaled_amount in enumerate(amounts):
+            amount = Decimal(scaled_amount).scaleb(-scale)
+            has_allowance = charge.free_events is not None or charge.free_units is not None
+            within_events = charge.free_events is None or counted < charge.free_events
+            if not has_allowance or not within_events:
+                free_volume_left = Decimal(0)
+            elif charge.free_units is None:
+                free_volume_left = amount  # free by count alone: all of it
+            else:
+                free_volume_left = max(Decimal(0), charge.free_units - volume)
+            volume += amount
+            if (
+                has_allowance
+                and within_events
+                and amount <= free_volume_left
+                and (charge.free_units is None or free_volume_left > 0)
+            ):
+                fees.append(Decimal(0))
+                continue
+            billable = amount - min(amount, free_volume_left)
+            fee = billable * charge.rate / 100 + charge.fixed_fee
+            if charge.per_transaction_minimum is not None:
+                fee = max(fee, charge.per_transaction_minimum)
+            if charge.per_transaction_maximum is not None:
+                fee = min(fee, charge.per_transaction_maximum)
+            fees.append(fee.quantize(NANO, rounding=ROUND_HALF_UP))
+    return fees
+
+
+def accrued_amount(charge: Percentage, fees: list[Decimal]) -> Decimal:
+    """A period's transaction fees summed and bounded by the charge's minimum and maximum."""
+    amount = sum(fees, Decimal(0))
+    if charge.minimum is not None:
+        amount = max(amount, charge.minimum)
+    if charge.maximum is not None:
+        amount = min(amount, charge.maximum)
+    return amount

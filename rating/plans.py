@@ -45,12 +45,12 @@ class Meter(_Frozen):
     group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="event properties whose values split usage into groups"
     )
-    aggregation: Literal["sum", "count", "max", "min", "latest", "unique_count"] = Field(
+    aggregation: Literal["sum", "count", "max", "min", "avg", "latest", "unique_count"] = Field(
         default="sum",
         description="over a period: the sum of quantities, the number of events, the "
-        "largest quantity, the smallest, the quantity of the latest event (a gauge such as "
-        "seats), or the "
-        "number of distinct values of the property named by ``unique`` (active users)",
+        "largest quantity, the smallest, their mean (rounded half up to the meter's scale), "
+        "the quantity of the latest event (a gauge such as seats), or the number of "
+        "distinct values of the property named by ``unique`` (active users)",
     )
     unique: str | None = Field(
         default=None,
@@ -286,6 +286,42 @@ class GraduatedPercentage(TieredCharge):
         return _tier_quantities(self.tiers)
 
 
+class Percentage(_Charge):
+    """A share of each transaction: ``rate`` percent of its amount plus ``fixed_fee``,
+    bounded per transaction by ``per_transaction_minimum`` and ``per_transaction_maximum``
+    ("2.9% + 0.30, at least 0.50"). The first ``free_events`` transactions of a period and
+    the first ``free_units`` of its volume are free (when both are set, transactions are
+    free while both last). Each transaction's fee is rounded half up to the nano-unit;
+    the period's amount is their sum, bounded by the charge's ``minimum`` and ``maximum``.
+    The meter sums transaction amounts in the plan's currency. The rule each transaction
+    follows is ``rating.transactions``."""
+
+    model: Literal["percentage"]
+    rate: Percent
+    fixed_fee: NanoPrice = Decimal(0)
+    free_units: Annotated[Decimal, Field(allow_inf_nan=False, ge=0)] | None = None
+    free_events: Annotated[int, Field(ge=0)] | None = None
+    per_transaction_minimum: NanoPrice | None = None
+    per_transaction_maximum: NanoPrice | None = None
+
+    @model_validator(mode="after")
+    def _per_transaction(self) -> Percentage:
+        low, high = self.per_transaction_minimum, self.per_transaction_maximum
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"per_transaction_minimum {low} is above per_transaction_maximum {high}"
+            )
+        if self.unit_conversion is not None:
+            raise ValueError(
+                "a percentage charge prices each transaction's amount as it is: it takes no "
+                "unit_conversion"
+            )
+        return self
+
+    def quantities(self) -> tuple[tuple[str, Decimal], ...]:
+        return () if self.free_units is None else (("free_units", self.free_units),)
+
+
 class Dynamic(_Charge):
     """The amounts the events carry (an upstream model bill, a shipping cost), which the
     meter sums in the plan's currency, billed with a markup: the period's sum times
@@ -304,11 +340,11 @@ def _tier_quantities(tiers: tuple[_T, ...]) -> tuple[tuple[str, Decimal], ...]:
 
 
 Charge = Annotated[
-    PerUnit | Graduated | Volume | Package | Allowance | GraduatedPercentage | Dynamic,
+    PerUnit | Graduated | Volume | Package | Allowance | Percentage | GraduatedPercentage | Dynamic,
     Field(discriminator="model"),
 ]
 # The models that price an amount of money the events carry: their meter sums it.
-AMOUNT_MODELS = (GraduatedPercentage, Dynamic)
+AMOUNT_MODELS = (Percentage, GraduatedPercentage, Dynamic)
 
 
 def _known_currency(value: str) -> str:

@@ -1,6 +1,7 @@
-"""Price one quantity under one plan's charge: the kernel's amount and its per-tier
-breakdown. Behind ``meterline price``; the Decimal oracle checks both, and a disagreement
-is an error rather than a wrong answer."""
+"""Price one quantity under one plan's charge (under a percentage charge, one transaction
+of that amount beyond the period's free ones): the kernel's amount and its breakdown.
+Behind ``meterline price``; the Decimal oracle checks both, and a disagreement is an
+error rather than a wrong answer."""
 
 from __future__ import annotations
 
@@ -103,12 +104,19 @@ def quote(
     index = table.charge_of(plan.id, plan.version, meter_id)
     assert index is not None
     rows, quantities = np.array([index]), np.array([units])
+    transactions = table.refs[index].transactions
     try:
-        amount = from_nanos(int(rate(table, rows, quantities)[0]))
-        tiers = breakdown(table, rows, quantities)
+        if transactions is not None:  # one transaction, once the free ones are used
+            fee = transactions.fee(transactions.free_events or 0, transactions.free_units or 0,
+                                   units)  # fmt: skip
+            amount = from_nanos(int(rate(table, rows, np.array([fee]))[0]))
+            parts: tuple[TierPart, ...] = (transaction_part(table, index, 1, fee),)
+        else:
+            amount = from_nanos(int(rate(table, rows, quantities)[0]))
+            tiers = breakdown(table, rows, quantities)
+            parts = tier_parts(table, index, tiers.units[0], tiers.amounts[0])
     except (RatingOverflowError, OverflowError) as error:
         raise QuoteError(str(error)) from None
-    parts = tier_parts(table, index, tiers.units[0], tiers.amounts[0])
     explained = oracle.rate_charge(charge, units, scale)
     if amount != explained.amount:
         raise QuoteError(
@@ -136,3 +144,10 @@ def tier_parts(
         for number, column in enumerate(ref.columns)
         if units[number] or amounts[number]
     )  # fmt: skip
+
+
+def transaction_part(table: ChargeTable, index: int, events: int, fees_nanos: int) -> TierPart:
+    """What a percentage charge billed: its transactions and their fees, before the
+    charge's own minimum or maximum."""
+    column = table.refs[index].columns[0]
+    return TierPart(column.label, Decimal(events), Decimal(0), Decimal(0), from_nanos(fees_nanos))

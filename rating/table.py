@@ -18,6 +18,7 @@ from rating.plans import (
     Graduated,
     GraduatedPercentage,
     Package,
+    Percentage,
     PerUnit,
     Plan,
     PriceBook,
@@ -27,6 +28,7 @@ from rating.plans import (
     rate_price,
     scaled,
 )
+from rating.transactions import TransactionFees
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class ChargeRef:
     # The decimal places of its breakdown's units: the meter's, or 0 where the breakdown
     # counts whole blocks (a package) or whole converted units (a unit conversion).
     breakdown_scale: int
+    # A percentage charge's rule per transaction: its totals are rated from the fees
+    # accrued as their events were counted, not from their volume.
+    transactions: TransactionFees | None = None
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,18 @@ class ChargeTable:
                     to_nanos(charge.maximum) if charge.maximum is not None else k.NO_MAXIMUM
                 )
                 row[k.MAX_BLOCKS] = INT64_MAX
-                if isinstance(charge, Package):
+                transactions = None
+                if isinstance(charge, Percentage):
+                    row[k.KIND] = k.ACCRUED
+                    transactions = TransactionFees.of(charge, scale)
+                    columns: tuple[TierColumn, ...] = (
+                        TierColumn(_transaction_label(charge), Decimal(0), Decimal(0)),
+                    )
+                    own_tiers: list[list[int]] = []
+                elif isinstance(charge, Package):
                     _package(row, charge, scale)
                     free = f" after {charge.free_units} free" if charge.free_units else ""
-                    columns: tuple[TierColumn, ...] = (
+                    columns = (
                         TierColumn(
                             f"{prefix}packages of {charge.package_size} "
                             f"(rounded {charge.rounding}){free}",
@@ -127,7 +140,7 @@ class ChargeTable:
                             Decimal(0),
                         ),
                     )
-                    own_tiers: list[list[int]] = []
+                    own_tiers = []
                 else:
                     kind, tiers = _tiers_of(charge, scale)
                     row[k.KIND] = kind
@@ -151,6 +164,7 @@ class ChargeTable:
                         columns,
                         limit,
                         breakdown_scale=0 if isinstance(charge, Package) else scale,
+                        transactions=transactions,
                     )
                 )
                 self._charge_rows.append(row)
@@ -159,6 +173,26 @@ class ChargeTable:
         self.tiers = np.asfortranarray(
             np.asarray(self._tier_rows, dtype=np.int64).reshape(-1, k.TIER_COLUMNS)
         )
+
+
+def _transaction_label(charge: Percentage) -> str:
+    """A percentage charge's rule, for people: "transactions at 2.9% + 0.30 each, at
+    least 0.50"."""
+    label = f"transactions at {charge.rate.normalize():f}%"
+    if charge.fixed_fee:
+        label += f" + {charge.fixed_fee.normalize():f} each"
+    bounds = [
+        f"{word} {value.normalize():f}"
+        for word, value in (("at least", charge.per_transaction_minimum),
+                            ("at most", charge.per_transaction_maximum))
+        if value is not None
+    ]  # fmt: skip
+    free = [
+        f"the first {value} {what} free"
+        for what, value in (("transactions", charge.free_events), ("of volume", charge.free_units))
+        if value is not None
+    ]
+    return ", ".join([label, *bounds, *free])
 
 
 def _price(nanos: int) -> Decimal:

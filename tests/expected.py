@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from aggregation.reconcile import Reconciliation
 from base.events import UsageEvent, group_key
 from rating import oracle
 from rating.period import Period
-from rating.plans import Meter, PriceBook
+from rating.plans import Meter, Percentage, PriceBook
 
 # subscription, meter, period start, plan version, group
 TotalKey = tuple[str, str, date, int, str]
@@ -22,7 +22,8 @@ def expected_totals(
     book: PriceBook, plan_of: Mapping[str, str], distinct: Iterable[UsageEvent]
 ) -> dict[TotalKey, tuple[int, Decimal]]:
     """(subscription, meter, period, plan version, group) -> (quantity, exact amount), each
-    meter's events combined as it declares (sum, count, max or latest), in send order."""
+    meter's events combined as it declares (sum, count, max, min, mean or latest), in send
+    order; a percentage charge's amount from its transactions' fees, in send order."""
     events: dict[TotalKey, list[UsageEvent]] = defaultdict(list)
     for event in distinct:
         plan = book.plan_at(plan_of[event.subscription], event.timestamp.astimezone(UTC).date())
@@ -35,7 +36,13 @@ def expected_totals(
     for (subscription, meter, period, version, group), total in quantity.items():
         charge = book.plan(plan_of[subscription], version).charge_for(meter)
         assert charge is not None
-        amount = oracle.rate_charge(charge, total, book.meter(meter).scale).amount
+        scale = book.meter(meter).scale
+        if isinstance(charge, Percentage):  # each transaction's fee, in the order counted
+            seen = events[(subscription, meter, period, version, group)]
+            fees = oracle.transaction_fees(charge, [event.quantity for event in seen], scale)
+            amount = oracle.accrued_amount(charge, fees)
+        else:
+            amount = oracle.rate_charge(charge, total, scale).amount
         totals[(subscription, meter, period, version, group)] = (total, amount)
     return totals
 
@@ -51,6 +58,9 @@ def _combined(meter: Meter, events: list[UsageEvent]) -> int:
         return max(event.quantity for event in events)
     if aggregation == "min":
         return min(event.quantity for event in events)
+    if aggregation == "avg":
+        mean = Decimal(sum(event.quantity for event in events)) / len(events)
+        return int(mean.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     if aggregation == "latest":  # the latest timestamp; on a tie, the one sent later
         latest = max(enumerate(events), key=lambda item: (item[1].timestamp, item[0]))
         return latest[1].quantity

@@ -51,6 +51,7 @@ from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
+from rating.transactions import TransactionFees
 from subscriptions.model import Owner, Terms
 
 
@@ -90,11 +91,15 @@ def apply(
     aggregation: Aggregation = Aggregation.SUM,
     at: int = 0,
     value: bytes = b"",
+    transactions: TransactionFees | None = None,
 ) -> Verdict:
     """Count the event once into its total, unless the total would pass ``limit``
     (then nothing changes, the mark included, so the decision is the same on replay).
     ``at`` is the event's timestamp in ms, used by LATEST; ``value`` the digest of the
-    property a UNIQUE_COUNT counts."""
+    property a UNIQUE_COUNT counts. Rules added after the step changed (issue 20): every
+    total counts its events, an average's limit bounds its mean, and a percentage
+    charge's ``transactions`` accrue a fee per event, refused past 64 bits unless the
+    charge has a maximum."""
     packed = pack(position)
     if packed in self.refused:
         return Verdict.OVER_LIMIT
@@ -111,11 +116,13 @@ def apply(
         amount = 1 if aggregation is Aggregation.COUNT else quantity
     total = self.totals.get(totals_key)
     if total is None:
-        if amount > limit:
+        fees = 0 if transactions is None else transactions.fee(0, 0, quantity)
+        if amount > limit or (fees > INT64_MAX and not transactions.saturates):  # type: ignore[union-attr]
             self.refused.add(packed)
             return Verdict.OVER_LIMIT
         self.marks[mark] = packed
-        self.totals[totals_key] = Total(amount, partition, offset, index, at)
+        self.totals[totals_key] = Total(amount, partition, offset, index, at, 1,
+                                        min(fees, INT64_MAX))  # fmt: skip
     elif total.partition == partition and (total.offset, total.index) >= (offset, index):
         self.marks[mark] = packed
         if seen_values is not None:
@@ -128,11 +135,23 @@ def apply(
             combined, combined_at = amount, total.at
         else:
             combined, combined_at = _combine(total, amount, aggregation, at)
-        if combined > limit:
+        events = total.events + 1
+        priced = combined
+        if aggregation is Aggregation.AVG:
+            priced = (2 * combined + events) // (2 * events)
+        fees = total.fees
+        if transactions is not None:
+            fees += transactions.fee(total.events, total.quantity, quantity)
+        if (
+            priced > limit
+            or combined > INT64_MAX
+            or (fees > INT64_MAX and not transactions.saturates)  # type: ignore[union-attr]
+        ):
             self.refused.add(packed)
             return Verdict.OVER_LIMIT
         self.marks[mark] = packed
         total.quantity, total.at = combined, combined_at
+        total.events, total.fees = events, min(fees, INT64_MAX)
         total.partition, total.offset, total.index = partition, offset, index
     if seen_values is not None:
         seen_values.add(value)
@@ -293,7 +312,8 @@ class BatchProcessor:
                     state, Position(partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,
                     at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
-                    value=value,
+                    value=value, transactions=self.charges.refs[
+                        self.charges.row(known.plan, item.meter)].transactions,
                 )  # fmt: skip
                 if verdict is Verdict.DUPLICATE:
                     result.repeated.append(
@@ -377,8 +397,17 @@ class BatchProcessor:
             count=len(keys),
         )
         totals = [self.state.totals[key] for key in keys]
-        quantity = np.fromiter((t.quantity for t in totals), dtype=np.int64, count=len(keys))
-        amounts = rate(self.charges, charge_index, quantity)
+        quantities = [
+            (2 * t.quantity + t.events) // (2 * t.events)
+            if self.book.meter(key.meter).aggregation == "avg" else t.quantity
+            for key, t in zip(keys, totals, strict=True)
+        ]  # fmt: skip
+        # A percentage charge is rated from its accrued fees.
+        rated = [
+            t.fees if self.charges.refs[int(row)].transactions else q
+            for row, t, q in zip(charge_index, totals, quantities, strict=True)
+        ]
+        amounts = rate(self.charges, charge_index, np.array(rated, dtype=np.int64))
         return [
             RatedTotal(
                 tenant=key.tenant,
@@ -389,12 +418,16 @@ class BatchProcessor:
                 plan=plan.id,
                 plan_version=plan.version,
                 currency=plan.currency,
-                quantity=total.quantity,
+                quantity=quantity,
                 amount_nanos=int(amount),
                 partition=total.partition,
                 offset=total.offset,
                 index=total.index,
                 value_at=total.at,
+                events=total.events,
+                fees_nanos=total.fees,
             )
-            for key, plan, total, amount in zip(keys, plans, totals, amounts, strict=True)
+            for key, plan, total, amount, quantity in zip(
+                keys, plans, totals, amounts, quantities, strict=True
+            )
         ]

@@ -18,12 +18,19 @@ from subscriptions.model import Customer, Subscription
 TENANT = "demo"
 _QUANTITY_RANGE = {
     "api_calls": (1, 40), "tokens": (50, 20_000), "seats": (1, 60), "active_users": (1, 1),
+    "payments": (100, 50_000),  # 1.00 to 500.00
+    "llm_cost": (1_000, 5_000_000),  # 0.001 to 5.00
+    "cores": (1, 64), "replicas": (1, 12),
 }  # fmt: skip
 _METER_SHARE = {
-    "api_calls": 0.48,
-    "tokens": 0.44,
+    "api_calls": 0.44,
+    "tokens": 0.40,
     "seats": 0.03,  # a gauge, read now and then
     "active_users": 0.05,  # a sign-in: each user counts once per period
+    "payments": 0.04,
+    "llm_cost": 0.02,
+    "cores": 0.01,
+    "replicas": 0.01,
 }
 _MODELS = ("small", "large")  # the demo's tokens meter groups by model
 _USERS = 40  # per subscription, at most

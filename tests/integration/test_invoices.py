@@ -164,10 +164,15 @@ def test_a_closed_period_bills_prorated_fees_usage_and_commitments_with_tax(
         (FIXED_FEE, "platform", "", 1, AUG): prorated("29", 12, 31),  # from Aug 20
     }
     b_usage = usage("scale", 1, "api_calls", 1000)
+    # The scale plan's payments charge bills its first tier's flat fee with no payment at
+    # all (zero_usage: first_tier), as a line of zero volume.
+    b_payments = usage("scale", 1, "payments", 0)
+    assert b_payments == Decimal("5.00")
     assert lines_of(august["b"]) == {
         (USAGE, "api_calls", "", 1, AUG): b_usage,
+        (USAGE, "payments", "", 1, AUG): b_payments,
         (FIXED_FEE, "support", "", 1, AUG): Decimal("15.00"),
-        (TRUE_UP, "commitment", "", 1, AUG): Decimal(40) - Decimal(15) - b_usage,
+        (TRUE_UP, "commitment", "", 1, AUG): Decimal(40) - Decimal(15) - b_usage - b_payments,
     }
     assert lines_of(august["c"]) == {
         (USAGE, "tokens", '{"model":"large"}', 1, AUG): usage("starter", 1, "tokens", 300_000),
@@ -192,9 +197,12 @@ def test_a_plan_version_change_and_an_end_split_the_period_by_day(
         (FIXED_FEE, "platform", "", 2, SEP): prorated("39", 15, 30),  # from Sep 16
     }
     fee = prorated("15", 20, 30)  # b ends Sep 21: 20 of 30 days
+    # A usage charge's flat fee is not prorated, at zero usage as at any other.
+    payments = usage("scale", 1, "payments", 0)
     assert lines_of(september["b"]) == {
+        (USAGE, "payments", "", 1, SEP): payments,
         (FIXED_FEE, "support", "", 1, SEP): fee,
-        (TRUE_UP, "commitment", "", 1, SEP): prorated("40", 20, 30) - fee,
+        (TRUE_UP, "commitment", "", 1, SEP): prorated("40", 20, 30) - fee - payments,
     }
     assert lines_of(september["c"]) == {}  # starter has no fixed fee; c had no usage
     close_period(store.sources, BOOK, OCT)

@@ -120,6 +120,20 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None
     assert stored_at[0][0].replace(tzinfo=UTC) == event.timestamp
 
 
+def test_a_total_rated_from_more_than_its_quantity_is_reloaded_whole(store: Stores) -> None:
+    """An average bills its mean but resumes from its sum and count; a percentage charge
+    resumes from the fees it accrued; each row says what it was billed from."""
+    key = TotalKey("t", "s1", "calls", PERIOD, "pro", 1, "")
+    written = RatedRows([key], ["USD"], [4], [40], [3], [41], [2], [0],
+                        aggregates=[13], events=[3], fees_nanos=[INT64_MAX])  # fmt: skip
+    store.sink.write_batch(BatchResult(rated=written))
+    assert list(store.sink.load_totals({3}, since_period=PERIOD)) == [
+        (key, Total(13, 3, 41, 2, 0, events=3, fees=INT64_MAX))
+    ]
+    (row,) = store.reads.rated_totals(PERIOD)
+    assert (row.quantity, row.events, row.fees_nanos) == (4, 3, INT64_MAX)
+
+
 def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Stores) -> None:
     key = TotalKey("t", "s1", "active_users", PERIOD, "pro", 1, "")
     values = [value_digest("ann"), value_digest("bob"), value_digest(b"\x00\xff")]

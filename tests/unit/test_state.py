@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,17 @@ from aggregation.state import (
     Total,
     UsageState,
     Verdict,
+    average,
     dedupe_key,
     unpack,
     value_digest,
 )
 from base.events import UsageEvent
 from rating.money import INT64_MAX
+from rating.oracle import transaction_fees
 from rating.period import Period
+from rating.plans import Percentage
+from rating.transactions import TransactionFees
 
 
 def event(
@@ -56,7 +61,7 @@ def apply(state: UsageState, partition: int, offset: int, e: UsageEvent, index: 
 def test_a_new_event_is_applied_to_its_period_total() -> None:
     state = UsageState()
     assert apply(state, 0, 0, event("a", 5)) is Verdict.APPLIED
-    assert state.totals[total_key(event("a"), 1)] == Total(5, 0, 0, 0)
+    assert state.totals[total_key(event("a"), 1)] == Total(5, 0, 0, 0, events=1)
 
 
 def test_the_same_event_at_another_offset_is_a_duplicate_and_not_counted() -> None:
@@ -141,10 +146,23 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
                         aggregation=aggregation, at=at, value=value_digest(user))  # fmt: skip
         (total,) = state.totals.values()
         results[aggregation] = total.quantity
+        assert total.events == 3
+        if aggregation is Aggregation.AVG:
+            assert average(total.quantity, total.events) == 5  # 15 / 3
+    # An average keeps the sum (and the events), and prices the mean.
     assert results == {
         Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.MIN: 2,
-        Aggregation.LATEST: 9, Aggregation.UNIQUE_COUNT: 2,
+        Aggregation.AVG: 15, Aggregation.LATEST: 9, Aggregation.UNIQUE_COUNT: 2,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("total", "events", "mean"),
+    [(0, 0, 0), (0, 3, 0), (10, 4, 3), (9, 4, 2), (1, 2, 1), (1, 3, 0), (2, 3, 1),
+     (INT64_MAX, 1, INT64_MAX), (INT64_MAX, 2, 2**62)],
+)  # fmt: skip
+def test_an_average_rounds_half_up_to_the_meter_scale(total: int, events: int, mean: int) -> None:
+    assert average(total, events) == mean
 
 
 def test_a_unique_count_rebuilt_from_stored_values_ahead_of_its_total_counts_each_once() -> None:
@@ -178,13 +196,32 @@ def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_dupl
     state = UsageState()
     verdicts = [apply(state, 0, 9, e, index) for index, e in enumerate(record)]
     assert verdicts == [Verdict.APPLIED, Verdict.APPLIED, Verdict.DUPLICATE, Verdict.APPLIED]
-    assert state.totals[total_key(event("a"), 1)] == Total(7, 0, 9, 3)
+    assert state.totals[total_key(event("a"), 1)] == Total(7, 0, 9, 3, events=3)
     restarted = UsageState()
     restarted.restore([], state.totals.items())
     replayed = [apply(restarted, 0, 9, e, index) for index, e in enumerate(record)]
     assert replayed == [Verdict.REPLAYED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.REPLAYED]
     assert restarted.totals[total_key(event("a"), 1)].quantity == 7
 
+
+PERCENTAGE = "sum, under a percentage charge"
+_money = st.sampled_from(["0", "0.01", "0.30", "0.50", "5"])
+# Charges over amounts at scale 2 (0.00 to 10.00 in the stream below); a rate of 10^9 %
+# makes 120 transactions' fees pass 64 bits of nano-units.
+percentage_charges = st.builds(
+    lambda rate, fixed, free_events, free_units, bounds, maximum: Percentage(
+        model="percentage", meter="calls", rate=Decimal(rate), fixed_fee=Decimal(fixed),
+        free_events=free_events,
+        free_units=None if free_units is None else Decimal(free_units).scaleb(-2),
+        per_transaction_minimum=bounds[0], per_transaction_maximum=bounds[1],
+        maximum=maximum,
+    ),
+    st.sampled_from(["0", "2.9", "100", "1000000000"]), _money,
+    st.one_of(st.none(), st.integers(0, 5)), st.one_of(st.none(), st.integers(0, 3000)),
+    st.sampled_from([(None, None), (Decimal("0.50"), None), (None, Decimal("0.10")),
+                     (Decimal("0.05"), Decimal("0.20"))]),
+    st.sampled_from([None, Decimal(1000)]),
+)  # fmt: skip
 
 # A stream on one partition: (event id, quantity, subscription); ids repeat (duplicates).
 streams = st.lists(
@@ -203,7 +240,8 @@ streams = st.lists(
     crash=st.tuples(st.integers(0, 200), st.integers(0, 200)),
     written=st.lists(st.booleans(), min_size=60, max_size=60),
     limit=st.one_of(st.just(INT64_MAX), st.integers(0, 5000)),
-    aggregation=st.sampled_from(list(Aggregation)),
+    aggregation=st.sampled_from([*Aggregation, PERCENTAGE]),
+    charge=percentage_charges,
 )
 def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_totals(
     marks_folder: Path,
@@ -215,7 +253,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     crash: tuple[int, int],
     written: list[bool],
     limit: int,
-    aggregation: Aggregation,
+    aggregation: Aggregation | str,
+    charge: Percentage,
 ) -> None:
     """Events travel in records of one to four; a batch is whole records. Batches before
     the crash are durable; the crashed batch left any subset of its mark, refusal and
@@ -223,7 +262,14 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     restarted worker that reloads the store and replays ends with each distinct event
     counted exactly once (summed, counted, the largest kept or the latest kept), except
     those that would have taken their total past ``limit``, refused in stream order.
-    With marks kept on disk, as with marks kept in memory."""
+    With marks kept on disk, as with marks kept in memory. Under a percentage charge (a
+    sum whose fees accrue per transaction) each distinct event's fee is accrued once,
+    in stream order, as the Decimal oracle computes it; a total whose fees would pass 64
+    bits refuses the event, unless the charge has a maximum."""
+    transactions = TransactionFees.of(charge, 2) if aggregation == PERCENTAGE else None
+    if aggregation == PERCENTAGE:
+        aggregation = Aggregation.SUM
+    assert isinstance(aggregation, Aggregation)
     folder = marks_folder / uuid.uuid4().hex
 
     def new_state(name: str) -> UsageState:
@@ -256,8 +302,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 value = value_digest(e.quantity % 5)
                 known = state.knows_value(key, value)
                 verdict = state.apply(
-                    (0, offset, index), dedupe_key(e), key, e.quantity,
-                    limit=limit, aggregation=aggregation, at=1, value=value,
+                    (0, offset, index), dedupe_key(e), key, e.quantity, limit=limit,
+                    aggregation=aggregation, at=1, value=value, transactions=transactions,
                 )  # fmt: skip
                 if (
                     aggregation is Aggregation.UNIQUE_COUNT
@@ -295,7 +341,13 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             if key in worker.totals and (not crashed or next(choice)):
                 current = worker.totals[key]  # type: ignore[index]
                 stored_totals[key] = Total(  # type: ignore[index]
-                    current.quantity, current.partition, current.offset, current.index, current.at
+                    current.quantity,
+                    current.partition,
+                    current.offset,
+                    current.index,
+                    current.at,
+                    current.events,
+                    current.fees,
                 )
 
     restarted = new_state("restarted")
@@ -304,8 +356,11 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
 
     expected: dict[str, int] = {}
     distinct_values: dict[str, set[int]] = {}
+    counted: dict[str, list[int]] = {}  # each subscription's events counted, in order
     for quantity, subscription in first.values():  # first occurrences, in stream order
         so_far = expected.get(subscription)
+        amounts = [*counted.get(subscription, []), quantity]
+        priced = None
         if aggregation is Aggregation.SUM:
             candidate = (so_far or 0) + quantity
         elif aggregation is Aggregation.COUNT:
@@ -316,9 +371,26 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             candidate = quantity if so_far is None else min(so_far, quantity)
         elif aggregation is Aggregation.UNIQUE_COUNT:
             candidate = len(distinct_values.get(subscription, set()) | {quantity % 5})
+        elif aggregation is Aggregation.AVG:  # the sum is kept; the limit bounds the mean
+            candidate = (so_far or 0) + quantity
+            mean = Decimal(candidate) / len(amounts)
+            priced = int(mean.quantize(Decimal(1), rounding=ROUND_HALF_UP))
         else:  # LATEST, and every event here has the same timestamp: the later one wins
             candidate = quantity
-        if candidate <= limit:
+        fees_fit = True
+        if transactions is not None:
+            accrued = sum(transaction_fees(charge, amounts, 2)).scaleb(9)
+            fees_fit = accrued <= INT64_MAX or charge.maximum is not None
+        if (candidate if priced is None else priced) <= limit and fees_fit:
             expected[subscription] = candidate
+            counted[subscription] = amounts
             distinct_values.setdefault(subscription, set()).add(quantity % 5)
     assert {k.subscription: t.quantity for k, t in restarted.totals.items()} == expected
+    assert {k.subscription: t.events for k, t in restarted.totals.items()} == {
+        subscription: len(amounts) for subscription, amounts in counted.items()
+    }
+    if transactions is not None:
+        assert {k.subscription: t.fees for k, t in restarted.totals.items()} == {
+            subscription: min(INT64_MAX, int(sum(transaction_fees(charge, amounts, 2)).scaleb(9)))
+            for subscription, amounts in counted.items()
+        }
