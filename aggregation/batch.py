@@ -60,6 +60,7 @@ from base.events import (
     partitions_of,
     utc_day,
 )
+from rating.money import INT64_MAX, from_nanos, plain
 from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
@@ -367,11 +368,20 @@ class BatchProcessor:
             applied = [verdict == APPLIED for verdict in verdicts]
             for k in compress(range(len(verdicts)), [v == OVER_LIMIT for v in verdicts]):
                 event, known = counted.events[k], known_of[k]
-                detail = (
-                    f"meter {event.meter!r} of {event.subscription!r} would pass "
-                    f"{known.limits[event.meter]} units this period, beyond what "
-                    f"{known.plan.label} can bill in 64-bit nano-units"
-                )
+                cap = f"{plain(from_nanos(INT64_MAX))} {known.plan.currency}"
+                if event.meter in known.transactions:
+                    detail = (
+                        f"the fees {known.plan.label} accrues on meter {event.meter!r} of "
+                        f"{event.subscription!r} would pass {cap} this period, the most one "
+                        "rated total holds in 64-bit nano-units"
+                    )
+                else:
+                    detail = (
+                        f"meter {event.meter!r} of {event.subscription!r} would pass "
+                        f"{known.limits[event.meter]} units this period, beyond what "
+                        f"{known.plan.label} can bill in 64-bit nano-units (at most {cap} "
+                        "for one rated total)"
+                    )
                 flat.refuse(counted.records[k], Rejection(
                     counted.partitions[k], counted.offsets[k], counted.indices[k],
                     refusals.AMOUNT_OVERFLOW.reason, detail, encode(event),

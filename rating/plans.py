@@ -125,6 +125,16 @@ def _nano_percent(value: Decimal) -> Decimal:
 Percent = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_nano_percent)]
 
 
+def _nano_markup(value: Decimal) -> Decimal:
+    """A markup whose multiplier of the cost is a whole number of nano-units; down to
+    -100 (a price revision may cut below the cost, never below nothing)."""
+    _nano_percent(value + 100)
+    return value
+
+
+Markup = Annotated[Decimal, Field(allow_inf_nan=False, ge=-100), AfterValidator(_nano_markup)]
+
+
 Quantity = Annotated[Decimal, Field(allow_inf_nan=False, gt=0)]
 
 
@@ -325,10 +335,11 @@ class Percentage(_Charge):
 class Dynamic(_Charge):
     """The amounts the events carry (an upstream model bill, a shipping cost), which the
     meter sums in the plan's currency, billed with a markup: the period's sum times
-    1 + markup_percent / 100 (dynamic pricing in Lago and OpenMeter)."""
+    1 + markup_percent / 100 (dynamic pricing in Lago and OpenMeter; a negative markup
+    bills less than the cost)."""
 
     model: Literal["dynamic"]
-    markup_percent: Percent = Decimal(0)
+    markup_percent: Markup = Decimal(0)
 
 
 def _tier_quantities(tiers: tuple[_T, ...]) -> tuple[tuple[str, Decimal], ...]:

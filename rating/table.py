@@ -242,7 +242,8 @@ def _tiers_of(charge: Charge, scale: int) -> tuple[int, list[_ScaledTier]]:
         return k.GRADUATED, labelled
     if isinstance(charge, Dynamic):
         price = to_nanos(1 + rate_price(charge.markup_percent))
-        markup = f" plus {charge.markup_percent.normalize():f}%" if charge.markup_percent else ""
+        percent = charge.markup_percent.normalize()
+        markup = f" {'+' if percent > 0 else ''}{percent:f}%" if percent else ""
         return k.GRADUATED, [_ScaledTier(0, price, 0, f"amounts carried{markup}")]
     assert isinstance(charge, Allowance)
     # The included units are a free first tier, even when there are none, so that the

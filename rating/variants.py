@@ -31,8 +31,12 @@ _NANO = Decimal("1e-9")
 # the price book's models, so a price field added later cannot be left unrevised.
 PRICE_FIELDS = frozenset(
     {"unit_price", "flat_fee", "package_price", "overage_price", "minimum", "maximum",
-     "amount", "commitment"}
+     "amount", "commitment", "fixed_fee", "per_transaction_minimum",
+     "per_transaction_maximum"}
 )  # fmt: skip
+# Rates in percent, kept to the 7 decimal places the book allows: a percentage's rate is
+# revised like a price; a markup so that what it multiplies the cost by is.
+_RATE_PLACES = Decimal("1E-7")
 
 
 class VariantError(ValueError):
@@ -142,11 +146,21 @@ def revised_prices(plan: dict[str, Any], percent: Decimal) -> dict[str, Any]:
 
 def _revise(value: Any, factor: Decimal) -> Any:
     if isinstance(value, dict):
-        return {name: _price(field, factor) if name in PRICE_FIELDS else _revise(field, factor)
-                for name, field in value.items()}  # fmt: skip
+        return {name: _revised(name, field, factor) for name, field in value.items()}
     if isinstance(value, list | tuple):
         return [_revise(item, factor) for item in value]
     return value
+
+
+def _revised(name: str, value: Any, factor: Decimal) -> Any:
+    if name in PRICE_FIELDS:
+        return _price(value, factor)
+    if name == "rate":
+        return (value * factor).quantize(_RATE_PLACES, rounding=ROUND_HALF_UP).normalize()
+    if name == "markup_percent":
+        marked_up = (100 + value) * factor - 100
+        return marked_up.quantize(_RATE_PLACES, rounding=ROUND_HALF_UP).normalize()
+    return _revise(value, factor)
 
 
 def _price(value: Decimal | None, factor: Decimal) -> Decimal | None:

@@ -46,7 +46,7 @@ from base.events import (
     partition_of,
     utc_day,
 )
-from rating.money import INT64_MAX
+from rating.money import INT64_MAX, from_nanos
 from rating.period import Period
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
@@ -308,12 +308,13 @@ class BatchProcessor:
                 limit = known.limits[item.meter]
                 value = value_digest(item.properties[unique]) if unique else b""
                 new_value = bool(unique) and not self.state.knows_value(totals_key, value)
+                transactions = self.charges.refs[
+                    self.charges.row(known.plan, item.meter)].transactions  # fmt: skip
                 verdict = apply(
                     state, Position(partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,
                     at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
-                    value=value, transactions=self.charges.refs[
-                        self.charges.row(known.plan, item.meter)].transactions,
+                    value=value, transactions=transactions,
                 )  # fmt: skip
                 if verdict is Verdict.DUPLICATE:
                     result.repeated.append(
@@ -321,10 +322,20 @@ class BatchProcessor:
                     )
                     continue
                 if verdict is Verdict.OVER_LIMIT:
-                    detail = (
-                        f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units this "
-                        f"period, beyond what {known.plan.label} can bill in 64-bit nano-units"
-                    )
+                    # Since issue 20 the detail names the cap, and a percentage's fees.
+                    cap = f"{from_nanos(INT64_MAX):f} {known.plan.currency}"
+                    if transactions is not None:
+                        detail = (
+                            f"the fees {known.plan.label} accrues on meter {item.meter!r} of "
+                            f"{owner[1]!r} would pass {cap} this period, the most one rated "
+                            "total holds in 64-bit nano-units"
+                        )
+                    else:
+                        detail = (
+                            f"meter {item.meter!r} of {owner[1]!r} would pass {limit} units "
+                            f"this period, beyond what {known.plan.label} can bill in 64-bit "
+                            f"nano-units (at most {cap} for one rated total)"
+                        )
                     result.rejected.append(Rejection(partition, offset, index,
                                                      refusals.AMOUNT_OVERFLOW.reason, detail,
                                                      encode(item), count, item))  # fmt: skip

@@ -182,20 +182,29 @@ def _by_hand(charge: dict[str, Any], factor: Decimal) -> dict[str, Any]:
             return None
         return str((Decimal(value) * factor).quantize(NANO, rounding=ROUND_HALF_UP))
 
+    def rate(value: str) -> str:  # a percent, to the 7 places the book keeps
+        return str((Decimal(value) * factor).quantize(Decimal("1E-7"), rounding=ROUND_HALF_UP))
+
     revised = dict(charge)
     for name in ("unit_price", "package_price", "overage_price", "minimum", "maximum"):
         if name in charge:
             revised[name] = price(charge[name])
+    if charge["model"] == "dynamic":  # the multiplier of the cost is what is revised
+        multiplier = (100 + Decimal(charge.get("markup_percent", 0))) * factor - 100
+        revised["markup_percent"] = str(
+            multiplier.quantize(Decimal("1E-7"), rounding=ROUND_HALF_UP)
+        )
     for name in ("tiers", "overage_tiers"):
         if charge.get(name):
             revised[name] = [
                 {
                     **tier,
-                    "unit_price": price(tier["unit_price"]),
+                    **({"rate": rate(tier["rate"])} if "rate" in tier
+                       else {"unit_price": price(tier["unit_price"])}),
                     "flat_fee": price(tier["flat_fee"]),
                 }
                 for tier in charge[name]
-            ]
+            ]  # fmt: skip
     return revised
 
 
