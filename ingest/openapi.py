@@ -18,6 +18,7 @@ from ingest.wire import Accepted, CloudEvent, PartlyRefused, PlainEvent
 from subscriptions.api import (
     AddOnChange,
     Cancellation,
+    CouponChange,
     CustomerList,
     Imported,
     PlanChange,
@@ -164,6 +165,12 @@ def _subscription_paths() -> dict[str, Any]:
         "/v1/subscriptions/{subscription}/revise": _change(
             "revisePrices", "Revise every price by a percentage from a day on", "PriceRevision"
         ),
+        "/v1/subscriptions/{subscription}/add-coupon": _change(
+            "addCoupon", "Take on a price book coupon from a day on", "CouponChange"
+        ),
+        "/v1/subscriptions/{subscription}/remove-coupon": _change(
+            "removeCoupon", "End a coupon from a day on", "CouponChange"
+        ),
         "/v1/subscriptions/{subscription}/cancel": _change(
             "cancelSubscription",
             "End it: now, at a time, or when the period ends",
@@ -302,7 +309,7 @@ def document() -> dict[str, Any]:
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, PartlyRefused, LagoEvent,
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
-         Cancellation, NewCustomer, CustomerList],
+         CouponChange, Cancellation, NewCustomer, CustomerList],
         ref_template=_REF,
     )  # fmt: skip
     _tidy_descriptions(components)

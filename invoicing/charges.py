@@ -13,6 +13,7 @@ import numpy as np
 
 from aggregation.model import RatedTotal
 from base.events import group_label
+from invoicing.discounts import discount_lines
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
@@ -128,7 +129,8 @@ def period_lines(
                     part, period, TRUE_UP, "commitment", description=description, amount=shortfall
                 )
             )
-    return lines
+    slices_only = [part for part, _ in slices]
+    return lines + discount_lines(period, sub, lines, slices_only, pricing.book)
 
 
 def _zero_usage(

@@ -9,11 +9,19 @@ from datetime import datetime
 from decimal import Decimal
 
 from aggregation.readers import EventsOf
-from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine, invoice_id
+from invoicing.invoice import (
+    DISCOUNT,
+    FIXED_FEE,
+    TRUE_UP,
+    USAGE,
+    Invoice,
+    InvoiceLine,
+    invoice_id,
+)
 from invoicing.sources import Sources
 from rating.money import plain, trimmed
 from rating.period import Period, Slice, subscription_slices
-from rating.plans import PriceBook
+from rating.plans import PriceBook, PriceBookError
 from subscriptions.model import midnight
 
 
@@ -49,7 +57,42 @@ def explain_line(
     line = invoice.lines[number - 1]
     if line.kind == USAGE:
         return _usage(sources, book, invoice, number, window=window)
+    if line.kind == DISCOUNT:
+        return Explanation(invoice, number, line, _discount(book, invoice, line))
     return Explanation(invoice, number, line, _arithmetic(sources, book, invoice, line))
+
+
+def _discount(book: PriceBook, invoice: Invoice, line: InvoiceLine) -> list[str]:
+    try:
+        coupon = book.coupon(line.item)
+    except PriceBookError:
+        return [f"{line.description}: {plain(line.rated)} {line.currency} (the coupon is no "
+                "longer in the price book)"]  # fmt: skip
+    scope = f"the {coupon.meter} usage lines" if coupon.meter else "the period's lines"
+    if line.plan:
+        scope += f" of {line.plan} v{line.plan_version} (the plan's discount)"
+    how = (
+        f"{plain(coupon.percent_off)}% of what earlier discounts left of {scope}"
+        if coupon.percent_off is not None
+        else f"{plain(coupon.amount_off or Decimal(0))} {coupon.currency} prorated by the "
+        f"subscription's active days, taken from {scope} until used up"
+    )
+    covered = [
+        other for other in invoice.lines
+        if other.kind != DISCOUNT and other.applies_to == line.applies_to
+        and (not coupon.meter or other.item == coupon.meter)
+        and (not line.plan or (other.plan, other.plan_version) == (line.plan, line.plan_version))
+    ]  # fmt: skip
+    lasts = (f"for {coupon.periods} period(s) from the one it starts in" if coupon.periods
+             else f"for periods starting before {coupon.until}" if coupon.until
+             else "for good")  # fmt: skip
+    return [
+        f"{coupon.name or coupon.id} ({coupon.id}): {how}; it lasts {lasts}",
+        f"it covers {len(covered)} line(s) of {line.applies_to:%Y-%m} worth "
+        f"{plain(sum((o.amount for o in covered), Decimal(0)))} {line.currency}; it takes "
+        f"{plain(-line.rated)} exactly, {plain(-line.amount)} as rounded (discounts are "
+        "rounded as a running total, applied before tax)",
+    ]
 
 
 def _usage(

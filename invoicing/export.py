@@ -14,12 +14,13 @@ import jinja2
 import msgspec
 
 from base.events import group_label
-from invoicing.invoice import DRAFT, FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine
+from invoicing.invoice import DISCOUNT, DRAFT, FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import exact_money, plain, round_to_minor_unit, trimmed
 
 FORMATS = ("json", "csv", "html")
-_KINDS = {USAGE: "usage", FIXED_FEE: "fixed fee", TRUE_UP: "commitment true-up"}
+_KINDS = {USAGE: "usage", FIXED_FEE: "fixed fee", TRUE_UP: "commitment true-up",
+          DISCOUNT: "discount"}  # fmt: skip
 
 
 def money(value: Decimal, currency: str) -> str:

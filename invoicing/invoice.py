@@ -17,7 +17,7 @@ from rating.money import plain, round_to_minor_unit
 from rating.period import Period
 from rating.quote import TierPart
 
-USAGE, FIXED_FEE, TRUE_UP = "usage", "fixed_fee", "true_up"
+USAGE, FIXED_FEE, TRUE_UP, DISCOUNT = "usage", "fixed_fee", "true_up", "discount"
 DRAFT, FINALIZED = "draft", "finalized"
 
 LineKey = tuple[str, str, str, str, int]  # kind, item, group, plan, plan version
@@ -25,8 +25,8 @@ LineKey = tuple[str, str, str, str, int]  # kind, item, group, plan, plan versio
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    kind: str  # USAGE, FIXED_FEE or TRUE_UP
-    item: str  # the meter, the fee, or "commitment"
+    kind: str  # USAGE, FIXED_FEE, TRUE_UP or DISCOUNT
+    item: str  # the meter, the fee, "commitment", or the coupon
     group: str  # a grouped meter's group key (JSON), else ""
     plan: str
     plan_version: int

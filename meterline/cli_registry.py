@@ -192,6 +192,48 @@ def _add_on_change(
         add_on, adding, registry.FromDay(day, at_period_end, now, notice), book))  # fmt: skip
 
 
+_COUPON = click.option("--coupon", required=True, help="The coupon, by its id in the price book.")
+_COUPON_DAY = click.option(
+    "--on", "day", type=Day(), default=None,
+    help="The day (UTC) it applies from: the period it falls in, in full.  [default: today]",
+)  # fmt: skip
+
+
+@subscriptions.command("add-coupon")
+@click.argument("subscription")
+@_TENANT
+@_COUPON
+@_COUPON_DAY
+def add_coupon(subscription: str, tenant: str, coupon: str, day: date | None) -> None:
+    """Give a subscription a coupon of the price book (a percentage or an amount off, on
+    one meter or the whole invoice, for some periods or until a day). It discounts the
+    period the day falls in, in full, and the ones after for as long as it lasts; its
+    discount is a line of its own on each invoice, before tax. Never inside a finalized
+    period."""
+    _coupon_change(subscription, tenant, coupon, True, day)
+
+
+@subscriptions.command("remove-coupon")
+@click.argument("subscription")
+@_TENANT
+@_COUPON
+@_COUPON_DAY
+def remove_coupon(subscription: str, tenant: str, coupon: str, day: date | None) -> None:
+    """End a subscription's coupon: periods that start on or after the day are no longer
+    discounted (a coupon that would discount no period is taken off entirely)."""
+    _coupon_change(subscription, tenant, coupon, False, day)
+
+
+def _coupon_change(
+    subscription: str, tenant: str, coupon: str, adding: bool, day: date | None
+) -> None:
+    from subscriptions import registry
+
+    book = load_book(load_settings())
+    _change(tenant, subscription, lambda now, _: registry.coupon_change(
+        coupon, adding, day, book, now=now))  # fmt: skip
+
+
 @subscriptions.command("cancel")
 @click.argument("subscription")
 @_TENANT

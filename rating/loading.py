@@ -82,14 +82,14 @@ def _merge_folder(folder: Path) -> dict[str, list[object]]:
     files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     if not files:
         raise PriceBookError(f"{folder}: no .yaml files in the price book folder")
-    merged: dict[str, list[object]] = {"meters": [], "plans": [], "add_ons": []}
+    merged: dict[str, list[object]] = {"meters": [], "plans": [], "add_ons": [], "coupons": []}
     for file in files:
         document = _read_yaml(file)
         if document is None:
             continue
         if not isinstance(document, dict) or set(document) - set(merged):
             raise PriceBookError(
-                f"{file}: expected a mapping with 'meters', 'plans' and/or 'add_ons'"
+                f"{file}: expected a mapping with 'meters', 'plans', 'add_ons' and/or 'coupons'"
             )
         for key, collected in merged.items():
             items = document.get(key) or []

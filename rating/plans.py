@@ -376,6 +376,51 @@ class FixedFee(_Frozen):
     amount: NanoPrice
 
 
+class Coupon(_Frozen):
+    """A discount: ``percent_off`` the lines it covers, or ``amount_off`` them (in
+    ``currency``, prorated by the subscription's active days like a fixed fee), never
+    below zero. It covers one meter's usage lines (``meter``) or every line of the period
+    (of its plan, when a plan carries it). It lasts ``periods`` billing periods, counting
+    the one it starts in, or until the day ``until`` (periods starting before it), or for
+    good. Subscriptions take one on from a day (``meterline subscriptions add-coupon``);
+    a plan's ``discounts`` apply from each subscription's start on it."""
+
+    id: str = Field(pattern=IDENTIFIER)
+    name: str = ""
+    percent_off: Annotated[Decimal, Field(allow_inf_nan=False, gt=0, le=100)] | None = None
+    amount_off: NanoPrice | None = None
+    currency: Currency | None = None
+    meter: str | None = Field(default=None, pattern=IDENTIFIER)
+    periods: Annotated[int, Field(ge=1)] | None = None
+    until: date | None = None
+
+    @model_validator(mode="after")
+    def _one_discount(self) -> Coupon:
+        if (self.percent_off is None) == (self.amount_off is None):
+            raise ValueError("give exactly one of percent_off and amount_off")
+        if self.amount_off is not None and (self.amount_off == 0 or self.currency is None):
+            raise ValueError("an amount_off is more than 0, in a currency (currency: USD)")
+        if self.percent_off is not None and self.currency is not None:
+            raise ValueError("a percent_off is in no currency: leave currency out")
+        if self.periods is not None and self.until is not None:
+            raise ValueError("give periods or until, not both")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"coupon {self.id!r}"
+
+    @property
+    def terms(self) -> str:
+        """What it takes off, for people: "20% off", "10 USD off api_calls"."""
+        if self.amount_off is not None:
+            off = f"{self.amount_off.normalize():f} {self.currency} off"
+        else:
+            assert self.percent_off is not None
+            off = f"{self.percent_off.normalize():f}% off"
+        return off + (f" {self.meter}" if self.meter else "")
+
+
 class Plan(_Frozen):
     """One version of a plan. Versions of a plan share its id and currency; each is in
     force from its ``effective_from`` day (UTC) until the next version's."""
@@ -390,6 +435,9 @@ class Plan(_Frozen):
     fixed_fees: tuple[FixedFee, ...] = ()
     commitment: NanoPrice | None = Field(
         default=None, description="minimum spend per period; a shortfall is billed as a true-up"
+    )
+    discounts: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
+        default=(), description="coupons every subscription on the plan gets from its start"
     )
 
     @model_validator(mode="after")
@@ -436,6 +484,7 @@ class PriceBook(_Frozen):
     meters: tuple[Meter, ...] = Field(min_length=1)
     plans: tuple[Plan, ...] = Field(min_length=1)
     add_ons: tuple[AddOn, ...] = ()
+    coupons: tuple[Coupon, ...] = ()
     # The variants subscriptions are on ("growth@+5%"), made once each and kept: derived
     # from the frozen fields above, never changing what the book says.
     _made: dict[str, list[Plan]] = PrivateAttr(default_factory=dict)
@@ -445,7 +494,28 @@ class PriceBook(_Frozen):
         _require_unique("meter", [meter.id for meter in self.meters])
         _require_unique("plan (id, version)", [f"{p.id}, {p.version}" for p in self.plans])
         _require_unique("add-on", [add_on.id for add_on in self.add_ons])
+        _require_unique("coupon", [coupon.id for coupon in self.coupons])
         known = {meter.id for meter in self.meters}
+        coupons = {coupon.id: coupon for coupon in self.coupons}
+        for coupon in self.coupons:
+            if coupon.meter is not None and coupon.meter not in known:
+                raise ValueError(
+                    f"{coupon.label}: meter {coupon.meter!r} is not declared under meters"
+                )
+        for discounted in self.plans:
+            label = discounted.label
+            _require_unique(f"{label}: discount", list(discounted.discounts))
+            for coupon_id in discounted.discounts:
+                found = coupons.get(coupon_id)
+                if found is None:
+                    raise ValueError(
+                        f"{label}: discount {coupon_id!r} is not declared under coupons"
+                    )
+                if found.currency is not None and found.currency != discounted.currency:
+                    raise ValueError(
+                        f"{label}: {found.label} takes off {found.currency}, the plan bills "
+                        f"{discounted.currency}"
+                    )
         priced: list[Plan | AddOn] = [*self.plans, *self.add_ons]
         for plan in priced:
             _require_unique(f"{plan.label}: meter", [c.meter for c in plan.charges])
@@ -568,6 +638,13 @@ class PriceBook(_Frozen):
             if plan.effective_from is None or plan.effective_from <= day:
                 in_force = plan
         return in_force
+
+    def coupon(self, coupon_id: str) -> Coupon:
+        for coupon in self.coupons:
+            if coupon.id == coupon_id:
+                return coupon
+        known = ", ".join(c.id for c in self.coupons) or "none"
+        raise PriceBookError(f"coupon {coupon_id!r} is not in the price book (coupons: {known})")
 
     def meter(self, meter_id: str) -> Meter:
         for meter in self.meters:

@@ -1,7 +1,7 @@
 """The registry part of the HTTP API, over a store: subscriptions (list, show, import,
-change, add-charge, remove-charge, revise, cancel, renew) and customers (list, import),
-made as the ``meterline`` commands make them (``subscriptions.registry``) and answered as
-JSON, or as an RFC 9457 problem document.
+change, add-charge, remove-charge, revise, add-coupon, remove-coupon, cancel, renew) and
+customers (list, import), made as the ``meterline`` commands make them
+(``subscriptions.registry``) and answered as JSON, or as an RFC 9457 problem document.
 
 ``answer`` runs where the store is: in the gateway with a ClickHouse server, or in the
 worker that owns chDB (the embedded default), to which the gateway forwards the request
@@ -83,6 +83,14 @@ class AddOnChange(msgspec.Struct, forbid_unknown_fields=True):
     at_period_end: bool = False
 
 
+class CouponChange(msgspec.Struct, forbid_unknown_fields=True):
+    """Take on (or end) the price book's coupon ``coupon`` from ``on`` (today by default):
+    it discounts the period ``on`` falls in, in full, and after."""
+
+    coupon: str
+    on: date | None = None
+
+
 class PriceRevision(msgspec.Struct, forbid_unknown_fields=True):
     """Every price times (1 + percent/100) from the start of ``on`` or the next period."""
 
@@ -107,6 +115,12 @@ class PlanFrom(msgspec.Struct):
     plan: str
 
 
+class CouponFrom(msgspec.Struct):
+    coupon: str
+    on: date  # the first day it applies to
+    ended: date | None  # removed from this day on
+
+
 class SubscriptionView(msgspec.Struct):
     tenant: str
     subscription: str
@@ -116,6 +130,7 @@ class SubscriptionView(msgspec.Struct):
     ended_at: datetime | None
     anchor_day: int  # its billing periods start on this day of the month
     plans: list[PlanFrom]  # the plan it started on, then every change, in day order
+    coupons: list[CouponFrom]  # the coupons it took on, in the order applied
 
 
 class HistoryEntry(msgspec.Struct):
@@ -236,6 +251,13 @@ def _operations(
         when = registry.FromDay(asked.on, asked.at_period_end, now, notice)
         return registry.price_revision(asked.percent, when, book)
 
+    def coupon(adding: bool) -> Callable[[bytes], Operation]:
+        def vary(body: bytes) -> Operation:
+            asked = _decoded(body, CouponChange)
+            return registry.coupon_change(asked.coupon, adding, asked.on, book, now=now)
+
+        return vary
+
     def cancel(body: bytes) -> Operation:
         asked = _decoded(body, Cancellation)
         at = asked.at if asked.at is None or asked.at.tzinfo else asked.at.replace(tzinfo=UTC)
@@ -246,7 +268,8 @@ def _operations(
         return registry.renewal()
 
     return {"change": change, "add-charge": add_on(True), "remove-charge": add_on(False),
-            "revise": revise, "cancel": cancel, "renew": renew}  # fmt: skip
+            "revise": revise, "add-coupon": coupon(True), "remove-coupon": coupon(False),
+            "cancel": cancel, "renew": renew}  # fmt: skip
 
 
 def _decoded(body: bytes, kind: type[Any]) -> Any:
@@ -333,4 +356,5 @@ def view(row: Subscription, today: date) -> SubscriptionView:
         row.tenant, row.subscription, row.customer, row.plan_on(today),
         row.started_at, row.ended_at, row.anchor_day,
         [started, *(PlanFrom(day, plan) for day, plan in row.changes)],
+        [CouponFrom(c.coupon, c.day, c.ended) for c in row.coupons],
     )  # fmt: skip

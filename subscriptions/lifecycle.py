@@ -1,9 +1,9 @@
 """Changes to a subscription's life: moving it to another plan (an upgrade or a
-downgrade), adding or removing an add-on's charges, revising its prices by a percentage
-(each from a day on), ending it (now, on a date, or at the end of the period) and
-renewing it (removing an end). Pure checks: a change that would alter a finalized
-invoice, reach back into usage already priced, overlap another, or put an end before the
-start is refused with the reason, and the caller writes nothing."""
+downgrade), adding or removing an add-on's charges, revising its prices by a percentage,
+taking on or ending a coupon (each from a day on), ending it (now, on a date, or at the
+end of the period) and renewing it (removing an end). Pure checks: a change that would
+alter a finalized invoice, reach back into usage already priced, overlap another, or put
+an end before the start is refused with the reason, and the caller writes nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from decimal import Decimal
 from rating.period import LAST_DAY, Period, plan_on
 from rating.plans import PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
-from subscriptions.model import Customer, Subscription, midnight
+from subscriptions.model import AppliedCoupon, Customer, Subscription, midnight
 
 
 class LifecycleError(ValueError):
@@ -149,6 +149,55 @@ def _vary(
         raise LifecycleError(f"{name}: {error}") from None
     return change_plan(row, plan, day, earliest=earliest, last_finalized=last_finalized,
                        book=book)  # fmt: skip
+
+
+def add_coupon(
+    row: Subscription,
+    coupon_id: str,
+    day: date,
+    *,
+    last_finalized: date | None,
+    book: PriceBook,
+) -> Subscription:
+    """Take on the price book's coupon from ``day``: it discounts the period ``day``
+    falls in, in full, and the ones after it for as long as the coupon lasts."""
+    name = row.name
+    try:
+        coupon = book.coupon(coupon_id)
+    except PriceBookError as error:
+        raise LifecycleError(f"{name}: {error}") from None
+    if day < row.active_from:
+        raise LifecycleError(f"{name} starts {row.started_at.isoformat()}: apply it after that")
+    billed_in = book.plan(row.plan_on(day)).currency if book.knows(row.plan_on(day)) else None
+    if coupon.currency is not None and coupon.currency != billed_in:
+        raise LifecycleError(
+            f"{name} is billed in {billed_in}; {coupon.label} takes off {coupon.currency}"
+        )
+    if any(applied.coupon == coupon_id and applied.ended is None for applied in row.coupons):
+        raise LifecycleError(f"{name} has {coupon.label} already: remove it first")
+    _outside_finalized(row, midnight(day), last_finalized)
+    return replace(row, coupons=(*row.coupons, AppliedCoupon(day, coupon_id)))
+
+
+def remove_coupon(
+    row: Subscription, coupon_id: str, day: date, *, last_finalized: date | None
+) -> Subscription:
+    """End a coupon the subscription took on: it no longer discounts periods that start
+    on or after ``day``; taken off entirely when it would discount none."""
+    name = row.name
+    taken = [i for i, applied in enumerate(row.coupons)
+             if applied.coupon == coupon_id and applied.ended is None]  # fmt: skip
+    if not taken:
+        raise LifecycleError(f"{name} has no coupon {coupon_id!r} to remove")
+    _outside_finalized(row, midnight(day), last_finalized)
+    applied = row.coupons[taken[0]]
+    first = Period.of(applied.day, row.anchor_day)
+    kept = list(row.coupons)
+    if day <= first.start:
+        del kept[taken[0]]
+    else:
+        kept[taken[0]] = replace(applied, ended=day)
+    return replace(row, coupons=tuple(kept))
 
 
 def cancel(row: Subscription, at: datetime, last_finalized: date | None) -> Subscription:

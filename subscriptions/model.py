@@ -44,6 +44,16 @@ class Terms:
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    """A price book coupon a subscription took on from ``day``, until the period that
+    starts on or after ``ended`` (when it was removed) or the coupon's own end."""
+
+    day: date
+    coupon: str
+    ended: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     tenant: str
     subscription: str
@@ -54,6 +64,7 @@ class Subscription:
     changes: PlanChanges = ()  # (first day on the plan, plan), in day order
     anchor_day: int = 1  # the day of the month its billing periods start on (1 to 28)
     version: int = 0  # of the stored row this is; the registry sets it when it writes one
+    coupons: tuple[AppliedCoupon, ...] = ()  # in the order they were applied
 
     @property
     def owner(self) -> Owner:

@@ -104,6 +104,23 @@ def add_on_change(add_on: str, adding: bool, when: FromDay, book: PriceBook) -> 
     return Operation("charge added" if adding else "charge removed", vary, when.midnight)
 
 
+def coupon_change(coupon: str, adding: bool, day: date | None, book: PriceBook, *,
+                  now: datetime) -> Operation:  # fmt: skip
+    """Take on the price book's coupon from ``day`` (today by default), or end it from
+    then. Coupons change invoices only, never what a worker prices: no notice is needed."""
+    if day is not None:
+        lifecycle.check_day(day, "the day")
+    first = day or now.astimezone(UTC).date()
+
+    def vary(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
+        if adding:
+            return lifecycle.add_coupon(row, coupon, first, last_finalized=final, book=book)
+        return lifecycle.remove_coupon(row, coupon, first, last_finalized=final)
+
+    return Operation("coupon applied" if adding else "coupon removed", vary,
+                     lambda _: midnight(first))  # fmt: skip
+
+
 def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> Operation:
     if at is not None and at_period_end:
         raise LifecycleError("give a time (at) or the end of the period, not both")
@@ -186,6 +203,8 @@ def import_customers(store: SubscriptionStore, customers: Sequence[Customer], no
 
 
 def describe(row: Subscription) -> str:
-    plans = "; ".join(f"{plan} from {day}" for day, plan in row.changes)
+    plans = [f"{plan} from {day}" for day, plan in row.changes]
+    coupons = [f"coupon {c.coupon} from {c.day}" + (f" to {c.ended}" if c.ended else "")
+               for c in row.coupons]  # fmt: skip
     ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"
-    return f"{plans}; {ends}" if plans else ends
+    return "; ".join([*plans, *coupons, ends])

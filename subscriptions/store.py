@@ -9,10 +9,11 @@ from datetime import date
 import pyarrow as pa
 
 from base.clickhouse import TIMESTAMP, TableStore, as_utc, where_equal
-from subscriptions.model import Change, Customer, Owner, Subscription, Terms
+from subscriptions.model import AppliedCoupon, Change, Customer, Owner, Subscription, Terms
 
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
-            "change_plans, anchor_day, version")  # fmt: skip
+            "change_plans, anchor_day, version, coupon_days, coupon_ids, coupon_ends")  # fmt: skip
+_NOT_ENDED = date(1970, 1, 1)  # a coupon's end as stored when it has none
 
 
 class SubscriptionStore(TableStore):
@@ -34,6 +35,16 @@ class SubscriptionStore(TableStore):
                 ),
                 "version": pa.array([row.version for row in rows], type=pa.uint64()),
                 "anchor_day": pa.array([row.anchor_day for row in rows], type=pa.uint8()),
+                "coupon_days": pa.array(
+                    [[c.day for c in row.coupons] for row in rows], type=pa.list_(pa.date32())
+                ),
+                "coupon_ids": pa.array(
+                    [[c.coupon for c in row.coupons] for row in rows], type=pa.list_(pa.string())
+                ),
+                "coupon_ends": pa.array(
+                    [[c.ended or _NOT_ENDED for c in row.coupons] for row in rows],
+                    type=pa.list_(pa.date32()),
+                ),
             }
         )
         self._client.insert_arrow(self._table("subscriptions"), table)
@@ -162,8 +173,12 @@ class SubscriptionStore(TableStore):
 
 
 def _subscription(row: Sequence[object]) -> Subscription:
-    tenant, sub, customer, plan, started, ended, days, plans, anchor, version = row
+    tenant, sub, customer, plan, started, ended, days, plans, anchor, version, *coupons = row
+    coupon_days, coupon_ids, coupon_ends = coupons
+    applied = tuple(AppliedCoupon(day, coupon, None if end == _NOT_ENDED else end)
+                    for day, coupon, end in zip(coupon_days, coupon_ids, coupon_ends,  # type: ignore[call-overload]
+                                                strict=True))  # fmt: skip
     return Subscription(
         tenant, sub, customer, plan, as_utc(started), as_utc(ended) if ended else None,  # type: ignore[arg-type]
-        tuple(zip(days, plans, strict=True)), anchor, version,  # type: ignore[call-overload,arg-type]
+        tuple(zip(days, plans, strict=True)), anchor, version, applied,  # type: ignore[call-overload,arg-type]
     )  # fmt: skip

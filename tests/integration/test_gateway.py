@@ -361,3 +361,23 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
         (date(2099, 1, 1), "starter"), (date(2099, 2, 1), "starter@+5%")
     )  # fmt: skip
     assert newest[("acme", "sub-1")].ended_at is None
+
+    # Coupons: taken on from a day, shown, refused when they cannot apply, ended.
+    coupon = call("POST", "/v1/subscriptions/sub-1/add-coupon",
+                  {"coupon": "welcome", "on": "2099-01-15"})  # fmt: skip
+    assert coupon.status_code == 200, coupon.text
+    assert coupon.json()["coupons"] == [{"coupon": "welcome", "on": "2099-01-15", "ended": None}]
+    assert coupon.json()["history"][-1]["change"] == "coupon applied"
+    for body, problem in (
+        ({"coupon": "welcome", "on": "2099-02-01"}, "has coupon 'welcome' already"),
+        ({"coupon": "nope"}, "coupon 'nope' is not in the price book"),
+    ):  # fmt: skip
+        refused = call("POST", "/v1/subscriptions/sub-1/add-coupon", body)
+        assert refused.status_code == 422 and problem in refused.json()["detail"], refused.text
+    ended = call("POST", "/v1/subscriptions/sub-1/remove-coupon",
+                 {"coupon": "welcome", "on": "2099-03-01"})  # fmt: skip
+    assert ended.json()["coupons"] == [
+        {"coupon": "welcome", "on": "2099-01-15", "ended": "2099-03-01"}
+    ]
+    bad = call("POST", "/v1/subscriptions/sub-1/remove-coupon", {"coupons": "welcome"})
+    assert bad.status_code == 400, bad.text

@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from aggregation.batch import BatchProcessor
 from aggregation.state import UsageState
@@ -27,7 +27,7 @@ from base.events import EventWindow, Property, UsageEvent, encode, partition_of
 from invoicing.closing import ClosingError, close_period
 from invoicing.explain import explain_line
 from invoicing.export import to_csv, to_html, to_json
-from invoicing.invoice import DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Invoice
+from invoicing.invoice import DISCOUNT, DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Invoice
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
 from rating import oracle
@@ -425,9 +425,12 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
         ("growth", 2, USAGE): usage("growth", 2, "api_calls", 2000),
         ("growth", 1, FIXED_FEE): prorated("29", 5, 30),
         ("growth", 2, FIXED_FEE): prorated("39", 15, 30),
+        # The starter plan's launch discount, 10% of its slice's 0.04: under half a cent.
+        ("starter", 1, DISCOUNT): Decimal(0),
     }
     october = by_plan(store, OCT, "e")
-    assert october == {("starter", 1, USAGE): usage("starter", 1, "api_calls", 50)}
+    assert october == {("starter", 1, USAGE): usage("starter", 1, "api_calls", 50),
+                       ("starter", 1, DISCOUNT): Decimal(0)}  # fmt: skip
 
     runner = CliRunner()
     past = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT, "--plan",
@@ -651,3 +654,42 @@ def test_a_subscription_that_keeps_a_plan_version_is_moved_to_the_list_price_on_
         ("growth#1", 1, FIXED_FEE): prorated("29", 20, 30),
         ("growth", 2, FIXED_FEE): prorated("39", 10, 30),
     }
+
+
+def test_coupons_taken_from_the_command_line_are_lines_of_their_own_before_tax(
+    scenario: Feed, store_environment: Stores
+) -> None:
+    """a (growth from Aug 20, 12 of 31 days) takes the welcome credit (20 USD, prorated
+    like its fees) and half off its calls (on api_calls only), which comes first; b is
+    billed in EUR and cannot take a USD credit."""
+    store = store_environment
+    runner = CliRunner()
+
+    def coupon(*args: str) -> Result:
+        return runner.invoke(main, ["subscriptions", *args, "--tenant", TENANT])
+
+    for name in ("welcome", "calls_half_off"):
+        taken = coupon("add-coupon", "a", "--coupon", name, "--on", "2026-08-25")
+        assert taken.exit_code == 0, taken.output
+    euros = coupon("add-coupon", "b", "--coupon", "welcome", "--on", "2026-08-25")
+    assert euros.exit_code == 1 and "billed in EUR" in euros.output, euros.output
+    close_period(store.sources, BOOK, AUG)
+    august = invoices(store, AUG)["a"]
+    calls = usage("growth", 1, "api_calls", 1500)
+    fee = prorated("29", 12, 31)
+    half = cents(calls / 2)
+    welcome = min(cents(Decimal(20) * 12 / 31), calls - half + fee)
+    assert [(line.item, line.amount) for line in august.lines if line.kind == DISCOUNT] == [
+        ("calls_half_off", -half), ("welcome", -welcome)
+    ]  # fmt: skip
+    assert august.subtotal == calls + fee - half - welcome
+    assert august.tax == sum(cents(line.amount * Decimal("8.25") / 100) for line in august.lines)
+    number = next(n for n, line in enumerate(august.lines, 1) if line.item == "welcome")
+    explained = runner.invoke(main, ["invoices", "explain", august.invoice_id, str(number)])
+    assert explained.exit_code == 0 and "prorated by the" in explained.output, explained.output
+    # Ended from September: September's invoice has no welcome credit (it lasted one
+    # period anyway) and no half-off calls.
+    ended = coupon("remove-coupon", "a", "--coupon", "calls_half_off", "--on", "2026-09-01")
+    assert ended.exit_code == 0, ended.output
+    close_period(store.sources, BOOK, SEP)
+    assert not [line for line in invoices(store, SEP)["a"].lines if line.kind == DISCOUNT]

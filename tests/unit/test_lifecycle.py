@@ -13,14 +13,16 @@ from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book
 from subscriptions.lifecycle import (
     LifecycleError,
+    add_coupon,
     cancel,
     change_plan,
     earliest_change_day,
     period_end,
+    remove_coupon,
     renew,
     revise,
 )
-from subscriptions.model import Customer, Subscription
+from subscriptions.model import AppliedCoupon, Customer, Subscription
 
 BOOK = load_price_book(PRICE_BOOK)
 START = datetime(2026, 8, 10, tzinfo=UTC)
@@ -141,3 +143,33 @@ def test_a_second_change_for_the_same_day_replaces_the_first_or_undoes_it() -> N
     assert move(upgraded, "growth", day).changes == ()
     with pytest.raises(LifecycleError, match="is on growth then already"):
         move(ROW, "growth", day)
+
+
+def test_a_coupon_is_taken_on_once_ended_from_a_day_and_refused_with_its_reason() -> None:
+    taken = add_coupon(ROW, "welcome", date(2026, 10, 5), last_finalized=date(2026, 9, 1),
+                       book=BOOK)  # fmt: skip
+    assert taken.coupons == (AppliedCoupon(date(2026, 10, 5), "welcome"),)
+    ended = remove_coupon(taken, "welcome", date(2026, 12, 1), last_finalized=None)
+    assert ended.coupons == (AppliedCoupon(date(2026, 10, 5), "welcome", date(2026, 12, 1)),)
+    # Ended before its first period starts: it discounts nothing, so it goes.
+    assert remove_coupon(taken, "welcome", date(2026, 10, 1), last_finalized=None).coupons == ()
+    # Once ended it may be taken on again.
+    again = add_coupon(ended, "welcome", date(2027, 1, 5), last_finalized=None, book=BOOK)
+    assert [c.day for c in again.coupons] == [date(2026, 10, 5), date(2027, 1, 5)]
+    euros = Subscription("acme", "s2", "c1", "scale", START)
+    for attempt, problem in (
+        (lambda: add_coupon(taken, "welcome", date(2026, 11, 1), last_finalized=None,
+                            book=BOOK), "has coupon 'welcome' already"),
+        (lambda: add_coupon(ROW, "welcome", date(2026, 9, 5), last_finalized=date(2026, 9, 1),
+                            book=BOOK), "finalized"),
+        (lambda: add_coupon(ROW, "welcome", date(2026, 8, 1), last_finalized=None, book=BOOK),
+         "apply it after that"),
+        (lambda: add_coupon(euros, "welcome", date(2026, 9, 5), last_finalized=None,
+                            book=BOOK), "billed in EUR"),
+        (lambda: add_coupon(ROW, "gift", date(2026, 9, 5), last_finalized=None, book=BOOK),
+         "not in the price book"),
+        (lambda: remove_coupon(ROW, "welcome", date(2026, 9, 5), last_finalized=None),
+         "no coupon 'welcome'"),
+    ):  # fmt: skip
+        with pytest.raises(LifecycleError, match=problem):
+            attempt()
