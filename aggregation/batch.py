@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from itertools import compress
 
 import numpy as np
@@ -36,6 +36,7 @@ from aggregation.model import (
 from aggregation.state import (
     APPLIED,
     DUPLICATE,
+    OUT_OF_ORDER,
     OVER_LIMIT,
     REPLAYED,
     Aggregation,
@@ -46,9 +47,13 @@ from aggregation.state import (
     average,
     dedupe_key,
     value_digest,
+    weighted,
+    weighted_limit,
 )
 from base.events import (
+    EPOCH,
     MAX_RECORD_EVENTS,
+    MILLISECOND,
     EventWindow,
     Undecodable,
     UsageEvent,
@@ -56,6 +61,7 @@ from base.events import (
     decode_record,
     encode,
     group_key,
+    millis,
     owner_key,
     partitions_of,
     utc_day,
@@ -66,16 +72,9 @@ from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 from rating.transactions import TransactionFees
-from subscriptions.model import Owner, Terms
+from subscriptions.model import Owner, Terms, midnight
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = timedelta(milliseconds=1)
-_LATEST = Aggregation.LATEST
-
-
-def millis(moment: datetime) -> int:
-    """A moment in ms since 1970, exactly (a float timestamp can be one off)."""
-    return (moment - EPOCH) // MILLISECOND
+_LATEST, _WEIGHTED = Aggregation.LATEST, Aggregation.WEIGHTED_SUM
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +85,12 @@ class _PlanDay:
 
     plan: Plan
     period_start: date
-    limits: dict[str, int]
+    limits: dict[str, int]  # a weighted sum's in value × ms (``state.weighted_limit``)
     rows: dict[str, int]
     transactions: dict[str, TransactionFees]  # the rule of each percentage charge
+    # When the slice of the period this version prices ends (ms): the period's end, or
+    # the next version's first day. A weighted sum's last value holds until then.
+    ends: int
 
 
 @dataclass(slots=True)
@@ -166,6 +168,7 @@ class BatchProcessor:
         }
         self._unique = {m.id: m.unique for m in book.meters if m.unique}
         self._averages = {m.id for m in book.meters if m.aggregation == "avg"}
+        self._per_ms = {m.id: m.per_ms for m in book.meters if m.aggregation == "weighted_sum"}
         self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
 
     def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
@@ -196,9 +199,20 @@ class BatchProcessor:
     def _describe(self, plan: Plan, day: date, anchor: int) -> _PlanDay:
         rows = {charge.meter: self.charges.row(plan, charge.meter) for charge in plan.charges}
         refs = {meter: self.charges.refs[row] for meter, row in rows.items()}
-        limits = {meter: ref.max_quantity for meter, ref in refs.items()}
+        limits = {
+            meter: weighted_limit(ref.max_quantity, self._per_ms[meter])
+            if meter in self._per_ms else ref.max_quantity
+            for meter, ref in refs.items()
+        }  # fmt: skip
         rules = {meter: ref.transactions for meter, ref in refs.items() if ref.transactions}
-        return _PlanDay(plan, Period.of(day, anchor).label, limits, rows, rules)
+        period = Period.of(day, anchor)
+        ends = period.end
+        for later in self.book.versions_of(plan.id):
+            starts = later.effective_from
+            if later.version > plan.version and starts is not None and starts < ends:
+                ends = starts
+                break
+        return _PlanDay(plan, period.label, limits, rows, rules, millis(midnight(ends)))
 
     def _flatten(self, records: Sequence[Record]) -> _Flat:
         """Decode every record. A whole batch of valid events (the common case) joins the
@@ -253,6 +267,7 @@ class BatchProcessor:
         ats: list[int] = []
         values: list[bytes] = []
         rules: list[TransactionFees | None] = []
+        ends: list[int] = []
         known_of: list[_PlanDay] = []
         dropped: list[int] = []  # events forwarded or refused before they are counted
         for i, (event, owner, home, partition, terms) in enumerate(
@@ -292,7 +307,9 @@ class BatchProcessor:
             ))  # fmt: skip
             limits.append(limit)
             aggregations.append(aggregation)
-            ats.append(millis(moment) if aggregation is _LATEST else 0)
+            timed = aggregation is _LATEST or aggregation is _WEIGHTED
+            ats.append(millis(moment) if timed else 0)
+            ends.append(known.ends if aggregation is _WEIGHTED else 0)
             values.append(value_digest(event.properties[unique]) if unique else b"")
             rules.append(known.transactions.get(event.meter) if known.transactions else None)
             known_of.append(known)
@@ -300,7 +317,7 @@ class BatchProcessor:
         marks = [dedupe_key(e) for e in counted.events]
         packed = pack_all(counted.partitions, counted.offsets, counted.indices)
         counting = Counted(packed, marks, keys, [e.quantity for e in counted.events], limits,
-                           aggregations, ats, values, rules)  # fmt: skip
+                           aggregations, ats, values, rules, ends)  # fmt: skip
         self.state.marks.prefetch(marks)
         counts = self.state.apply_many(counting)
         self.state.marks.flush()
@@ -366,26 +383,13 @@ class BatchProcessor:
             result.accepted = rows.select([verdict <= REPLAYED for verdict in verdicts])
             result.repeated = rows.select([verdict == DUPLICATE for verdict in verdicts])
             applied = [verdict == APPLIED for verdict in verdicts]
-            for k in compress(range(len(verdicts)), [v == OVER_LIMIT for v in verdicts]):
-                event, known = counted.events[k], known_of[k]
-                cap = f"{plain(from_nanos(INT64_MAX))} {known.plan.currency}"
-                if event.meter in known.transactions:
-                    detail = (
-                        f"the fees {known.plan.label} accrues on meter {event.meter!r} of "
-                        f"{event.subscription!r} would pass {cap} this period, the most one "
-                        "rated total holds in 64-bit nano-units"
-                    )
-                else:
-                    detail = (
-                        f"meter {event.meter!r} of {event.subscription!r} would pass "
-                        f"{known.limits[event.meter]} units this period, beyond what "
-                        f"{known.plan.label} can bill in 64-bit nano-units (at most {cap} "
-                        "for one rated total)"
-                    )
+            for k in compress(range(len(verdicts)), [v >= OVER_LIMIT for v in verdicts]):
+                reason, detail = self._state_refusal(verdicts[k], counted.events[k],
+                                                     known_of[k], counting.keys[k])  # fmt: skip
                 flat.refuse(counted.records[k], Rejection(
-                    counted.partitions[k], counted.offsets[k], counted.indices[k],
-                    refusals.AMOUNT_OVERFLOW.reason, detail, encode(event),
-                    counted.record_events[k], event,
+                    counted.partitions[k], counted.offsets[k], counted.indices[k], reason,
+                    detail, encode(counted.events[k]), counted.record_events[k],
+                    counted.events[k],
                 ))  # fmt: skip
         keys = counting.keys
         result.distinct = [(keys[k], counted.partitions[k], value)
@@ -397,6 +401,31 @@ class BatchProcessor:
         began = time.perf_counter()
         result.rated = self._rate(changed)
         result.rating_seconds = time.perf_counter() - began
+
+    def _state_refusal(
+        self, verdict: int, event: UsageEvent, known: _PlanDay, key: TotalKey
+    ) -> tuple[str, str]:
+        """Why the state refused to count the event, as (reason, detail for people)."""
+        if verdict == OUT_OF_ORDER:
+            latest = EPOCH + self.state.totals[key].at * MILLISECOND
+            return refusals.OUT_OF_ORDER.reason, (
+                f"meter {event.meter!r} weighs a gauge over time, and {event.subscription!r} "
+                f"reported a value stamped {latest.isoformat()} already; this one is stamped "
+                f"{event.timestamp.isoformat()}: a gauge's reports count in time order"
+            )
+        cap = f"{plain(from_nanos(INT64_MAX))} {known.plan.currency}"
+        if event.meter in known.transactions:
+            return refusals.AMOUNT_OVERFLOW.reason, (
+                f"the fees {known.plan.label} accrues on meter {event.meter!r} of "
+                f"{event.subscription!r} would pass {cap} this period, the most one rated "
+                "total holds in 64-bit nano-units"
+            )
+        limit = self.charges.refs[known.rows[event.meter]].max_quantity
+        return refusals.AMOUNT_OVERFLOW.reason, (
+            f"meter {event.meter!r} of {event.subscription!r} would pass {limit} units this "
+            f"period, beyond what {known.plan.label} can bill in 64-bit nano-units (at most "
+            f"{cap} for one rated total)"
+        )
 
     def refusal(
         self,
@@ -454,9 +483,9 @@ class BatchProcessor:
         keys = list(changed)
         aggregates = [t.quantity for t in totals]
         quantities = aggregates
-        if self._averages:
-            quantities = [average(t.quantity, t.events) if k.meter in self._averages
-                          else t.quantity for k, t in zip(keys, totals, strict=True)]  # fmt: skip
+        if self._averages or self._per_ms:
+            quantities = [self._priced(k.meter, t, known.ends)
+                          for k, t, known in zip(keys, totals, days, strict=True)]  # fmt: skip
         rated = quantities
         if any(known.transactions for known in days):  # a percentage charge bills its fees
             rated = [
@@ -470,4 +499,14 @@ class BatchProcessor:
                          amounts.tolist(), [t.partition for t in totals],
                          [t.offset for t in totals], [t.index for t in totals],
                          [t.at for t in totals], aggregates, [t.events for t in totals],
-                         [t.fees for t in totals])  # fmt: skip
+                         [t.fees for t in totals], [t.last for t in totals])  # fmt: skip
+
+    def _priced(self, meter: str, total: Total, ends: int) -> int:
+        """The quantity a total's charge prices: its aggregate; an average's mean; a
+        weighted sum's value over time, the last value held until the slice ends."""
+        if meter in self._averages:
+            return average(total.quantity, total.events)
+        per_ms = self._per_ms.get(meter)
+        if per_ms is not None:
+            return weighted(total.quantity, total.last, total.at, ends, per_ms)
+        return total.quantity

@@ -149,6 +149,11 @@ class RatedTotal:
     value_at: int  # for a LATEST meter: when the value was measured (ms); else 0
     events: int = 0  # how many events the total absorbed (0 in rows older than the count)
     fees_nanos: int = 0  # under a percentage charge: its transactions' fees, before bounds
+    # The running aggregate the worker restores it from (None: its quantity); for a
+    # weighted sum the integral up to ``value_at`` (value × ms), and its last value, from
+    # which an invoice holds the value to the end of the slice it bills.
+    aggregate: int | None = None
+    last_value: int = 0
 
     @property
     def amount(self) -> Decimal:
@@ -178,18 +183,19 @@ class RatedRows:
     aggregates: list[int] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
     fees_nanos: list[int] = field(default_factory=list)
+    lasts: list[int] = field(default_factory=list)  # a weighted sum's last value, else 0
 
     @classmethod
     def of(cls, rows: Iterable[RatedTotal]) -> RatedRows:
-        """Rows as the readers give them back; they hold no average's running sum, so
-        such a row's aggregate is its quantity."""
+        """Rows as the readers give them back."""
         rows = list(rows)
         return cls([r.key for r in rows], [r.currency for r in rows],
                    [r.quantity for r in rows], [r.amount_nanos for r in rows],
                    [r.partition for r in rows], [r.offset for r in rows],
                    [r.index for r in rows], [r.value_at for r in rows],
-                   [r.quantity for r in rows], [r.events for r in rows],
-                   [r.fees_nanos for r in rows])  # fmt: skip
+                   [r.quantity if r.aggregate is None else r.aggregate for r in rows],
+                   [r.events for r in rows],
+                   [r.fees_nanos for r in rows], [r.last_value for r in rows])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -200,7 +206,7 @@ class RatedRows:
                           key.plan, key.plan_version, self.currencies[i], self.quantities[i],
                           self.amounts_nanos[i], self.partitions[i], self.offsets[i],
                           self.indices[i], self.values_at[i], self.events[i],
-                          self.fees_nanos[i])  # fmt: skip
+                          self.fees_nanos[i], self.aggregates[i], self.lasts[i])  # fmt: skip
 
     def __iter__(self) -> Iterator[RatedTotal]:
         return (self[i] for i in range(len(self)))

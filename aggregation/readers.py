@@ -64,16 +64,17 @@ class PipelineReads(TableStore):
         rows = self._client.query(
             "SELECT tenant, subscription, meter, group_key, period_start, plan, plan_version, "
             "currency, quantity, amount, kafka_partition, log_epoch, kafka_offset, event_index, "
-            f"value_at, events, fees FROM {self._table('rated_usage')} FINAL WHERE {where} "
+            f"value_at, events, fees, aggregate, last_value FROM {self._table('rated_usage')} "
+            f"FINAL WHERE {where} "
             "ORDER BY tenant, subscription, meter, plan_version, group_key",
             parameters={"period": period, "tenant": tenant, "subscription": subscription},
         ).result_rows
         return [
             RatedTotal(tenant, sub, meter, group, start, plan, version, currency, quantity,
                        int(amount.scaleb(9)), partition, ordinal(epoch, offset), index, at,
-                       events, fees)
+                       events, fees, aggregate, last)
             for (tenant, sub, meter, group, start, plan, version, currency, quantity, amount,
-                 partition, epoch, offset, index, at, events, fees) in rows
+                 partition, epoch, offset, index, at, events, fees, aggregate, last) in rows
         ]  # fmt: skip
 
     def rated_by_subscription(
@@ -120,10 +121,27 @@ class PipelineReads(TableStore):
         return [EventWindow(start, int(count), int(total), int(late))
                 for start, count, total, late in rows]  # fmt: skip
 
-    def event_aggregate(self, events: EventsOf, aggregation: str, unique: str = "") -> int:
+    def event_aggregate(
+        self, events: EventsOf, aggregation: str, unique: str = "", per_ms: int = 1
+    ) -> int:
         """What ``events`` come to under a meter's ``aggregation`` (``unique``: the property
-        a unique count counts), in the meter's scale."""
+        a unique count counts; ``per_ms``: a weighted sum's time unit), in the meter's
+        scale."""
         where, params = _filter(events)
+        if aggregation == "weighted_sum":
+            # Each value times the time to the next report (on a tie, the one further
+            # along the log), the last one's to the window's end; rounded half up as the
+            # worker does (``state.weighted``).
+            found = self._client.query(
+                "SELECT intDiv(2 * toInt128(sum(quantity * (next - at))) + {per:Int64}, "
+                "2 * {per:Int64}) FROM (SELECT quantity, toUnixTimestamp64Milli(timestamp) AS at, "
+                "leadInFrame(toUnixTimestamp64Milli(timestamp), 1, "
+                "toUnixTimestamp64Milli({until:DateTime64(3, 'UTC')})) OVER (ORDER BY timestamp, "
+                "log_epoch, kafka_offset, event_index ROWS BETWEEN CURRENT ROW AND UNBOUNDED "
+                f"FOLLOWING) AS next FROM {self._table('events')} FINAL WHERE {where})",
+                parameters={**params, "per": per_ms},
+            ).result_rows[0][0]
+            return int(found or 0)
         found = self._client.query(
             f"SELECT {_AGGREGATES[aggregation]} FROM {self._table('events')} FINAL WHERE {where}",
             parameters={**params, "unique": unique},

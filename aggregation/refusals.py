@@ -37,12 +37,14 @@ NEGATIVE_QUANTITY = Rule("negative_quantity", "its quantity is below zero")
 TOO_OLD = Rule("too_old", "stamped earlier than the accepted age of events")
 IN_FUTURE = Rule("in_future", "stamped further ahead of meterline's clock than the skew allowed")
 MISSING_PROPERTY = Rule("missing_property", "a unique count's event lacks the property counted")
-# Checked last, by the state, as the event is counted: the amount must stay rateable.
+# Checked last, by the state, as the event is counted: the amount must stay rateable, and
+# a gauge weighed over time takes its reports in time order.
 AMOUNT_OVERFLOW = Rule("amount_overflow", "its total would pass what 64-bit nano-units can bill")
+OUT_OF_ORDER = Rule("out_of_order", "a weighted gauge's report older than one already counted")
 
 RECORD_RULES = (EMPTY_RECORD, RECORD_TOO_LARGE, MALFORMED)
 EVENT_RULES = (WRONG_PARTITION, UNKNOWN_SUBSCRIPTION, SUBSCRIPTION_ENDED, PLAN_NOT_IN_FORCE,
                UNPRICED_METER, NEGATIVE_QUANTITY, TOO_OLD, IN_FUTURE, MISSING_PROPERTY,
-               AMOUNT_OVERFLOW)  # fmt: skip
+               AMOUNT_OVERFLOW, OUT_OF_ORDER)  # fmt: skip
 RULES = RECORD_RULES + EVENT_RULES
 REASONS = {rule.reason: rule for rule in RULES}

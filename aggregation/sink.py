@@ -136,18 +136,22 @@ class PipelineSink(TableStore):
             for offset, events in placed.items()
         ]  # fmt: skip
 
-    def load_refusals(self, partitions: set[int], since: datetime) -> Iterator[Position]:
-        """Positions of events refused because their total would overflow (see
-        ``UsageState.refused``), rejected since ``since``."""
+    def load_refusals(
+        self, partitions: set[int], since: datetime
+    ) -> Iterator[tuple[Position, str]]:
+        """Positions of events the state refused as it counted them (their total would
+        overflow, or a gauge's report came out of order; see ``UsageState.refused``),
+        rejected since ``since``, each with its reason."""
         rows = self._client.query(
-            "SELECT kafka_partition, log_epoch, kafka_offset, event_index "
+            "SELECT kafka_partition, log_epoch, kafka_offset, event_index, reason "
             f"FROM {self._table('rejected_events')} FINAL "
-            "WHERE reason = 'amount_overflow' AND kafka_partition IN {partitions:Array(UInt32)} "
+            "WHERE reason IN ('amount_overflow', 'out_of_order') "
+            "AND kafka_partition IN {partitions:Array(UInt32)} "
             "AND rejected_at >= {since:DateTime64(3, 'UTC')}",
             parameters={"partitions": sorted(partitions), "since": since},
         ).result_rows
-        for partition, epoch, offset, index in rows:
-            yield Position(partition, ordinal(epoch, offset), index)
+        for partition, epoch, offset, index, reason in rows:
+            yield Position(partition, ordinal(epoch, offset), index), reason
 
     def load_totals(
         self, partitions: set[int], since_period: date
@@ -156,16 +160,16 @@ class PipelineSink(TableStore):
         rows = self._client.query(
             "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
             "aggregate, kafka_partition, log_epoch, kafka_offset, event_index, value_at, "
-            f"events, fees FROM {self._table('rated_usage')} FINAL "
+            f"events, fees, last_value FROM {self._table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
         for tenant, subscription, meter, period, plan, version, group, aggregate, *rest in rows:
             key = TotalKey(tenant, subscription, meter, period, plan, version, group)
-            partition, epoch, offset, index, value_at, events, fees = rest
+            partition, epoch, offset, index, value_at, events, fees, last = rest
             yield key, Total(aggregate, partition, ordinal(epoch, offset), index, value_at,
-                             events, fees)  # fmt: skip
+                             events, fees, last)  # fmt: skip
 
     def load_distinct(
         self, partitions: set[int], since_period: date
@@ -344,6 +348,7 @@ def _rated(rows: RatedRows, now: datetime) -> pa.Table:
             "aggregate": pa.array(rows.aggregates, type=pa.int64()),
             "events": pa.array(rows.events, type=pa.uint64()),
             "fees": pa.array(rows.fees_nanos, type=pa.int64()),
+            "last_value": pa.array(rows.lasts, type=pa.int64()),
             "amount": nanos_to_decimal_array(np.array(rows.amounts_nanos, dtype=np.int64)),
             **_positions(rows.partitions, rows.offsets),
             "event_index": pa.array(rows.indices, type=pa.uint32()),

@@ -44,6 +44,7 @@ class Verdict(Enum):
     DUPLICATE = "duplicate"
     REPLAYED = "replayed"
     OVER_LIMIT = "over_limit"  # would take the total past what can be rated: not applied
+    OUT_OF_ORDER = "out_of_order"  # a gauge's report older than one already counted
 
 
 class Aggregation(Enum):
@@ -55,15 +56,19 @@ class Aggregation(Enum):
     MIN = "min"  # the smallest quantity seen (the lowest balance, the fewest seats)
     LATEST = "latest"  # the quantity of the latest event by timestamp (a gauge: seats)
     AVG = "avg"  # the mean quantity of the period's events, rounded half up (``average``)
+    # A gauge's value over time: each report's value held until the next, the last one's
+    # until the total's slice ends (``weighted``).
+    WEIGHTED_SUM = "weighted_sum"
     UNIQUE_COUNT = "unique_count"  # distinct values of one property (active users)
 
 
 # A verdict as ``apply_many`` gives it: an index into VERDICTS, the billed ones first (an
 # event is billed when its verdict is at most REPLAYED).
-VERDICTS = (Verdict.APPLIED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.OVER_LIMIT)
-APPLIED, REPLAYED, DUPLICATE, OVER_LIMIT = range(4)
+VERDICTS = (Verdict.APPLIED, Verdict.REPLAYED, Verdict.DUPLICATE, Verdict.OVER_LIMIT,
+            Verdict.OUT_OF_ORDER)  # fmt: skip
+APPLIED, REPLAYED, DUPLICATE, OVER_LIMIT, OUT_OF_ORDER = range(5)
 _SUM, _COUNT, _UNIQUE = Aggregation.SUM, Aggregation.COUNT, Aggregation.UNIQUE_COUNT
-_AVG = Aggregation.AVG
+_AVG, _WEIGHTED = Aggregation.AVG, Aggregation.WEIGHTED_SUM
 
 
 class Counted(NamedTuple):
@@ -75,10 +80,13 @@ class Counted(NamedTuple):
     quantities: list[int]
     limits: list[int]  # the largest total its charge can rate
     aggregations: list[Aggregation]  # its meter's
-    ats: list[int]  # its timestamp in ms where the meter keeps the latest value, else 0
+    # Its timestamp in ms where the meter keeps the latest value or weighs a gauge, else 0.
+    ats: list[int]
     values: list[bytes]  # the digest of the value a unique count counts, else b""
     # Its charge's rule per transaction where the charge is a percentage, else None.
     transactions: list[TransactionFees | None]
+    # For a weighted sum: when its total's slice ends (ms), to which the last value holds.
+    ends: list[int]
 
 
 class Counts(NamedTuple):
@@ -101,6 +109,9 @@ class Total(msgspec.Struct, gc=False):
     at: int = 0  # for LATEST: the timestamp (ms) of the event whose value it holds
     events: int = 0  # how many events it absorbed
     fees: int = 0  # under a percentage charge: the fees accrued so far, in nano-units
+    # For a weighted sum: the gauge's latest value. ``quantity`` then holds the integral
+    # up to ``at`` (value × ms), and ``weighted`` adds this value held to a slice's end.
+    last: int = 0
 
 
 def dedupe_key(event: UsageEvent) -> bytes:
@@ -115,6 +126,19 @@ def value_digest(value: object) -> bytes:
     """8 bytes standing for a property value a unique count counts: one in 2^64 chance
     that two distinct values of one total collide, for bounded memory per value."""
     return hashlib.blake2b(repr(value).encode(), digest_size=8).digest()
+
+
+def weighted(integral: int, last: int, at: int, until: int, unit_ms: int) -> int:
+    """A gauge's value over time in the meter's units × ``unit_ms`` (an hour: GB-hours):
+    the ``integral`` (value × ms) up to ``at``, the ``last`` value held from then until
+    ``until`` (ms), divided by the unit and rounded half up."""
+    total = integral + last * max(0, until - at)
+    return (2 * total + unit_ms) // (2 * unit_ms)
+
+
+def weighted_limit(limit: int, unit_ms: int) -> int:
+    """The largest integral (value × ms) that ``weighted`` rounds to at most ``limit``."""
+    return limit * unit_ms + (unit_ms + 1) // 2 - 1
 
 
 def average(total: int, events: int) -> int:
@@ -135,15 +159,20 @@ def _combine(total: Total, value: int, aggregation: Aggregation, at: int) -> tup
     return total.quantity + value, total.at
 
 
+# The refusals a replay must repeat, by the reason they are stored under.
+_REFUSED = {"amount_overflow": OVER_LIMIT, "out_of_order": OUT_OF_ORDER}
+
+
 class UsageState:
     def __init__(self, marks: Marks | None = None) -> None:
         # digest -> packed position, in two generations (an empty Marks is falsy: no "or")
         self.marks = Marks() if marks is None else marks
         self.totals: dict[TotalKey, Total] = {}
-        # Packed positions of events refused as OVER_LIMIT. Such an event leaves no mark,
-        # and a total that moved past its position would otherwise take its replay for
-        # one already counted; the store keeps them (rejected_events) for a restart.
-        self.refused: set[int] = set()
+        # Packed positions of events refused as OVER_LIMIT or OUT_OF_ORDER, with which. Such
+        # an event leaves no mark, and a total that moved past its position would otherwise
+        # take its replay for one already counted; the store keeps them (rejected_events)
+        # for a restart.
+        self.refused: dict[int, int] = {}
         # Unique counts: total -> (its partition, digests of the distinct values seen).
         self.distinct: dict[TotalKey, tuple[int, set[bytes]]] = {}
 
@@ -163,11 +192,12 @@ class UsageState:
         at: int = 0,
         value: bytes = b"",
         transactions: TransactionFees | None = None,
+        until: int = 0,
     ) -> Verdict:
         """One event through ``apply_many``: its verdict."""
         verdicts, _, _ = self.apply_many(
             Counted([pack(position)], [mark], [totals_key], [quantity], [limit],
-                    [aggregation], [at], [value], [transactions])
+                    [aggregation], [at], [value], [transactions], [until])
         )  # fmt: skip
         return VERDICTS[verdicts[0]]
 
@@ -186,13 +216,13 @@ class UsageState:
         new_values: list[bool] = []
         applied: list[Total] = []
         add, add_new, add_total = verdicts.append, new_values.append, applied.append
-        for packed, mark, stored, key, quantity, limit, aggregation, at, value, rule in zip(
+        for packed, mark, stored, key, quantity, limit, aggregation, at, value, rule, until in zip(
             counted.packed, counted.marks, seen_marks, counted.keys, counted.quantities,
             counted.limits, counted.aggregations, counted.ats, counted.values,
-            counted.transactions, strict=True,
+            counted.transactions, counted.ends, strict=True,
         ):  # fmt: skip
             if refused and packed in refused:
-                add(OVER_LIMIT)
+                add(refused[packed])
                 add_new(False)
                 continue
             seen = fresh.get(mark, stored)
@@ -222,7 +252,19 @@ class UsageState:
                 add(REPLAYED)
                 add_new(new)
                 continue
-            if total is None:
+            last = 0
+            if aggregation is _WEIGHTED:  # the integral so far, and the new value from here
+                if total is not None and at < total.at:
+                    refused[packed] = OUT_OF_ORDER
+                    add(OUT_OF_ORDER)
+                    add_new(False)
+                    continue
+                combined, combined_at, last = 0, at, quantity
+                events, fees = 1, 0
+                if total is not None:
+                    combined += total.quantity + total.last * (at - total.at)
+                    events = total.events + 1
+            elif total is None:
                 combined, combined_at, events, fees = amount, at, 1, 0
             else:
                 events, fees = total.events + 1, total.fees
@@ -235,22 +277,24 @@ class UsageState:
             over = combined > limit
             if aggregation is _AVG:  # the limit bounds what is priced, the mean
                 over = combined > INT64_MAX or average(combined, events) > limit
+            elif aggregation is _WEIGHTED:  # and here the value held to the slice's end
+                over = combined > INT64_MAX or combined + last * max(0, until - at) > limit
             if rule is not None:
                 fees += rule.fee(events - 1, 0 if total is None else total.quantity, quantity)
                 if fees > INT64_MAX:  # beyond 64 bits a charge with a maximum bills that
                     fees, over = INT64_MAX, over or not rule.saturates
             if over:
-                refused.add(packed)
+                refused[packed] = OVER_LIMIT
                 add(OVER_LIMIT)
                 add_new(False)
                 continue
             fresh[mark] = packed
             if total is None:
                 total = totals[key] = Total(combined, partition, offset, index, combined_at,
-                                            events, fees)  # fmt: skip
+                                            events, fees, last)  # fmt: skip
             else:
-                total.quantity, total.at, total.events, total.fees = (
-                    combined, combined_at, events, fees
+                total.quantity, total.at, total.events, total.fees, total.last = (
+                    combined, combined_at, events, fees, last
                 )  # fmt: skip
                 total.partition, total.offset, total.index = partition, offset, index
             if seen_values is not None:
@@ -269,7 +313,7 @@ class UsageState:
         self,
         marks: Iterable[tuple[bytes, Position]],
         totals: Iterable[tuple[TotalKey, Total]],
-        refused: Iterable[Position] = (),
+        refused: Iterable[tuple[Position, str]] = (),
         distinct: Iterable[tuple[TotalKey, int, bytes]] = (),
         partitions: set[int] | None = None,
     ) -> None:
@@ -278,7 +322,7 @@ class UsageState:
         held = self.marks.forgotten if partitions is None else partitions
         self.marks.restore(((mark, pack(position)) for mark, position in marks), held)
         self.totals.update(totals)
-        self.refused.update(pack(position) for position in refused)
+        self.refused.update((pack(position), _REFUSED[reason]) for position, reason in refused)
         for key, partition, value in distinct:
             self.distinct.setdefault(key, (partition, set()))[1].add(value)
 
@@ -286,14 +330,14 @@ class UsageState:
         """Drop what another worker may now change, so it is reloaded if it comes back."""
         self.marks.forget(partitions)
         self.totals = {k: v for k, v in self.totals.items() if v.partition not in partitions}
-        self.refused = {p for p in self.refused if unpack(p)[0] not in partitions}
+        self.refused = {p: v for p, v in self.refused.items() if unpack(p)[0] not in partitions}
         self.distinct = {k: v for k, v in self.distinct.items() if v[0] not in partitions}
 
     def rotate_marks(self) -> int:
         """Start a new generation of marks; return how many marks were forgotten. Refusals
         matter only to replays, which come from the last commit: they go too."""
         forgotten = self.marks.rotate()
-        self.refused = set()
+        self.refused = {}
         return forgotten
 
     def forget_totals_before(self, period_start: date) -> int:

@@ -93,6 +93,15 @@ def utc_day(moment: datetime) -> date:
     return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).date()
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
+def millis(moment: datetime) -> int:
+    """A moment in ms since 1970, exactly (a float timestamp can be one off)."""
+    return (moment - EPOCH) // MILLISECOND
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in the Java client) picks."""

@@ -5,14 +5,15 @@ version, the plan's fixed fees prorated by day and the minimum-commitment true-u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
 import numpy as np
 
 from aggregation.model import RatedTotal
-from base.events import group_label
+from aggregation.state import weighted
+from base.events import group_label, millis
 from invoicing.discounts import discount_lines
 from invoicing.invoice import FIXED_FEE, TRUE_UP, USAGE, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
@@ -30,7 +31,7 @@ from rating.plans import Meter, PriceBook, TieredCharge
 from rating.quote import TierPart, tier_parts, transaction_part
 from rating.rater import breakdown, rate
 from rating.table import ChargeTable
-from subscriptions.model import Subscription
+from subscriptions.model import Subscription, midnight
 
 _Terms = tuple[str, Period, date, date | None, PlanChanges]
 _Tiers = tuple[np.ndarray, np.ndarray]
@@ -104,7 +105,8 @@ def period_lines(
     """``rows`` are the subscription's rated totals of the period."""
     billing = sub.period(period)
     slices = pricing.fees(sub, billing)
-    usage = usage_lines(period, [*rows, *_zero_usage(period, sub, rows, slices, pricing)], pricing)
+    held = [_held_to_slice_end(row, slices, pricing) for row in rows]
+    usage = usage_lines(period, [*held, *_zero_usage(period, sub, rows, slices, pricing)], pricing)
     lines = list(usage)
     for part, fee_lines in slices:
         fees = [
@@ -131,6 +133,30 @@ def period_lines(
             )
     slices_only = [part for part, _ in slices]
     return lines + discount_lines(period, sub, lines, slices_only, pricing.book)
+
+
+def _held_to_slice_end(
+    row: RatedTotal, slices: list[tuple[Slice, list[FeeLine]]], pricing: Pricing
+) -> RatedTotal:
+    """A weighted sum's total with its last value held to the end of the slice it bills,
+    as the subscription's plans and end are now; the worker held it to the end of the
+    plan version's part of the period, not knowing a later plan change or end. Every
+    other total as it is."""
+    meter = pricing.meters.get(row.meter)
+    if meter is None or meter.aggregation != "weighted_sum":
+        return row
+    ends = [part.end for part, _ in slices
+            if (part.plan.id, part.plan.version) == (row.plan, row.plan_version)]  # fmt: skip
+    index = pricing.table.charge_of(row.plan, row.plan_version, row.meter)
+    if not ends or index is None:
+        return row
+    until = millis(midnight(ends[0]))
+    integral = row.quantity if row.aggregate is None else row.aggregate
+    quantity = weighted(integral, row.last_value, row.value_at, until, meter.per_ms)
+    if quantity == row.quantity:
+        return row
+    amount = int(rate(pricing.table, np.array([index]), np.array([quantity]))[0])
+    return replace(row, quantity=quantity, amount_nanos=amount)
 
 
 def _zero_usage(

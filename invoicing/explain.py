@@ -103,6 +103,9 @@ def _usage(
     part = _slice(sources, book, invoice, line, billed_days=False)
     period = Period.labelled(line.applies_to, invoice.anchor_day)
     since, until = (part.start, part.end) if part else (period.start, period.end)
+    if meter.aggregation == "weighted_sum":  # its last value holds to the billed end
+        fees_slice = _slice(sources, book, invoice, line, billed_days=True)
+        until = fees_slice.end if fees_slice else until
     finalized_at = None
     if line.is_adjustment_on(invoice.period):
         billed = sources.ledger.find(
@@ -116,7 +119,8 @@ def _usage(
         Window(w.start, w.events, Decimal(w.quantity).scaleb(-meter.scale), w.late)
         for w in sources.pipeline.event_windows(events_of, window, late_after)
     ]
-    aggregate = sources.pipeline.event_aggregate(events_of, meter.aggregation, meter.unique or "")
+    aggregate = sources.pipeline.event_aggregate(events_of, meter.aggregation, meter.unique or "",
+                                                 meter.per_ms)  # fmt: skip
     now = Decimal(aggregate).scaleb(-meter.scale)
     events = sum(w.events for w in windows)
     facts = [

@@ -38,6 +38,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_UNIT_MS = {"second": 1_000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
 class Meter(_Frozen):
     id: str = Field(pattern=IDENTIFIER)
     unit: str = "unit"
@@ -45,12 +48,19 @@ class Meter(_Frozen):
     group_by: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="event properties whose values split usage into groups"
     )
-    aggregation: Literal["sum", "count", "max", "min", "avg", "latest", "unique_count"] = Field(
+    aggregation: Literal[
+        "sum", "count", "max", "min", "avg", "latest", "unique_count", "weighted_sum"
+    ] = Field(
         default="sum",
         description="over a period: the sum of quantities, the number of events, the "
         "largest quantity, the smallest, their mean (rounded half up to the meter's scale), "
-        "the quantity of the latest event (a gauge such as seats), or the number of "
-        "distinct values of the property named by ``unique`` (active users)",
+        "the quantity of the latest event (a gauge such as seats), the number of "
+        "distinct values of the property named by ``unique`` (active users), or a gauge's "
+        "value over time (``weighted_sum``: GB-hours from reports of the current size)",
+    )
+    per: Literal["second", "minute", "hour", "day"] = Field(
+        default="hour",
+        description="for weighted_sum: the time unit the value is weighed by (GB × hours)",
     )
     unique: str | None = Field(
         default=None,
@@ -78,6 +88,17 @@ class Meter(_Frozen):
     def _distinct(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         _require_unique("group_by property", list(names))
         return names
+
+    @property
+    def per_ms(self) -> int:
+        """A weighted sum's time unit in milliseconds."""
+        return _UNIT_MS[self.per]
+
+    @model_validator(mode="after")
+    def _per_only_for_a_weighted_sum(self) -> Meter:
+        if "per" in self.model_fields_set and self.aggregation != "weighted_sum":
+            raise ValueError("only a weighted_sum meter weighs by time (per)")
+        return self
 
     @model_validator(mode="after")
     def _unique_names_its_property(self) -> Meter:
@@ -601,11 +622,7 @@ class PriceBook(_Frozen):
         return self._made[plan_id]
 
     def add_on(self, add_on_id: str) -> AddOn:
-        for add_on in self.add_ons:
-            if add_on.id == add_on_id:
-                return add_on
-        known = ", ".join(a.id for a in self.add_ons) or "none"
-        raise PriceBookError(f"add-on {add_on_id!r} is not in the price book (add-ons: {known})")
+        return _named(self.add_ons, add_on_id, "add-on")
 
     def _variant(self, plan: Plan, variant: Variant) -> Plan:
         added = [(a.label, a.currency, a.model_dump()) for a in map(self.add_on, variant.add_ons)]
@@ -640,17 +657,25 @@ class PriceBook(_Frozen):
         return in_force
 
     def coupon(self, coupon_id: str) -> Coupon:
-        for coupon in self.coupons:
-            if coupon.id == coupon_id:
-                return coupon
-        known = ", ".join(c.id for c in self.coupons) or "none"
-        raise PriceBookError(f"coupon {coupon_id!r} is not in the price book (coupons: {known})")
+        return _named(self.coupons, coupon_id, "coupon")
 
     def meter(self, meter_id: str) -> Meter:
         for meter in self.meters:
             if meter.id == meter_id:
                 return meter
         raise KeyError(meter_id)
+
+
+_Named = TypeVar("_Named", AddOn, Coupon)
+
+
+def _named(items: tuple[_Named, ...], wanted: str, what: str) -> _Named:
+    """The item of the book called ``wanted``, or a ``PriceBookError`` listing the known."""
+    for item in items:
+        if item.id == wanted:
+            return item
+    known = ", ".join(item.id for item in items) or "none"
+    raise PriceBookError(f"{what} {wanted!r} is not in the price book ({what}s: {known})")
 
 
 def _check_versions(versions: list[Plan]) -> None:

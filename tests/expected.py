@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from aggregation.reconcile import Reconciliation
@@ -26,12 +26,9 @@ def expected_totals(
     order; a percentage charge's amount from its transactions' fees, in send order."""
     events: dict[TotalKey, list[UsageEvent]] = defaultdict(list)
     for event in distinct:
-        plan = book.plan_at(plan_of[event.subscription], event.timestamp.astimezone(UTC).date())
-        assert plan is not None
-        period = Period.of(event.timestamp.astimezone(UTC).date()).start
-        group = group_key(event.properties, book.meter(event.meter).group_by)
-        events[(event.subscription, event.meter, period, plan.version, group)].append(event)
-    quantity = {key: _combined(book.meter(key[1]), seen) for key, seen in events.items()}
+        events[_key(book, plan_of, event)].append(event)
+    quantity = {key: _combined(book.meter(key[1]), seen, _slice_end(book, plan_of, key))
+                for key, seen in events.items()}  # fmt: skip
     totals = {}
     for (subscription, meter, period, version, group), total in quantity.items():
         charge = book.plan(plan_of[subscription], version).charge_for(meter)
@@ -47,8 +44,70 @@ def expected_totals(
     return totals
 
 
-def _combined(meter: Meter, events: list[UsageEvent]) -> int:
+def refused_out_of_order(
+    book: PriceBook, plan_of: Mapping[str, str], sent: Iterable[UsageEvent]
+) -> tuple[int, set[tuple[str, str, str, str]]]:
+    """(how many sends a weighted sum refuses, being older than a report its total
+    counted already; the identities of the events never billed for it), in send order:
+    a re-send of such an event is judged, and refused, again."""
+    counted: set[tuple[str, str, str, str]] = set()
+    latest: dict[TotalKey, datetime] = {}
+    refused, never = 0, set()
+    for event in sent:
+        identity = (event.tenant, event.source, event.id, event.meter)
+        if identity in counted:
+            continue
+        if book.meter(event.meter).aggregation == "weighted_sum":
+            key = _key(book, plan_of, event)
+            if key in latest and event.timestamp < latest[key]:
+                refused += 1
+                never.add(identity)
+                continue
+            latest[key] = event.timestamp
+        counted.add(identity)
+        never.discard(identity)
+    return refused, never
+
+
+def _key(book: PriceBook, plan_of: Mapping[str, str], event: UsageEvent) -> TotalKey:
+    plan = book.plan_at(plan_of[event.subscription], event.timestamp.astimezone(UTC).date())
+    assert plan is not None
+    period = Period.of(event.timestamp.astimezone(UTC).date()).start
+    group = group_key(event.properties, book.meter(event.meter).group_by)
+    return (event.subscription, event.meter, period, plan.version, group)
+
+
+def _slice_end(book: PriceBook, plan_of: Mapping[str, str], key: TotalKey) -> datetime:
+    """Where the total's part of its period ends: the period's end, or the first day of
+    the plan's next version."""
+    subscription, _, period, version, _ = key
+    ends = Period.of(period).end
+    for later in book.versions_of(plan_of[subscription]):
+        if later.version > version and later.effective_from is not None:
+            ends = min(ends, later.effective_from)
+    return datetime(ends.year, ends.month, ends.day, tzinfo=UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _combined(meter: Meter, events: list[UsageEvent], until: datetime) -> int:
     aggregation = meter.aggregation
+    if aggregation == "weighted_sum":  # in time order; a report out of it is refused
+        points: list[tuple[datetime, int]] = []
+        for event in events:
+            if not points or event.timestamp >= points[-1][0]:
+                points.append((event.timestamp, event.quantity))
+        # Each moment to the millisecond, as events are stored and weighed.
+        edges = [moment for moment, _ in points[1:]] + [until]
+        held = sum(
+            (Decimal(value) * (_ms(edge) - _ms(moment))
+             for (moment, value), edge in zip(points, edges, strict=True)),
+            Decimal(0),
+        )  # fmt: skip
+        per_ms = Decimal(meter.per_ms)
+        return int((held / per_ms).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     if aggregation == "unique_count":
         assert meter.unique is not None
         return len({repr(event.properties[meter.unique]) for event in events})

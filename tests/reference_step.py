@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import numpy as np
 
 from aggregation import refusals
-from aggregation.marks import MAX_PARTITIONS, pack
+from aggregation.marks import MAX_PARTITIONS, pack, unpack
 from aggregation.model import (
     AcceptedEvent,
     Forwarded,
@@ -28,6 +28,9 @@ from aggregation.model import (
     TotalKey,
 )
 from aggregation.state import (
+    OUT_OF_ORDER,
+    OVER_LIMIT,
+    VERDICTS,
     Aggregation,
     Total,
     UsageState,
@@ -92,6 +95,8 @@ def apply(
     at: int = 0,
     value: bytes = b"",
     transactions: TransactionFees | None = None,
+    until: int = 0,
+    per_ms: int = 1,
 ) -> Verdict:
     """Count the event once into its total, unless the total would pass ``limit``
     (then nothing changes, the mark included, so the decision is the same on replay).
@@ -99,10 +104,11 @@ def apply(
     property a UNIQUE_COUNT counts. Rules added after the step changed (issue 20): every
     total counts its events, an average's limit bounds its mean, and a percentage
     charge's ``transactions`` accrue a fee per event, refused past 64 bits unless the
-    charge has a maximum."""
+    charge has a maximum; a weighted sum (``_weigh``) refuses a report out of time order,
+    and a refusal is remembered with its verdict."""
     packed = pack(position)
     if packed in self.refused:
-        return Verdict.OVER_LIMIT
+        return VERDICTS[self.refused[packed]]
     seen = self.marks.get(mark)
     if seen is not None and seen != packed:
         return Verdict.DUPLICATE
@@ -115,10 +121,15 @@ def apply(
     else:
         amount = 1 if aggregation is Aggregation.COUNT else quantity
     total = self.totals.get(totals_key)
+    replayed = total is not None and total.partition == partition and (
+        total.offset, total.index) >= (offset, index)  # fmt: skip
+    if aggregation is Aggregation.WEIGHTED_SUM and not replayed:
+        return _weigh(self, packed, mark, totals_key, quantity, limit=limit, at=at, until=until,
+                      per_ms=per_ms)  # fmt: skip
     if total is None:
         fees = 0 if transactions is None else transactions.fee(0, 0, quantity)
         if amount > limit or (fees > INT64_MAX and not transactions.saturates):  # type: ignore[union-attr]
-            self.refused.add(packed)
+            self.refused[packed] = OVER_LIMIT
             return Verdict.OVER_LIMIT
         self.marks[mark] = packed
         self.totals[totals_key] = Total(amount, partition, offset, index, at, 1,
@@ -147,7 +158,7 @@ def apply(
             or combined > INT64_MAX
             or (fees > INT64_MAX and not transactions.saturates)  # type: ignore[union-attr]
         ):
-            self.refused.add(packed)
+            self.refused[packed] = OVER_LIMIT
             return Verdict.OVER_LIMIT
         self.marks[mark] = packed
         total.quantity, total.at = combined, combined_at
@@ -155,6 +166,29 @@ def apply(
         total.partition, total.offset, total.index = partition, offset, index
     if seen_values is not None:
         seen_values.add(value)
+    return Verdict.APPLIED
+
+
+def _weigh(
+    self: UsageState, packed: int, mark: bytes, key: TotalKey, value: int, *, limit: int,
+    at: int, until: int, per_ms: int,
+) -> Verdict:  # fmt: skip
+    """A weighted sum: the integral so far (value × ms) grows by the last value times the
+    time since it, the new value holds from ``at``; the limit bounds the billed quantity,
+    the value held to ``until``, in ``per_ms`` units rounded half up."""
+    total = self.totals.get(key)
+    if total is not None and at < total.at:
+        self.refused[packed] = OUT_OF_ORDER
+        return Verdict.OUT_OF_ORDER
+    integral = 0 if total is None else total.quantity + total.last * (at - total.at)
+    held = integral + value * max(0, until - at)
+    if integral > INT64_MAX or (2 * held + per_ms) // (2 * per_ms) > limit:
+        self.refused[packed] = OVER_LIMIT
+        return Verdict.OVER_LIMIT
+    self.marks[mark] = packed
+    partition, offset, index = unpack(packed)
+    events = 1 if total is None else total.events + 1
+    self.totals[key] = Total(integral, partition, offset, index, at, events, 0, value)
     return Verdict.APPLIED
 
 
@@ -171,6 +205,7 @@ class _PlanDay:
     plan: Plan
     period_start: date
     limits: dict[str, int]
+    ends: int  # ms: the period's end, or the next version's first day (issue 20)
 
 
 class BatchProcessor:
@@ -200,6 +235,7 @@ class BatchProcessor:
             m.id: (m.group_by, Aggregation(m.aggregation), m.unique) for m in book.meters
         }
         self._unique = {m.id: m.unique for m in book.meters if m.unique}
+        self._ends: dict[TotalKey, int] = {}  # each total's slice end (ms), as last counted
         self._groups: dict[tuple[tuple[str, ...], tuple[object, ...]], str] = {}
 
     def _group(self, event: UsageEvent, names: tuple[str, ...]) -> str:
@@ -229,7 +265,12 @@ class BatchProcessor:
         for charge in plan.charges:
             row = self.charges.row(plan, charge.meter)
             limits[charge.meter] = self.charges.refs[row].max_quantity
-        return _PlanDay(plan, Period.of(day, anchor).label, limits)
+        period = Period.of(day, anchor)
+        starts = [v.effective_from for v in self.book.versions_of(plan.id)
+                  if v.version > plan.version and v.effective_from is not None]  # fmt: skip
+        ends = min([period.end, *starts])
+        return _PlanDay(plan, period.label, limits,
+                        _millis(datetime(ends.year, ends.month, ends.day, tzinfo=UTC)))  # fmt: skip
 
     def process(
         self, records: Sequence[Record], copies: Set[tuple[int, int]] = frozenset()
@@ -310,12 +351,27 @@ class BatchProcessor:
                 new_value = bool(unique) and not self.state.knows_value(totals_key, value)
                 transactions = self.charges.refs[
                     self.charges.row(known.plan, item.meter)].transactions  # fmt: skip
+                timed = aggregation in (Aggregation.LATEST, Aggregation.WEIGHTED_SUM)
                 verdict = apply(
                     state, Position(partition, offset, index), mark, totals_key, item.quantity,
                     limit=limit, aggregation=aggregation,
-                    at=_millis(item.timestamp) if aggregation is Aggregation.LATEST else 0,
-                    value=value, transactions=transactions,
+                    at=_millis(item.timestamp) if timed else 0,
+                    value=value, transactions=transactions, until=known.ends,
+                    per_ms=self.book.meter(item.meter).per_ms,
                 )  # fmt: skip
+                self._ends[totals_key] = known.ends
+                if verdict is Verdict.OUT_OF_ORDER:
+                    stamped = datetime.fromtimestamp(state.totals[totals_key].at / 1000, UTC)
+                    detail = (
+                        f"meter {item.meter!r} weighs a gauge over time, and {owner[1]!r} "
+                        f"reported a value stamped {stamped.isoformat()} already; this one is "
+                        f"stamped {item.timestamp.isoformat()}: a gauge's reports count in "
+                        "time order"
+                    )
+                    result.rejected.append(Rejection(partition, offset, index,
+                                                     refusals.OUT_OF_ORDER.reason, detail,
+                                                     encode(item), count, item))  # fmt: skip
+                    continue
                 if verdict is Verdict.DUPLICATE:
                     result.repeated.append(
                         AcceptedEvent(partition, offset, index, item, mark, count)
@@ -397,6 +453,17 @@ class BatchProcessor:
             )
         return None
 
+    def _priced(self, key: TotalKey, total: Total) -> int:
+        """The quantity priced: the aggregate, an average's mean (issue 20), a weighted
+        sum's integral with the last value held to the slice's end (issue 20)."""
+        meter = self.book.meter(key.meter)
+        if meter.aggregation == "avg":
+            return (2 * total.quantity + total.events) // (2 * total.events)
+        if meter.aggregation == "weighted_sum":
+            held = total.quantity + total.last * max(0, self._ends[key] - total.at)
+            return (2 * held + meter.per_ms) // (2 * meter.per_ms)
+        return total.quantity
+
     def _rate(self, changed: list[tuple[TotalKey, Plan]]) -> list[RatedTotal]:
         if not changed:
             return []
@@ -408,11 +475,7 @@ class BatchProcessor:
             count=len(keys),
         )
         totals = [self.state.totals[key] for key in keys]
-        quantities = [
-            (2 * t.quantity + t.events) // (2 * t.events)
-            if self.book.meter(key.meter).aggregation == "avg" else t.quantity
-            for key, t in zip(keys, totals, strict=True)
-        ]  # fmt: skip
+        quantities = [self._priced(key, t) for key, t in zip(keys, totals, strict=True)]
         # A percentage charge is rated from its accrued fees.
         rated = [
             t.fees if self.charges.refs[int(row)].transactions else q
@@ -437,6 +500,8 @@ class BatchProcessor:
                 value_at=total.at,
                 events=total.events,
                 fees_nanos=total.fees,
+                aggregate=total.quantity,
+                last_value=total.last,
             )
             for key, plan, total, amount, quantity in zip(
                 keys, plans, totals, amounts, quantities, strict=True

@@ -32,6 +32,7 @@ _METER_SHARE = {
     "cores": 0.01,
     "replicas": 0.01,
 }
+_GAUGE_SHARE = 0.02  # of new events: a report of the disk in use (``disk_report``)
 _MODELS = ("small", "large")  # the demo's tokens meter groups by model
 _USERS = 40  # per subscription, at most
 
@@ -104,10 +105,27 @@ def events(
             event = rng.choice(sent)
         else:
             active_from = min(max(start, sub.started_at), end)
-            moment = _moment(rng, active_from, end)
-            event = usage_event(rng, sub, f"evt-{seed}-{number:09d}", moment)
+            event_id = f"evt-{seed}-{number:09d}"
+            if rng.random() < _GAUGE_SHARE:
+                # A gauge reports in time order: its moment runs with the event's number.
+                elapsed = (end - active_from) * number / count
+                moment = active_from + elapsed - elapsed % timedelta(milliseconds=1)
+                event = disk_report(rng, sub, event_id, moment)
+            else:
+                event = usage_event(rng, sub, event_id, _moment(rng, active_from, end))
             sent.append(event)
         yield event
+
+
+def disk_report(
+    rng: random.Random, sub: Subscription, event_id: str, moment: datetime
+) -> UsageEvent:
+    """A report of the disk a subscription uses now (GB, at the meter's 3 decimals), which
+    the demo bills by the GB-hour."""
+    return UsageEvent(
+        id=event_id, tenant=sub.tenant, subscription=sub.subscription, meter="disk_gb",
+        quantity=rng.randint(1_000, 500_000), timestamp=moment, source="demo-service",
+    )  # fmt: skip
 
 
 def usage_event(

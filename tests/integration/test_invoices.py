@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from aggregation.batch import BatchProcessor
+from aggregation.model import Record
 from aggregation.state import UsageState
 from base.events import EventWindow, Property, UsageEvent, encode, partition_of
 from invoicing.closing import ClosingError, close_period
@@ -693,3 +694,43 @@ def test_coupons_taken_from_the_command_line_are_lines_of_their_own_before_tax(
     assert ended.exit_code == 0, ended.output
     close_period(store.sources, BOOK, SEP)
     assert not [line for line in invoices(store, SEP)["a"].lines if line.kind == DISCOUNT]
+
+
+def test_a_gauge_weighed_over_time_a_mean_and_a_minimum_are_billed_and_explained(
+    scenario: Feed, store: Stores
+) -> None:
+    """a (growth from Aug 20) reports its disk (5 GB on Aug 21, 8 GB from Aug 25, held to
+    the end of August), its cores (a mean) and its replicas (the fewest); b (scale) ends
+    on Sep 21, so its disk is held to then, not to the end of September."""
+    scenario.send(
+        [("a", "disk_gb", 5_000, at(date(2026, 8, 21), 0), {}),
+         ("a", "disk_gb", 8_000, at(date(2026, 8, 25), 0), {}),
+         ("a", "cores", 3, at(date(2026, 8, 22)), {}), ("a", "cores", 6, at(date(2026, 8, 23)), {}),
+         ("a", "replicas", 4, at(date(2026, 8, 22)), {}),
+         ("a", "replicas", 2, at(date(2026, 8, 23)), {}),
+         ("b", "disk_gb", 1_000, at(date(2026, 9, 1), 0), {})]
+    )  # fmt: skip
+    # A report stamped before one counted already is refused, loudly.
+    stale = UsageEvent(id="stale", tenant=TENANT, subscription="a", meter="disk_gb",
+                       quantity=1, timestamp=at(date(2026, 8, 24)))  # fmt: skip
+    partition = partition_of(stale.partition_key(), PARTITIONS)
+    late = scenario.processor.process(
+        [Record(partition, scenario.offsets[partition], encode(stale))]
+    )
+    scenario.offsets[partition] += 1
+    assert [r.reason for r in late.rejected] == ["out_of_order"]
+    close_period(store.sources, BOOK, AUG)
+    close_period(store.sources, BOOK, SEP)
+    august = invoices(store, AUG)["a"]
+    quantities = {line.item: line.quantity for line in august.lines if line.kind == USAGE}
+    hours = 5 * 4 * 24 + 8 * 7 * 24  # GB-hours: 5 GB for 4 days, 8 GB for 7
+    assert quantities["disk_gb"] == hours
+    assert (quantities["cores"], quantities["replicas"]) == (5, 2)  # 4.5 rounds half up
+    for item in ("disk_gb", "cores", "replicas"):
+        number = next(n for n, line in enumerate(august.lines, 1) if line.item == item)
+        assert explain_line(store.sources, BOOK, august, number).agrees is True, item
+    september = invoices(store, SEP)["b"]
+    (disk,) = [line for line in september.lines if line.item == "disk_gb"]
+    assert disk.quantity == 1 * 20 * 24  # 1 GB from Sep 1 to its end on Sep 21
+    number = september.lines.index(disk) + 1
+    assert explain_line(store.sources, BOOK, september, number).agrees is True

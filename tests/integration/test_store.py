@@ -112,7 +112,9 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None
         list(store.sink.load_totals({3}, since_period=date(2026, 11, 1))) == []
     )  # a closed period
     assert store.connection.count("rejected_events") == 3
-    assert list(store.sink.load_refusals({3}, since=an_hour_ago)) == [(3, 43, 0)]
+    assert list(store.sink.load_refusals({3}, since=an_hour_ago)) == [
+        ((3, 43, 0), "amount_overflow")
+    ]
     assert list(store.sink.load_refusals({3}, since=in_an_hour)) == []
     stored_at = store.connection.client.query(
         f"SELECT timestamp FROM {store.connection.table('events')}"
@@ -122,16 +124,20 @@ def test_the_state_a_worker_reloads_is_the_state_it_wrote(store: Stores) -> None
 
 def test_a_total_rated_from_more_than_its_quantity_is_reloaded_whole(store: Stores) -> None:
     """An average bills its mean but resumes from its sum and count; a percentage charge
-    resumes from the fees it accrued; each row says what it was billed from."""
+    resumes from the fees it accrued; a weighted sum from its integral and last value;
+    each row says what it was billed from."""
     key = TotalKey("t", "s1", "calls", PERIOD, "pro", 1, "")
-    written = RatedRows([key], ["USD"], [4], [40], [3], [41], [2], [0],
-                        aggregates=[13], events=[3], fees_nanos=[INT64_MAX])  # fmt: skip
+    written = RatedRows([key], ["USD"], [4], [40], [3], [41], [2], [7],
+                        aggregates=[13], events=[3], fees_nanos=[INT64_MAX],
+                        lasts=[-5])  # fmt: skip
     store.sink.write_batch(BatchResult(rated=written))
     assert list(store.sink.load_totals({3}, since_period=PERIOD)) == [
-        (key, Total(13, 3, 41, 2, 0, events=3, fees=INT64_MAX))
+        (key, Total(13, 3, 41, 2, 7, events=3, fees=INT64_MAX, last=-5))
     ]
     (row,) = store.reads.rated_totals(PERIOD)
-    assert (row.quantity, row.events, row.fees_nanos) == (4, 3, INT64_MAX)
+    assert (row.quantity, row.events, row.fees_nanos, row.aggregate, row.last_value) == (
+        4, 3, INT64_MAX, 13, -5
+    )  # fmt: skip
 
 
 def test_the_distinct_values_a_unique_count_saw_are_reloaded_once_each(store: Stores) -> None:

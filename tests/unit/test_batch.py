@@ -197,7 +197,7 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
     restarted.restore(
         [(a.dedupe_key, (a.partition, a.offset, a.index)) for a in result.accepted],
         step.state.totals.items(),
-        [(r.partition, r.offset, r.index) for r in result.rejected],
+        [((r.partition, r.offset, r.index), r.reason) for r in result.rejected],
     )
     # A replay after a crash, on a worker that reloaded the store, decides the same.
     again = processor_for(book, "pricey", restarted).process([record(0, *calls)])
@@ -284,10 +284,12 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     it: the batch names exactly the rules of the table, in its order."""
     book = parse_price_book(
         {"meters": [{"id": "calls"}, {"id": "users", "aggregation": "unique_count",
-                                      "unique": "user"}],
+                                      "unique": "user"},
+                    {"id": "disk", "aggregation": "weighted_sum"}],
          "plans": [{"id": "p", "currency": "USD", "charges": [
                         {"meter": "calls", "model": "per_unit", "unit_price": "1000000000"},
-                        {"meter": "users", "model": "per_unit", "unit_price": "1"}]},
+                        {"meter": "users", "model": "per_unit", "unit_price": "1"},
+                        {"meter": "disk", "model": "per_unit", "unit_price": "1"}]},
                    {"id": "later", "currency": "USD", "effective_from": "2027-01-01",
                     "charges": [{"meter": "calls", "model": "per_unit", "unit_price": "1"}]}]},
         "test",
@@ -298,6 +300,9 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
     step = BatchProcessor(UsageState(), fixed(terms), book, ChargeTable.compile(book),
                           window=WINDOW, partitions=PARTITIONS)  # fmt: skip
     day = datetime(2026, 10, 2, tzinfo=UTC)
+    # A gauge reported an hour after ``day`` already: a report of ``day`` is out of order.
+    gauge = usage("earlier", meter="disk", quantity=1, timestamp=day + HOUR)
+    assert step.process([Record(home("s1"), 0, encode(gauge))]).accepted
     breaking = {
         refusals.EMPTY_RECORD: (home("s1"), b"[]"),
         refusals.MALFORMED: (home("s1"), b'{"id": 1}'),
@@ -314,6 +319,8 @@ def test_each_refusal_rule_is_the_reason_of_the_event_that_breaks_it_and_no_othe
         refusals.MISSING_PROPERTY: (home("s1"), encode(usage("i", meter="users"))),
         refusals.AMOUNT_OVERFLOW: (home("s1"), encode(usage("j", meter="calls", quantity=10,
                                                              timestamp=day))),
+        refusals.OUT_OF_ORDER: (home("s1"), encode(usage("k", meter="disk", quantity=1,
+                                                          timestamp=day))),
     }  # fmt: skip
     records = [Record(partition, offset, value)
                for offset, (partition, value) in enumerate(breaking.values())]  # fmt: skip

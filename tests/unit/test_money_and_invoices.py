@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -133,3 +133,27 @@ def test_a_charge_whose_zero_usage_reaches_its_first_tier_bills_its_flat_fee_wit
     assert usage([]) == [("a", Decimal(0), Decimal("25.00"))]
     # Once an event reached it, the rated total is the line, and no second one is added.
     assert usage([rated_row("a", 2, "27")]) == [("a", Decimal(2), Decimal("27.00"))]
+
+
+def test_a_weighted_sum_is_held_to_the_end_of_the_slice_the_invoice_bills() -> None:
+    """The worker holds a gauge's last value to the end of the period; the subscription
+    ended on October 11, after its last report, so the invoice holds it to then."""
+    book = parse_price_book(
+        {"meters": [{"id": "disk", "aggregation": "weighted_sum", "per": "hour"}],
+         "plans": [{"id": "p", "currency": "USD", "charges": [
+             {"meter": "disk", "model": "per_unit", "unit_price": "0.01"}]}]},
+        "test",
+    )  # fmt: skip
+    hour = 3_600_000
+    reported = int(datetime(2026, 10, 10, tzinfo=UTC).timestamp()) * 1000
+    # 5 GB held for 10 hours before, then 8 GB from October 10.
+    integral, last = 5 * 10 * hour, 8
+    to_period_end = (integral + last * 22 * 24 * hour) // hour  # October 10 to November 1
+    row = replace(rated_row("disk", to_period_end, "0"), aggregate=integral, last_value=last,
+                  value_at=reported)  # fmt: skip
+    ended = replace(SUB, ended_at=midnight(date(2026, 10, 11)))
+    invoice = compose_invoice(PERIOD, ended, customer=None, rows=[row], earlier=[],
+                              pricing=Pricing.of(book))  # fmt: skip
+    (line,) = invoice.lines
+    assert line.quantity == 50 + 8 * 24  # GB-hours: to the end, October 11
+    assert line.amount == Decimal("2.42")

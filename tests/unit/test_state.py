@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from aggregation.marks import Marks, disk_generations
 from aggregation.model import Position, TotalKey
 from aggregation.state import (
+    OUT_OF_ORDER,
     Aggregation,
     Total,
     UsageState,
@@ -22,6 +23,7 @@ from aggregation.state import (
     dedupe_key,
     unpack,
     value_digest,
+    weighted,
 )
 from base.events import UsageEvent
 from rating.money import INT64_MAX
@@ -146,13 +148,19 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
                         aggregation=aggregation, at=at, value=value_digest(user))  # fmt: skip
         (total,) = state.totals.values()
         results[aggregation] = total.quantity
-        assert total.events == 3
+        # A weighted sum refuses "c", measured before the values it already holds.
+        assert total.events == (2 if aggregation is Aggregation.WEIGHTED_SUM else 3)
         if aggregation is Aggregation.AVG:
             assert average(total.quantity, total.events) == 5  # 15 / 3
-    # An average keeps the sum (and the events), and prices the mean.
+        if aggregation is Aggregation.WEIGHTED_SUM:
+            assert (total.last, total.at) == (9, 20)  # and 9 holds from 20 on
+            assert weighted(total.quantity, total.last, total.at, 30, 10) == 13  # 40 + 90
+    # An average keeps the sum (and the events), and prices the mean; a weighted sum
+    # keeps the integral up to its last report: 4 held from 10 to 20.
     assert results == {
         Aggregation.SUM: 15, Aggregation.COUNT: 3, Aggregation.MAX: 9, Aggregation.MIN: 2,
         Aggregation.AVG: 15, Aggregation.LATEST: 9, Aggregation.UNIQUE_COUNT: 2,
+        Aggregation.WEIGHTED_SUM: 40,
     }  # fmt: skip
 
 
@@ -205,6 +213,7 @@ def test_events_batched_in_one_record_all_count_and_a_repeat_inside_it_is_a_dupl
 
 
 PERCENTAGE = "sum, under a percentage charge"
+UNTIL = 400_000  # ms: where a weighted sum's slice ends, after every event of the stream
 _money = st.sampled_from(["0", "0.01", "0.30", "0.50", "5"])
 # Charges over amounts at scale 2 (0.00 to 10.00 in the stream below); a rate of 10^9 %
 # makes 120 transactions' fees pass 64 bits of nano-units.
@@ -287,6 +296,13 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     while sum(map(len, records)) < len(events):
         start = sum(map(len, records))
         records.append(events[start : start + next(sizes)])
+    # Each occurrence's timestamp (ms) runs with its place in the stream, but a third of
+    # the quantities step back in time: a gauge weighed over time refuses such a report.
+    stamped = [1000 * offset + index + 1 - 1500 * (e.quantity % 3 == 1)
+               for offset, record in enumerate(records)
+               for index, e in enumerate(record)]  # fmt: skip
+    place = {(offset, index): n for n, (offset, index) in enumerate(
+        (o, i) for o, record in enumerate(records) for i in range(len(record)))}  # fmt: skip
     batches = [
         range(i, min(i + batch_size, len(records))) for i in range(0, len(records), batch_size)
     ]
@@ -304,7 +320,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 known = state.knows_value(key, value)
                 verdict = state.apply(
                     (0, offset, index), dedupe_key(e), key, e.quantity, limit=limit,
-                    aggregation=aggregation, at=1, value=value, transactions=transactions,
+                    aggregation=aggregation, at=stamped[place[(offset, index)]], value=value,
+                    transactions=transactions, until=UNTIL,
                 )  # fmt: skip
                 if (
                     aggregation is Aggregation.UNIQUE_COUNT
@@ -317,7 +334,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
         return touched
 
     worker = new_state("worker")
-    stored_refusals: set[tuple[int, int, int]] = set()
+    stored_refusals: set[tuple[tuple[int, int, int], str]] = set()
     stored_marks: dict[bytes, tuple[int, int, int]] = {}
     stored_totals: dict[tuple[str, str, str, object, int], Total] = {}
     stored_values: list[tuple[TotalKey, int, bytes]] = []
@@ -335,9 +352,10 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                 key = dedupe_key(e)
                 if key in worker.marks and (not crashed or next(choice)):
                     stored_marks[key] = worker.position_of(key)  # type: ignore[assignment]
-        for packed in worker.refused:
+        for packed, verdict in worker.refused.items():
             if not crashed or next(choice):
-                stored_refusals.add(unpack(packed))
+                reason = "out_of_order" if verdict == OUT_OF_ORDER else "amount_overflow"
+                stored_refusals.add((unpack(packed), reason))
         for key in touched:
             if key in worker.totals and (not crashed or next(choice)):
                 current = worker.totals[key]  # type: ignore[index]
@@ -349,6 +367,7 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
                     current.at,
                     current.events,
                     current.fees,
+                    current.last,
                 )
 
     restarted = new_state("restarted")
@@ -362,10 +381,13 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
     # a refused event leaves no mark, so its re-send is judged again (a smaller minimum
     # or mean may fit where the first one did not).
     counted_ids: set[int] = set()
-    for event_id, _, _ in stream:
+    gauges: dict[str, tuple[int, int]] = {}  # a weighted sum's last value and its time
+    latest_at: dict[str, int] = {}
+    for occurrence, (event_id, _, _) in enumerate(stream):
         if event_id in counted_ids:
             continue
         quantity, subscription = first[event_id]
+        at = stamped[occurrence]
         so_far = expected.get(subscription)
         amounts = [*counted.get(subscription, []), quantity]
         priced = None
@@ -383,8 +405,16 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             candidate = (so_far or 0) + quantity
             mean = Decimal(candidate) / len(amounts)
             priced = int(mean.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-        else:  # LATEST, and every event here has the same timestamp: the later one wins
-            candidate = quantity
+        elif aggregation is Aggregation.WEIGHTED_SUM:  # value × ms, the last one held on
+            if subscription in gauges and at < gauges[subscription][1]:
+                continue  # out of time order: refused, and judged again if re-sent
+            last, since = gauges.get(subscription, (0, at))
+            candidate = (so_far or 0) + last * (at - since)
+            priced = candidate + quantity * (UNTIL - at) if candidate <= INT64_MAX else limit + 1
+        elif so_far is None or at >= latest_at[subscription]:  # LATEST: the later moment
+            candidate = quantity  # (on a tie, the later event)
+        else:
+            candidate = so_far
         fees_fit = True
         if transactions is not None:
             accrued = sum(transaction_fees(charge, amounts, 2)).scaleb(9)
@@ -393,6 +423,8 @@ def test_any_crash_and_any_replay_from_the_last_commit_give_the_exact_distinct_t
             counted_ids.add(event_id)
             expected[subscription] = candidate
             counted[subscription] = amounts
+            gauges[subscription] = (quantity, at)
+            latest_at[subscription] = max(at, latest_at.get(subscription, at))
             distinct_values.setdefault(subscription, set()).add(quantity % 5)
     assert {k.subscription: t.quantity for k, t in restarted.totals.items()} == expected
     assert {k.subscription: t.events for k, t in restarted.totals.items()} == {
