@@ -191,6 +191,8 @@ def test_an_event_that_would_take_a_total_past_what_can_be_billed_is_refused_alo
     result = step.process([record(0, *calls)])
     assert [(r.index, r.reason) for r in result.rejected] == [(1, "amount_overflow")]
     assert "would pass 9 units" in result.rejected[0].detail
+    # The reason names the cap of one rated total, in its currency.
+    assert "at most 9223372036.854775807 USD for one rated total" in result.rejected[0].detail
     (rated,) = result.rated
     assert (rated.quantity, rated.amount_nanos) == (9, 9 * 10**18)
     restarted = UsageState()  # what a new worker reloads from the store

@@ -47,6 +47,21 @@ def test_the_table_shows_the_total_in_the_plan_currency() -> None:
     assert "1.350000000 EUR" in output
 
 
+def test_the_demo_books_newer_models_are_quoted() -> None:
+    """One card payment of 100 (2.9% + 0.30), a month's 20,000 of volume at a rate by
+    tiers (1.5% to 10,000 plus a 5.00 flat fee, then 1%), an upstream bill of 2.50 with a
+    15% markup, and 12,000.5 GB-hours with 10,000 included."""
+    for args, amount in (
+        (("--plan", "starter", "--meter", "payments", "--quantity", "100"), "3.200000000"),
+        (("--plan", "scale", "--meter", "payments", "--quantity", "20000"), "255.000000000"),
+        (("--plan", "growth", "--meter", "llm_cost", "--quantity", "2.5"), "2.875000000"),
+        (("--plan", "scale", "--meter", "disk_gb", "--quantity", "12000.5"), "0.200050000"),
+    ):
+        code, output = run(*args, "--json")
+        assert code == 0, output
+        assert json.loads(output)["amount"] == amount, args
+
+
 def test_bad_requests_are_explained_without_a_traceback() -> None:
     for args, message in [
         (("--plan", "nope", "--quantity", "1"), "no plan 'nope'"),

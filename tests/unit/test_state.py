@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from aggregation.state import (
     unpack,
     value_digest,
     weighted,
+    weighted_limit,
 )
 from base.events import UsageEvent
 from rating.money import INT64_MAX
@@ -171,6 +172,36 @@ def test_each_aggregation_combines_the_distinct_events_of_a_period() -> None:
 )  # fmt: skip
 def test_an_average_rounds_half_up_to_the_meter_scale(total: int, events: int, mean: int) -> None:
     assert average(total, events) == mean
+
+
+huge = st.one_of(st.integers(0, 1000), st.integers(0, INT64_MAX), st.just(INT64_MAX))
+
+
+@settings(max_examples=500, deadline=None)
+@given(total=huge, events=st.one_of(st.integers(1, 10), st.integers(1, INT64_MAX)))
+def test_an_average_is_the_decimal_mean_rounded_half_up(total: int, events: int) -> None:
+    with localcontext(prec=80):
+        expected = (Decimal(total) / events).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    assert average(total, events) == int(expected)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    integral=huge, last=huge, at=st.integers(0, 2 * 10**12), held=st.integers(-10**6, 10**10),
+    unit=st.sampled_from([1, 1_000, 60_000, 3_600_000, 86_400_000]),
+)  # fmt: skip
+def test_a_weighted_sum_is_the_decimal_integral_rounded_half_up_and_its_limit_exact(
+    integral: int, last: int, at: int, held: int, unit: int
+) -> None:
+    """Zero, huge values and a slice that ends before the last report (nothing held)."""
+    with localcontext(prec=80):
+        exact = (Decimal(integral) + Decimal(last) * max(0, held)) / unit
+        expected = int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    assert weighted(integral, last, at, at + held, unit) == expected
+    # The raw limit is exactly where the rounded quantity passes a limit.
+    limit = expected
+    assert weighted(weighted_limit(limit, unit), 0, 0, 0, unit) == limit
+    assert weighted(weighted_limit(limit, unit) + 1, 0, 0, 0, unit) == limit + 1
 
 
 def test_a_unique_count_rebuilt_from_stored_values_ahead_of_its_total_counts_each_once() -> None:
