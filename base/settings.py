@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         default=100_000, gt=0, description="each tenant's sustained rate; 429 beyond it"
     )
     tenant_burst_events: int = Field(default=200_000, ge=1, description="events at once")
+    seller_name: str = Field(default="", description="who issues the invoices: the seller")
+    seller_address: str = Field(default="", description="the seller's address (lines: \\n)")
+    seller_tax_id: str = Field(default="", description="the seller's VAT or tax number")
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from aggregation.model import RatedTotal
 from invoicing.charges import Pricing
 from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
-from invoicing.invoice import DRAFT, FINALIZED, InvoiceLine
+from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Party
+from invoicing.ledger import party_of
 from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
-from subscriptions.model import Owner, Subscription, midnight
+from subscriptions.model import Customer, Owner, Subscription, midnight
 
 
 class ClosingError(ValueError):
@@ -67,7 +68,10 @@ def close_period(
     finalize: bool = False,
     lookback: int = 3,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    seller: Party | None = None,
 ) -> CloseReport:
+    """Draft (or, with ``finalize``, issue) the period's invoices; ``seller``: who issues
+    them (``settings.seller_*``)."""
     now = clock()
     billing = Period.of(period)
     if finalize and billing.end > now.date():
@@ -147,10 +151,46 @@ def close_period(
                 finalized_at=now if freeze else None,
             )
         )
+    if finalize:
+        to_write = issue(to_write, ledger.last_numbers(tenant), seller or Party(), customers,
+                         now.date())  # fmt: skip
     ledger.write(to_write)
     ledger.record_run(report.action, report.period, tenant, counts=report.counts,
                       problems=len(report.problems), at=now)  # fmt: skip
     return report
+
+
+def issue(
+    invoices: Sequence[Invoice],
+    last_numbers: Mapping[str, int],
+    seller: Party,
+    customers: Mapping[tuple[str, str], Customer],
+    today: date,
+) -> list[Invoice]:
+    """The finalized ones of ``invoices`` as issued: each tenant's next numbers, gapless,
+    in the order given (tenant, then subscription), today's date, the day it is due by its
+    customer's payment terms (net 30 without a customer), and the parties as they are now.
+    The ledger writes a run's headers in one insert, so a finalize killed part way leaves
+    all of its numbers or none, and a rerun goes on from the last one."""
+    numbers = dict(last_numbers)
+    issued = []
+    for invoice in invoices:
+        if invoice.status != FINALIZED:
+            issued.append(invoice)
+            continue
+        number = numbers[invoice.tenant] = numbers.get(invoice.tenant, 0) + 1
+        customer = customers.get((invoice.tenant, invoice.customer))
+        terms = customer.payment_terms_days if customer else DEFAULT_PAYMENT_TERMS_DAYS
+        billed = party_of(customer)
+        if not billed.name:
+            billed = replace(billed, name=invoice.customer_name or invoice.customer)
+        issued.append(replace(invoice, number=number, issued_on=today,
+                              due_on=today + timedelta(days=terms), seller=seller,
+                              bill_to=billed))  # fmt: skip
+    return issued
+
+
+DEFAULT_PAYMENT_TERMS_DAYS = 30
 
 
 def _rows_by_owner(sources: Sources, period: date, tenant: str | None) -> (

@@ -14,7 +14,16 @@ import jinja2
 import msgspec
 
 from base.events import group_label
-from invoicing.invoice import DISCOUNT, DRAFT, FIXED_FEE, TRUE_UP, USAGE, Invoice, InvoiceLine
+from invoicing.invoice import (
+    DISCOUNT,
+    DRAFT,
+    FIXED_FEE,
+    TRUE_UP,
+    USAGE,
+    Invoice,
+    InvoiceLine,
+    Party,
+)
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import exact_money, plain, round_to_minor_unit, trimmed
 
@@ -38,10 +47,19 @@ def kind_label(line: InvoiceLine, period: date) -> str:
     return f"adjustment ({label})" if line.is_adjustment_on(period) else label
 
 
+def _party(party: Party) -> dict[str, str]:
+    return {"name": party.name, "address": party.address, "tax_id": party.tax_id}
+
+
 def as_dict(invoice: Invoice) -> dict[str, Any]:
     cur = invoice.currency
     return {
         "id": invoice.invoice_id,
+        "number": invoice.number_label,
+        "issued_on": invoice.issued_on.isoformat() if invoice.issued_on else None,
+        "due_on": invoice.due_on.isoformat() if invoice.due_on else None,
+        "seller": _party(invoice.seller),
+        "bill_to": _party(invoice.bill_to),
         "status": invoice.status,
         "revision": invoice.revision,
         "tenant": invoice.tenant,

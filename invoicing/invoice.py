@@ -51,6 +51,15 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True)
+class Party:
+    """Who issues an invoice, or whom it bills, as the issued invoice shows them."""
+
+    name: str = ""
+    address: str = ""  # lines separated by "\n"
+    tax_id: str = ""
+
+
+@dataclass(frozen=True)
 class Invoice:
     tenant: str
     subscription: str
@@ -66,6 +75,17 @@ class Invoice:
     anchor_day: int = 1  # the day of the month its period starts on
     customer_name: str = field(default="", compare=False)
     external_id: str = field(default="", compare=False)
+    # Given when it is finalized (``closing.issue``): a draft has number 0 and no dates.
+    number: int = field(default=0, compare=False)  # gapless per tenant, from 1
+    issued_on: date | None = field(default=None, compare=False)
+    due_on: date | None = field(default=None, compare=False)
+    seller: Party = field(default=Party(), compare=False)
+    bill_to: Party = field(default=Party(), compare=False)
+
+    @property
+    def number_label(self) -> str:
+        """Its legal number ("000042"), or "draft" before it is issued."""
+        return f"{self.number:06d}" if self.number else "draft"
 
     @cached_property
     def invoice_id(self) -> str:

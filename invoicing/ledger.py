@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from base import metrics
 from base.clickhouse import AMOUNT, TIMESTAMP, Connection, TableStore, and_tenant, as_utc
-from invoicing.invoice import Invoice, InvoiceLine, invoice_id, period_of_invoice_id
+from invoicing.invoice import Invoice, InvoiceLine, Party, invoice_id, period_of_invoice_id
 from rating.money import plain
 from rating.quote import TierPart
 from subscriptions.model import Customer
@@ -29,7 +29,7 @@ _RATE = pa.decimal128(9, 4)
 
 _HEADER_COLUMNS = (
     "invoice_id, tenant, period_start, subscription, customer, currency, tax_rate, status, "
-    "revision, computed_at, finalized_at, anchor_day"
+    "revision, computed_at, finalized_at, anchor_day, number, issued_on, due_on, seller, bill_to"
 )
 _LINE_COLUMNS = (
     "tenant, period_start, subscription, line, kind, item, group_key, plan, plan_version, "
@@ -115,6 +115,16 @@ class InvoiceLedger(TableStore):
         found = self.invoices([period], tenant, subscription)
         return found[0] if found else None
 
+    def last_numbers(self, tenant: str | None = None) -> dict[str, int]:
+        """Each tenant's last invoice number (of one tenant, or of all): the next finalized
+        invoice takes the one after it."""
+        rows = self._client.query(
+            f"SELECT tenant, max(number) FROM {self._table('invoices')} FINAL "
+            f"WHERE number > 0{and_tenant(tenant)} GROUP BY tenant",
+            parameters={"tenant": tenant},
+        ).result_rows
+        return {str(found): int(last) for found, last in rows}
+
     def record_run(
         self, action: str, period: date, tenant: str | None, *, counts: Mapping[str, int],
         problems: int, at: datetime,
@@ -187,15 +197,42 @@ def _invoice(
         at,
         final,
         anchor,
+        number,
+        issued_on,
+        due_on,
+        seller,
+        bill_to,
     ) = header
     who = customers.get((tenant, customer))
+    # An issued invoice shows the parties as they were; a draft, the customer as it is.
+    billed = _party(bill_to) if bill_to else party_of(who)
     return Invoice(
         tenant=tenant, subscription=subscription, customer=customer, period=period,
         currency=currency, tax_rate=rate, lines=tuple(lines), status=status,
         revision=revision, computed_at=as_utc(at), finalized_at=as_utc(final) if final else None,
         anchor_day=anchor,
-        customer_name=who.name if who else "", external_id=who.external_id if who else "",
+        customer_name=billed.name or (who.name if who else ""),
+        external_id=who.external_id if who else "", number=number, issued_on=issued_on,
+        due_on=due_on, seller=_party(seller) if seller else Party(), bill_to=billed,
     )  # fmt: skip
+
+
+def party_of(customer: Customer | None) -> Party:
+    """The party an invoice bills: the customer's name, address and tax id."""
+    if customer is None:
+        return Party()
+    return Party(customer.name, customer.address, customer.tax_id)
+
+
+_party_decoder = msgspec.json.Decoder(Party)
+
+
+def _party(text: str) -> Party:
+    return _party_decoder.decode(text)
+
+
+def _party_text(party: Party) -> str:
+    return "" if party == Party() else msgspec.json.encode(party).decode()
 
 
 _parts = msgspec.json.Decoder(list[tuple[str, str, str, str, str]])
@@ -249,6 +286,11 @@ def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
             "computed_at": pa.array([i.computed_at or now for i in invoices], type=TIMESTAMP),
             "finalized_at": pa.array([i.finalized_at for i in invoices], type=TIMESTAMP),
             "anchor_day": pa.array([i.anchor_day for i in invoices], type=pa.uint8()),
+            "number": pa.array([i.number for i in invoices], type=pa.uint64()),
+            "issued_on": pa.array([i.issued_on for i in invoices], type=pa.date32()),
+            "due_on": pa.array([i.due_on for i in invoices], type=pa.date32()),
+            "seller": [_party_text(i.seller) for i in invoices],
+            "bill_to": [_party_text(i.bill_to) if i.number else "" for i in invoices],
         }
     )
 

@@ -71,6 +71,7 @@ def finalize(period: date | None, tenant: str | None, yes: bool) -> None:
 
 def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
     from invoicing.closing import ClosingError, close_period, lookback_periods
+    from invoicing.invoice import Party
 
     settings = load_settings()
     book = load_book(settings)
@@ -82,6 +83,8 @@ def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
                 report = close_period(
                     Sources.over(connection), book, period, tenant=tenant, finalize=finalize,
                     lookback=lookback_periods(settings.max_event_age_days),
+                    seller=Party(settings.seller_name, settings.seller_address,
+                                 settings.seller_tax_id),
                 )  # fmt: skip
         except ClosingError as error:
             fail(str(error))
@@ -164,7 +167,12 @@ def _print_invoice(invoice: Any) -> None:
     cur = invoice.currency
     who = invoice.customer_name or invoice.customer or "(no customer)"
     table = Table(
-        title=f"{invoice.invoice_id} · {invoice.status} · {invoice.period:%Y-%m}",
+        title=f"{invoice.invoice_id} · {invoice.status} · {invoice.period:%Y-%m}"
+        + (
+            f" · No. {invoice.number_label}, issued {invoice.issued_on}, due {invoice.due_on}"
+            if invoice.number
+            else ""
+        ),
         caption=f"{who} · {invoice.tenant}/{invoice.subscription} · tax "
         f"{trimmed(invoice.tax_rate)}%",
     )

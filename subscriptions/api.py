@@ -58,6 +58,9 @@ class CustomerView(msgspec.Struct):
     tax_rate: Decimal
     external_id: str
     currency: str
+    address: str
+    tax_id: str
+    payment_terms_days: int
 
 
 class CustomerList(msgspec.Struct):
@@ -331,7 +334,8 @@ def _of_customer(store: SubscriptionStore, tenant: str, named: str) -> list[Subs
 
 def _customer(customer: Customer) -> CustomerView:
     return CustomerView(customer.customer, customer.name, customer.tax_rate,
-                        customer.external_id, customer.currency)  # fmt: skip
+                        customer.external_id, customer.currency, customer.address,
+                        customer.tax_id, customer.payment_terms_days)  # fmt: skip
 
 
 def _detail(

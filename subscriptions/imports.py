@@ -22,6 +22,7 @@ from subscriptions.model import Customer, Subscription
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
 CUSTOMER_FIELDS = ("tenant", "customer", "name", "tax_rate")
 MAX_TAX_RATE = Decimal(100)
+MAX_PAYMENT_TERMS_DAYS = 365
 
 Row = TypeVar("Row", bound=msgspec.Struct)
 Parsed = TypeVar("Parsed")
@@ -51,11 +52,15 @@ class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
     tax_rate: Decimal = Decimal(0)  # percent, 0 to 100, at most 4 decimal places: 8.25
     external_id: str = ""  # the CRM's id
     currency: str = ""  # ISO 4217: its subscriptions must be on plans priced in it
+    address: str = ""  # the billing address its invoices show
+    tax_id: str = ""  # its VAT or tax number
+    payment_terms_days: int = 30  # an invoice is due this many days after its issue, 0 to 365
     tenant: str = ""  # a file names it; over HTTP, the key's tenant (another is refused)
 
 
 # What a field that does not even decode is, in the words its own check would use.
-_UNDECODED = {"tax_rate": "is not a percentage from 0 to 100"}
+_UNDECODED = {"tax_rate": "is not a percentage from 0 to 100",
+              "payment_terms_days": "is not a whole number of days"}  # fmt: skip
 
 
 def read_subscriptions(path: Path, book: PriceBook) -> list[Subscription]:
@@ -109,9 +114,13 @@ def customers_from(source: str, items: Sequence[tuple[int, NewCustomer | str]]) 
             problems.append(f"tax_rate {str(rate)!r} has more than 4 decimal places")
         if row.currency and row.currency not in MINOR_UNIT_DIGITS:
             problems.append(f"currency {row.currency!r} is not an ISO 4217 code meterline bills in")
+        if not 0 <= row.payment_terms_days <= MAX_PAYMENT_TERMS_DAYS:
+            problems.append(f"payment_terms_days {row.payment_terms_days} is not 0 to "
+                            f"{MAX_PAYMENT_TERMS_DAYS} days")  # fmt: skip
         if problems:
             return None, problems
-        return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency), []
+        return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency,
+                        row.address, row.tax_id, row.payment_terms_days), []  # fmt: skip
 
     return _checked(source, items, "customers", parse, _customer_key)
 

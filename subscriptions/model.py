@@ -104,6 +104,9 @@ class Customer:
     external_id: str = ""
     tax_rate: Decimal = Decimal(0)  # percent
     currency: str = ""  # the billing currency; "" when not given
+    address: str = ""  # the billing address an issued invoice shows (lines: "\n")
+    tax_id: str = ""  # its VAT or tax number, for the invoice
+    payment_terms_days: int = 30  # an invoice is due this many days after it is issued
 
     def refuses(self, currency: str) -> str | None:
         """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""

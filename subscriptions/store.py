@@ -13,6 +13,8 @@ from subscriptions.model import AppliedCoupon, Change, Customer, Owner, Subscrip
 
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
             "change_plans, anchor_day, version, coupon_days, coupon_ids, coupon_ends")  # fmt: skip
+_CUSTOMER_COLUMNS = ("tenant, customer, name, external_id, tax_rate, currency, address, tax_id, "
+                     "payment_terms_days")  # fmt: skip
 _NOT_ENDED = date(1970, 1, 1)  # a coupon's end as stored when it has none
 
 
@@ -106,6 +108,11 @@ class SubscriptionStore(TableStore):
                 "external_id": [row.external_id for row in rows],
                 "tax_rate": pa.array([row.tax_rate for row in rows], type=pa.decimal128(9, 4)),
                 "currency": [row.currency for row in rows],
+                "address": [row.address for row in rows],
+                "tax_id": [row.tax_id for row in rows],
+                "payment_terms_days": pa.array(
+                    [row.payment_terms_days for row in rows], type=pa.uint16()
+                ),
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
             }
         )
@@ -113,7 +120,7 @@ class SubscriptionStore(TableStore):
 
     def customers(self, tenant: str | None = None) -> dict[tuple[str, str], Customer]:
         rows = self._client.query(
-            "SELECT tenant, customer, name, external_id, tax_rate, currency "
+            f"SELECT {_CUSTOMER_COLUMNS} "
             f"FROM {self._table('customers')} FINAL {where_equal({'tenant': tenant})}",
             parameters={"tenant": tenant},
         ).result_rows
@@ -121,8 +128,7 @@ class SubscriptionStore(TableStore):
 
     def customer(self, tenant: str, customer: str) -> Customer | None:
         rows = self._client.query(
-            "SELECT tenant, customer, name, external_id, tax_rate, currency "
-            f"FROM {self._table('customers')} FINAL "
+            f"SELECT {_CUSTOMER_COLUMNS} FROM {self._table('customers')} FINAL "
             "WHERE tenant = {tenant:String} AND customer = {customer:String}",
             parameters={"tenant": tenant, "customer": customer},
         ).result_rows

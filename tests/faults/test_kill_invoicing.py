@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SEED = int(os.environ.get("METERLINE_FAULT_SEED", "20261201"))
 SUBSCRIPTIONS = 15_000
+HEADER = 10  # the columns of an invoice's row in ``invoices``; a line's has 7
 
 
 def command(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
@@ -57,7 +58,7 @@ def killed_part_way(settings: Settings, seconds: float, status: str, *args: str)
         time.sleep(seconds * (1 + attempt / 2))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
-        done = sum(1 for row in invoices(settings) if len(row) == 9 and row[2] == status)
+        done = sum(1 for row in invoices(settings) if len(row) == HEADER and row[2] == status)
         if done:
             return done
     raise AssertionError(f"{args} wrote no {status} invoice in {seconds * 3:.1f} s")
@@ -68,7 +69,7 @@ def invoices(settings: Settings) -> list[tuple[Any, ...]]:
     try:
         heads = store.connection.client.query(
             "SELECT invoice_id, subscription, status, currency, subtotal, tax, total, line_count, "
-            f"digest FROM {store.connection.table('invoices')} FINAL ORDER BY invoice_id"
+            f"digest, number FROM {store.connection.table('invoices')} FINAL ORDER BY invoice_id"
         ).result_rows
         lines = store.connection.client.query(
             "SELECT invoice_id, line, kind, item, quantity, amount, tax "
@@ -105,10 +106,14 @@ def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
     finished(faulty, "invoices", "finalize", "--period", month, "--yes")
     after = invoices(faulty)
     assert after == invoices(clean)
-    statuses = {row[2] for row in after if len(row) == 9}
+    statuses = {row[2] for row in after if len(row) == HEADER}
     print(f"\nseed {SEED}: {SUBSCRIPTIONS:,} subscriptions; close took {close_seconds:.1f} s, "
           f"finalize {finalize_seconds:.1f} s; killed after {drafts:,} drafts and after "
           f"{frozen:,} finalized, and run again: "
-          f"{sum(1 for row in after if len(row) == 9):,} invoices, all {statuses}, "
+          f"{sum(1 for row in after if len(row) == HEADER):,} invoices, all {statuses}, "
           f"the same as without the kills ({datetime.now(UTC):%H:%M})")  # fmt: skip
     assert statuses == {"finalized"}
+    # Each finalized invoice has the number the uninterrupted run gave it (compared
+    # above), and the numbers run from 1 with no gap and no repeat.
+    numbers = sorted(row[9] for row in after if len(row) == HEADER)
+    assert numbers == list(range(1, len(numbers) + 1))

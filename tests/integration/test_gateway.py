@@ -301,8 +301,16 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
     assert customers.status_code == 201, customers.text
     assert call("GET", "/v1/customers").json()["customers"][1] == {
         "customer": "c-us", "name": "Dollar Inc", "tax_rate": "8.2500", "external_id": "crm-7",
-        "currency": "",
+        "currency": "", "address": "", "tax_id": "", "payment_terms_days": 30,
     }  # fmt: skip
+    terms = call("POST", "/v1/customers", [{"customer": "c-x", "name": "X", "tax_id": "DE1",
+                                            "address": "Hof 1\nBerlin",
+                                            "payment_terms_days": 45}])  # fmt: skip
+    assert terms.status_code == 201, terms.text
+    assert terms.json()["customers"][0]["payment_terms_days"] == 45
+    too_long = call("POST", "/v1/customers",
+                    [{"customer": "c-y", "name": "Y", "payment_terms_days": 400}])  # fmt: skip
+    assert too_long.status_code == 422 and "payment_terms_days 400" in too_long.text
     bad_rate = call("POST", "/v1/customers", {"customer": "x", "name": "X", "tax_rate": 120})
     assert bad_rate.status_code == 422 and "not a percentage from 0 to 100" in bad_rate.text
     assert call("GET", "/v1/customers", key=gateway.key).status_code == 403

@@ -27,8 +27,17 @@ from aggregation.state import UsageState
 from base.events import EventWindow, Property, UsageEvent, encode, partition_of
 from invoicing.closing import ClosingError, close_period
 from invoicing.explain import explain_line
-from invoicing.export import to_csv, to_html, to_json
-from invoicing.invoice import DISCOUNT, DRAFT, FINALIZED, FIXED_FEE, TRUE_UP, USAGE, Invoice
+from invoicing.export import as_dict, to_csv, to_html, to_json
+from invoicing.invoice import (
+    DISCOUNT,
+    DRAFT,
+    FINALIZED,
+    FIXED_FEE,
+    TRUE_UP,
+    USAGE,
+    Invoice,
+    Party,
+)
 from meterline.cli import main
 from meterline.demo import PRICE_BOOK
 from rating import oracle
@@ -734,3 +743,47 @@ def test_a_gauge_weighed_over_time_a_mean_and_a_minimum_are_billed_and_explained
     assert disk.quantity == 1 * 20 * 24  # 1 GB from Sep 1 to its end on Sep 21
     number = september.lines.index(disk) + 1
     assert explain_line(store.sources, BOOK, september, number).agrees is True
+
+
+def test_finalized_invoices_are_numbered_gaplessly_dated_and_keep_their_parties(
+    scenario: Feed, store_environment: Stores
+) -> None:
+    """Finalizing gives each tenant's invoices the next numbers, in subscription order, an
+    issue day, a due day from the customer's payment terms, and the seller and customer as
+    they were; a draft has none of it. Changing the customer later changes no issued
+    invoice."""
+    store = store_environment
+    store.subscriptions.write_customers(
+        [Customer(TENANT, "cust-a", "Alpha Ltd", "crm-1", Decimal("8.25"), "",
+                  "1 Main St\nSpringfield", "US-123", 14)],
+        version=2,
+    )  # fmt: skip
+    seller = Party("Meter Co", "9 Billing Way", "EU-987")
+    close_period(store.sources, BOOK, AUG)
+    assert {i.number for i in invoices(store, AUG).values()} == {0}
+    issued_at = datetime(2026, 10, 3, 9, tzinfo=UTC)
+    close_period(store.sources, BOOK, AUG, finalize=True, seller=seller,
+                 clock=lambda: issued_at)  # fmt: skip
+    august = invoices(store, AUG)
+    assert [(s, august[s].number) for s in ("a", "b", "c")] == [("a", 1), ("b", 2), ("c", 3)]
+    a = august["a"]
+    assert (a.issued_on, a.due_on) == (date(2026, 10, 3), date(2026, 10, 17))  # net 14
+    assert august["c"].due_on == date(2026, 11, 2)  # no terms given: net 30
+    assert a.seller == seller and a.bill_to == Party("Alpha Ltd", "1 Main St\nSpringfield",
+                                                     "US-123")  # fmt: skip
+    store.subscriptions.write_customers(
+        [Customer(TENANT, "cust-a", "Alpha Group", "crm-1", Decimal("8.25"), "", "New St", "",
+                  14)],
+        version=3,
+    )  # fmt: skip
+    assert invoices(store, AUG)["a"].bill_to.address == "1 Main St\nSpringfield"
+    # The next period goes on from the last number; running it again numbers nothing.
+    for _ in range(2):
+        close_period(store.sources, BOOK, SEP, finalize=True, seller=seller,
+                     clock=lambda: issued_at.replace(month=11))  # fmt: skip
+    assert sorted(i.number for i in invoices(store, SEP).values()) == [4, 5, 6]
+    exported = as_dict(invoices(store, SEP)["a"])
+    assert (exported["number"], exported["seller"]["tax_id"], exported["bill_to"]["name"]) == (
+        "000004", "EU-987", "Alpha Group"
+    )  # fmt: skip
+    assert "Invoice No. 000004" in to_html([invoices(store, SEP)["a"]])
