@@ -133,18 +133,18 @@ def to_csv(invoices: Sequence[Invoice]) -> str:
     return out.getvalue()
 
 
-_environment = jinja2.Environment(
+environment = jinja2.Environment(
     loader=jinja2.PackageLoader("invoicing", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_environment.filters.update(money=money, exact=exact, quantity=trimmed, plain=plain)
+environment.filters.update(money=money, exact=exact, quantity=trimmed, plain=plain)
 
 
 def to_html(invoices: Sequence[Invoice], issuer: str = "meterline") -> str:
-    return _environment.get_template("invoices.html.j2").render(
+    return environment.get_template("invoices.html.j2").render(
         invoices=invoices,
         issuer=issuer,
         draft=DRAFT,

@@ -8,10 +8,12 @@ are sums of its lines, so lines and totals always reconcile.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cached_property
+from typing import Protocol
 
 from rating.money import plain, round_to_minor_unit
 from rating.period import Period
@@ -50,6 +52,31 @@ class InvoiceLine:
         return self.applies_to != period
 
 
+class _Line(Protocol):
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def tax(self) -> Decimal: ...
+
+
+class Totals:
+    """The sums of a document's lines, each rounded already: they always reconcile."""
+
+    lines: Sequence[_Line]
+
+    @property
+    def subtotal(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+    @property
+    def tax(self) -> Decimal:
+        return sum((line.tax for line in self.lines), Decimal(0))
+
+    @property
+    def total(self) -> Decimal:
+        return self.subtotal + self.tax
+
+
 @dataclass(frozen=True)
 class Party:
     """Who issues an invoice, or whom it bills, as the issued invoice shows them."""
@@ -60,7 +87,7 @@ class Party:
 
 
 @dataclass(frozen=True)
-class Invoice:
+class Invoice(Totals):
     tenant: str
     subscription: str
     customer: str
@@ -95,18 +122,6 @@ class Invoice:
     def billing(self) -> Period:
         """The days the invoice bills: its period, from its anchor day."""
         return Period.labelled(self.period, self.anchor_day)
-
-    @property
-    def subtotal(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal(0))
-
-    @property
-    def tax(self) -> Decimal:
-        return sum((line.tax for line in self.lines), Decimal(0))
-
-    @property
-    def total(self) -> Decimal:
-        return self.subtotal + self.tax
 
     @cached_property
     def digest(self) -> str:

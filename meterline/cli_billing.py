@@ -16,6 +16,7 @@ from meterline.cli_support import (
     Period,
     console,
     errors,
+    export_options,
     fail,
     format_option,
     load_book,
@@ -23,6 +24,7 @@ from meterline.cli_support import (
     opened_store,
     previous_month,
     print_rows,
+    write_export,
 )
 
 _TENANT = click.option("--tenant", default=None, help="Only this tenant.  [default: all]")
@@ -198,14 +200,7 @@ def _print_invoice(invoice: Any) -> None:
 @invoices.command("export")
 @_period_option("The billing period.  [default: last month]")
 @_TENANT
-@click.option(
-    "--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
-    show_default=True, help="html: one printable page per invoice.",
-)  # fmt: skip
-@click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Write to this file.  [default: standard output]",
-)  # fmt: skip
+@export_options("invoice")
 @click.option("--status", type=click.Choice(["draft", "finalized"]), default=None)
 def export(
     period: date | None, tenant: str | None, fmt: str, output: Path | None, status: str | None
@@ -217,13 +212,7 @@ def export(
     month = period or previous_month()
     with opened_store(load_settings()) as connection:
         found = Sources.over(connection).ledger.invoices([month], tenant, status=status)
-    text = render(found, fmt)
-    if output is None:
-        click.echo(text, nl=False)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text, encoding="utf-8")
-    errors.print(f"wrote {len(found):,} invoices of {month:%Y-%m} to {output}")
+    write_export(render(found, fmt), output, f"{len(found):,} invoices of {month:%Y-%m}")
 
 
 @invoices.command("explain")

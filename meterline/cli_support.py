@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -84,6 +85,32 @@ class Period(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a month like 2026-10", param, ctx)
         return date(parsed.year, parsed.month, 1)
+
+
+def export_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format json|csv|html`` and ``--output`` for an export of ``what``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+            help="Write to this file.  [default: standard output]",
+        )(command)  # fmt: skip
+        return click.option(
+            "--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
+            show_default=True, help=f"html: one printable page per {what}.",
+        )(command)  # fmt: skip
+
+    return decorate
+
+
+def write_export(text: str, output: Path | None, written: str) -> None:
+    """The export on standard output, or in ``output`` (saying ``written`` on stderr)."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    errors.print(f"wrote {written} to {output}")
 
 
 def previous_month() -> date:

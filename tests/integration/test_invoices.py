@@ -26,6 +26,7 @@ from aggregation.model import Record
 from aggregation.state import UsageState
 from base.events import EventWindow, Property, UsageEvent, encode, partition_of
 from invoicing.closing import ClosingError, close_period
+from invoicing.credit_ledger import CreditLedger
 from invoicing.explain import explain_line
 from invoicing.export import as_dict, to_csv, to_html, to_json
 from invoicing.invoice import (
@@ -787,3 +788,48 @@ def test_finalized_invoices_are_numbered_gaplessly_dated_and_keep_their_parties(
         "000004", "EU-987", "Alpha Group"
     )  # fmt: skip
     assert "Invoice No. 000004" in to_html([invoices(store, SEP)["a"]])
+
+
+def test_a_finalized_invoice_is_credited_and_voided_by_numbered_credit_notes(
+    scenario: Feed, store_environment: Stores, tmp_path: Path
+) -> None:
+    """From the command line: a part of a's usage line credited, then b voided; the notes
+    are numbered 1 and 2, exported, and taken off the revenue report; a draft or an
+    over-credit is refused."""
+    store, runner = store_environment, CliRunner()
+    close_period(store.sources, BOOK, AUG)
+    draft = invoices(store, AUG)["a"]
+    refused = runner.invoke(main, ["invoices", "credit", draft.invoice_id, "--line", "1",
+                                   "--reason", "x"])  # fmt: skip
+    assert refused.exit_code == 1 and "is a draft" in refused.output, refused.output
+    close_period(store.sources, BOOK, AUG, finalize=True)
+    august = invoices(store, AUG)
+    a, b = august["a"], august["b"]
+    part = runner.invoke(main, ["invoices", "credit", a.invoice_id, "--line", "1=0.10",
+                                "--reason", "a promised goodwill credit"])  # fmt: skip
+    assert part.exit_code == 0 and "credit note No. 000001" in part.output, part.output
+    too_much = runner.invoke(main, ["invoices", "credit", a.invoice_id, "--line",
+                                    f"1={a.lines[0].amount}", "--reason", "x"])  # fmt: skip
+    assert too_much.exit_code == 1 and "left to credit" in too_much.output
+    voided = runner.invoke(main, ["invoices", "void", b.invoice_id, "--reason", "billed in error",
+                                  "--yes"])  # fmt: skip
+    assert voided.exit_code == 0, voided.output
+    notes = CreditLedger(store.connection).notes(TENANT)
+    assert [(n.number, n.invoice_id) for n in notes] == [(1, a.invoice_id), (2, b.invoice_id)]
+    first, second = notes
+    assert (first.subtotal, first.tax) == (Decimal("0.10"), Decimal("0.01"))  # 8.25% of 0.10
+    assert (second.subtotal, second.tax) == (b.subtotal, b.tax)  # all of it
+    assert invoices(store, AUG)["b"] == b  # the invoice itself never changes
+    # Exported as JSON, CSV and HTML.
+    for fmt in ("json", "csv", "html"):
+        target = tmp_path / f"notes.{fmt}"
+        exported = runner.invoke(main, ["credit-notes", "export", "--format", fmt, "-o",
+                                        str(target)])  # fmt: skip
+        assert exported.exit_code == 0, exported.output
+    assert json.loads((tmp_path / "notes.json").read_text())[1]["total"] == f"{b.total:.2f}"
+    assert "billed in error" in (tmp_path / "notes.csv").read_text()
+    assert "Credit note No. 000002" in (tmp_path / "notes.html").read_text()
+    # Revenue takes the credits off, as their own status.
+    revenue = store.sources.ledger.revenue_by_plan(AUG, AUG, TENANT)
+    credited = sum((row[5] for row in revenue if row[3] == "credited"), Decimal(0))
+    assert credited == -(first.subtotal + second.subtotal)
