@@ -205,14 +205,16 @@ def _print_invoice(invoice: Any) -> None:
 def export(
     period: date | None, tenant: str | None, fmt: str, output: Path | None, status: str | None
 ) -> None:
-    """Export the period's invoices as JSON, CSV (a row per line) or printable HTML."""
+    """Export the period's invoices as JSON, CSV (a row per line), printable HTML, or a
+    PDF file per invoice."""
     from invoicing.export import render
     from invoicing.sources import Sources
 
     month = period or previous_month()
     with opened_store(load_settings()) as connection:
         found = Sources.over(connection).ledger.invoices([month], tenant, status=status)
-    write_export(render(found, fmt), output, f"{len(found):,} invoices of {month:%Y-%m}")
+    write_export(found, fmt, output, render=render, name=lambda invoice: invoice.invoice_id,
+                 written=f"{len(found):,} invoices of {month:%Y-%m}")  # fmt: skip
 
 
 @invoices.command("explain")

@@ -103,10 +103,12 @@ def list_notes(tenant: str | None, invoice_id: str | None) -> None:
 @click.option("--tenant", default=None, help="Only this tenant.  [default: all]")
 @export_options("credit note")
 def export_notes(tenant: str | None, fmt: str, output: Path | None) -> None:
-    """Export credit notes as JSON, CSV (a row per credited line) or printable HTML."""
+    """Export credit notes as JSON, CSV (a row per credited line), printable HTML, or a
+    PDF file per credit note."""
     from invoicing.credit_export import render
     from invoicing.credit_ledger import CreditLedger
 
     with opened_store(load_settings()) as connection:
         found = CreditLedger(connection).notes(tenant)
-    write_export(render(found, fmt), output, f"{len(found):,} credit notes")
+    write_export(found, fmt, output, render=render, name=lambda note: note.credit_note_id,
+                 written=f"{len(found):,} credit notes")  # fmt: skip

@@ -88,23 +88,43 @@ class Period(click.ParamType):
 
 
 def export_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--format json|csv|html`` and ``--output`` for an export of ``what``."""
+    """``--format json|csv|html|pdf`` and ``--output`` for an export of ``what``."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         command = click.option(
-            "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-            help="Write to this file.  [default: standard output]",
+            "--output", "-o", type=click.Path(path_type=Path), default=None,
+            help="Write to this file (for pdf: this folder, a file per "
+            f"{what}).  [default: standard output]",
         )(command)  # fmt: skip
         return click.option(
-            "--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json",
-            show_default=True, help=f"html: one printable page per {what}.",
+            "--format", "fmt", type=click.Choice(["json", "csv", "html", "pdf"]),
+            default="json", show_default=True,
+            help=f"html: one printable page per {what}; pdf: a PDF file per {what}.",
         )(command)  # fmt: skip
 
     return decorate
 
 
-def write_export(text: str, output: Path | None, written: str) -> None:
-    """The export on standard output, or in ``output`` (saying ``written`` on stderr)."""
+def write_export(
+    documents: Sequence[Any],
+    fmt: str,
+    output: Path | None,
+    *,
+    render: Callable[[Sequence[Any], str], str],
+    name: Callable[[Any], str],
+    written: str,
+) -> None:
+    """The export on standard output, or in ``output`` (saying ``written`` on stderr); a
+    PDF per document in the folder ``output``."""
+    if fmt == "pdf":
+        if output is None:
+            fail("--format pdf writes a file per document: give the folder with --output")
+        from invoicing.pdf import write_pdfs
+
+        paths = write_pdfs(documents, output, name, lambda some: render(some, "html"))
+        errors.print(f"wrote {written} to {output}/ as {len(paths):,} PDF files")
+        return
+    text = render(documents, fmt)
     if output is None:
         click.echo(text, nl=False)
         return

@@ -10,8 +10,10 @@ totals are the ones the pipeline writes; no broker is needed for what is tested 
 from __future__ import annotations
 
 import csv
+import ctypes.util
 import io
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -833,3 +835,51 @@ def test_a_finalized_invoice_is_credited_and_voided_by_numbered_credit_notes(
     revenue = store.sources.ledger.revenue_by_plan(AUG, AUG, TENANT)
     credited = sum((row[5] for row in revenue if row[3] == "credited"), Decimal(0))
     assert credited == -(first.subtotal + second.subtotal)
+
+
+TESSERACT = shutil.which("tesseract")
+PANGO = ctypes.util.find_library("pango-1.0") and ctypes.util.find_library("pangoft2-1.0")
+
+
+@pytest.mark.skipif(not PANGO, reason="WeasyPrint needs Pango (apt-get install "
+                    "libpango-1.0-0 libpangoft2-1.0-0)")  # fmt: skip
+@pytest.mark.skipif(not TESSERACT, reason="reading a PDF's page needs tesseract (apt-get "
+                    "install tesseract-ocr)")  # fmt: skip
+def test_invoices_and_credit_notes_export_as_pdfs_whose_page_shows_the_total(
+    scenario: Feed, store_environment: Stores, tmp_path: Path
+) -> None:
+    """A PDF per invoice; page 1 of a's, rendered to PNG and read back by OCR, shows its
+    number and its total; a credit note's PDF shows what it credits."""
+    import pypdfium2  # noqa: PLC0415 (test-only tools, loaded where they are used)
+    import pytesseract  # noqa: PLC0415
+
+    store, runner = store_environment, CliRunner()
+    close_period(store.sources, BOOK, AUG, finalize=True, seller=Party("Meter Co", "", "EU-1"))
+    folder = tmp_path / "pdf"
+    exported = runner.invoke(main, ["invoices", "export", "--period", "2026-08", "--format",
+                                    "pdf", "-o", str(folder)])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    august = invoices(store, AUG)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{i.invoice_id}.pdf" for i in august.values()
+    )
+    a = august["a"]
+
+    def page_text(path: Path) -> str:
+        page = pypdfium2.PdfDocument(path)[0].render(scale=3).to_pil()
+        page.save(path.with_suffix(".png"))
+        return str(pytesseract.image_to_string(page))
+
+    text = page_text(folder / f"{a.invoice_id}.pdf")
+    assert f"{a.total:.2f} USD" in text, text
+    assert f"No. {a.number_label}" in text and "Meter Co" in text, text
+    voided = runner.invoke(main, ["invoices", "void", a.invoice_id, "--reason", "duplicate",
+                                  "--yes"])  # fmt: skip
+    assert voided.exit_code == 0, voided.output
+    notes = tmp_path / "notes"
+    assert runner.invoke(main, ["credit-notes", "export", "--format", "pdf", "-o",
+                                str(notes)]).exit_code == 0  # fmt: skip
+    (note,) = notes.glob("*.pdf")
+    assert f"{a.total:.2f} USD" in page_text(note)
+    missing = runner.invoke(main, ["invoices", "export", "--period", "2026-08", "--format", "pdf"])
+    assert missing.exit_code == 1 and "give the folder with --output" in missing.output
