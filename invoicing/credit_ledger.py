@@ -58,16 +58,19 @@ class CreditLedger(TableStore):
         return int(found[0][0] or 0) if found else 0
 
     def notes(
-        self, tenant: str | None = None, invoice_id: str | None = None, number: int | None = None
+        self,
+        tenant: str | None = None,
+        invoice_id: str | None = None,
+        credit_note_id: str | None = None,
     ) -> list[CreditNote]:
-        """Credit notes (of a tenant; of one invoice; the one numbered ``number``), by
+        """Credit notes (of a tenant; of one invoice; the one ``credit_note_id``), by
         tenant and number."""
         where = "1 = 1" + and_tenant(tenant)
         if invoice_id is not None:
             where += " AND invoice_id = {invoice:String}"
-        if number is not None:
-            where += " AND number = {number:UInt64}"
-        params = {"tenant": tenant, "invoice": invoice_id, "number": number}
+        if credit_note_id is not None:
+            where += " AND credit_note_id = {note:String}"
+        params = {"tenant": tenant, "invoice": invoice_id, "note": credit_note_id}
         headers = self._client.query(
             f"SELECT {_HEADER} FROM {self._table('credit_notes')} FINAL WHERE {where} "
             "ORDER BY tenant, number",

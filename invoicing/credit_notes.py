@@ -21,7 +21,7 @@ from functools import cached_property
 
 from invoicing.invoice import FINALIZED, Invoice, Totals
 from rating.currencies import MINOR_UNIT_DIGITS
-from rating.money import round_to_minor_unit
+from rating.money import plain, round_to_minor_unit, trimmed
 
 
 class CreditError(ValueError):
@@ -139,3 +139,36 @@ def void(
 def _credited(credited: Sequence[CreditNote], line: int) -> Decimal:
     """What earlier credit notes took from the invoice's line ``line``."""
     return sum((c.amount for note in credited for c in note.lines if c.line == line), Decimal(0))
+
+
+def explain_credit(note: CreditNote, invoice: Invoice, credited: Sequence[CreditNote]) -> list[str]:
+    """The arithmetic of ``note``, line by line, from what ``invoice`` billed (``credited``:
+    every credit note of the invoice, ``note`` among them, in number order)."""
+    cur = invoice.currency
+    digits = MINOR_UNIT_DIGITS[cur]
+
+    def m(value: Decimal) -> str:
+        return plain(round_to_minor_unit(value, digits))
+
+    earlier = [n for n in credited if n.number < note.number]
+    facts = [
+        f"credits invoice No. {invoice.number_label} ({invoice.invoice_id}, "
+        f"{invoice.period:%Y-%m}), issued {invoice.issued_on}: {m(invoice.subtotal)} + tax "
+        f"{m(invoice.tax)} {cur}; reason: {note.reason}"
+    ]
+    for line in note.lines:
+        billed = invoice.lines[line.line - 1]
+        before = _credited(earlier, line.line)
+        facts.append(
+            f"line {line.line} ({billed.description}): billed {m(billed.amount)} + tax "
+            f"{m(billed.tax)}; earlier credit notes took {m(before)}; this one credits "
+            f"{m(line.amount)} + tax {m(line.tax)} (at {trimmed(invoice.tax_rate)}%, or the "
+            f"tax left when it takes the last of the line); "
+            f"{m(billed.amount - before - line.amount)} is left to credit"
+        )
+    after = sum((n.total for n in credited if n.number <= note.number), Decimal(0))
+    facts.append(
+        f"the invoice's {m(invoice.total)} {cur} less {m(after)} credited up to this note "
+        f"comes to {m(invoice.total - after)} {cur}"
+    )
+    return facts

@@ -99,6 +99,30 @@ def list_notes(tenant: str | None, invoice_id: str | None) -> None:
     console.print(table)
 
 
+@credit_notes.command("explain")
+@click.argument("credit_note_id")
+def explain_note(credit_note_id: str) -> None:
+    """Explain a credit note: per line, what the invoice billed, what earlier notes took,
+    what this one credits and what is left; then the invoice's total after it."""
+    from invoicing.credit_ledger import CreditLedger
+    from invoicing.credit_notes import explain_credit
+    from invoicing.sources import Sources
+
+    with opened_store(load_settings()) as connection:
+        credits = CreditLedger(connection)
+        found = credits.notes(credit_note_id=credit_note_id)
+        if not found:
+            fail(f"no credit note {credit_note_id}")
+        (note,) = found
+        invoice = Sources.over(connection).ledger.find(note.invoice_id)
+        if invoice is None:
+            fail(f"{credit_note_id} credits {note.invoice_id}, which is not in the ledger")
+        every = credits.notes(note.tenant, invoice_id=note.invoice_id)
+    console.print(f"[bold]credit note No. {note.number_label}[/] ({note.credit_note_id})")
+    for fact in explain_credit(note, invoice, every):
+        console.print(f"  • {fact}", highlight=False)
+
+
 @credit_notes.command("export")
 @click.option("--tenant", default=None, help="Only this tenant.  [default: all]")
 @export_options("credit note")

@@ -831,6 +831,10 @@ def test_a_finalized_invoice_is_credited_and_voided_by_numbered_credit_notes(
     assert json.loads((tmp_path / "notes.json").read_text())[1]["total"] == f"{b.total:.2f}"
     assert "billed in error" in (tmp_path / "notes.csv").read_text()
     assert "Credit note No. 000002" in (tmp_path / "notes.html").read_text()
+    explained = runner.invoke(main, ["credit-notes", "explain", first.credit_note_id])
+    assert explained.exit_code == 0, explained.output
+    assert "this one credits 0.10 + tax 0.01" in explained.output, explained.output
+    assert f"{a.lines[0].amount - Decimal('0.10'):.2f} is left to credit" in explained.output
     # Revenue takes the credits off, as their own status.
     revenue = store.sources.ledger.revenue_by_plan(AUG, AUG, TENANT)
     credited = sum((row[5] for row in revenue if row[3] == "credited"), Decimal(0))

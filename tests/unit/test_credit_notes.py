@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoicing.credit_notes import CreditError, CreditNote, credit, void
+from invoicing.credit_notes import CreditError, CreditNote, credit, explain_credit, void
 from invoicing.invoice import DRAFT, FINALIZED, USAGE, Invoice, InvoiceLine
 
 TODAY = date(2026, 11, 3)
@@ -97,3 +97,14 @@ def test_crediting_a_line_in_any_parts_returns_exactly_its_amount_and_tax(
     assert sum((n.subtotal for n in notes), Decimal(0)) == billed
     assert sum((n.tax for n in notes), Decimal(0)) == tax
     assert all(c.tax >= 0 for n in notes for c in n.lines)
+
+
+def test_a_credit_note_is_explained_from_what_was_billed_to_what_is_left() -> None:
+    first = credit(INVOICE, {1: Decimal("40.00")}, reason="a", number=1, credited=(),
+                   today=TODAY)  # fmt: skip
+    second = credit(INVOICE, {1: Decimal("10.00")}, reason="b", number=2, credited=[first],
+                    today=TODAY)  # fmt: skip
+    facts = explain_credit(second, INVOICE, [first, second])
+    assert "earlier credit notes took 40.00; this one credits 10.00 + tax 0.83" in facts[1]
+    assert "50.00 is left to credit" in facts[1]
+    assert facts[-1].endswith(f"comes to {INVOICE.total - first.total - second.total} USD")
