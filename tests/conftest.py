@@ -100,6 +100,10 @@ def settings_factory(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]
             "data_dir": data_dir,
             "clickhouse_database": f"test_{unique}",
             "events_topic": f"usage.events.{unique}",
+            # Its own, too: a worker reads the subscriptions topic from its start, and rows
+            # another test published (the demo's sub-000150 on another plan, ended) would
+            # change what this one bills (found running the fault tests after the others).
+            "subscriptions_topic": f"meterline.subscriptions.{unique}",
             "consumer_group": f"meterline-test-{unique}",
             # The embedded broker rejects InitProducerId (see DESIGN.md).
             "kafka_idempotence": False,

@@ -130,6 +130,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
             store.connection.count("rejected_events"),
         )
         found = reconcile(store.reads)
+        reasons = store.reads.rejections_by_reason()
     finally:
         store.close()
     billed = {
@@ -145,6 +146,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_counts_nothing_twice(
         f"distinct events in {len(rows):,} rated totals over {len(periods)} periods"
     )
     print_reconciliation(found)
+    print(f"  rejected by reason: {reasons}")
     assert found.holds, found.first_failure()
     assert kills >= KILLS
     assert len(sent) >= EVENTS
