@@ -19,7 +19,8 @@ import platform
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ BENCHMARKS = (
     Benchmark("bench_store", (), "Rated totals written against the engine's own insert; one "
               "subscription's usage among 1M against SELECT 1; closing invoices"),
 )  # fmt: skip
+
+
+# Sizes for a smoke run (``--quick``), which checks that the report is written, not what
+# it measures: the test suite runs one.
+QUICK = {"bench_state": ("--events", "20000", "--subscriptions", "1000", "--disk-marks", "20000")}
 
 
 def flatten(figures: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -104,7 +110,9 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
-def render(results: dict[str, list[dict[str, float]]], runs: int) -> str:
+def render(
+    results: dict[str, list[dict[str, float]]], runs: int, benchmarks: Sequence[Benchmark]
+) -> str:
     lines = [
         "# meterline benchmarks",
         "",
@@ -116,7 +124,7 @@ def render(results: dict[str, list[dict[str, float]]], runs: int) -> str:
         "run, and the in-run ratios are the figures to compare.",
         "",
     ]
-    for benchmark in BENCHMARKS:
+    for benchmark in benchmarks:
         samples = results.get(benchmark.command)
         if not samples:
             continue
@@ -139,8 +147,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--only", nargs="*", default=None, help="benchmark modules to run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: check the report is written (tests)"
+    )
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if args.only is None or b.module in args.only]
+    if args.quick:
+        chosen = [replace(b, arguments=b.arguments + QUICK.get(b.module, ())) for b in chosen]
     results: dict[str, list[dict[str, float]]] = {}  # by command
     console = Console(stderr=True)
     with Progress(console=console) as progress:
@@ -150,7 +163,7 @@ def main() -> None:
                 progress.update(task, description=f"{benchmark.module}, run {run}/{args.runs}")
                 results.setdefault(benchmark.command, []).append(run_once(benchmark))
                 progress.advance(task)
-    args.output.write_text(render(results, args.runs))
+    args.output.write_text(render(results, args.runs, chosen))
     console.print(f"wrote {args.output}")
     print(json.dumps({name: len(samples) for name, samples in results.items()}))
 
