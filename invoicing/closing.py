@@ -22,7 +22,7 @@ from invoicing.ledger import party_of
 from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
-from subscriptions.model import Customer, Owner, Subscription, midnight
+from subscriptions.model import NET_DAYS, Customer, Owner, Subscription, midnight
 
 
 class ClosingError(ValueError):
@@ -180,7 +180,7 @@ def issue(
             continue
         number = numbers[invoice.tenant] = numbers.get(invoice.tenant, 0) + 1
         customer = customers.get((invoice.tenant, invoice.customer))
-        terms = customer.payment_terms_days if customer else DEFAULT_PAYMENT_TERMS_DAYS
+        terms = customer.payment_terms_days if customer else NET_DAYS
         billed = party_of(customer)
         if not billed.name:
             billed = replace(billed, name=invoice.customer_name or invoice.customer)
@@ -188,9 +188,6 @@ def issue(
                               due_on=today + timedelta(days=terms), seller=seller,
                               bill_to=billed))  # fmt: skip
     return issued
-
-
-DEFAULT_PAYMENT_TERMS_DAYS = 30
 
 
 def _rows_by_owner(sources: Sources, period: date, tenant: str | None) -> (

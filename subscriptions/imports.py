@@ -17,7 +17,7 @@ import msgspec
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.period import LAST_DAY, MAX_ANCHOR
 from rating.plans import PriceBook
-from subscriptions.model import Customer, Subscription
+from subscriptions.model import NET_DAYS, Customer, Subscription
 
 SUBSCRIPTION_FIELDS = ("tenant", "subscription", "customer", "plan", "started_at")
 CUSTOMER_FIELDS = ("tenant", "customer", "name", "tax_rate")
@@ -54,7 +54,7 @@ class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
     currency: str = ""  # ISO 4217: its subscriptions must be on plans priced in it
     address: str = ""  # the billing address its invoices show
     tax_id: str = ""  # its VAT or tax number
-    payment_terms_days: int = 30  # an invoice is due this many days after its issue, 0 to 365
+    payment_terms_days: int = NET_DAYS  # days from an invoice's issue to its due day, 0 to 365
     tenant: str = ""  # a file names it; over HTTP, the key's tenant (another is refused)
 
 

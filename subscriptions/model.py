@@ -15,6 +15,7 @@ from base.events import utc_day
 from rating.period import Period, PlanChanges, plan_on
 
 Owner = tuple[str, str]  # tenant, subscription
+NET_DAYS = 30  # the payment terms of a customer that gives none: net 30
 
 
 def version_of(now: datetime) -> int:
@@ -106,7 +107,7 @@ class Customer:
     currency: str = ""  # the billing currency; "" when not given
     address: str = ""  # the billing address an issued invoice shows (lines: "\n")
     tax_id: str = ""  # its VAT or tax number, for the invoice
-    payment_terms_days: int = 30  # an invoice is due this many days after it is issued
+    payment_terms_days: int = NET_DAYS  # an invoice is due this many days after its issue
 
     def refuses(self, currency: str) -> str | None:
         """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""
