@@ -115,7 +115,7 @@ class PipelineReads(TableStore):
         rows = self._client.query(
             f"SELECT {_WINDOWS[window]}(timestamp) AS window, count(), sum(quantity), "
             "countIf(ingested_at > {late_after:DateTime64(3, 'UTC')}) "
-            f"FROM {self._table('events')} FINAL WHERE {where} GROUP BY window ORDER BY window",
+            f"FROM {self._table('billable_events')} WHERE {where} GROUP BY window ORDER BY window",
             parameters={**params, "late_after": late_after},
         ).result_rows
         return [EventWindow(start, int(count), int(total), int(late))
@@ -138,12 +138,13 @@ class PipelineReads(TableStore):
                 "leadInFrame(toUnixTimestamp64Milli(timestamp), 1, "
                 "toUnixTimestamp64Milli({until:DateTime64(3, 'UTC')})) OVER (ORDER BY timestamp, "
                 "log_epoch, kafka_offset, event_index ROWS BETWEEN CURRENT ROW AND UNBOUNDED "
-                f"FOLLOWING) AS next FROM {self._table('events')} FINAL WHERE {where})",
+                f"FOLLOWING) AS next FROM {self._table('billable_events')} WHERE {where})",
                 parameters={**params, "per": per_ms},
             ).result_rows[0][0]
             return int(found or 0)
         found = self._client.query(
-            f"SELECT {_AGGREGATES[aggregation]} FROM {self._table('events')} FINAL WHERE {where}",
+            f"SELECT {_AGGREGATES[aggregation]} FROM {self._table('billable_events')} "
+            f"WHERE {where}",
             parameters={**params, "unique": unique},
         ).result_rows[0][0]
         return int(found or 0)
@@ -245,9 +246,11 @@ def _filter(events: EventsOf) -> tuple[str, dict[str, Any]]:
 
 # Every event the worker took from the log, once: billed, a duplicate, or dead-lettered,
 # each row with its position and how many events its record held (see invoicing/reconcile).
+# Events a correction backfilled never came through the log (``aggregation.corrections``).
 _ACCOUNTED = """
     SELECT tenant, subscription, timestamp, 'billed' AS kind, kafka_partition, log_epoch,
            kafka_offset, record_events, ingested_at AS written_at FROM {events} FINAL
+    WHERE correction = ''
     UNION ALL
     SELECT tenant, subscription, timestamp, 'duplicate', kafka_partition, log_epoch,
            kafka_offset, record_events, detected_at FROM {duplicates} FINAL

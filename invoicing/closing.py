@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from aggregation.model import RatedTotal
 from invoicing.charges import Pricing
 from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
+from invoicing.corrections import taken_back
 from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Party
 from invoicing.ledger import party_of
 from invoicing.sources import Sources
@@ -69,9 +70,10 @@ def close_period(
     lookback: int = 3,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     seller: Party | None = None,
+    only: Set[Owner] | None = None,
 ) -> CloseReport:
     """Draft (or, with ``finalize``, issue) the period's invoices; ``seller``: who issues
-    them (``settings.seller_*``)."""
+    them (``settings.seller_*``); ``only``: these subscriptions' alone (a correction's)."""
     now = clock()
     billing = Period.of(period)
     if finalize and billing.end > now.date():
@@ -86,15 +88,33 @@ def close_period(
         (i.tenant, i.subscription): i
         for i in ledger.invoices([billing.start], tenant, customers=customers)
     }
-    around = [billing.shifted(k).start for k in range(-lookback, lookback + 1) if k]
+    near = {billing.shifted(k).start for k in range(-lookback, lookback + 1) if k}
+    # A corrected period may be older than the lookback: its owner's invoices from then on
+    # are read too, for what they billed of it.
+    corrected = {owner: days
+                 for owner, days in sources.corrections.corrected_periods(tenant).items()
+                 if only is None or owner in only}  # fmt: skip
+    earliest = min((day for days in corrected.values() for day in days), default=billing.start)
+    around = near | {Period(earliest).shifted(k).start
+                     for k in range(_months(earliest, billing.start) + lookback + 1)}  # fmt: skip
     billed: dict[tuple[str, str, date], list[InvoiceLine]] = defaultdict(list)
     finalized_earlier: dict[Owner, list[date]] = defaultdict(list)
-    for invoice in ledger.invoices(around, tenant, status=FINALIZED, customers=customers):
+    for invoice in ledger.invoices(sorted(around - {billing.start}), tenant, status=FINALIZED,
+                                   customers=customers):  # fmt: skip
         owner = (invoice.tenant, invoice.subscription)
-        if invoice.period < billing.start:
+        fixed = corrected.get(owner, set())
+        if invoice.period not in near and not (fixed and invoice.period >= min(fixed)):
+            continue
+        if invoice.period < billing.start and (invoice.period in near or invoice.period in fixed):
             finalized_earlier[owner].append(invoice.period)
         for line in invoice.lines:
             billed[(*owner, line.applies_to)].append(line)
+    for note in sources.credits.notes(tenant):
+        owner = (note.tenant, note.subscription)
+        if note.correction and note.period in finalized_earlier.get(owner, ()):
+            credited = ledger.find(note.invoice_id)
+            if credited is not None:
+                billed[(*owner, note.period)].extend(taken_back(credited, [note]))
     rows = _rows_by_owner(sources, billing.start, tenant)
     # Only a finalized earlier period can need adjustments: read only those periods' totals.
     adjustable = {day for days in finalized_earlier.values() for day in days}
@@ -103,8 +123,10 @@ def close_period(
     pricing = Pricing.of(book)
     pricing.prepare([row for found in rows.values() for row in found])
     owners = sorted(
-        {owner for owner, sub in subscribers.items() if _active_in(sub, billing.start)}
+        owner
+        for owner in {o for o, sub in subscribers.items() if _active_in(sub, billing.start)}
         | set(rows) | set(finalized_earlier)
+        if only is None or owner in only
     )  # fmt: skip
     to_write = []
     for owner in owners:
@@ -188,6 +210,10 @@ def issue(
                               due_on=today + timedelta(days=terms), seller=seller,
                               bill_to=billed))  # fmt: skip
     return issued
+
+
+def _months(first: date, last: date) -> int:
+    return (last.year - first.year) * 12 + last.month - first.month
 
 
 def _rows_by_owner(sources: Sources, period: date, tenant: str | None) -> (

@@ -16,8 +16,9 @@ from invoicing.credit_notes import CreditError, CreditLine, CreditNote, credit, 
 from invoicing.ledger import InvoiceLedger
 
 _HEADER = ("tenant, number, invoice_id, invoice_number, subscription, period_start, currency, "
-           "reason, issued_on")  # fmt: skip
-_LINE = "tenant, number, line, kind, item, plan, plan_version, description, amount, tax"
+           "reason, issued_on, correction")  # fmt: skip
+_LINE = ("tenant, number, line, kind, item, plan, plan_version, description, amount, tax, "
+         "quantity")  # fmt: skip
 
 
 class CreditLedger(TableStore):
@@ -35,6 +36,7 @@ class CreditLedger(TableStore):
             "tax": pa.array([r.tax for r in rows], type=AMOUNT),
             "period_start": pa.array([note.period] * len(rows), type=pa.date32()),
             "subscription": [note.subscription] * len(rows),
+            "quantity": pa.array([r.quantity for r in rows], type=AMOUNT),
         }))  # fmt: skip
         self._client.insert_arrow(self._table("credit_notes"), pa.table({
             "tenant": [note.tenant], "number": pa.array([note.number], type=pa.uint64()),
@@ -48,6 +50,7 @@ class CreditLedger(TableStore):
             "tax": pa.array([note.tax], type=AMOUNT),
             "total": pa.array([note.total], type=AMOUNT),
             "written_at": pa.array([datetime.now(UTC)], type=TIMESTAMP),
+            "correction": [note.correction],
         }))  # fmt: skip
 
     def last_number(self, tenant: str) -> int:
@@ -90,9 +93,20 @@ class CreditLedger(TableStore):
 
 
 def _note(header: Sequence[Any], lines: list[CreditLine]) -> CreditNote:
-    tenant, number, invoice_id, invoice_number, subscription, period, currency, reason, on = header
+    (
+        tenant,
+        number,
+        invoice_id,
+        invoice_number,
+        subscription,
+        period,
+        currency,
+        reason,
+        on,
+        correction,
+    ) = header
     return CreditNote(tenant, number, invoice_id, invoice_number, subscription, period, currency,
-                      reason, on, tuple(lines))  # fmt: skip
+                      reason, on, tuple(lines), correction)  # fmt: skip
 
 
 def issue_credit_note(

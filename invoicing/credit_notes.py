@@ -38,6 +38,8 @@ class CreditLine:
     description: str
     amount: Decimal  # credited, positive, at the currency's minor unit
     tax: Decimal
+    # By how much a correction took the line's quantity down (0 for a commercial credit).
+    quantity: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class CreditNote(Totals):
     reason: str
     issued_on: date
     lines: tuple[CreditLine, ...]
+    correction: str = ""  # the correction of usage that issued it ("": credited by hand)
 
     @cached_property
     def credit_note_id(self) -> str:

@@ -5,9 +5,10 @@ be checked against the line; for a fee or a true-up, the arithmetic."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
+from aggregation.corrections import BACKFILL, COMMITTED, Plan
 from aggregation.readers import EventsOf
 from invoicing.invoice import (
     DISCOUNT,
@@ -56,10 +57,68 @@ def explain_line(
         )
     line = invoice.lines[number - 1]
     if line.kind == USAGE:
-        return _usage(sources, book, invoice, number, window=window)
-    if line.kind == DISCOUNT:
-        return Explanation(invoice, number, line, _discount(book, invoice, line))
-    return Explanation(invoice, number, line, _arithmetic(sources, book, invoice, line))
+        found = _usage(sources, book, invoice, number, window=window)
+    elif line.kind == DISCOUNT:
+        found = Explanation(invoice, number, line, _discount(book, invoice, line))
+    else:
+        found = Explanation(invoice, number, line, _arithmetic(sources, book, invoice, line))
+    meter = line.item if line.kind == USAGE else None
+    found.facts.extend(corrections_of(sources, book, invoice.tenant, invoice.subscription,
+                                      line.applies_to, meter=meter))  # fmt: skip
+    return found
+
+
+def corrections_of(
+    sources: Sources, book: PriceBook, tenant: str, subscription: str, period: date, *,
+    meter: str | None = None, correction: str | None = None,
+) -> list[str]:  # fmt: skip
+    """What committed corrections (or the one ``correction``) added to and retracted from
+    a subscription's period (of one ``meter``, or of all), one fact per correction."""
+    facts = []
+    for entry in sources.corrections.journal(tenant, COMMITTED):
+        plan = entry.plan
+        if correction is not None and plan.correction != correction:
+            continue
+        if not any(t.subscription == subscription and t.period == period
+                   for t in plan.touched):  # fmt: skip
+            continue
+        moves = [
+            (+1, e.meter, e.quantity)
+            for e in plan.added
+            if e.subscription == subscription and _labelled(e.timestamp, plan, period)
+        ]
+        moves += [
+            (-1, r.meter, r.quantity)
+            for r in plan.retracted
+            if r.subscription == subscription and _labelled(r.timestamp, plan, period)
+        ]
+        by_meter: dict[str, list[int]] = {}
+        for sign, name, quantity in moves:
+            if meter is None or name == meter:
+                counted = by_meter.setdefault(name, [0, 0])
+                counted[0] += sign
+                counted[1] += sign * quantity
+        if not by_meter:
+            continue
+        told = "; ".join(
+            f"{events:+,} events, {_signed(Decimal(quantity).scaleb(-book.meter(name).scale))} "
+            f"{book.meter(name).unit} of {name}"
+            for name, (events, quantity) in sorted(by_meter.items())
+        )
+        verb = "backfilled" if plan.kind == BACKFILL else "retracted"
+        facts.append(f"correction {plan.correction} {verb} events of {period:%Y-%m} on "
+                     f"{entry.created_at:%Y-%m-%d}, by {plan.by}, because: {plan.reason}: "
+                     f"{told}")  # fmt: skip
+    return facts
+
+
+def _labelled(moment: datetime, plan: Plan, period: date) -> bool:
+    """Whether an event stamped ``moment`` falls in the touched period labelled ``period``."""
+    return any(t.period == period and t.since <= moment < t.until for t in plan.touched)
+
+
+def _signed(value: Decimal) -> str:
+    return ("+" if value >= 0 else "") + plain(value)
 
 
 def _discount(book: PriceBook, invoice: Invoice, line: InvoiceLine) -> list[str]:

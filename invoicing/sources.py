@@ -1,13 +1,16 @@
 """What invoicing works from, each through the store of the stage that owns it: the
 subscriptions and customers it bills, the rated totals and events the pipeline wrote,
-and its own ledger of invoices."""
+the corrections made to closed periods, and its own ledgers of invoices and credit
+notes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aggregation.corrections import CorrectionStore
 from aggregation.readers import PipelineReads
 from base.clickhouse import Connection
+from invoicing.credit_ledger import CreditLedger
 from invoicing.ledger import InvoiceLedger
 from subscriptions.store import SubscriptionStore
 
@@ -17,10 +20,12 @@ class Sources:
     subscriptions: SubscriptionStore
     pipeline: PipelineReads
     ledger: InvoiceLedger
+    credits: CreditLedger
+    corrections: CorrectionStore
 
     @classmethod
     def over(cls, connection: Connection) -> Sources:
         subscriptions = SubscriptionStore(connection)
-        return cls(
-            subscriptions, PipelineReads(connection), InvoiceLedger(connection, subscriptions)
-        )
+        return cls(subscriptions, PipelineReads(connection),
+                   InvoiceLedger(connection, subscriptions), CreditLedger(connection),
+                   CorrectionStore(connection))  # fmt: skip

@@ -15,6 +15,7 @@ import click
 from meterline.cli_support import (
     Period,
     console,
+    corrector,
     errors,
     export_options,
     fail,
@@ -24,6 +25,7 @@ from meterline.cli_support import (
     opened_store,
     previous_month,
     print_rows,
+    seller,
     write_export,
 )
 
@@ -73,20 +75,17 @@ def finalize(period: date | None, tenant: str | None, yes: bool) -> None:
 
 def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
     from invoicing.closing import ClosingError, close_period, lookback_periods
-    from invoicing.invoice import Party
 
     settings = load_settings()
     book = load_book(settings)
-    from invoicing.sources import Sources
-
     with opened_store(settings) as connection:
+        fixing = corrector(settings, book, connection, tenant)
         try:
             with console.status(f"closing {period:%Y-%m}…"):
                 report = close_period(
-                    Sources.over(connection), book, period, tenant=tenant, finalize=finalize,
+                    fixing.sources, book, period, tenant=tenant, finalize=finalize,
                     lookback=lookback_periods(settings.max_event_age_days),
-                    seller=Party(settings.seller_name, settings.seller_address,
-                                 settings.seller_tax_id),
+                    seller=seller(settings),
                 )  # fmt: skip
         except ClosingError as error:
             fail(str(error))

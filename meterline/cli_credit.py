@@ -11,8 +11,10 @@ import click
 
 from meterline.cli_support import (
     console,
+    corrector,
     export_options,
     fail,
+    load_book,
     load_settings,
     opened_store,
     write_export,
@@ -60,7 +62,9 @@ def _issue(invoice_id: str, asked: dict[int, Decimal | None] | None, reason: str
     from invoicing.export import money
     from invoicing.sources import Sources
 
-    with opened_store(load_settings()) as connection:
+    settings = load_settings()
+    with opened_store(settings) as connection:
+        corrector(settings, load_book(settings), connection, None)
         try:
             note = issue_credit_note(Sources.over(connection).ledger, CreditLedger(connection),
                                      invoice_id, asked, reason=reason,
@@ -106,9 +110,11 @@ def explain_note(credit_note_id: str) -> None:
     what this one credits and what is left; then the invoice's total after it."""
     from invoicing.credit_ledger import CreditLedger
     from invoicing.credit_notes import explain_credit
+    from invoicing.explain import corrections_of
     from invoicing.sources import Sources
 
-    with opened_store(load_settings()) as connection:
+    settings = load_settings()
+    with opened_store(settings) as connection:
         credits = CreditLedger(connection)
         found = credits.notes(credit_note_id=credit_note_id)
         if not found:
@@ -118,8 +124,18 @@ def explain_note(credit_note_id: str) -> None:
         if invoice is None:
             fail(f"{credit_note_id} credits {note.invoice_id}, which is not in the ledger")
         every = credits.notes(note.tenant, invoice_id=note.invoice_id)
+        facts = explain_credit(note, invoice, every)
+        if note.correction:  # what the correction changed, that the note credits
+            facts += corrections_of(
+                Sources.over(connection),
+                load_book(settings),
+                note.tenant,
+                note.subscription,
+                note.period,
+                correction=note.correction,
+            )
     console.print(f"[bold]credit note No. {note.number_label}[/] ({note.credit_note_id})")
-    for fact in explain_credit(note, invoice, every):
+    for fact in facts:
         console.print(f"  • {fact}", highlight=False)
 
 
