@@ -199,6 +199,16 @@ class CorrectionStore(TableStore):
         ).result_rows
         return {bytes(mark) for (mark,) in rows}
 
+    def retracted_ids(self, tenant: str, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` name events committed corrections retracted."""
+        rows = self._client.query(
+            f"SELECT DISTINCT event_id FROM {self._table('retracted_events')} FINAL "
+            "WHERE tenant = {tenant:String} AND event_id IN {ids:Array(String)} "
+            f"AND correction IN {self._committed()}",
+            parameters={"tenant": tenant, "ids": list(ids)},
+        ).result_rows
+        return {str(event_id) for (event_id,) in rows}
+
     def store_changes(self, plan: Plan, at: datetime) -> None:
         """The events ``plan`` adds and the retractions it makes. Written again by a commit
         finished later, they fold into the same rows."""

@@ -64,6 +64,7 @@ class Proposal:
 
     plan: Plan
     duplicates: list[UsageEvent] = field(default_factory=list)  # stored already
+    already: list[str] = field(default_factory=list)  # ids retracted already
     refused: list[Refused] = field(default_factory=list)
     rerated: dict[Touched, tuple[RatedRows, list[StoredTotal]]] = field(default_factory=dict)
     effects: list[Effect] = field(default_factory=list)
@@ -163,15 +164,16 @@ class Corrector:
                                   "(with a meter and a time range if need be)")  # fmt: skip
         found = self.sources.corrections.find(tenant, ids=ids, subscription=subscription,
                                               meter=meter, since=since, until=until)  # fmt: skip
-        if ids:
-            missing = sorted(set(ids) - {event.id for event, _ in found})
-            if missing:
-                raise CorrectionError(
-                    f"{len(missing):,} of the ids name no billable event of {tenant!r} (not "
-                    f"stored, or retracted already): {', '.join(missing[:10])}"
-                )
-        if not found:
-            raise CorrectionError(f"no billable event of {tenant!r} matches")
+        base = _plan(tenant, RETRACT, by, reason)
+        already = self.sources.corrections.retracted_ids(tenant, ids) if ids else set()
+        missing = sorted(set(ids) - {event.id for event, _ in found} - already)
+        if missing:
+            raise CorrectionError(
+                f"{len(missing):,} of the ids name no event of {tenant!r} that was billed: "
+                f"{', '.join(missing[:10])}"
+            )
+        if not found:  # asked again, or a range with nothing billable left in it
+            return Proposal(base, already=sorted(already))
         subs = self._subscriptions(tenant)
         oldest = self._oldest()
         for event, _ in found:
@@ -184,7 +186,6 @@ class Corrector:
                       event.timestamp)
             for event, mark in found
         )  # fmt: skip
-        base = _plan(tenant, RETRACT, by, reason)
         plan = self._planned(base, retracted=retracted,
                              touched=_touched([event for event, _ in found], subs))  # fmt: skip
         return self._work_out(plan, Proposal(plan), _terms(subs))
@@ -283,9 +284,9 @@ class Corrector:
                            today=self.clock().date())  # fmt: skip
         if note is not None:
             found = replace(found, credit_tax=note.tax)
-        if any(c.adjusted for c in found.changes):
-            return replace(found, adjust_on=self._next_open(sub, touched.period))
-        return found
+        # The next open invoice bills the adjustments, and is closed again even without
+        # any: an adjustment it holds from before may have to go.
+        return replace(found, adjust_on=self._next_open(sub, touched.period))
 
     def _later_finalized(self, sub: Subscription, period: date) -> list[Invoice]:
         labels = _labels_after(period, self.clock().date())
@@ -303,14 +304,15 @@ class Corrector:
 
     # ----- committing ----------------------------------------------------------------
 
-    def commit(self, proposal: Proposal) -> Committed:
-        """Store the correction and bill it; see the module's docstring for the order."""
+    def commit(self, proposal: Proposal, began: datetime | None = None) -> Committed:
+        """Store the correction and bill it; see the module's docstring for the order.
+        ``began``: when a commit cut short began, which its rows keep."""
         plan = proposal.plan
         done = Committed(plan.correction)
         store = self.sources.corrections
         if proposal.empty or store.status_of(plan.tenant, plan.correction) == COMMITTED:
             return done
-        now = self.clock()
+        now = began or self.clock()
         store.record(plan, PENDING, now)
         store.store_changes(plan, now)
         for rows, stored in proposal.rerated.values():
@@ -355,7 +357,7 @@ class Corrector:
             plan = entry.plan
             subs = self._subscriptions(plan.tenant)
             proposal = self._work_out(plan, Proposal(plan), _terms(subs))
-            self.commit(proposal)
+            self.commit(proposal, entry.created_at)
             finished.append(plan.correction)
         return finished
 

@@ -30,6 +30,7 @@ def proposal_view(proposal: Proposal, committed: Committed | None = None) -> dic
         "added": len(plan.added),
         "retracted": len(plan.retracted),
         "duplicates": [e.id for e in proposal.duplicates],
+        "already_retracted": proposal.already,
         "refused": [
             {
                 "id": r.event.id,

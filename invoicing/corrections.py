@@ -54,7 +54,7 @@ class Effect:
     currency: str
     tax_rate: Decimal
     changes: tuple[Change, ...]
-    adjust_on: date | None = None  # finalized: the period whose invoice bills the rest
+    adjust_on: date | None = None  # finalized: the period whose open invoice bills the rest
     credit_tax: Decimal = Decimal(0)  # the tax its credit note gives back
 
     @property

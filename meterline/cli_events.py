@@ -154,6 +154,8 @@ def _print(view: dict[str, Any]) -> None:
                      highlight=False)  # fmt: skip
     if view["duplicates"]:
         console.print(f"{len(view['duplicates']):,} events are stored already and count once")
+    if view["already_retracted"]:
+        console.print(f"{len(view['already_retracted']):,} events were retracted already")
     if view["status"] == "nothing to change":
         console.print("nothing to change")
         return

@@ -109,8 +109,10 @@ def test_a_backfill_and_a_retraction_are_previewed_then_billed_by_credit_notes_a
 
     # The events stay in the audit trail, marked; they are no longer billable.
     assert fixing.sources.corrections.find(TENANT, subscription="b", meter="api_calls") == []
-    with pytest.raises(CorrectionError, match="retracted already"):
-        fixing.retract(TENANT, by="x", reason="twice", ids=["e2"])
+    twice = fixing.retract(TENANT, by="x", reason="twice", ids=["e2"])
+    assert twice.empty and twice.already == ["e2"]
+    with pytest.raises(CorrectionError, match="no event of 'acme' that was billed: nope"):
+        fixing.retract(TENANT, by="x", reason="unknown", ids=["e2", "nope"])
     explained = explain_line(store.sources, BOOK, b_september,
                              next(i for i, x in enumerate(b_september.lines, 1)
                                   if x.applies_to == AUG))  # fmt: skip
@@ -165,7 +167,7 @@ def test_backfill_and_retract_work_from_a_shell_with_a_preview_first(
 
     for bad, message in (
         (["events", "retract", "--tenant", TENANT, "--id", "nope", "--reason", "x"],
-         "name no billable event"),
+         "that was billed: nope"),
         (["events", "retract", "--tenant", TENANT, "--reason", "x"], "name the events"),
         (["events", "retract", "--tenant", TENANT, "--id", "e1", "--reason", " "],
          "give a reason"),

@@ -121,6 +121,10 @@ class Feed:
 
 @pytest.fixture
 def scenario(store: Stores) -> Feed:
+    return seed_scenario(store)
+
+
+def seed_scenario(store: Stores) -> Feed:
     """a: growth from Aug 20 (growth v2 takes effect Sep 16), tax 8.25%.
     b: scale (EUR, commitment 40) all year, ends Sep 21, tax 20%.
     c: starter all year, no tax."""
