@@ -138,7 +138,7 @@ def test_backfill_and_retract_work_from_a_shell_with_a_preview_first(
     asked = ["events", "backfill", str(batch), "--tenant", TENANT, "--reason", "outage"]
     preview = runner.invoke(main, [*asked, "--json"])
     assert preview.exit_code == 0, preview.output
-    shown = json.loads(preview.output[preview.output.index("{"):])
+    shown = json.loads(preview.output[preview.output.index("{") :])
     assert shown["status"] == "preview" and shown["added"] == 1
     (invoice,) = shown["invoices"]
     more = usage("growth", 1, "api_calls", 1750) - usage("growth", 1, "api_calls", 1500)
