@@ -16,6 +16,7 @@ import faust
 import msgspec
 from faust.web import View
 
+from aggregation.corrections import Corrections
 from aggregation.readers import PipelineReads
 from aggregation.usage import read_usage
 from base.clickhouse import Connection
@@ -41,8 +42,10 @@ def add_pages(
     directory: SubscriptionDirectory,
     book: PriceBook,
     health: Callable[[], tuple[bool, dict[str, Any]]],
+    corrections: Corrections | None = None,
 ) -> None:
-    """``health()`` is (healthy, what to show) of the stream side: partitions and lag."""
+    """``health()`` is (healthy, what to show) of the stream side: partitions and lag;
+    ``corrections`` answers corrections of closed periods (``aggregation.corrections``)."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -106,3 +109,18 @@ def add_pages(
             return self.bytes(msgspec.json.encode(answered), content_type="application/json")
 
     app.page("/registry")(Registry)
+
+    # A correction touches only closed periods, which the stream no longer writes; it runs
+    # on the loop between batches, like a registry change.
+    class CorrectionPage(View):
+        async def post(self, request: Any) -> Any:
+            if not from_gateway(request):
+                return refused(self)
+            if corrections is None:
+                return self.json({"title": "Not Found", "status": 404,
+                                  "detail": "this worker does not answer corrections"},
+                                 status=404)  # fmt: skip
+            status, body = corrections(connection, book, settings, await request.read())
+            return self.bytes(body, content_type="application/json", status=status)
+
+    app.page("/corrections")(CorrectionPage)

@@ -36,8 +36,9 @@ from base.problems import ProblemDocument
 from base.settings import Settings
 from ingest import lago, stripe_meters
 from ingest.admission import Admission, Admitted, Limits, OtherTenantError
-from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRing
+from ingest.api_keys import ADMIN, INGEST, KeyFileError, KeyRecord, KeyRing
 from ingest.binary_mode import is_binary, structured
+from ingest.correction_wire import KINDS, any_age, correction_request
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
@@ -134,9 +135,9 @@ class Gateway:
         self.settings = settings
         self.store = store or DirectStore(settings, book, bootstrap_servers)
         self.keys = keys
-        self.admission = Admission(
-            book, settings.event_window(), Limits(max_event_bytes=settings.max_event_bytes)
-        )
+        limits = Limits(max_event_bytes=settings.max_event_bytes)
+        self.admission = Admission(book, settings.event_window(), limits)
+        self.backfill_admission = Admission(book, any_age(settings.event_window()), limits)
         self.limiter = RateLimiter(settings.tenant_events_per_second, settings.tenant_burst_events)
         self.publisher = Publisher(
             bootstrap_servers, settings.events_topic, idempotent=settings.idempotent_producer
@@ -194,6 +195,11 @@ class Gateway:
                     "/v1/customers",
                     _measured("customers", self.customers),
                     methods=["GET", "POST"],
+                ),
+                Route(
+                    "/v1/corrections/{kind}",
+                    _measured("corrections", self.corrections),
+                    methods=["POST"],
                 ),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
@@ -270,6 +276,37 @@ class Gateway:
                      extra={"tenant": tenant, "subscription": subscription})  # fmt: skip
         media = "application/json" if answer.status < 400 else "application/problem+json"
         return Response(bytes(answer.body), answer.status, media_type=media)
+
+    async def corrections(self, request: Request) -> Response:
+        """A backfill or a retraction of closed periods, for an admin key only: previewed,
+        or committed when the body says ``"commit": true``."""
+        kind = request.path_params["kind"]
+        try:
+            if kind not in KINDS:
+                raise RequestError(404, "Not Found", f"no endpoint {request.url.path}; a "
+                                   "correction is a backfill or a retract")  # fmt: skip
+            record = self._key(request, ADMIN)
+            body = await self._body(request)
+            try:
+                asked, unreadable = correction_request(record.tenant, kind, body,
+                                                       self.backfill_admission,
+                                                       f"api key {record.name}")  # fmt: skip
+            except BodyError as error:
+                raise RequestError(400, "Bad Request", str(error)) from None
+            except OtherTenantError as error:
+                raise RequestError(403, "Forbidden", str(error)) from None
+            status, answer = await self.store.correct(_encoder.encode(asked))
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        if status != 200:
+            return Response(answer, status, media_type="application/problem+json")
+        view = msgspec.json.decode(answer)
+        view["unreadable"] = [msgspec.to_builtins(r) for r in unreadable]
+        log.info("correction %s %s", kind, view["status"],
+                 extra={"tenant": record.tenant, "correction": view["correction"]})  # fmt: skip
+        return _json(view)
 
     async def post_events(self, request: Request) -> Response:
         """meterline's own endpoint: CloudEvents (structured, batch or binary mode) or plain
@@ -450,6 +487,10 @@ class Gateway:
 
     def _tenant(self, request: Request, scope: str = INGEST) -> str:
         """The tenant the request's key acts for, if its scope allows ``scope``."""
+        return self._key(request, scope).tenant
+
+    def _key(self, request: Request, scope: str = INGEST) -> KeyRecord:
+        """The request's key, if its scope allows ``scope``."""
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         try:
             record = self.keys.record_of(key.strip()) if scheme.lower() == "bearer" else None
@@ -464,10 +505,10 @@ class Gateway:
         if not record.allows(scope):
             raise RequestError(
                 403, "Forbidden",
-                f"this is an {record.scope} key; managing subscriptions needs an admin key "
-                "(meterline keys create --tenant T --scope admin)",
+                f"this is an {record.scope} key; managing subscriptions and correcting usage "
+                "need an admin key (meterline keys create --tenant T --scope admin)",
             )  # fmt: skip
-        return record.tenant
+        return record
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_request_bytes

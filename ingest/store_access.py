@@ -1,7 +1,7 @@
-"""How the gateway reaches the store, to read current usage and to make subscription
-changes. With a ClickHouse server, or chDB that no worker holds, it uses the store itself;
-with chDB held by the worker beside it (the embedded default: one process may own a chDB
-directory), it asks that worker, which answers from the same code."""
+"""How the gateway reaches the store, to read current usage, to make subscription changes
+and to correct closed periods. With a ClickHouse server, or chDB that no worker holds, it
+uses the store itself; with chDB held by the worker beside it (the embedded default: one
+process may own a chDB directory), it asks that worker, which answers from the same code."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from aggregation.corrections import Corrections
 from aggregation.readers import PipelineReads
 from aggregation.usage import CurrentUsage, read_usage
 from base.clickhouse import Connection
@@ -41,6 +42,10 @@ class StoreAccess(Protocol):
         """Answer a subscriptions request; a change is stored, then published to workers."""
         ...
 
+    async def correct(self, request: bytes) -> tuple[int, bytes]:
+        """Answer a correction request: (HTTP status, JSON body)."""
+        ...
+
     async def ping(self) -> str:
         """ "ok", or what is wrong (never raises)."""
         ...
@@ -50,10 +55,15 @@ class StoreAccess(Protocol):
 
 class DirectStore:
     def __init__(
-        self, settings: Settings, book: PriceBook, bootstrap_servers: str | None = None
+        self,
+        settings: Settings,
+        book: PriceBook,
+        bootstrap_servers: str | None = None,
+        corrections: Corrections | None = None,
     ) -> None:
         self._settings = settings
         self._book = book
+        self._corrections = corrections
         self._bootstrap_servers = bootstrap_servers  # where changes are published
         self._connection: Connection | None = None
         # One query at a time: a chDB session is not shared between threads.
@@ -89,6 +99,18 @@ class DirectStore:
                 log.warning("%s", warning)
         return answered
 
+    async def correct(self, request: bytes) -> tuple[int, bytes]:
+        answer = self._corrections
+        if answer is None:
+            raise StoreUnavailableError("corrections are not answered by this gateway")
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(
+                    lambda: answer(self._connected(), self._book, self._settings, request)
+                )
+            except Exception as error:
+                raise StoreUnavailableError(f"the store did not answer: {error}") from None
+
     def _connected(self) -> Connection:
         # Migrated as a worker does: a store no worker has seen yet reads as empty.
         if self._connection is None:
@@ -117,6 +139,9 @@ class NoStore:
         raise StoreUnavailableError(self._reason)
 
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
+        raise StoreUnavailableError(self._reason)
+
+    async def correct(self, request: bytes) -> tuple[int, bytes]:
         raise StoreUnavailableError(self._reason)
 
     async def ping(self) -> str:
@@ -151,6 +176,16 @@ class WorkerStore:
         except httpx.HTTPError as error:
             raise StoreUnavailableError(f"the worker did not answer: {error}") from None
         return _answer_decoder.decode(response.content)
+
+    async def correct(self, request: bytes) -> tuple[int, bytes]:
+        """The worker proposes, and commits when asked; a long commit may take a while."""
+        try:
+            response = await self._client.post("/corrections", content=request, timeout=300)
+        except httpx.HTTPError as error:
+            raise StoreUnavailableError(f"the worker did not answer: {error}") from None
+        if response.status_code not in (200, 422):
+            raise StoreUnavailableError(f"the worker answered {response.status_code}")
+        return response.status_code, response.content
 
     async def ping(self) -> str:
         """The worker's own health: it owns the store."""

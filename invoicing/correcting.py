@@ -40,11 +40,14 @@ from aggregation.corrections import (
 from aggregation.model import RatedRows
 from aggregation.recompute import Refused, rerate, zero_rows
 from aggregation.state import dedupe_key
+from base.clickhouse import Connection
 from base.events import UsageEvent, owner_key, partition_of, utc_day
+from base.settings import Settings
 from invoicing.charges import Pricing, period_lines
 from invoicing.closing import close_period
 from invoicing.corrections import Effect, billed, credit_note, effect
 from invoicing.invoice import FINALIZED, Invoice, Party, invoice_id
+from invoicing.ledger import seller_of
 from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
@@ -95,6 +98,12 @@ class Corrector:
 
     def __post_init__(self) -> None:
         self.charges = ChargeTable.compile(self.book)
+
+    @classmethod
+    def of(cls, connection: Connection, book: PriceBook, settings: Settings) -> Corrector:
+        """The corrector of the store a command opened, by its settings."""
+        return cls(Sources.over(connection), book, timedelta(days=settings.max_event_age_days),
+                   seller_of(settings), settings.topic_partitions)  # fmt: skip
 
     # ----- proposing -----------------------------------------------------------------
 

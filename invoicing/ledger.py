@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from base import metrics
 from base.clickhouse import AMOUNT, TIMESTAMP, Connection, TableStore, and_tenant, as_utc
+from base.settings import Settings
 from invoicing.invoice import Invoice, InvoiceLine, Party, invoice_id, period_of_invoice_id
 from rating.money import plain
 from rating.quote import TierPart
@@ -215,6 +216,11 @@ def _invoice(
         external_id=who.external_id if who else "", number=number, issued_on=issued_on,
         due_on=due_on, seller=_party(seller) if seller else Party(), bill_to=billed,
     )  # fmt: skip
+
+
+def seller_of(settings: Settings) -> Party:
+    """Who issues the invoices, from settings."""
+    return Party(settings.seller_name, settings.seller_address, settings.seller_tax_id)
 
 
 def party_of(customer: Customer | None) -> Party:

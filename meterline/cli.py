@@ -135,13 +135,15 @@ def worker() -> None:
     METERLINE_CONSUMER_GROUP to share partitions. Needs KAFKA_BOOTSTRAP_SERVERS.
     """
     from aggregation.worker import run_worker
+    from invoicing.correction_api import answer_correction
     from invoicing.ledger import measure_runs
 
     settings = load_settings()
     if settings.kafka_bootstrap_servers is None:
         fail("the worker needs KAFKA_BOOTSTRAP_SERVERS (`meterline run` starts a broker for you)")
     assert settings.kafka_bootstrap_servers is not None
-    run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings), [measure_runs])
+    run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings), [measure_runs],
+               answer_correction)  # fmt: skip
 
 
 @main.command()

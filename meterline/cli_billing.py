@@ -25,7 +25,6 @@ from meterline.cli_support import (
     opened_store,
     previous_month,
     print_rows,
-    seller,
     write_export,
 )
 
@@ -75,6 +74,7 @@ def finalize(period: date | None, tenant: str | None, yes: bool) -> None:
 
 def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
     from invoicing.closing import ClosingError, close_period, lookback_periods
+    from invoicing.ledger import seller_of
 
     settings = load_settings()
     book = load_book(settings)
@@ -85,7 +85,7 @@ def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
                 report = close_period(
                     fixing.sources, book, period, tenant=tenant, finalize=finalize,
                     lookback=lookback_periods(settings.max_event_age_days),
-                    seller=seller(settings),
+                    seller=seller_of(settings),
                 )  # fmt: skip
         except ClosingError as error:
             fail(str(error))

@@ -9,7 +9,7 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +189,8 @@ def _print(view: dict[str, Any]) -> None:
 def _read_events(body: bytes, tenant: str, book: Any) -> tuple[list[Any], list[str]]:
     """The file's events, checked as the gateway checks them but for their age (a closed
     period is old by definition), and what could not be read."""
-    from base.events import EventWindow
     from ingest.admission import Admission, OtherTenantError
+    from ingest.correction_wire import any_age
     from ingest.wire import BodyError, Format, Item, split
 
     stripped = body.strip()
@@ -201,7 +201,7 @@ def _read_events(body: bytes, tenant: str, book: Any) -> tuple[list[Any], list[s
             items = [Item(i, line) for i, line in enumerate(stripped.splitlines()) if line.strip()]
     except BodyError as error:
         fail(f"the file is not a JSON array of events nor one event per line: {error}")
-    window = EventWindow(max_age=timedelta(days=365_000), max_skew=timedelta(minutes=5))
+    window = any_age(load_settings().event_window())
     try:
         admitted = Admission(book, window).plain_events(tenant, items)
     except OtherTenantError as error:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -223,18 +223,8 @@ def corrector(settings: Settings, book: Any, connection: Any, tenant: str | None
     correction a crash left pending (of ``tenant``): what every command that corrects or
     bills runs first, so none reads a correction half made."""
     from invoicing.correcting import Corrector
-    from invoicing.sources import Sources
 
-    fixing = Corrector(Sources.over(connection), book,
-                       timedelta(days=settings.max_event_age_days), seller(settings),
-                       settings.topic_partitions)  # fmt: skip
+    fixing = Corrector.of(connection, book, settings)
     for finished in fixing.finish_pending(tenant):
         errors.print(f"finished correction {finished}, which a crash had left pending")
     return fixing
-
-
-def seller(settings: Settings) -> Any:
-    """Who issues the invoices, from settings."""
-    from invoicing.invoice import Party
-
-    return Party(settings.seller_name, settings.seller_address, settings.seller_tax_id)

@@ -6,21 +6,31 @@ asked twice change nothing the second time; the events stay in the audit trail, 
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import httpx
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from aggregation.corrections import COMMITTED
 from base.events import UsageEvent
+from base.settings import Settings
+from ingest.store_access import DirectStore
 from invoicing.closing import close_period
 from invoicing.correcting import CorrectionError, Corrector
+from invoicing.correction_api import answer_correction
 from invoicing.explain import explain_line
 from invoicing.invoice import FINALIZED, TRUE_UP, USAGE
 from meterline.cli import main
+from meterline.embedded_broker import EmbeddedBroker
+from tests.integration.gateway_helpers import gateway_for
 from tests.integration.test_invoices import (  # noqa: F401 (scenario: a fixture)
     AUG,
     BOOK,
@@ -29,6 +39,7 @@ from tests.integration.test_invoices import (  # noqa: F401 (scenario: a fixture
     at,
     invoices,
     scenario,
+    seed_scenario,
     usage,
 )
 from tests.stores import Stores
@@ -175,3 +186,62 @@ def test_backfill_and_retract_work_from_a_shell_with_a_preview_first(
         refused = runner.invoke(main, bad)
         assert refused.exit_code == 1 and message in refused.output, refused.output
         assert "Traceback" not in refused.output
+
+
+def test_corrections_are_previewed_and_committed_over_http_with_an_admin_key(
+    broker: EmbeddedBroker, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    gateway, ingest_key = gateway_for(broker, settings_factory, tmp_path)
+    admin, _ = gateway.keys.create(TENANT, "finance", scope="admin")
+    other, _ = gateway.keys.create("globex", "finance", scope="admin")
+    seeded = Stores.open(gateway.settings)
+    try:
+        seed_scenario(seeded)
+        close_period(seeded.sources, BOOK, AUG, finalize=True, clock=lambda: NOW)
+    finally:
+        seeded.close()
+    gateway.store = DirectStore(gateway.settings, BOOK, None, answer_correction)
+    backfill = {"reason": "outage", "events": [
+        {"id": "h1", "subscription": "a", "meter": "api_calls", "quantity": 100,
+         "timestamp": "2026-08-29T08:00:00Z"},
+        {"id": "h2", "subscription": "a", "meter": "nope", "quantity": 1,
+         "timestamp": "2026-08-29T08:00:00Z"},
+    ]}  # fmt: skip
+    with asyncio.Runner() as runner:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.asgi()),
+                                   base_url="http://gateway")  # fmt: skip
+
+        def post(path: str, body: Any, key: str = admin) -> httpx.Response:
+            return runner.run(client.post(path, content=msgspec.json.encode(body),
+                                          headers={"authorization": f"Bearer {key}"}))  # fmt: skip
+
+        try:
+            assert post("/v1/corrections/backfill", backfill, ingest_key).status_code == 403
+            assert post("/v1/corrections/backfill", backfill, "wrong").status_code == 401
+            assert post("/v1/corrections/other", backfill).status_code == 404
+            assert post("/v1/corrections/retract", {"reason": 1}).status_code == 400
+            preview = post("/v1/corrections/backfill", backfill)
+            assert preview.status_code == 200, preview.text
+            shown = preview.json()
+            assert (shown["status"], shown["added"], shown["by"]) == (
+                "preview",
+                1,
+                "api key finance",
+            )
+            assert [u["reason"] for u in shown["unreadable"]] == ["unknown_meter"]
+            more = usage("growth", 1, "api_calls", 1600) - usage("growth", 1, "api_calls", 1500)
+            assert Decimal(shown["invoices"][0]["adjusted"]) == more
+            done = post("/v1/corrections/backfill", {**backfill, "commit": True}).json()
+            assert done["status"] == "committed" and done["drafts_closed"] == ["2026-09"]
+            # Another tenant's key reaches nothing of acme's.
+            assert post("/v1/corrections/retract", {"reason": "x", "ids": ["h1"]},
+                        other).status_code == 422  # fmt: skip
+            retracted = post(
+                "/v1/corrections/retract", {"reason": "wrong", "ids": ["h1"], "commit": True}
+            ).json()
+            assert retracted["status"] == "committed", retracted
+            refused = post("/v1/corrections/retract", {"reason": "", "ids": ["e1"]})
+            assert refused.status_code == 422 and "reason" in refused.json()["detail"]
+        finally:
+            runner.run(client.aclose())
+            runner.run(gateway.store.close())

@@ -186,6 +186,12 @@ def cancel_over_http_then_see_usage_refused(url: str, settings: Settings) -> Non
     assert [entry["change"] for entry in history][-1] == "cancelled"
     again = httpx.post(f"{url}/v1/subscriptions/sub-3/cancel", json={}, headers=headers)
     assert again.status_code == 422 and "already ends" in again.json()["detail"]
+    # A correction goes to the worker too: none of sub-1's events is in a closed period.
+    asked = {"reason": "check", "subscription": "sub-1", "until": "2020-01-01T00:00:00Z"}
+    nothing = httpx.post(f"{url}/v1/corrections/retract", json=asked, headers=headers)
+    assert nothing.status_code == 200 and nothing.json()["status"] == "nothing to change", (
+        nothing.text
+    )
     key, _ = KeyRing(settings.api_keys_path).create("acme", "late")
     with UsageClient(url, key, source="e2e") as usage:
         usage.record("sub-3", "api_calls", 5, event_id="after-the-end")
