@@ -12,17 +12,30 @@ import msgspec
 from aggregation.corrections import BACKFILL, RETRACT, CorrectionRequest
 from base.events import EventWindow
 from ingest.admission import Admission
-from ingest.wire import BodyError, Item, Refusal
+from ingest.wire import BodyError, Item, PlainEvent, Refusal
 
 
 class _Backfill(msgspec.Struct, forbid_unknown_fields=True):
     reason: str
-    events: list[msgspec.Raw]
+    events: list[msgspec.Raw]  # each read on its own, so one bad event is named, not fatal
     by: str = ""
     commit: bool = False
 
 
-class _Retract(msgspec.Struct, forbid_unknown_fields=True):
+class BackfillBody(msgspec.Struct):
+    """Events missed in closed periods, as POST /v1/events takes them, to add once each;
+    previewed unless ``commit``."""
+
+    reason: str
+    events: list[PlainEvent]
+    by: str = ""
+    commit: bool = False
+
+
+class RetractBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Billed events of closed periods to take back, by id, or by subscription, meter and
+    time range [since, until); previewed unless ``commit``."""
+
     reason: str
     by: str = ""
     commit: bool = False
@@ -34,7 +47,7 @@ class _Retract(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _backfill = msgspec.json.Decoder(_Backfill)
-_retract = msgspec.json.Decoder(_Retract)
+_retract = msgspec.json.Decoder(RetractBody)
 KINDS = (BACKFILL, RETRACT)
 
 

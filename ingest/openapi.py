@@ -13,6 +13,7 @@ import msgspec
 
 from aggregation.usage import CurrentUsage
 from base.problems import ProblemDocument
+from ingest.correction_wire import BackfillBody, RetractBody
 from ingest.lago import LagoEvent
 from ingest.wire import Accepted, CloudEvent, PartlyRefused, PlainEvent
 from subscriptions.api import (
@@ -190,6 +191,45 @@ def _customer_paths() -> dict[str, Any]:
     }
 
 
+def _correction_paths() -> dict[str, Any]:
+    """Backfills and retractions of closed periods (invoicing.correcting)."""
+
+    def correction(kind: str, body: str, summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": f"{kind}Events",
+                "summary": f"{summary}; {_ADMIN}",
+                "requestBody": {"required": True, "content": _json(body)},
+                "responses": {
+                    "200": {
+                        "description": "The preview (or, committed, the outcome): per invoice, "
+                        "each line's difference and whether a credit note or an adjustment "
+                        "bills it; events left out are named with the reason",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **_admin_problems(
+                        ("400", "The body is not the shape described"),
+                        ("404", "Not a backfill or a retract"),
+                        (
+                            "422",
+                            "Refused, with the reason (an open period, no such event, "
+                            "no reason given); nothing was changed",
+                        ),
+                    ),
+                },
+            }
+        }
+
+    return {
+        "/v1/corrections/backfill": correction(
+            "backfill", "BackfillBody", "Add events missed in closed periods"
+        ),
+        "/v1/corrections/retract": correction(
+            "retract", "RetractBody", "Take back billed events of closed periods"
+        ),
+    }
+
+
 def _peer_paths() -> dict[str, Any]:
     """The peers' ingest endpoints (ingest.lago, docs/migrate/), each a translation into
     the same admission as /v1/events."""
@@ -309,7 +349,7 @@ def document() -> dict[str, Any]:
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, PartlyRefused, LagoEvent,
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
-         CouponChange, Cancellation, NewCustomer, CustomerList],
+         CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody],
         ref_template=_REF,
     )  # fmt: skip
     _tidy_descriptions(components)
@@ -326,7 +366,7 @@ def document() -> dict[str, Any]:
                 "the accepted ones (acknowledged by Kafka) and names each refused one with "
                 "a machine-readable reason. Resending an event with the same source and id "
                 "is safe: it counts once. Read a subscription's usage so far; with an admin "
-                "key, manage the tenant's subscriptions."
+                "key, manage the tenant's subscriptions and correct closed periods."
             ),
         },
         "servers": [{"url": "http://127.0.0.1:8787"}],
@@ -402,6 +442,7 @@ def document() -> dict[str, Any]:
             **_peer_paths(),
             **_subscription_paths(),
             **_customer_paths(),
+            **_correction_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",
