@@ -187,6 +187,26 @@ class PipelineReads(TableStore):
         ).result_rows
         return [(tenant, month, kind, int(count)) for tenant, month, kind, count in rows]
 
+    def corrected_by_month(
+        self, tenant: str | None = None, month: date | None = None
+    ) -> list[tuple[str, date, int, int]]:
+        """(tenant, usage month, events backfilled, events retracted) by committed
+        corrections: what makes the billable events differ from those the log brought."""
+        committed = (f"(SELECT correction FROM {self._table('corrections')} FINAL "
+                     "WHERE status = 'committed')")  # fmt: skip
+        where = and_tenant(tenant) + ("" if month is None else
+                                      " AND toStartOfMonth(timestamp) = {month:Date}")  # fmt: skip
+        rows = self._client.query(
+            "SELECT tenant, month, sum(added), sum(taken) FROM ("
+            "SELECT tenant, toStartOfMonth(timestamp) AS month, 1 AS added, 0 AS taken "
+            f"FROM {self._table('events')} FINAL WHERE correction IN {committed}{where} "
+            "UNION ALL SELECT tenant, toStartOfMonth(timestamp), 0, 1 "
+            f"FROM {self._table('retracted_events')} FINAL WHERE correction IN {committed}{where}"
+            ") GROUP BY tenant, month ORDER BY tenant, month",
+            parameters={"tenant": tenant, "month": month},
+        ).result_rows
+        return [(who, when, int(added), int(taken)) for who, when, added, taken in rows]
+
     def incomplete_records(
         self,
         tenant: str | None = None,

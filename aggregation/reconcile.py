@@ -16,7 +16,8 @@ does not yet. Per tenant and usage month:
 
 fails exactly when a record lost an event (``missing`` names it, and its subscription)
 or a whole record left no row (``unaccounted_records``: a record has no tenant until it
-is read, so those are counted for the whole store).
+is read, so those are counted for the whole store). Corrections of closed periods come on
+top: billable = billed - retracted + backfilled, each correction in the journal.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class TenantMonth:
     # Sent on to their subscription's partition, where each is counted again as billed,
     # duplicate or dead-lettered: not part of ``acknowledged``, which counts each once.
     forwarded: int = 0
+    # Corrections of closed periods (``aggregation.corrections``): events added outside the
+    # log, and billed events taken back. Billable = billed - retracted + backfilled.
+    backfilled: int = 0
+    retracted: int = 0
+
+    @property
+    def billable(self) -> int:
+        return self.billed - self.retracted + self.backfilled
 
     @property
     def acknowledged(self) -> int:
@@ -95,6 +104,9 @@ def reconcile(
         setattr(entry, {"billed": "billed", "duplicate": "duplicates",
                         "dead_lettered": "dead_lettered", "forwarded": "forwarded"}[kind],
                 count)  # fmt: skip
+    for who, when, added, taken in store.corrected_by_month(tenant, month):
+        entry = months.setdefault((who, when), TenantMonth(who, when))
+        entry.backfilled, entry.retracted = added, taken
     incomplete = [Incomplete(*row) for row in store.incomplete_records(tenant, month, since)]
     for record in incomplete:
         owner = months.get((record.tenant, _month_of(record, months)))

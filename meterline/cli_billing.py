@@ -466,11 +466,16 @@ def reconcile_command(tenant: str | None, period: date | None, fmt: str) -> None
         checkpoints = PipelineSink(connection).load_checkpoints(
             settings.events_topic, set(range(settings.topic_partitions))
         )
+        notes = _credit_notes_by_month(connection, tenant)
     rows = [(m.tenant, f"{m.month:%Y-%m}", m.acknowledged, m.billed, m.duplicates,
-             m.dead_lettered, m.missing, m.forwarded) for m in found.months]  # fmt: skip
+             m.dead_lettered, m.missing, m.forwarded, m.retracted, m.backfilled, m.billable,
+             *notes.get((m.tenant, m.month), (0, ""))) for m in found.months]  # fmt: skip
     # Forwarded events are counted again where they were forwarded to (not in acknowledged).
+    # Corrections come on top: billable = billed - retracted + backfilled; and the credit
+    # notes of the month's invoices, with what they credit.
     columns = ("tenant", "month", "acknowledged", "billed", "duplicates", "dead_lettered",
-               "missing", "forwarded")  # fmt: skip
+               "missing", "forwarded", "retracted", "backfilled", "billable", "credit_notes",
+               "credited")  # fmt: skip
     print_rows("Reconciliation: acknowledged = billed + duplicates + dead-lettered", columns,
                rows, fmt)  # fmt: skip
     if fmt == "table":
@@ -480,6 +485,26 @@ def reconcile_command(tenant: str | None, period: date | None, fmt: str) -> None
         fail(f"the identity fails: {failure}")
     if fmt == "table":
         console.print(f"[green]the identity holds[/] for {len(rows):,} tenant-months")
+
+
+def _credit_notes_by_month(connection: Any, tenant: str | None) -> (
+    dict[tuple[str, date], tuple[int, str]]
+):  # fmt: skip
+    """Per tenant and period: how many credit notes its invoices have, and their totals
+    by currency ("12.00 EUR; 3.50 USD")."""
+    from invoicing.credit_ledger import CreditLedger
+    from invoicing.export import money
+
+    totals: dict[tuple[str, date], dict[str, Decimal]] = {}
+    counts: dict[tuple[str, date], int] = {}
+    for note in CreditLedger(connection).notes(tenant):
+        key = (note.tenant, note.period)
+        counts[key] = counts.get(key, 0) + 1
+        by_currency = totals.setdefault(key, {})
+        by_currency[note.currency] = by_currency.get(note.currency, Decimal(0)) + note.total
+    return {key: (counts[key], "; ".join(f"{money(amount, cur)} {cur}"
+                                         for cur, amount in sorted(totals[key].items())))
+            for key in counts}  # fmt: skip
 
 
 def _in_flight(settings: Any, checkpoints: list[Any]) -> str:

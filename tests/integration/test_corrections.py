@@ -173,6 +173,14 @@ def test_backfill_and_retract_work_from_a_shell_with_a_preview_first(
     explained = runner.invoke(main, ["credit-notes", "explain", note.credit_note_id])
     assert explained.exit_code == 0 and "retracted events of 2026-08" in explained.output
     assert "-300000 token of tokens" in explained.output.replace(",", ""), explained.output
+    reconciled = runner.invoke(main, ["reconcile", "--tenant", TENANT, "--period", "2026-08",
+                                      "--format", "json"])  # fmt: skip
+    assert reconciled.exit_code == 0, reconciled.output
+    (august,) = json.loads(reconciled.output[reconciled.output.index("[") :])
+    assert (august["billed"], august["retracted"], august["backfilled"], august["billable"]) == (
+        3, 1, 1, 3
+    )  # fmt: skip
+    assert august["credit_notes"] == 1 and august["credited"] == f"{note.total:.2f} USD"
     listed = runner.invoke(main, ["events", "corrections", "--tenant", TENANT])
     assert listed.exit_code == 0 and listed.output.count("committed") == 2, listed.output
 
