@@ -28,8 +28,12 @@ lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock (Python
 run: $(STAMP) ## Run the demo on embedded Kafka and ClickHouse and print the invoice summary
 	$(BIN)/meterline run $(ARGS)
 
+# Two processes (pytest-xdist), each test file whole in one of them: most of the suite
+# waits on brokers, workers and subprocesses. TESTS_PROCESSES=0 runs it in this process.
+TESTS_PROCESSES ?= 2
+
 test: $(STAMP) ## Run the whole test suite (unit, property, integration against the real broker and engine)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TESTS_PROCESSES) --dist loadfile $(ARGS)
 
 test-faults: $(STAMP) ## Only the fault test: SIGKILL the worker at random moments, check every total
 	$(BIN)/python -m pytest -m faults -s $(ARGS)

@@ -70,12 +70,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if _NOT_RUN:
         config.hook.pytest_deselected(items=[i for i in items if i.nodeid in set(_NOT_RUN)])
         items[:] = kept
+    if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+        config.workeroutput["not_run"] = _NOT_RUN
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist's controller: every worker collects the same items and leaves out the
+    same ones, which the summary names once."""
+    for nodeid in getattr(node, "workeroutput", {}).get("not_run", []):
+        if nodeid not in _NOT_RUN:
+            _NOT_RUN.append(nodeid)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _NOT_RUN:
+    not_run = len(_NOT_RUN)
+    if not_run:
         terminalreporter.write_line(
-            f"NOT RUN: {len(_NOT_RUN)} store and invoice tests on a ClickHouse server "
+            f"NOT RUN: {not_run} store and invoice tests on a ClickHouse server "
             "(set CLICKHOUSE_URL=http://user:password@host:8123 to run them); they ran on "
             "the embedded engine (chDB) only",
             yellow=True,

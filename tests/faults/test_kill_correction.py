@@ -6,7 +6,7 @@ until it is finished nothing of the correction is billable.
 Five corrections in a row, each killed at another point: after its journal row, after
 its events and retractions, after the first of its rewritten totals, after its first
 credit note, and after its drafts are recomputed. The same five run without a kill in
-another store give the expected state.
+another store (in this process) give the expected state.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from base.events import UsageEvent
 from base.settings import Settings
 from invoicing.closing import close_period
+from invoicing.correcting import Corrector
 from meterline.worker_process import settings_env
 from tests.integration.test_invoices import AUG, BOOK, TENANT, seed_scenario
 from tests.stores import Stores
@@ -62,6 +65,24 @@ def run(settings: Settings, *args: str, kill_after: str | None = None) -> int:
     if not kill_after:
         assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     return done.returncode
+
+
+def corrected_in_process(settings: Settings) -> None:
+    """The five corrections without a kill, in this process (quicker than five commands)."""
+    store = Stores.open(settings)
+    try:
+        fixing = Corrector.of(store.connection, BOOK, settings)
+        for _, kind, given in STEPS:
+            if kind == "backfill":
+                sub, meter, quantity, day = BACKFILL[int(given[0])]
+                late = UsageEvent(f"late-{given[0]}", TENANT, sub, meter, quantity,
+                                  datetime(2026, 8, day, 12, tzinfo=UTC))  # fmt: skip
+                proposal = fixing.backfill(TENANT, [late], by="tests", reason="kill test")
+            else:
+                proposal = fixing.retract(TENANT, by="tests", reason="kill test", ids=given[1:])
+            fixing.commit(proposal)
+    finally:
+        store.close()
 
 
 def seeded(settings: Settings) -> None:
@@ -111,8 +132,7 @@ def test_a_commit_killed_after_each_write_is_finished_by_the_next_command(
         seeded(settings)
     files = tmp_path / "files"
     files.mkdir()
-    for _, kind, given in STEPS:
-        run(clean, *asked(kind, given, files))
+    corrected_in_process(clean)
     expected = state(clean)
     assert [row[3] for row in expected["journal"]] == ["committed"] * len(STEPS)
     # A credit note per retraction, and one for the commitment's true-up that b's backfill

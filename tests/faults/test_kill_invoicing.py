@@ -29,7 +29,7 @@ from tests.stores import Stores
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 SEED = int(os.environ.get("METERLINE_FAULT_SEED", "20261201"))
-SUBSCRIPTIONS = 15_000
+SUBSCRIPTIONS = 8_000
 HEADER = 10  # the columns of an invoice's row in ``invoices``; a line's has 7
 
 

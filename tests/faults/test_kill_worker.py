@@ -36,7 +36,7 @@ from tests.stores import Stores
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-EVENTS = 200_000
+EVENTS = 100_000  # six waves of about 16,700 events, five SIGKILLs between them
 KILLS = 5
 SEED = int(os.environ.get("METERLINE_FAULT_SEED", "20261123"))
 
