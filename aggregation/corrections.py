@@ -17,7 +17,7 @@ it absorbed (the replay rule's marker) and takes a row version one above the sto
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 import msgspec
@@ -25,10 +25,8 @@ import msgspec
 from aggregation.log_identity import ordinal
 from aggregation.model import RatedRows, TotalKey
 from aggregation.state import dedupe_key
-from base.clickhouse import Connection, TableStore, as_utc
+from base.clickhouse import TableStore, as_utc
 from base.events import UsageEvent, decode_properties, properties_json
-from base.settings import Settings
-from rating.plans import PriceBook
 
 BACKFILL, RETRACT = "backfill", "retract"
 PENDING, COMMITTED = "pending", "committed"
@@ -86,12 +84,6 @@ class CorrectionRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     meter: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-
-
-# What answers a correction request (encoded) over the store a process opened, by its
-# price book and settings: (HTTP status, JSON body). The commands hand invoicing's
-# ``answer_correction`` to the gateway and the worker, neither of which may import it.
-Corrections = Callable[[Connection, PriceBook, Settings, bytes], tuple[int, bytes]]
 
 
 class Journaled(msgspec.Struct, frozen=True):

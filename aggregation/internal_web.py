@@ -16,7 +16,7 @@ import faust
 import msgspec
 from faust.web import View
 
-from aggregation.corrections import Corrections
+from aggregation.handlers import HANDLED, Handlers
 from aggregation.readers import PipelineReads
 from aggregation.usage import read_usage
 from base.clickhouse import Connection
@@ -42,10 +42,10 @@ def add_pages(
     directory: SubscriptionDirectory,
     book: PriceBook,
     health: Callable[[], tuple[bool, dict[str, Any]]],
-    corrections: Corrections | None = None,
+    handlers: Handlers | None = None,
 ) -> None:
     """``health()`` is (healthy, what to show) of the stream side: partitions and lag;
-    ``corrections`` answers corrections of closed periods (``aggregation.corrections``)."""
+    ``handlers``, what the commands hand down (``aggregation.handlers``)."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -110,17 +110,20 @@ def add_pages(
 
     app.page("/registry")(Registry)
 
-    # A correction touches only closed periods, which the stream no longer writes; it runs
-    # on the loop between batches, like a registry change.
-    class CorrectionPage(View):
-        async def post(self, request: Any) -> Any:
+    # What the commands handed down (a correction, a portal page): on the loop between
+    # batches, like a registry change; a correction touches only closed periods, which
+    # the stream no longer writes.
+    class HandlerPage(View):
+        async def post(self, request: Any, name: str) -> Any:
             if not from_gateway(request):
                 return refused(self)
-            if corrections is None:
+            handler = (handlers or {}).get(name)
+            if handler is None:
                 return self.json({"title": "Not Found", "status": 404,
-                                  "detail": "this worker does not answer corrections"},
+                                  "detail": f"this worker does not answer {name} requests"},
                                  status=404)  # fmt: skip
-            status, body = corrections(connection, book, settings, await request.read())
-            return self.bytes(body, content_type="application/json", status=status)
+            answered = handler(connection, book, settings, await request.read())
+            return self.bytes(answered.body, content_type=answered.media_type,
+                              status=answered.status, headers={HANDLED: "1"})  # fmt: skip
 
-    app.page("/corrections")(CorrectionPage)
+    app.page("/handle/{name}")(HandlerPage)

@@ -20,8 +20,8 @@ from faust.types import TP
 from prometheus_client import REGISTRY
 
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
-from aggregation.corrections import Corrections
 from aggregation.dead_letters import forward, is_forwarded_copy, publish_dead_letters
+from aggregation.handlers import Handlers
 from aggregation.internal_web import add_pages
 from aggregation.marks import Marks, disk_generations
 from aggregation.readers import PipelineReads
@@ -76,7 +76,7 @@ def create_app(
     book: PriceBook,
     *,
     measures: Sequence[Measure] = (),
-    corrections: Corrections | None = None,
+    handlers: Handlers | None = None,
 ) -> faust.App:
     app = faust.App(settings.consumer_group, **faust_settings(settings, bootstrap_servers))
     app.transport = WorkerTransport(app.conf.broker_consumer, app)
@@ -188,7 +188,7 @@ def create_app(
 
     add_pages(app, settings, bootstrap_servers, connection=connection,
               directory=aggregator.subscriptions, book=book, health=health,
-              corrections=corrections)  # fmt: skip
+              handlers=handlers)  # fmt: skip
     return app
 
 
@@ -204,11 +204,11 @@ def run_worker(
     bootstrap_servers: str,
     book: PriceBook,
     measures: Sequence[Measure] = (),
-    corrections: Corrections | None = None,
+    handlers: Handlers | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; Faust handles the signals and a graceful stop.
     ``measures`` are what the commands above this stage add to the minute's gauges;
-    ``corrections``, what answers the gateway's corrections (``internal_web``)."""
+    ``handlers``, what the commands hand down for the gateway (``aggregation.handlers``)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tune_garbage_collector()
     for name in (settings.events_topic, settings.dead_letter_topic):
@@ -237,7 +237,7 @@ def run_worker(
         dedupe_window=dedupe_window, topic=settings.events_topic, marks=marks,
     )  # fmt: skip
     app = create_app(settings, bootstrap_servers, connection, aggregator, book,
-                     measures=measures, corrections=corrections)  # fmt: skip
+                     measures=measures, handlers=handlers)  # fmt: skip
     worker = faust.Worker(
         app, loglevel="WARN", quiet=True, redirect_stdouts=False,
         logging_config=logs.logging_config(),

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aggregation.handlers import CORRECTIONS
 from base import metrics
 from base.metrics import exposition
 from base.problems import ProblemDocument
@@ -295,14 +296,14 @@ class Gateway:
                 raise RequestError(400, "Bad Request", str(error)) from None
             except OtherTenantError as error:
                 raise RequestError(403, "Forbidden", str(error)) from None
-            status, answer = await self.store.correct(_encoder.encode(asked))
+            answer = await self.store.handle(CORRECTIONS, _encoder.encode(asked))
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
             return _store_unavailable(error)
-        if status != 200:
-            return Response(answer, status, media_type="application/problem+json")
-        view = msgspec.json.decode(answer)
+        if answer.status != 200:
+            return Response(answer.body, answer.status, media_type=answer.media_type)
+        view = msgspec.json.decode(answer.body)
         view["unreadable"] = [msgspec.to_builtins(r) for r in unreadable]
         log.info("correction %s %s", kind, view["status"],
                  extra={"tenant": record.tenant, "correction": view["correction"]})  # fmt: skip

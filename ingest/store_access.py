@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from aggregation.corrections import Corrections
+from aggregation.handlers import HANDLED, Answer, Handlers
 from aggregation.readers import PipelineReads
 from aggregation.usage import CurrentUsage, read_usage
 from base.clickhouse import Connection
@@ -42,8 +42,8 @@ class StoreAccess(Protocol):
         """Answer a subscriptions request; a change is stored, then published to workers."""
         ...
 
-    async def correct(self, request: bytes) -> tuple[int, bytes]:
-        """Answer a correction request: (HTTP status, JSON body)."""
+    async def handle(self, name: str, request: bytes) -> Answer:
+        """Answer a request by the handler ``name`` (``aggregation.handlers``)."""
         ...
 
     async def ping(self) -> str:
@@ -59,11 +59,11 @@ class DirectStore:
         settings: Settings,
         book: PriceBook,
         bootstrap_servers: str | None = None,
-        corrections: Corrections | None = None,
+        handlers: Handlers | None = None,
     ) -> None:
         self._settings = settings
         self._book = book
-        self._corrections = corrections
+        self._handlers = handlers or {}
         self._bootstrap_servers = bootstrap_servers  # where changes are published
         self._connection: Connection | None = None
         # One query at a time: a chDB session is not shared between threads.
@@ -99,10 +99,10 @@ class DirectStore:
                 log.warning("%s", warning)
         return answered
 
-    async def correct(self, request: bytes) -> tuple[int, bytes]:
-        answer = self._corrections
+    async def handle(self, name: str, request: bytes) -> Answer:
+        answer = self._handlers.get(name)
         if answer is None:
-            raise StoreUnavailableError("corrections are not answered by this gateway")
+            raise StoreUnavailableError(f"{name} requests are not answered by this gateway")
         async with self._lock:
             try:
                 return await asyncio.to_thread(
@@ -141,7 +141,7 @@ class NoStore:
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         raise StoreUnavailableError(self._reason)
 
-    async def correct(self, request: bytes) -> tuple[int, bytes]:
+    async def handle(self, name: str, request: bytes) -> Answer:
         raise StoreUnavailableError(self._reason)
 
     async def ping(self) -> str:
@@ -177,15 +177,17 @@ class WorkerStore:
             raise StoreUnavailableError(f"the worker did not answer: {error}") from None
         return _answer_decoder.decode(response.content)
 
-    async def correct(self, request: bytes) -> tuple[int, bytes]:
-        """The worker proposes, and commits when asked; a long commit may take a while."""
+    async def handle(self, name: str, request: bytes) -> Answer:
+        """The worker answers with the same handler (a correction's commit may take a
+        while); a status it gives is the handler's when it says so in a header."""
         try:
-            response = await self._client.post("/corrections", content=request, timeout=300)
+            response = await self._client.post(f"/handle/{name}", content=request, timeout=300)
         except httpx.HTTPError as error:
             raise StoreUnavailableError(f"the worker did not answer: {error}") from None
-        if response.status_code not in (200, 422):
+        if HANDLED not in response.headers:
             raise StoreUnavailableError(f"the worker answered {response.status_code}")
-        return response.status_code, response.content
+        media = response.headers.get("content-type", "application/octet-stream")
+        return Answer(response.status_code, media, response.content)
 
     async def ping(self) -> str:
         """The worker's own health: it owns the store."""

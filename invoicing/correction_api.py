@@ -8,6 +8,7 @@ from __future__ import annotations
 import msgspec
 
 from aggregation.corrections import BACKFILL, CorrectionRequest
+from aggregation.handlers import Answer
 from base.clickhouse import Connection
 from base.problems import ProblemDocument
 from base.settings import Settings
@@ -20,9 +21,9 @@ _request = msgspec.json.Decoder(CorrectionRequest)
 
 def answer_correction(
     connection: Connection, book: PriceBook, settings: Settings, body: bytes
-) -> tuple[int, bytes]:
-    """(HTTP status, JSON body): 200 with the preview or the outcome, 422 when the
-    correction cannot be made as asked (the detail says why)."""
+) -> Answer:
+    """200 with the preview or the outcome, 422 when the correction cannot be made as
+    asked (the detail says why)."""
     asked = _request.decode(body)
     fixing = Corrector.of(connection, book, settings)
     fixing.finish_pending(asked.tenant)
@@ -37,6 +38,6 @@ def answer_correction(
                                       until=asked.until)  # fmt: skip
     except CorrectionError as error:
         problem = ProblemDocument("Unprocessable Content", 422, str(error))
-        return 422, msgspec.json.encode(problem)
+        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
     done = fixing.commit(proposal) if asked.commit and not proposal.empty else None
-    return 200, msgspec.json.encode(proposal_view(proposal, done))
+    return Answer(200, "application/json", msgspec.json.encode(proposal_view(proposal, done)))

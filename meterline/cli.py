@@ -16,6 +16,7 @@ from meterline.cli_support import (
     console,
     errors,
     fail,
+    handlers,
     load_book,
     load_settings,
     opened_store,
@@ -135,7 +136,6 @@ def worker() -> None:
     METERLINE_CONSUMER_GROUP to share partitions. Needs KAFKA_BOOTSTRAP_SERVERS.
     """
     from aggregation.worker import run_worker
-    from invoicing.correction_api import answer_correction
     from invoicing.ledger import measure_runs
 
     settings = load_settings()
@@ -143,7 +143,7 @@ def worker() -> None:
         fail("the worker needs KAFKA_BOOTSTRAP_SERVERS (`meterline run` starts a broker for you)")
     assert settings.kafka_bootstrap_servers is not None
     run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings), [measure_runs],
-               answer_correction)  # fmt: skip
+               handlers())  # fmt: skip
 
 
 @main.command()

@@ -228,3 +228,12 @@ def corrector(settings: Settings, book: Any, connection: Any, tenant: str | None
     for finished in fixing.finish_pending(tenant):
         errors.print(f"finished correction {finished}, which a crash had left pending")
     return fixing
+
+
+def handlers() -> dict[str, Any]:
+    """What the gateway and the worker answer for the stages above them
+    (``aggregation.handlers``): corrections and the customer portal."""
+    from aggregation.handlers import CORRECTIONS
+    from invoicing.correction_api import answer_correction
+
+    return {CORRECTIONS: answer_correction}

@@ -26,7 +26,7 @@ from base.settings import Settings
 from ingest.api_keys import KeyRing
 from ingest.gateway import Gateway
 from ingest.store_access import DirectStore, NoStore, StoreAccess, WorkerStore
-from invoicing.correction_api import answer_correction
+from meterline.cli_support import handlers
 from meterline.demo import price_book_path
 from meterline.embedded_broker import free_port, kafka
 from meterline.worker_process import WorkerProcess, settings_env
@@ -172,7 +172,7 @@ async def drain(
 
 def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
     """The gateway, using the store itself, or the worker when it owns chDB."""
-    store: StoreAccess = DirectStore(settings, book, bootstrap, answer_correction)
+    store: StoreAccess = DirectStore(settings, book, bootstrap, handlers())
     if settings.usage_reads == "worker":
         worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
         store = WorkerStore(worker, settings.internal_key())

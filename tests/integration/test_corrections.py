@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from aggregation.corrections import COMMITTED
+from aggregation.handlers import CORRECTIONS
 from base.events import UsageEvent
 from base.settings import Settings
 from ingest.store_access import DirectStore
@@ -208,7 +209,7 @@ def test_corrections_are_previewed_and_committed_over_http_with_an_admin_key(
         close_period(seeded.sources, BOOK, AUG, finalize=True, clock=lambda: NOW)
     finally:
         seeded.close()
-    gateway.store = DirectStore(gateway.settings, BOOK, None, answer_correction)
+    gateway.store = DirectStore(gateway.settings, BOOK, None, {CORRECTIONS: answer_correction})
     backfill = {"reason": "outage", "events": [
         {"id": "h1", "subscription": "a", "meter": "api_calls", "quantity": 100,
          "timestamp": "2026-08-29T08:00:00Z"},

@@ -1,0 +1,40 @@
+"""Answers that need a stage above the pipeline, handed down by the commands: the gateway
+and the worker that holds chDB serve them without importing them (invoicing's
+corrections, the customer portal). Each takes the store a process opened, its price book
+and settings, and a request's bytes; the gateway checks who asks before it calls one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import msgspec
+
+from base.clickhouse import Connection
+from base.settings import Settings
+from rating.plans import PriceBook
+
+# A correction (``corrections.CorrectionRequest``); a portal page (its path after
+# /portal/); a portal link made (``PortalLink``).
+CORRECTIONS, PORTAL, PORTAL_LINK = "corrections", "portal", "portal-link"
+# The header the worker's internal page sets on a handler's answer, whatever its status:
+# a 404 from the handler (no such invoice) is not a 404 of the page.
+HANDLED = "x-meterline-handled"
+
+
+class Answer(NamedTuple):
+    status: int
+    media_type: str
+    body: bytes
+
+
+class PortalLink(msgspec.Struct, frozen=True):
+    """A customer's portal link to make, valid for ``days``."""
+
+    tenant: str
+    customer: str
+    days: int = 7
+
+
+Handler = Callable[[Connection, PriceBook, Settings, bytes], Answer]
+Handlers = Mapping[str, Handler]  # by name: CORRECTIONS, PORTAL, PORTAL_LINK
