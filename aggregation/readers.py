@@ -4,6 +4,7 @@ every event the worker took from the log, accounted once (for reconciliation).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -105,6 +106,21 @@ class PipelineReads(TableStore):
         ).result_rows
         return [(meter, day, int(events), int(subs), int(quantity))
                 for meter, day, events, subs, quantity in rows]  # fmt: skip
+
+    def daily_by_meter(
+        self, tenant: str, subscriptions: Sequence[str], since: date, until: date
+    ) -> list[tuple[str, date, int]]:
+        """(meter, day, quantity in the meter's scale) of billable usage of ``subscriptions``
+        on the days in [since, until)."""
+        rows = self._client.query(
+            "SELECT meter, toDate(window_start) AS day, sum(quantity) "
+            f"FROM {self._table('usage_hourly')} WHERE tenant = {{tenant:String}} "
+            "AND subscription IN {subs:Array(String)} AND window_start >= {since:Date} "
+            "AND window_start < {until:Date} GROUP BY meter, day ORDER BY meter, day",
+            parameters={"tenant": tenant, "subs": list(subscriptions), "since": since,
+                        "until": until},
+        ).result_rows  # fmt: skip
+        return [(meter, day, int(quantity)) for meter, day, quantity in rows]
 
     def event_windows(self, events: EventsOf, window: str, late_after: datetime) -> (
         list[EventWindow]

@@ -8,6 +8,7 @@ meterline at a real cluster is a change of these two variables, not of code.
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,16 @@ class Settings(BaseSettings):
         description="where the gateway reads current usage and makes subscription changes: "
         "the store itself, the worker that owns chDB (at worker_web_port), or nowhere",
     )
+    portal_secret: SecretStr | None = Field(
+        default=None,
+        description="what customers' portal links are signed with; unset: one made once and "
+        "kept in portal-secret in data_dir (links stay valid across restarts)",
+    )
+    portal_base_url: str = Field(
+        default="",
+        description="where customers reach the portal (https://billing.example.com); unset: "
+        "the gateway's own address",
+    )
     api_keys_file: Path | None = Field(
         default=None, description="hashed API keys (JSON); unset: api-keys.json in data_dir"
     )
@@ -166,6 +177,31 @@ class Settings(BaseSettings):
     def internal_key(self) -> str:
         """The secret of the worker's internal pages, as text; "" when there is none."""
         return self.internal_secret.get_secret_value() if self.internal_secret else ""
+
+    def portal_key(self) -> str:
+        """The secret portal links are signed with: ``portal_secret``, or the one kept in
+        data_dir, made on first use (readable by its owner only)."""
+        if self.portal_secret is not None:
+            return self.portal_secret.get_secret_value()
+        kept = self.data_dir / "portal-secret"
+        if not kept.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            made = kept.with_suffix(f".{os.getpid()}")
+            made.write_text(secrets.token_urlsafe(32))
+            made.chmod(0o600)
+            try:  # a link, not a rename: if two processes make one at once, the first wins
+                os.link(made, kept)
+            except FileExistsError:
+                pass
+            finally:
+                made.unlink()
+        return kept.read_text().strip()
+
+    @property
+    def portal_url(self) -> str:
+        """The portal's base URL, without a trailing "/"."""
+        base = self.portal_base_url or f"http://{self.gateway_host}:{self.gateway_port}"
+        return base.rstrip("/")
 
     def describe(self) -> dict[str, Any]:
         """What is safe to show a person: no secrets."""

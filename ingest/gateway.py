@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aggregation.handlers import CORRECTIONS
+from aggregation.handlers import CORRECTIONS, PORTAL, PORTAL_LINK, PortalLink
 from base import metrics
 from base.metrics import exposition
 from base.problems import ProblemDocument
@@ -202,6 +202,13 @@ class Gateway:
                     _measured("corrections", self.corrections),
                     methods=["POST"],
                 ),
+                Route(
+                    "/v1/customers/{customer}/portal-link",
+                    _measured("customers", self.portal_link),
+                    methods=["POST"],
+                ),
+                # A customer's own pages: the signed link in the path is their only key.
+                Route("/portal/{rest:path}", _measured("portal", self.portal), methods=["GET"]),
                 Route("/v1/health", self.health, methods=["GET"]),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
@@ -308,6 +315,36 @@ class Gateway:
         log.info("correction %s %s", kind, view["status"],
                  extra={"tenant": record.tenant, "correction": view["correction"]})  # fmt: skip
         return _json(view)
+
+    async def portal_link(self, request: Request) -> Response:
+        """A signed, expiring link to a customer's portal, for an admin key only; the body
+        may say for how many days (``{"days": 7}``, the default)."""
+        try:
+            tenant = self._tenant(request, ADMIN)
+            customer = request.path_params["customer"]
+            body = await self._body(request)
+            try:
+                days = int(msgspec.json.decode(body).get("days", 7)) if body.strip() else 7
+            except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+                raise RequestError(400, "Bad Request",
+                                   'the body is {"days": N} or empty') from None  # fmt: skip
+            answer = await self.store.handle(
+                PORTAL_LINK, _encoder.encode(PortalLink(tenant, customer, days))
+            )
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        return Response(answer.body, answer.status, media_type=answer.media_type)
+
+    async def portal(self, request: Request) -> Response:
+        """A page of a customer's portal (``portal.pages``): HTML, or a PDF."""
+        try:
+            answer = await self.store.handle(PORTAL, request.path_params["rest"].encode())
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        headers = {"cache-control": "private, no-store", "referrer-policy": "no-referrer"}
+        return Response(answer.body, answer.status, headers, media_type=answer.media_type)
 
     async def post_events(self, request: Request) -> Response:
         """meterline's own endpoint: CloudEvents (structured, batch or binary mode) or plain

@@ -375,3 +375,27 @@ def import_customers(path: Path) -> None:
     from subscriptions.registry import import_customers as write
 
     import_rows(load_settings(), "customers", lambda: read_customers(path), write)
+
+
+@customers.command("portal-link")
+@click.argument("customer")
+@click.option("--tenant", required=True, help="The customer's tenant.")
+@click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True,
+              help="How long the link is valid.")  # fmt: skip
+def portal_link(customer: str, tenant: str, days: int) -> None:
+    """Print a signed link to the customer's own pages: their invoices and credit notes
+    (HTML and PDF) and their usage this period. It expires after --days; anyone holding
+    it sees what the customer sees, so send it to them alone. `meterline serve` serves it
+    (METERLINE_PORTAL_BASE_URL: the address customers reach it at)."""
+    from aggregation.handlers import PortalLink
+    from portal.pages import PortalLinkError, make_link
+
+    settings = load_settings()
+    with opened_store(settings) as connection:
+        try:
+            url, expires = make_link(connection, settings, PortalLink(tenant, customer, days),
+                                     datetime.now(UTC))  # fmt: skip
+        except PortalLinkError as error:
+            fail(str(error))
+    console.print(url, soft_wrap=True, highlight=False)
+    errors.print(f"valid until {expires:%Y-%m-%d %H:%M} UTC")

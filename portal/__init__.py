@@ -1,0 +1,1 @@
+"""The customer portal: a customer's invoices, credit notes and usage, by a signed link."""
