@@ -184,10 +184,43 @@ def _subscription_paths() -> dict[str, Any]:
 
 
 def _customer_paths() -> dict[str, Any]:
+    link = {"type": "object", "properties": {"days": {"type": "integer", "minimum": 1,
+                                                      "maximum": 90, "default": 7}}}  # fmt: skip
+    made = {"type": "object", "required": ["url", "expires_at"],
+            "properties": {"url": {"type": "string"},
+                           "expires_at": {"type": "string", "format": "date-time"}}}  # fmt: skip
     return {
         "/v1/customers": _list_and_import(
             "customers", "CustomerList", "NewCustomer", "CustomerList"
-        )
+        ),
+        "/v1/customers/{customer}/portal-link": {
+            "post": {
+                "operationId": "makePortalLink",
+                "summary": f"A signed, expiring link to the customer's own pages; {_ADMIN}",
+                "parameters": [
+                    {
+                        "name": "customer",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": link}},
+                },
+                "responses": {
+                    "201": {
+                        "description": "The link",
+                        "content": {"application/json": {"schema": made}},
+                    },
+                    **_admin_problems(
+                        ("400", 'The body is not {"days": N}'),
+                        ("422", "No such customer, or days outside 1 to 90"),
+                    ),
+                },
+            }
+        },
     }
 
 
