@@ -101,6 +101,15 @@ class InvoiceLedger(TableStore):
             customers = self._subscriptions.customers(tenant)
         return [_invoice(h, by_invoice[(h[1], h[2], h[3])], customers) for h in headers]
 
+    def finalized_periods(self, tenant: str | None = None) -> list[date]:
+        """Every period with a finalized invoice (of ``tenant``), oldest first."""
+        rows = self._client.query(
+            f"SELECT DISTINCT period_start FROM {self._table('invoices')} FINAL "
+            "WHERE status = 'finalized'" + and_tenant(tenant) + " ORDER BY period_start",
+            parameters={"tenant": tenant},
+        ).result_rows
+        return [period for (period,) in rows]
+
     def find(self, identifier: str) -> Invoice | None:
         period = period_of_invoice_id(identifier)
         if period is None:

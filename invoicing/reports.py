@@ -1,6 +1,7 @@
 """Analytics for billing and finance, over the SQL views of migration 0008: usage by meter
-and day, top subscriptions by amount, revenue by plan and month. Each returns plain rows
-with exact decimals; the CLI draws them."""
+and day, top subscriptions by amount, revenue by plan and month, and revenue recognized
+and deferred (``recognition``). Each returns plain rows with exact decimals; the CLI draws
+them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
+from invoicing.charges import Pricing
+from invoicing.invoice import FINALIZED
+from invoicing.recognition import (
+    Entry,
+    MonthBalance,
+    Span,
+    balances,
+    credit_schedule,
+    fee_spans,
+    invoice_schedule,
+)
 from invoicing.sources import Sources
 from rating.period import Period
 from rating.plans import PriceBook
@@ -72,3 +84,32 @@ def revenue_by_plan(
     last = Period.of(until)
     rows = sources.ledger.revenue_by_plan(last.shifted(1 - months).start, last.start, tenant)
     return [PlanRevenue(*row) for row in rows]
+
+
+def revenue_recognition(
+    sources: Sources, book: PriceBook, until: date, months: int, tenant: str | None = None
+) -> tuple[list[MonthBalance], list[Entry]]:
+    """Recognized and deferred revenue by month, plan and currency for the ``months`` to
+    ``until``, and every entry of the schedule (of every finalized invoice and credit
+    note: a deferred balance counts all that came before)."""
+    last = Period.of(until)
+    first = last.shifted(1 - months)
+    ledger, pricing = sources.ledger, Pricing.of(book)
+    subscribers = {s.owner: s for s in sources.subscriptions.subscriptions(tenant)}
+    issued = ledger.invoices(ledger.finalized_periods(tenant), tenant, status=FINALIZED)
+    spans: dict[str, dict[int, Span]] = {}
+    entries: list[Entry] = []
+    for invoice in issued:
+        sub = subscribers.get((invoice.tenant, invoice.subscription))
+        slices = [] if sub is None else [
+            (part.plan.id, part.plan.version, fee.fee, (part.start, part.end))
+            for part, fees in pricing.fees(sub, sub.period(invoice.period)) for fee in fees
+        ]  # fmt: skip
+        spans[invoice.invoice_id] = fee_spans(invoice, slices)
+        entries += invoice_schedule(invoice, spans[invoice.invoice_id])
+    by_id = {invoice.invoice_id: invoice for invoice in issued}
+    for note in sources.credits.notes(tenant):
+        credited = by_id.get(note.invoice_id)
+        if credited is not None:
+            entries += credit_schedule(note, credited, spans[note.invoice_id])
+    return balances(entries, first.start, last.start), entries

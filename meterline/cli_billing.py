@@ -392,6 +392,81 @@ def report_revenue(until: date | None, months: int, tenant: str | None, fmt: str
         )
 
 
+@report.command("revenue-recognition")
+@click.option("--until", type=Period(), default=None, help="Last month.  [default: last month]")
+@click.option("--months", type=click.IntRange(1, 120), default=6, show_default=True)
+@_TENANT
+@click.option("--schedule", "schedule_to", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="Also write every entry of the schedule to this CSV, one row per line part "
+              "and month, for a ledger to import.")  # fmt: skip
+@format_option
+def report_revenue_recognition(until: date | None, months: int, tenant: str | None,
+                               schedule_to: Path | None, fmt: str) -> None:  # fmt: skip
+    """Revenue recognized and deferred by month, plan and currency, from finalized invoices
+    and credit notes: fixed fees ratably by day over the days they pay for, usage in the
+    period it was consumed, adjustments and credits in the period they correct; net of
+    tax. Deferred is billed to date less earned to date (below 0: earned, not billed yet)."""
+    from rich.table import Table
+
+    from invoicing.export import money
+    from invoicing.reports import revenue_recognition
+    from invoicing.sources import Sources
+    from meterline.charts import bar_chart
+
+    settings = load_settings()
+    last = until or previous_month()
+    with opened_store(settings) as connection:
+        rows, entries = revenue_recognition(Sources.over(connection), load_book(settings), last,
+                                            months, tenant)  # fmt: skip
+    if schedule_to is not None:
+        _write_schedule(schedule_to, entries)
+        errors.print(f"wrote {len(entries):,} schedule entries to {schedule_to}")
+    if fmt != "table":
+        print_rows("", ("month", "plan", "currency", "billed", "recognized", "deferred"),
+                   [(f"{r.month:%Y-%m}", r.plan, r.currency, r.billed, r.recognized, r.deferred)
+                    for r in rows], fmt)  # fmt: skip
+        return
+    if not rows:
+        console.print("no finalized invoice in those months: meterline invoices finalize")
+        return
+    table = Table(title=f"Revenue recognition, {months} months to {last:%Y-%m}")
+    for column in ("Month", "Plan", "Billed", "Recognized", "Deferred"):
+        table.add_column(column, justify="left" if column in ("Month", "Plan") else "right")
+    for row in rows:
+        cur = row.currency
+        shown = [f"{money(value, cur)} {cur}" for value in (row.billed, row.recognized,
+                                                           row.deferred)]  # fmt: skip
+        table.add_row(f"{row.month:%Y-%m}", row.plan, *shown)
+    console.print(table)
+    for currency in sorted({row.currency for row in rows}):
+        monthly: dict[date, Decimal] = {}
+        for row in rows:
+            if row.currency == currency:
+                monthly[row.month] = monthly.get(row.month, Decimal(0)) + row.recognized
+        console.print(bar_chart(f"Recognized per month in {currency}",
+                                [(f"{month:%Y-%m}", amount, f"{money(amount, currency)} {currency}")
+                                 for month, amount in sorted(monthly.items())],
+                                color="green"))  # fmt: skip
+
+
+def _write_schedule(path: Path, entries: list[Any]) -> None:
+    """The schedule as a ledger imports it: the booking date (the month's last day), the
+    document and line, what it is, and the exact amount."""
+    import csv
+
+    from invoicing.recognition import month_end
+
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["date", "document", "line", "kind", "plan", "currency",
+                         "service_start", "service_end", "amount"])  # fmt: skip
+        for e in sorted(entries, key=lambda e: (e.month, e.document, e.line)):
+            writer.writerow([month_end(e.month).isoformat(), e.document, e.line, e.kind, e.plan,
+                             e.currency, e.service_start.isoformat(), e.service_end.isoformat(),
+                             e.amount])  # fmt: skip
+
+
 @report.command("mrr")
 @click.option("--until", type=Period(), default=None, help="Last month.  [default: this month]")
 @click.option("--months", type=click.IntRange(1, 120), default=12, show_default=True)
