@@ -4,6 +4,7 @@ subscriptions, and the movements between months (new, expansion, contraction, ch
 A subscription's MRR is what its plan commits it to each month, whatever its usage: the
 plan's fixed fees, or its minimum commitment when that is larger, under the plan and
 version in force on the month's last day. Usage above that is revenue, not recurring.
+ARR is twelve times MRR; ACV, ARR per active subscription.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from rating.period import Period, plan_on
 from rating.plans import PriceBook
@@ -33,6 +34,14 @@ class MrrMonth:
     @property
     def arr(self) -> Decimal:
         return self.mrr * 12
+
+    @property
+    def acv(self) -> Decimal:
+        """Annual contract value: what an active subscription is contracted to a year, on
+        average (its plan's fees or commitment, times 12), to the cent."""
+        if not self.active:
+            return Decimal(0)
+        return (self.arr / self.active).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def committed(book: PriceBook, plan_id: str, day: date) -> tuple[str, Decimal] | None:

@@ -5,12 +5,14 @@ them."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from invoicing.charges import Pricing
 from invoicing.invoice import FINALIZED
+from invoicing.mrr import snapshot
 from invoicing.recognition import (
     Entry,
     MonthBalance,
@@ -113,3 +115,56 @@ def revenue_recognition(
         if credited is not None:
             entries += credit_schedule(note, credited, spans[note.invoice_id])
     return balances(entries, first.start, last.start), entries
+
+
+@dataclass(frozen=True)
+class AccountTotals:
+    """One CRM account's billing: its subscriptions' recurring revenue on the month's last
+    day and what its finalized invoices billed in the months, less credit notes."""
+
+    tenant: str
+    account: str  # the CRM's id (external_id), or "" for a customer without one
+    customer: str
+    name: str
+    currency: str
+    subscriptions: int
+    mrr: Decimal
+    invoiced: Decimal
+
+    @property
+    def arr(self) -> Decimal:
+        return self.mrr * 12
+
+
+def by_account(
+    sources: Sources, book: PriceBook, until: date, months: int, tenant: str | None = None
+) -> list[AccountTotals]:
+    """Per CRM account (a customer's external_id) and currency, for the ``months`` to
+    ``until``: MRR and ARR as ``report mrr`` counts them, and the invoiced subtotal."""
+    last = Period.of(until)
+    subscribers = sources.subscriptions.subscriptions(tenant)
+    customers = sources.subscriptions.customers(tenant)
+    owner_of = {(s.tenant, s.subscription): (s.tenant, s.customer) for s in subscribers}
+    mrr: dict[tuple[tuple[str, str], str], Decimal] = defaultdict(Decimal)
+    active: dict[tuple[tuple[str, str], str], int] = defaultdict(int)
+    for owner, (currency, value) in snapshot(subscribers, book, last.end - timedelta(1)).items():
+        mrr[(owner_of[owner], currency)] += value
+        active[(owner_of[owner], currency)] += 1
+    invoiced: dict[tuple[tuple[str, str], str], Decimal] = defaultdict(Decimal)
+    labels = [last.shifted(-k).start for k in range(months)]
+    issued = sources.ledger.invoices(labels, tenant, status=FINALIZED, customers=customers)
+    for invoice in issued:
+        invoiced[((invoice.tenant, invoice.customer), invoice.currency)] += invoice.subtotal
+    by_id = {invoice.invoice_id: invoice for invoice in issued}
+    for note in sources.credits.notes(tenant):
+        credited = by_id.get(note.invoice_id)
+        if credited is not None:
+            invoiced[((credited.tenant, credited.customer), note.currency)] -= note.subtotal
+    found = []
+    for key in sorted(mrr.keys() | invoiced.keys()):
+        (who, customer), currency = key
+        known = customers.get((who, customer))
+        found.append(AccountTotals(who, known.external_id if known else "", customer,
+                                   known.name if known else "", currency, active[key],
+                                   mrr[key], invoiced[key]))  # fmt: skip
+    return sorted(found, key=lambda a: (a.tenant, a.account or "~", a.customer, a.currency))

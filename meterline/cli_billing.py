@@ -467,15 +467,40 @@ def _write_schedule(path: Path, entries: list[Any]) -> None:
                              e.amount])  # fmt: skip
 
 
+@report.command("accounts")
+@click.option("--until", type=Period(), default=None, help="Last month.  [default: last month]")
+@click.option("--months", type=click.IntRange(1, 120), default=1, show_default=True,
+              help="How many months of invoices to add up.")  # fmt: skip
+@_TENANT
+@format_option
+def report_accounts(until: date | None, months: int, tenant: str | None, fmt: str) -> None:
+    """Billing per CRM account (a customer's external_id): its active subscriptions, MRR
+    and ARR on the last month's last day, and what its finalized invoices billed in the
+    months, less credit notes. The account column is what the CRM knows it by."""
+    from invoicing.reports import by_account
+    from invoicing.sources import Sources
+
+    settings = load_settings()
+    last = until or previous_month()
+    with opened_store(settings) as connection:
+        rows = by_account(Sources.over(connection), load_book(settings), last, months, tenant)
+    print_rows(f"Billing per CRM account, {months} month(s) to {last:%Y-%m}",
+               ("tenant", "account", "customer", "name", "currency", "subscriptions", "mrr",
+                "arr", "invoiced"),
+               [(r.tenant, r.account, r.customer, r.name, r.currency, r.subscriptions, r.mrr,
+                 r.arr, r.invoiced) for r in rows], fmt)  # fmt: skip
+
+
 @report.command("mrr")
 @click.option("--until", type=Period(), default=None, help="Last month.  [default: this month]")
 @click.option("--months", type=click.IntRange(1, 120), default=12, show_default=True)
 @_TENANT
 @format_option
 def report_mrr(until: date | None, months: int, tenant: str | None, fmt: str) -> None:
-    """MRR and ARR by month and currency, active subscriptions, and the movements: new,
-    expansion, contraction, churned. A subscription's MRR is its plan's fixed fees, or its
-    commitment when larger, on the month's last day."""
+    """MRR, ARR and ACV (ARR per active subscription) by month and currency, active
+    subscriptions, and the movements: new, expansion, contraction, churned. A
+    subscription's MRR is its plan's fixed fees, or its commitment when larger, on the
+    month's last day."""
     from rich.table import Table
 
     from invoicing.export import money
@@ -489,24 +514,25 @@ def report_mrr(until: date | None, months: int, tenant: str | None, fmt: str) ->
         subscribers = SubscriptionStore(connection).subscriptions(tenant)
     rows = mrr_by_month(subscribers, load_book(settings), last, months)
     if fmt != "table":
-        print_rows("", ("month", "currency", "mrr", "arr", "active", "new", "expansion",
+        print_rows("", ("month", "currency", "mrr", "arr", "acv", "active", "new", "expansion",
                         "contraction", "churned"),
-                   [(f"{r.month:%Y-%m}", r.currency, r.mrr, r.arr, r.active, r.new, r.expansion,
-                     r.contraction, r.churned) for r in rows], fmt)  # fmt: skip
+                   [(f"{r.month:%Y-%m}", r.currency, r.mrr, r.arr, r.acv, r.active, r.new,
+                     r.expansion, r.contraction, r.churned) for r in rows], fmt)  # fmt: skip
         return
     if not rows:
         console.print("no subscriptions: meterline subscriptions import FILE")
         return
     table = Table(title=f"MRR, {months} months to {last:%Y-%m}")
-    columns = ("Month", "Currency", "MRR", "ARR", "Active", "New", "Expansion", "Contraction",
-               "Churned")  # fmt: skip
+    columns = ("Month", "Currency", "MRR", "ARR", "ACV", "Active", "New", "Expansion",
+               "Contraction", "Churned")  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in ("Month", "Currency") else "right")
     for row in rows:
         cur = row.currency
         table.add_row(f"{row.month:%Y-%m}", cur, money(row.mrr, cur), money(row.arr, cur),
-                      f"{row.active:,}", money(row.new, cur), money(row.expansion, cur),
-                      money(row.contraction, cur), money(row.churned, cur))  # fmt: skip
+                      money(row.acv, cur), f"{row.active:,}", money(row.new, cur),
+                      money(row.expansion, cur), money(row.contraction, cur),
+                      money(row.churned, cur))  # fmt: skip
     console.print(table)
     for currency in sorted({row.currency for row in rows}):
         console.print(

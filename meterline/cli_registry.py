@@ -364,17 +364,63 @@ def customers() -> None:
     """Customers: who pays, their CRM reference and their tax rate."""
 
 
+_CRM_FORMATS = ("meterline", "salesforce", "hubspot")
+
+
 @customers.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def import_customers(path: Path) -> None:
+@click.option("--format", "shape", type=click.Choice(_CRM_FORMATS), default="meterline",
+              show_default=True,
+              help="meterline's own CSV or JSON, or a Salesforce Account or HubSpot company "
+              "export (docs/crm.md names the columns).")  # fmt: skip
+@click.option("--tenant", default=None, help="The tenant of a CRM export's rows.")
+def import_customers(path: Path, shape: str, tenant: str | None) -> None:
     """Import customers from a CSV (header: tenant, customer, name, tax_rate, and optionally
-    external_id and currency) or a JSON array of such objects. tax_rate is a percentage
-    (8.25); currency, the one the customer is billed in, limits its subscriptions to plans
-    priced in it. A row for a known customer replaces it; one bad row rejects the file."""
-    from subscriptions.imports import read_customers
+    external_id and currency) or a JSON array of such objects; or from a CRM's export
+    (--format salesforce|hubspot, with --tenant), where the CRM's id becomes external_id.
+    tax_rate is a percentage (8.25); currency, the one the customer is billed in, limits
+    its subscriptions to plans priced in it. A row for a known customer replaces it; one
+    bad row rejects the file."""
+    from subscriptions.imports import customers_from, read_customers
     from subscriptions.registry import import_customers as write
 
-    import_rows(load_settings(), "customers", lambda: read_customers(path), write)
+    if shape == "meterline":
+        import_rows(load_settings(), "customers", lambda: read_customers(path), write)
+        return
+    from subscriptions.crm import SHAPES, CrmFileError
+    from subscriptions.crm import import_rows as crm_rows
+
+    if not tenant:
+        fail(f"a {shape} file does not say whose customers they are: give --tenant")
+    assert tenant is not None
+    try:
+        rows = crm_rows(path.read_text(encoding="utf-8-sig"), SHAPES[shape], tenant)
+    except (CrmFileError, UnicodeDecodeError) as error:
+        fail(str(error))
+    import_rows(load_settings(), "customers", lambda: customers_from(str(path), rows), write)
+
+
+@customers.command("export")
+@click.option("--tenant", required=True, help="Whose customers.")
+@click.option("--format", "shape", type=click.Choice(_CRM_FORMATS[1:]), required=True,
+              help="A Salesforce Account or HubSpot company import file.")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file.  [default: stdout]")  # fmt: skip
+def export_customers(tenant: str, shape: str, output: Path | None) -> None:
+    """Export the tenant's customers in a CRM's bulk import shape, so the same company is
+    one record in the CRM and in billing: the CRM's id (external_id) and meterline's
+    customer id side by side; import the CRM's export back with customers import."""
+    from subscriptions.crm import SHAPES, export_csv
+    from subscriptions.store import SubscriptionStore
+
+    with opened_store(load_settings()) as connection:
+        found = SubscriptionStore(connection).customers(tenant)
+    text = export_csv(sorted(found.values(), key=lambda c: c.customer), SHAPES[shape])
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    errors.print(f"wrote {len(found):,} customers to {output}")
 
 
 @customers.command("portal-link")
