@@ -130,6 +130,16 @@ class Settings(BaseSettings):
     seller_name: str = Field(default="", description="who issues the invoices: the seller")
     seller_address: str = Field(default="", description="the seller's address (lines: \\n)")
     seller_tax_id: str = Field(default="", description="the seller's VAT or tax number")
+    seller_country: str = Field(
+        default="",
+        description="where the seller is (ISO 3166-1 alpha-2): an EU seller reverse-charges "
+        "EU business customers of other member states; unset, none is",
+    )
+    tax_rates: Path | None = Field(
+        default=None,
+        description="VAT/GST rates by country and date (YAML, as invoicing/data/tax_rates.yaml); "
+        "unset uses the built-in ones",
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -21,6 +21,7 @@ from invoicing.corrections import taken_back
 from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Party
 from invoicing.ledger import party_of
 from invoicing.sources import Sources
+from invoicing.tax import TaxPolicy
 from rating.period import Period
 from rating.plans import PriceBook
 from subscriptions.model import NET_DAYS, Customer, Owner, Subscription, midnight
@@ -71,9 +72,11 @@ def close_period(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     seller: Party | None = None,
     only: Set[Owner] | None = None,
+    taxes: TaxPolicy | None = None,
 ) -> CloseReport:
     """Draft (or, with ``finalize``, issue) the period's invoices; ``seller``: who issues
-    them (``settings.seller_*``); ``only``: these subscriptions' alone (a correction's)."""
+    them (``settings.seller_*``); ``only``: these subscriptions' alone (a correction's);
+    ``taxes``: the rates and rules (``invoicing.tax``; by default, the built-in ones)."""
     now = clock()
     billing = Period.of(period)
     if finalize and billing.end > now.date():
@@ -147,7 +150,7 @@ def close_period(
         try:
             invoice = compose_invoice(
                 billing.start, sub, customer=customers.get((sub.tenant, sub.customer)),
-                rows=rows.get(owner, []), earlier=before, pricing=pricing,
+                rows=rows.get(owner, []), earlier=before, pricing=pricing, taxes=taxes,
             )  # fmt: skip
         except UnknownPlanError as error:
             report.problems.append(str(error))

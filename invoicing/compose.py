@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
 from aggregation.model import RatedTotal
 from invoicing.charges import Pricing, period_lines
 from invoicing.invoice import Invoice, InvoiceLine, LineKey, taxed
+from invoicing.tax import TaxPolicy, built_in
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.plans import PriceBook
 from subscriptions.model import Customer, Subscription
@@ -41,19 +42,21 @@ def compose_invoice(
     rows: Sequence[RatedTotal],
     earlier: Sequence[EarlierPeriod],
     pricing: Pricing,
+    taxes: TaxPolicy | None = None,
 ) -> Invoice:
     lines = period_lines(period, sub, rows, pricing)
     for before in sorted(earlier, key=lambda e: e.period):
         now = period_lines(before.period, sub, before.rows, pricing)
         lines.extend(adjustments(now, before.billed, before.period))
     currency = _currency(sub, lines, pricing.book)
-    rate = customer.tax_rate if customer else Decimal(0)
+    # The tax point: the last day of the period the invoice bills.
+    rule = (taxes or built_in()).rule(customer, sub.period(period).end - timedelta(days=1))
     return Invoice(
         tenant=sub.tenant, subscription=sub.subscription, customer=sub.customer,
-        period=period, currency=currency, tax_rate=rate,
-        lines=taxed(lines, rate, MINOR_UNIT_DIGITS[currency]), anchor_day=sub.anchor_day,
+        period=period, currency=currency, tax_rate=rule.rate,
+        lines=taxed(lines, rule.rate, MINOR_UNIT_DIGITS[currency]), anchor_day=sub.anchor_day,
         customer_name=customer.name if customer else "",
-        external_id=customer.external_id if customer else "",
+        external_id=customer.external_id if customer else "", tax_rule=rule.name,
     )  # fmt: skip
 
 

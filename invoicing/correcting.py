@@ -49,6 +49,7 @@ from invoicing.corrections import Effect, billed, credit_note, effect
 from invoicing.invoice import FINALIZED, Invoice, Party, invoice_id
 from invoicing.ledger import seller_of
 from invoicing.sources import Sources
+from invoicing.tax import TaxPolicy, policy_of
 from rating.period import Period
 from rating.plans import PriceBook
 from rating.table import ChargeTable
@@ -93,6 +94,7 @@ class Corrector:
     max_event_age: timedelta
     seller: Party = field(default_factory=Party)
     partitions: int = 1  # of the events topic: where a backfilled event's subscription lives
+    taxes: TaxPolicy | None = None  # what its drafts are taxed by (the built-in rules: None)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     charges: ChargeTable = field(init=False)
 
@@ -103,7 +105,8 @@ class Corrector:
     def of(cls, connection: Connection, book: PriceBook, settings: Settings) -> Corrector:
         """The corrector of the store a command opened, by its settings."""
         return cls(Sources.over(connection), book, timedelta(days=settings.max_event_age_days),
-                   seller_of(settings), settings.topic_partitions)  # fmt: skip
+                   seller_of(settings), settings.topic_partitions,
+                   taxes=policy_of(settings))  # fmt: skip
 
     # ----- proposing -----------------------------------------------------------------
 
@@ -356,7 +359,7 @@ class Corrector:
             if midnight(period) > self.clock():
                 continue  # a period not begun is drafted by its own close
             close_period(self.sources, self.book, period, tenant=plan.tenant, only=owners,
-                         clock=self.clock, seller=self.seller)  # fmt: skip
+                         clock=self.clock, seller=self.seller, taxes=self.taxes)  # fmt: skip
             done.drafts.append(period)
 
     def finish_pending(self, tenant: str | None = None) -> list[str]:

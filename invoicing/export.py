@@ -71,6 +71,7 @@ def as_dict(invoice: Invoice) -> dict[str, Any]:
         "billing_until": invoice.billing.end.isoformat(),  # exclusive
         "currency": cur,
         "tax_rate_percent": trimmed(invoice.tax_rate),
+        "tax_rule": invoice.tax_rule,
         "subtotal": money(invoice.subtotal, cur),
         "tax": money(invoice.tax, cur),
         "total": money(invoice.total, cur),
@@ -92,6 +93,7 @@ def as_dict(invoice: Invoice) -> dict[str, Any]:
                 "rated": plain(line.rated),
                 "amount": money(line.amount, cur),
                 "tax": money(line.tax, cur),
+                "tax_rule": invoice.tax_rule,
                 "tiers": [
                     {"label": part.label, "units": trimmed(part.units),
                      "unit_price": plain(part.unit_price), "flat_fee": plain(part.flat_fee),
@@ -111,7 +113,7 @@ def to_json(invoices: Sequence[Invoice]) -> str:
 CSV_HEADER = (
     "invoice_id", "status", "tenant", "subscription", "customer", "external_id", "period",
     "line", "kind", "applies_to", "plan", "plan_version", "item", "group", "description",
-    "quantity", "unit", "currency", "rated", "amount", "tax_rate_percent", "tax",
+    "quantity", "unit", "currency", "rated", "amount", "tax_rate_percent", "tax", "tax_rule",
 )  # fmt: skip
 
 
@@ -128,7 +130,7 @@ def to_csv(invoices: Sequence[Invoice]) -> str:
                  line.plan_version, line.item, group_label(line.group), line.description,
                  trimmed(line.quantity), line.unit, invoice.currency, plain(line.rated),
                  money(line.amount, invoice.currency), trimmed(invoice.tax_rate),
-                 money(line.tax, invoice.currency)]
+                 money(line.tax, invoice.currency), invoice.tax_rule]
             )  # fmt: skip
     return out.getvalue()
 

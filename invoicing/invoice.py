@@ -108,6 +108,8 @@ class Invoice(Totals):
     due_on: date | None = field(default=None, compare=False)
     seller: Party = field(default=Party(), compare=False)
     bill_to: Party = field(default=Party(), compare=False)
+    # The rule it was taxed by (``invoicing.tax``), which each of its lines names.
+    tax_rule: str = ""
 
     @property
     def number_label(self) -> str:
@@ -129,6 +131,7 @@ class Invoice(Totals):
         often and whenever a draft is recomputed."""
         text = "\n".join(
             [self.invoice_id, self.customer, self.currency, _canonical(self.tax_rate)]
+            + ([self.tax_rule] if self.tax_rule else [])
             + [
                 "|".join((line.kind, line.item, line.group, line.plan, str(line.plan_version),
                           line.applies_to.isoformat(), line.description,

@@ -30,7 +30,8 @@ _RATE = pa.decimal128(9, 4)
 
 _HEADER_COLUMNS = (
     "invoice_id, tenant, period_start, subscription, customer, currency, tax_rate, status, "
-    "revision, computed_at, finalized_at, anchor_day, number, issued_on, due_on, seller, bill_to"
+    "revision, computed_at, finalized_at, anchor_day, number, issued_on, due_on, seller, bill_to, "
+    "tax_rule"
 )
 _LINE_COLUMNS = (
     "tenant, period_start, subscription, line, kind, item, group_key, plan, plan_version, "
@@ -212,6 +213,7 @@ def _invoice(
         due_on,
         seller,
         bill_to,
+        tax_rule,
     ) = header
     who = customers.get((tenant, customer))
     # An issued invoice shows the parties as they were; a draft, the customer as it is.
@@ -224,6 +226,7 @@ def _invoice(
         customer_name=billed.name or (who.name if who else ""),
         external_id=who.external_id if who else "", number=number, issued_on=issued_on,
         due_on=due_on, seller=_party(seller) if seller else Party(), bill_to=billed,
+        tax_rule=tax_rule,
     )  # fmt: skip
 
 
@@ -306,6 +309,7 @@ def _headers_table(invoices: Sequence[Invoice]) -> pa.Table:
             "due_on": pa.array([i.due_on for i in invoices], type=pa.date32()),
             "seller": [_party_text(i.seller) for i in invoices],
             "bill_to": [_party_text(i.bill_to) if i.number else "" for i in invoices],
+            "tax_rule": [i.tax_rule for i in invoices],
         }
     )
 

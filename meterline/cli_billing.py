@@ -75,6 +75,7 @@ def finalize(period: date | None, tenant: str | None, yes: bool) -> None:
 def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
     from invoicing.closing import ClosingError, close_period, lookback_periods
     from invoicing.ledger import seller_of
+    from invoicing.tax import TaxRatesError, policy_of
 
     settings = load_settings()
     book = load_book(settings)
@@ -85,9 +86,9 @@ def _run_close(period: date, tenant: str | None, *, finalize: bool) -> None:
                 report = close_period(
                     fixing.sources, book, period, tenant=tenant, finalize=finalize,
                     lookback=lookback_periods(settings.max_event_age_days),
-                    seller=seller_of(settings),
+                    seller=seller_of(settings), taxes=policy_of(settings),
                 )  # fmt: skip
-        except ClosingError as error:
+        except (ClosingError, TaxRatesError) as error:
             fail(str(error))
     if finalize:
         console.print(

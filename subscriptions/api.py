@@ -61,6 +61,9 @@ class CustomerView(msgspec.Struct):
     address: str
     tax_id: str
     payment_terms_days: int
+    country: str
+    region: str
+    tax_exempt: bool
 
 
 class CustomerList(msgspec.Struct):
@@ -335,7 +338,8 @@ def _of_customer(store: SubscriptionStore, tenant: str, named: str) -> list[Subs
 def _customer(customer: Customer) -> CustomerView:
     return CustomerView(customer.customer, customer.name, customer.tax_rate,
                         customer.external_id, customer.currency, customer.address,
-                        customer.tax_id, customer.payment_terms_days)  # fmt: skip
+                        customer.tax_id, customer.payment_terms_days, customer.country,
+                        customer.region, customer.tax_exempt)  # fmt: skip
 
 
 def _detail(

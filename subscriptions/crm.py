@@ -38,20 +38,26 @@ SALESFORCE = Shape("salesforce", (
     ("Meterline_Customer_Id__c", "customer"),
     ("Name", "name"),
     ("BillingStreet", "address"),
+    ("BillingCountryCode", "country"),
+    ("BillingStateCode", "region"),
     ("CurrencyIsoCode", "currency"),
     ("Meterline_Tax_Id__c", "tax_id"),
     ("Meterline_Tax_Rate__c", "tax_rate"),
     ("Meterline_Payment_Terms_Days__c", "payment_terms_days"),
+    ("Meterline_Tax_Exempt__c", "tax_exempt"),
 ))  # fmt: skip
 HUBSPOT = Shape("hubspot", (
     ("Record ID", "external_id"),
     ("Meterline customer ID", "customer"),
     ("Company name", "name"),
     ("Street Address", "address"),
+    ("Country/Region Code", "country"),
+    ("State/Region Code", "region"),
     ("Currency", "currency"),
     ("Meterline tax ID", "tax_id"),
     ("Meterline tax rate", "tax_rate"),
     ("Meterline payment terms (days)", "payment_terms_days"),
+    ("Meterline tax exempt", "tax_exempt"),
 ))  # fmt: skip
 SHAPES = {shape.name: shape for shape in (SALESFORCE, HUBSPOT)}
 
@@ -95,4 +101,6 @@ def import_rows(text: str, shape: Shape, tenant: str) -> list[tuple[int, NewCust
 
 
 def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as both CRMs write a checkbox
     return "" if value is None else str(value)

@@ -6,6 +6,7 @@ whole import with errors that name the row and the field, so nothing is half imp
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 from decimal import Decimal
@@ -55,6 +56,9 @@ class NewCustomer(msgspec.Struct, forbid_unknown_fields=True):
     address: str = ""  # the billing address its invoices show
     tax_id: str = ""  # its VAT or tax number
     payment_terms_days: int = NET_DAYS  # days from an invoice's issue to its due day, 0 to 365
+    country: str = ""  # ISO 3166-1 alpha-2 (DE, FR): whose tax rate applies; "": tax_rate
+    region: str = ""  # where the country's rate depends on it (CA: ON, QC)
+    tax_exempt: bool = False
     tenant: str = ""  # a file names it; over HTTP, the key's tenant (another is refused)
 
 
@@ -117,10 +121,13 @@ def customers_from(source: str, items: Sequence[tuple[int, NewCustomer | str]]) 
         if not 0 <= row.payment_terms_days <= MAX_PAYMENT_TERMS_DAYS:
             problems.append(f"payment_terms_days {row.payment_terms_days} is not 0 to "
                             f"{MAX_PAYMENT_TERMS_DAYS} days")  # fmt: skip
+        if row.country and not re.fullmatch(r"[A-Za-z]{2}", row.country):
+            problems.append(f"country {row.country!r} is not a two-letter ISO 3166 code (DE)")
         if problems:
             return None, problems
         return Customer(row.tenant, row.customer, row.name, row.external_id, rate, row.currency,
-                        row.address, row.tax_id, row.payment_terms_days), []  # fmt: skip
+                        row.address, row.tax_id, row.payment_terms_days, row.country.upper(),
+                        row.region.upper(), row.tax_exempt), []  # fmt: skip
 
     return _checked(source, items, "customers", parse, _customer_key)
 

@@ -108,6 +108,9 @@ class Customer:
     address: str = ""  # the billing address an issued invoice shows (lines: "\n")
     tax_id: str = ""  # its VAT or tax number, for the invoice
     payment_terms_days: int = NET_DAYS  # an invoice is due this many days after its issue
+    country: str = ""  # ISO 3166-1 alpha-2: whose tax it pays (invoicing.tax); "": tax_rate
+    region: str = ""  # where a country's rate depends on it (a Canadian province: ON)
+    tax_exempt: bool = False
 
     def refuses(self, currency: str) -> str | None:
         """Why a plan priced in ``currency`` cannot bill this customer, if it cannot."""

@@ -14,7 +14,7 @@ from subscriptions.model import AppliedCoupon, Change, Customer, Owner, Subscrip
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
             "change_plans, anchor_day, version, coupon_days, coupon_ids, coupon_ends")  # fmt: skip
 _CUSTOMER_COLUMNS = ("tenant, customer, name, external_id, tax_rate, currency, address, tax_id, "
-                     "payment_terms_days")  # fmt: skip
+                     "payment_terms_days, country, region, tax_exempt")  # fmt: skip
 _NOT_ENDED = date(1970, 1, 1)  # a coupon's end as stored when it has none
 
 
@@ -113,6 +113,9 @@ class SubscriptionStore(TableStore):
                 "payment_terms_days": pa.array(
                     [row.payment_terms_days for row in rows], type=pa.uint16()
                 ),
+                "country": [row.country for row in rows],
+                "region": [row.region for row in rows],
+                "tax_exempt": pa.array([row.tax_exempt for row in rows], type=pa.bool_()),
                 "version": pa.array([version] * len(rows), type=pa.uint64()),
             }
         )
