@@ -10,6 +10,7 @@ import click
 from meterline.cli_billing import invoices, reconcile_command, report
 from meterline.cli_credit import credit_command, credit_notes, void_command
 from meterline.cli_events import events
+from meterline.cli_payments import payments, report_collections
 from meterline.cli_registry import customers, subscriptions
 from meterline.cli_support import (
     Period,
@@ -389,5 +390,7 @@ invoices.add_command(void_command)
 main.add_command(invoices)
 main.add_command(credit_notes)
 main.add_command(events)
+main.add_command(payments)
+report.add_command(report_collections)
 main.add_command(report)
 main.add_command(reconcile_command)

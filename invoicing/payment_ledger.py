@@ -1,0 +1,89 @@
+"""The store of payments and collections events, and where each finalized invoice stands."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+import pyarrow as pa
+
+from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant, as_utc
+from invoicing.credit_ledger import CreditLedger
+from invoicing.credit_notes import CreditNote
+from invoicing.invoice import FINALIZED
+from invoicing.ledger import InvoiceLedger
+from invoicing.payments import Payment, Standing, standing
+
+
+class PaymentLedger(TableStore):
+    def record(self, payments: Sequence[Payment]) -> None:
+        """Payments, each once by its id: recorded again, one folds into the same row."""
+        if not payments:
+            return
+        now = datetime.now(UTC)
+        self._client.insert_arrow(self._table("payments"), pa.table({
+            "tenant": [p.tenant for p in payments],
+            "payment_id": [p.payment_id for p in payments],
+            "invoice_id": [p.invoice_id for p in payments],
+            "amount": pa.array([p.amount for p in payments], type=AMOUNT),
+            "currency": [p.currency for p in payments],
+            "received_on": pa.array([p.received_on for p in payments], type=pa.date32()),
+            "source": [p.source for p in payments],
+            "reference": [p.reference for p in payments],
+            "recorded_at": pa.array([now] * len(payments), type=TIMESTAMP),
+        }))  # fmt: skip
+
+    def payments(self, tenant: str | None = None) -> dict[str, list[Payment]]:
+        """Every payment, by invoice id."""
+        rows = self._client.query(
+            "SELECT tenant, payment_id, invoice_id, amount, currency, received_on, source, "
+            f"reference FROM {self._table('payments')} FINAL WHERE 1 = 1" + and_tenant(tenant),
+            parameters={"tenant": tenant},
+        ).result_rows
+        found: dict[str, list[Payment]] = defaultdict(list)
+        for row in rows:
+            found[row[2]].append(Payment(*row))
+        return found
+
+    def note(self, tenant: str, invoice_id: str, event: str, detail: str) -> None:
+        """A collections event of an invoice (``payments.FAILED``, ``WRITTEN_OFF``, or ""
+        to clear one): the latest wins."""
+        now = datetime.now(UTC)
+        self._client.insert(
+            self._table("invoice_collection"),
+            [[tenant, invoice_id, event, detail, now, int(now.timestamp() * 1_000_000)]],
+            column_names=["tenant", "invoice_id", "event", "detail", "at", "version"],
+        )
+
+    def events(self, tenant: str | None = None) -> dict[str, tuple[str, str, datetime]]:
+        """invoice id -> (event, detail, when) of its latest collections event."""
+        rows = self._client.query(
+            f"SELECT invoice_id, event, detail, at FROM {self._table('invoice_collection')} "
+            "FINAL WHERE 1 = 1" + and_tenant(tenant),
+            parameters={"tenant": tenant},
+        ).result_rows
+        return {invoice: (event, detail, as_utc(at)) for invoice, event, detail, at in rows}
+
+
+def standings(
+    invoices: InvoiceLedger,
+    credits: CreditLedger,
+    payments: PaymentLedger,
+    tenant: str | None,
+    today: date,
+) -> list[Standing]:
+    """Where every finalized invoice (of ``tenant``) stands today, by tenant and number."""
+    paid = payments.payments(tenant)
+    events = payments.events(tenant)
+    notes: dict[str, list[CreditNote]] = defaultdict(list)
+    for note in credits.notes(tenant):
+        notes[note.invoice_id].append(note)
+    issued = invoices.invoices(invoices.finalized_periods(tenant), tenant, status=FINALIZED)
+    found = []
+    for invoice in issued:
+        event = events.get(invoice.invoice_id)
+        found.append(standing(invoice, paid.get(invoice.invoice_id, []),
+                              notes.get(invoice.invoice_id, []), event[0] if event else "",
+                              today))  # fmt: skip
+    return sorted(found, key=lambda s: (s.invoice.tenant, s.invoice.number))
