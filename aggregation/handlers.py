@@ -15,8 +15,8 @@ from base.settings import Settings
 from rating.plans import PriceBook
 
 # A correction (``corrections.CorrectionRequest``); a portal page (its path after
-# /portal/); a portal link made (``PortalLink``).
-CORRECTIONS, PORTAL, PORTAL_LINK = "corrections", "portal", "portal-link"
+# /portal/); a portal link made (``PortalLink``); a dunning run (no body).
+CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING = "corrections", "portal", "portal-link", "dunning"
 # The header the worker's internal page sets on a handler's answer, whatever its status:
 # a 404 from the handler (no such invoice) is not a 404 of the page.
 HANDLED = "x-meterline-handled"
@@ -37,4 +37,4 @@ class PortalLink(msgspec.Struct, frozen=True):
 
 
 Handler = Callable[[Connection, PriceBook, Settings, bytes], Answer]
-Handlers = Mapping[str, Handler]  # by name: CORRECTIONS, PORTAL, PORTAL_LINK
+Handlers = Mapping[str, Handler]  # by name: CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="where the gateway reads current usage and makes subscription changes: "
         "the store itself, the worker that owns chDB (at worker_web_port), or nowhere",
     )
+    dunning_interval_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="how often `meterline serve` runs dunning (reminders and retries of unpaid "
+        "invoices); 0: never (run `meterline dunning run` yourself)",
+    )
     portal_secret: SecretStr | None = Field(
         default=None,
         description="what customers' portal links are signed with; unset: one made once and "

@@ -13,6 +13,7 @@ manages the tenant's subscriptions (``/v1/subscriptions``: ``registry_api``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -132,8 +133,14 @@ class Gateway:
         bootstrap_servers: str,
         keys: KeyRing,
         store: StoreAccess | None = None,
+        *,
+        periodic: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
+        # Handlers (``aggregation.handlers``) to ask every so many seconds while serving:
+        # ``meterline serve`` asks for dunning runs.
+        self.periodic = dict(periodic or {})
+        self._tasks: list[asyncio.Task[None]] = []
         self.store = store or DirectStore(settings, book, bootstrap_servers)
         self.keys = keys
         limits = Limits(max_event_bytes=settings.max_event_bytes)
@@ -147,11 +154,27 @@ class Gateway:
 
     async def __aenter__(self) -> Gateway:
         await self.publisher.__aenter__()
+        self._tasks = [asyncio.create_task(self._every(name, seconds))
+                       for name, seconds in self.periodic.items() if seconds > 0]  # fmt: skip
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.publisher.__aexit__(*exc_info)
         await self.store.close()
+
+    async def _every(self, name: str, seconds: float) -> None:
+        """Ask the handler ``name`` now and then every ``seconds``, logging what it says; a
+        store that does not answer is asked again next time."""
+        while True:
+            try:
+                answer = await self.store.handle(name, b"")
+                log.info("%s run: %s", name, answer.body.decode(errors="replace")[:500])
+            except StoreUnavailableError as error:
+                log.warning("%s run: %s; next in %.0f s", name, error, seconds)
+            await asyncio.sleep(seconds)
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:
         """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 import pyarrow as pa
 
 from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant, as_utc
 from invoicing.credit_ledger import CreditLedger
 from invoicing.credit_notes import CreditNote
-from invoicing.invoice import FINALIZED
+from invoicing.invoice import FINALIZED, Invoice
 from invoicing.ledger import InvoiceLedger
 from invoicing.payments import Payment, Standing, standing
 
@@ -87,3 +89,32 @@ def standings(
                               notes.get(invoice.invoice_id, []), event[0] if event else "",
                               today))  # fmt: skip
     return sorted(found, key=lambda s: (s.invoice.tenant, s.invoice.number))
+
+
+class PaymentError(ValueError):
+    """The payment cannot be recorded as asked; the message says why."""
+
+
+def find_invoice(invoices: InvoiceLedger, tenant: str, named: str) -> Invoice:
+    """A finalized invoice of ``tenant`` by its id or its number."""
+    if named.isdigit():
+        issued = invoices.invoices(invoices.finalized_periods(tenant), tenant, status=FINALIZED)
+        found = next((i for i in issued if i.number == int(named)), None)
+    else:
+        found = invoices.find(named)
+    if found is None or found.tenant != tenant or found.status != FINALIZED:
+        raise PaymentError(f"no finalized invoice {named} of tenant {tenant!r}")
+    return found
+
+
+def payment_of(invoice: Invoice, amount: Decimal, day: date, reference: str, source: str) -> (
+    Payment
+):  # fmt: skip
+    """A payment of ``invoice``, its id a digest of what it is: recorded twice, it counts
+    once."""
+    if not amount.is_finite() or amount <= 0:
+        raise PaymentError(f"a payment is more than 0, not {amount}")
+    key = f"{invoice.invoice_id}|{amount}|{day}|{reference}".encode()
+    ident = "PAY-" + hashlib.sha256(key).hexdigest()[:16]
+    return Payment(invoice.tenant, ident, invoice.invoice_id, amount, invoice.currency, day,
+                   source, reference)  # fmt: skip

@@ -4,7 +4,6 @@ collections did (a failed attempt, a write-off); and ``report collections``."""
 from __future__ import annotations
 
 import csv
-import hashlib
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -39,17 +38,12 @@ def _ledgers(connection: Any) -> tuple[Any, Any, Any]:
 
 
 def _find(ledger: Any, tenant: str, named: str) -> Any:
-    """A finalized invoice of ``tenant`` by its id or its number."""
-    from invoicing.invoice import FINALIZED
+    from invoicing.payment_ledger import PaymentError, find_invoice
 
-    if named.isdigit():
-        issued = ledger.invoices(ledger.finalized_periods(tenant), tenant, status=FINALIZED)
-        found = next((i for i in issued if i.number == int(named)), None)
-    else:
-        found = ledger.find(named)
-    if found is None or found.tenant != tenant or found.status != FINALIZED:
-        fail(f"no finalized invoice {named} of tenant {tenant!r}")
-    return found
+    try:
+        return find_invoice(ledger, tenant, named)
+    except PaymentError as error:
+        fail(str(error))
 
 
 @payments.command("record")
@@ -63,22 +57,20 @@ def record(invoice: str, tenant: str, amount: str, received_on: datetime | None,
            reference: str) -> None:  # fmt: skip
     """Record a payment of INVOICE (its id or its number). The same payment recorded again
     (same invoice, amount, day and reference) counts once."""
-    from invoicing.payments import Payment
+    from invoicing.payment_ledger import PaymentError, payment_of
 
     try:
         paid = Decimal(amount)
     except InvalidOperation:
         fail(f"--amount {amount!r} is not a number")
-    if not paid.is_finite() or paid <= 0:
-        fail("--amount is more than 0")
     day = received_on.date() if received_on else datetime.now(UTC).date()
     with opened_store(load_settings()) as connection:
         ledger, _, kept = _ledgers(connection)
         found = _find(ledger, tenant, invoice)
-        key = f"{found.invoice_id}|{paid}|{day}|{reference}".encode()
-        kept.record([Payment(tenant, "PAY-" + hashlib.sha256(key).hexdigest()[:16],
-                             found.invoice_id, paid, found.currency, day, "manual",
-                             reference)])  # fmt: skip
+        try:
+            kept.record([payment_of(found, paid, day, reference, "manual")])
+        except PaymentError as error:
+            fail(str(error))
     console.print(f"recorded {paid} {found.currency} on {day} against No. {found.number_label}")
 
 

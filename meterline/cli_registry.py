@@ -65,7 +65,7 @@ def import_subscriptions(path: Path) -> None:
             written = import_subscriptions(store, rows, book, now, path.name)
         except LifecycleError as error:
             fail(str(error))
-        _publish(settings, written)
+        publish(settings, written)
 
     import_rows(settings, "subscriptions", lambda: read_subscriptions(path, book), write)
 
@@ -278,12 +278,12 @@ def _change(
             changed = registry.perform(store, tenant, subscription, planned, now)
     except (LifecycleError, registry.UnknownSubscriptionError) as error:
         fail(str(error))
-    _publish(settings, [changed])
+    publish(settings, [changed])
     console.print(f"{tenant}/{subscription} {planned.kind}: {registry.describe(changed)}",
                   highlight=False, soft_wrap=True)  # fmt: skip
 
 
-def _publish(settings: Any, rows: Sequence[Any]) -> None:
+def publish(settings: Any, rows: Sequence[Any]) -> None:
     """Tell running workers at once, on the subscriptions topic. Without Kafka there are
     none (the embedded broker lives inside `meterline serve`); if Kafka cannot be reached,
     workers still read the change from the store within half a minute."""

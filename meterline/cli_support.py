@@ -232,9 +232,11 @@ def corrector(settings: Settings, book: Any, connection: Any, tenant: str | None
 
 def handlers() -> dict[str, Any]:
     """What the gateway and the worker answer for the stages above them
-    (``aggregation.handlers``): corrections and the customer portal."""
-    from aggregation.handlers import CORRECTIONS, PORTAL, PORTAL_LINK
+    (``aggregation.handlers``): corrections, the customer portal and dunning runs."""
+    from aggregation.handlers import CORRECTIONS, DUNNING, PORTAL, PORTAL_LINK
     from invoicing.correction_api import answer_correction
+    from invoicing.dunning_api import answer_dunning
     from portal.pages import answer_link, answer_page
 
-    return {CORRECTIONS: answer_correction, PORTAL: answer_page, PORTAL_LINK: answer_link}
+    return {CORRECTIONS: answer_correction, PORTAL: answer_page, PORTAL_LINK: answer_link,
+            DUNNING: answer_dunning}  # fmt: skip

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
+from aggregation.handlers import DUNNING
 from base import logs
 from base.kafka_admin import GroupProgress, ensure_topic, log_ends, partition_count
 from base.processes import EXIT_STORE_IN_USE, DirectoryLock, describe, port_holder
@@ -124,7 +125,7 @@ def serve_gateway(
                 supervisor.start()
             _announce(settings, keys, processes, say)
             if processes == 1:
-                _run_one(gateway_of(settings, book, bootstrap), settings)
+                _run_one(gateway_of(settings, book, bootstrap, periodic=True), settings)
             else:
                 _run_several(settings, bootstrap, processes)
             if supervisor is not None and settings.embedded_kafka:
@@ -170,15 +171,22 @@ async def drain(
             await asyncio.sleep(0.5)
 
 
-def gateway_of(settings: Settings, book: PriceBook, bootstrap: str) -> Gateway:
-    """The gateway, using the store itself, or the worker when it owns chDB."""
+def gateway_of(
+    settings: Settings, book: PriceBook, bootstrap: str, *, periodic: bool = False
+) -> Gateway:
+    """The gateway, using the store itself, or the worker when it owns chDB; ``periodic``:
+    it also asks for a dunning run every ``dunning_interval_hours`` (one gateway process
+    does: with several, schedule `meterline dunning run` instead)."""
     store: StoreAccess = DirectStore(settings, book, bootstrap, handlers())
     if settings.usage_reads == "worker":
         worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
         store = WorkerStore(worker, settings.internal_key())
     elif settings.usage_reads == "off":
         store = NoStore("the store is not reached from here (METERLINE_USAGE_READS=off)")
-    return Gateway(settings, book, bootstrap, KeyRing(settings.api_keys_path), store)
+    every = {DUNNING: settings.dunning_interval_hours * 3600} if periodic else {}
+    return Gateway(
+        settings, book, bootstrap, KeyRing(settings.api_keys_path), store, periodic=every
+    )
 
 
 def gateway_from_environment() -> Starlette:
