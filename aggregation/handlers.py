@@ -17,6 +17,7 @@ from rating.plans import PriceBook
 # A correction (``corrections.CorrectionRequest``); a portal page (its path after
 # /portal/); a portal link made (``PortalLink``); a dunning run (no body).
 CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING = "corrections", "portal", "portal-link", "dunning"
+PAYMENTS = "payments"  # a payment received, or an attempt that failed (``PaymentReport``)
 # The header the worker's internal page sets on a handler's answer, whatever its status:
 # a 404 from the handler (no such invoice) is not a 404 of the page.
 HANDLED = "x-meterline-handled"
@@ -36,5 +37,19 @@ class PortalLink(msgspec.Struct, frozen=True):
     days: int = 7
 
 
+class PaymentReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a payment provider (or a person) reports of an invoice, by its id or number:
+    a payment received (``amount``), or an attempt that failed (``failed`` with a reason).
+    ``tenant`` is the key's."""
+
+    invoice: str
+    amount: str = ""  # a decimal string, in the invoice's currency
+    received_on: str = ""  # YYYY-MM-DD; today by default
+    reference: str = ""
+    failed: bool = False
+    reason: str = ""
+    tenant: str = ""
+
+
 Handler = Callable[[Connection, PriceBook, Settings, bytes], Answer]
-Handlers = Mapping[str, Handler]  # by name: CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING
+Handlers = Mapping[str, Handler]  # by name: the names above

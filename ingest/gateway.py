@@ -31,7 +31,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aggregation.handlers import CORRECTIONS, PORTAL, PORTAL_LINK, PortalLink
+from aggregation.handlers import (
+    CORRECTIONS,
+    PAYMENTS,
+    PORTAL,
+    PORTAL_LINK,
+    PaymentReport,
+    PortalLink,
+)
 from base import metrics
 from base.metrics import exposition
 from base.problems import ProblemDocument
@@ -230,6 +237,10 @@ class Gateway:
                     _measured("customers", self.portal_link),
                     methods=["POST"],
                 ),
+                Route("/v1/payments", _measured("payments", self.payments), methods=["POST"]),
+                Route(
+                    "/v1/payments/failed", _measured("payments", self.payments), methods=["POST"]
+                ),
                 # A customer's own pages: the signed link in the path is their only key.
                 Route("/portal/{rest:path}", _measured("portal", self.portal), methods=["GET"]),
                 Route("/v1/health", self.health, methods=["GET"]),
@@ -354,6 +365,27 @@ class Gateway:
             answer = await self.store.handle(
                 PORTAL_LINK, _encoder.encode(PortalLink(tenant, customer, days))
             )
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        return Response(answer.body, answer.status, media_type=answer.media_type)
+
+    async def payments(self, request: Request) -> Response:
+        """A payment received, or (``/v1/payments/failed``) an attempt that failed, as a
+        payment provider reports it; for an admin key only."""
+        try:
+            tenant = self._tenant(request, ADMIN)
+            body = await self._body(request)
+            try:
+                report = msgspec.json.decode(body, type=PaymentReport)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                raise RequestError(
+                    400, "Bad Request", f"the body is not a payment: {error}"
+                ) from None
+            failed = request.url.path.endswith("/failed")
+            asked = msgspec.structs.replace(report, tenant=tenant, failed=failed)
+            answer = await self.store.handle(PAYMENTS, _encoder.encode(asked))
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:

@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from aggregation.handlers import PaymentReport
 from aggregation.usage import CurrentUsage
 from base.problems import ProblemDocument
 from ingest.correction_wire import BackfillBody, RetractBody
@@ -263,6 +264,34 @@ def _correction_paths() -> dict[str, Any]:
     }
 
 
+def _payment_paths() -> dict[str, Any]:
+    """What a payment provider reports back of an invoice (invoicing.payment_api)."""
+
+    def report(operation: str, summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": operation,
+                "summary": f"{summary}; {_ADMIN}",
+                "requestBody": {"required": True, "content": _json("PaymentReport")},
+                "responses": {
+                    "200": {"description": "Where the invoice stands now: asked, paid, "
+                                           "outstanding, state",
+                            "content": {"application/json": {"schema": {"type": "object"}}}},
+                    **_admin_problems(
+                        ("400", "The body is not the shape described"),
+                        ("422", "No such finalized invoice, an amount that is not a positive "
+                         "decimal, or a failure without a reason; nothing was recorded"),
+                    ),
+                },
+            }
+        }  # fmt: skip
+
+    return {
+        "/v1/payments": report("recordPayment", "A payment received for an invoice"),
+        "/v1/payments/failed": report("paymentFailed", "A payment attempt that failed"),
+    }
+
+
 def _peer_paths() -> dict[str, Any]:
     """The peers' ingest endpoints (ingest.lago, docs/migrate/), each a translation into
     the same admission as /v1/events."""
@@ -382,7 +411,8 @@ def document() -> dict[str, Any]:
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, PartlyRefused, LagoEvent,
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
-         CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody],
+         CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody,
+         PaymentReport],
         ref_template=_REF,
     )  # fmt: skip
     _tidy_descriptions(components)
@@ -476,6 +506,7 @@ def document() -> dict[str, Any]:
             **_subscription_paths(),
             **_customer_paths(),
             **_correction_paths(),
+            **_payment_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",

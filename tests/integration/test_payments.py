@@ -5,16 +5,25 @@ and the collections report's recovered, outstanding and lost amounts and DSO."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from base.settings import Settings
+from ingest.store_access import DirectStore
 from invoicing.closing import close_period
 from meterline.cli import main
+from meterline.cli_support import handlers, load_settings
+from meterline.embedded_broker import EmbeddedBroker
+from tests.integration.gateway_helpers import gateway_for
 from tests.integration.test_invoices import AUG, BOOK, TENANT, Feed, invoices, seed_scenario
 from tests.stores import Stores
 
@@ -93,3 +102,45 @@ def test_an_invoice_goes_from_overdue_to_paid_by_hand_and_by_bank_statement(
     assert Decimal(usd["dso"]) == ((a.total - half) / (a.total + c.total) * days).quantize(
         Decimal("0.1")
     )
+
+
+@pytest.mark.usefixtures("feed")
+def test_a_provider_reports_payments_and_failures_over_http_with_an_admin_key(
+    store_environment: Stores, broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings], tmp_path: Path,
+) -> None:  # fmt: skip
+    store = store_environment
+    close_period(store.sources, BOOK, AUG, finalize=True, clock=lambda: ISSUED)
+    a = invoices(store, AUG)["a"]
+    gateway, ingest_key = gateway_for(broker, settings_factory, tmp_path)
+    admin, _ = gateway.keys.create(TENANT, "provider", scope="admin")
+    gateway.store = DirectStore(load_settings(), BOOK, None, handlers())
+
+    async def call() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=gateway.asgi())
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+
+            async def post(path: str, body: dict[str, Any], key: str = admin) -> httpx.Response:
+                return await client.post(path, json=body,
+                                         headers={"authorization": f"Bearer {key}"})  # fmt: skip
+
+            return [
+                await post("/v1/payments", {"invoice": a.invoice_id, "amount": "1"}, ingest_key),
+                await post("/v1/payments/failed", {"invoice": a.invoice_id, "reason": "declined"}),
+                await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
+                                            "reference": "ch_1"}),
+                await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
+                                            "reference": "ch_1"}),
+                await post("/v1/payments", {"invoice": "999999", "amount": "1"}),
+                await post("/v1/payments", {"invoice": a.invoice_id, "amount": "-1"}),
+                await post("/v1/payments", {"invoice": a.invoice_id, "amont": "1"}),
+            ]  # fmt: skip
+
+    forbidden, failed, paid, again, unknown, negative, malformed = asyncio.run(call())
+    assert forbidden.status_code == 403
+    assert failed.status_code == 200 and failed.json()["state"] == "failed"
+    assert paid.status_code == 200 and paid.json()["state"] == "paid"
+    assert again.json()["paid"] == str(a.total), "the same payment reported twice counts once"
+    assert unknown.status_code == 422 and "no finalized invoice" in unknown.json()["detail"]
+    assert negative.status_code == 422 and "more than 0" in negative.json()["detail"]
+    assert malformed.status_code == 400

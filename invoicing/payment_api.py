@@ -1,0 +1,68 @@
+"""Payments reported over HTTP (``POST /v1/payments``), answered by whoever holds the
+store: a payment received is recorded once, an attempt that failed is noted; the answer
+is where the invoice stands then."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+import msgspec
+
+from aggregation.handlers import Answer, PaymentReport
+from base.clickhouse import Connection
+from base.problems import ProblemDocument
+from base.settings import Settings
+from invoicing.payment_ledger import (
+    PaymentError,
+    PaymentLedger,
+    find_invoice,
+    payment_of,
+    standings,
+)
+from invoicing.payments import FAILED, PAID, Standing
+from invoicing.sources import Sources
+from rating.plans import PriceBook
+
+_report = msgspec.json.Decoder(PaymentReport)
+
+
+def answer_payment(connection: Connection, book: PriceBook, settings: Settings, body: bytes) -> (
+    Answer
+):  # fmt: skip
+    """200 with the invoice's standing, 422 with why nothing was recorded."""
+    asked = _report.decode(body)
+    sources, kept = Sources.over(connection), PaymentLedger(connection)
+    today = datetime.now(UTC).date()
+    try:
+        invoice = find_invoice(sources.ledger, asked.tenant, asked.invoice)
+        held = _standing(sources, kept, asked.tenant, invoice.invoice_id, today)
+        if asked.failed:
+            if not asked.reason.strip():
+                raise PaymentError("a failed attempt says why: give a reason")
+            if held.state == PAID:
+                raise PaymentError(f"No. {invoice.number_label} is paid")
+            kept.note(asked.tenant, invoice.invoice_id, FAILED, asked.reason.strip())
+        else:
+            try:
+                amount = Decimal(asked.amount)
+                day = date.fromisoformat(asked.received_on) if asked.received_on else today
+            except (InvalidOperation, ValueError):
+                raise PaymentError("amount is a decimal string and received_on a day "
+                                   "(YYYY-MM-DD)") from None  # fmt: skip
+            kept.record([payment_of(invoice, amount, day, asked.reference, "provider")])
+    except PaymentError as error:
+        problem = ProblemDocument("Unprocessable Content", 422, str(error))
+        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
+    now = _standing(sources, kept, asked.tenant, invoice.invoice_id, today)
+    answer = {"invoice_id": invoice.invoice_id, "number": invoice.number_label,
+              "currency": invoice.currency, "asked": str(now.asked), "paid": str(now.paid),
+              "outstanding": str(now.outstanding), "state": now.state}  # fmt: skip
+    return Answer(200, "application/json", msgspec.json.encode(answer))
+
+
+def _standing(
+    sources: Sources, kept: PaymentLedger, tenant: str, invoice_id: str, today: date
+) -> Standing:
+    return next(s for s in standings(sources.ledger, sources.credits, kept, tenant, today)
+                if s.invoice.invoice_id == invoice_id)  # fmt: skip
