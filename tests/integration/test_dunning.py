@@ -82,7 +82,7 @@ def feed(store_environment: Stores) -> Feed:
 
 @pytest.mark.usefixtures("feed")
 def test_an_overdue_invoice_runs_through_the_schedule_and_its_events_reach_the_webhook(
-    store_environment: Stores, receiver: Receiver
+    store_environment: Stores, receiver: Receiver, tmp_path: Path
 ) -> None:
     store, runner = store_environment, CliRunner()
     close_period(store.sources, BOOK, AUG, finalize=True, clock=lambda: ISSUED)
@@ -108,9 +108,11 @@ def test_an_overdue_invoice_runs_through_the_schedule_and_its_events_reach_the_w
     b = august["b"]
     assert {e["invoice_id"]: e["outstanding"] for e in first}[b.invoice_id] == str(b.total)
 
-    paid = runner.invoke(main, ["payments", "record", b.invoice_id, "--tenant", TENANT,
-                                "--amount", str(b.total), "--on", "2026-10-05"])  # fmt: skip
-    assert paid.exit_code == 0, paid.output
+    # b's customer pays; the bank statement marks it paid.
+    statement = tmp_path / "bank.csv"
+    statement.write_text(f"date,amount,reference\n2026-10-05,{b.total},INV {b.number_label}\n")
+    paid = runner.invoke(main, ["payments", "import", str(statement), "--tenant", TENANT])
+    assert paid.exit_code == 0 and "1 of 1 lines matched" in paid.output, paid.output
     # Day 7: a's and c's retry (day 3) and reminder (day 7); b is paid, so nothing for it.
     assert "4 steps taken, 4 events delivered" in run("2026-10-09")
     later = receiver.events()[3:]
