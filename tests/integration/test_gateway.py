@@ -301,7 +301,8 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
     assert customers.status_code == 201, customers.text
     assert call("GET", "/v1/customers").json()["customers"][1] == {
         "customer": "c-us", "name": "Dollar Inc", "tax_rate": "8.2500", "external_id": "crm-7",
-        "currency": "", "address": "", "tax_id": "", "payment_terms_days": 30,
+        "currency": "", "address": "", "tax_id": "", "payment_terms_days": 30, "country": "",
+        "region": "", "tax_exempt": False,
     }  # fmt: skip
     terms = call("POST", "/v1/customers", [{"customer": "c-x", "name": "X", "tax_id": "DE1",
                                             "address": "Hof 1\nBerlin",
