@@ -123,7 +123,9 @@ def add_pages(
                                   "detail": f"this worker does not answer {name} requests"},
                                  status=404)  # fmt: skip
             answered = handler(connection, book, settings, await request.read())
-            return self.bytes(answered.body, content_type=answered.media_type,
-                              status=answered.status, headers={HANDLED: "1"})  # fmt: skip
+            # As a header: aiohttp refuses a charset ("text/html; charset=utf-8") in
+            # content_type= (found by the portal's page through `meterline serve`).
+            headers = {"Content-Type": answered.media_type, HANDLED: "1"}
+            return self.bytes(answered.body, status=answered.status, headers=headers)
 
     app.page("/handle/{name}")(HandlerPage)

@@ -186,6 +186,11 @@ def cancel_over_http_then_see_usage_refused(url: str, settings: Settings) -> Non
     assert [entry["change"] for entry in history][-1] == "cancelled"
     again = httpx.post(f"{url}/v1/subscriptions/sub-3/cancel", json={}, headers=headers)
     assert again.status_code == 422 and "already ends" in again.json()["detail"]
+    # A customer's portal is answered by the worker too, through the gateway.
+    made = httpx.post(f"{url}/v1/customers/cust-sub-1/portal-link", json={}, headers=headers)
+    assert made.status_code == 201, made.text
+    page = httpx.get(made.json()["url"])
+    assert page.status_code == 200 and "Usage of sub-1 this period" in page.text, page.text
     # A correction goes to the worker too: none of sub-1's events is in a closed period.
     asked = {"reason": "check", "subscription": "sub-1", "until": "2020-01-01T00:00:00Z"}
     nothing = httpx.post(f"{url}/v1/corrections/retract", json=asked, headers=headers)
