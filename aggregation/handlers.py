@@ -18,6 +18,29 @@ from rating.plans import PriceBook
 # /portal/); a portal link made (``PortalLink``); a dunning run (no body).
 CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING = "corrections", "portal", "portal-link", "dunning"
 PAYMENTS = "payments"  # a payment received, or an attempt that failed (``PaymentReport``)
+# A handler may answer deliveries to make ({"deliveries": [Outgoing, ...], ...}): the
+# gateway makes them, since whoever holds the store must not wait on a receiver, and
+# reports the outcomes to the handler named ``name + DELIVERED``.
+DELIVERED = "-delivered"
+
+
+class Outgoing(msgspec.Struct, frozen=True):
+    key: str  # what the handler knows the delivery by
+    url: str
+    headers: dict[str, str]
+    body: str
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    key: str
+    status: int  # the receiver's HTTP status, 0 when it could not be reached
+    why: str = ""
+
+
+class Outcomes(msgspec.Struct, frozen=True):
+    outcomes: list[Outcome]
+
+
 # The header the worker's internal page sets on a handler's answer, whatever its status:
 # a 404 from the handler (no such invoice) is not a 404 of the page.
 HANDLED = "x-meterline-handled"

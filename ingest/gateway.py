@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+import httpx
 import msgspec
 from aiokafka.errors import KafkaError
 from starlette.applications import Starlette
@@ -33,9 +34,13 @@ from starlette.routing import Route
 
 from aggregation.handlers import (
     CORRECTIONS,
+    DELIVERED,
     PAYMENTS,
     PORTAL,
     PORTAL_LINK,
+    Outcome,
+    Outcomes,
+    Outgoing,
     PaymentReport,
     PortalLink,
 )
@@ -178,10 +183,25 @@ class Gateway:
         while True:
             try:
                 answer = await self.store.handle(name, b"")
-                log.info("%s run: %s", name, answer.body.decode(errors="replace")[:500])
+                said = msgspec.json.decode(answer.body) if answer.status == 200 else {}
+                outgoing = msgspec.convert(said.pop("deliveries", []), list[Outgoing])
+                log.info("%s run: %s", name, said)
+                if outgoing:
+                    outcomes = Outcomes([await self._deliver(d) for d in outgoing])
+                    await self.store.handle(name + DELIVERED, _encoder.encode(outcomes))
             except StoreUnavailableError as error:
                 log.warning("%s run: %s; next in %.0f s", name, error, seconds)
             await asyncio.sleep(seconds)
+
+    async def _deliver(self, outgoing: Outgoing) -> Outcome:
+        """POST one of a handler's deliveries (a dunning event to the tenant's webhook)."""
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.post(outgoing.url, content=outgoing.body.encode(),
+                                             headers=outgoing.headers)  # fmt: skip
+        except httpx.HTTPError as error:
+            return Outcome(outgoing.key, 0, type(error).__name__)
+        return Outcome(outgoing.key, response.status_code, f"it answered {response.status_code}")
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:
         """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""

@@ -2,7 +2,11 @@
 action with its event (the outbox) before anything else, carry out final actions, then
 deliver every event not delivered yet to its tenant's webhook. A run repeated takes no
 step twice; an event whose delivery failed is delivered by a later run. Run it by
-``meterline dunning run`` or let ``meterline serve`` run it (``dunning_interval_hours``)."""
+``meterline dunning run`` or let ``meterline serve`` run it (``dunning_interval_hours``).
+
+Taking steps and delivering are apart (``take_steps``, ``pending``, ``record_deliveries``)
+so that whoever holds the store never waits on a webhook: with chDB that is the worker,
+whose stream must not stall, and ``serve``'s gateway delivers (``dunning_api``)."""
 
 from __future__ import annotations
 
@@ -53,6 +57,31 @@ def run_dunning(
     post: Post = post_json,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DunningReport:
+    """Take today's steps, then deliver every event not delivered yet with ``post``."""
+    report = take_steps(sources, payments, dunning, today, tenant=tenant, clock=clock)
+    results = []
+    for delivery in pending(dunning, tenant, report):
+        try:
+            status = post(delivery.url, delivery.body, delivery.headers)
+        except httpx.HTTPError as error:
+            results.append(delivery.result(0, type(error).__name__))
+        else:
+            results.append(delivery.result(status, f"it answered {status}"))
+    record_deliveries(dunning, results, report)
+    return report
+
+
+def take_steps(
+    sources: Sources,
+    payments: PaymentLedger,
+    dunning: DunningLedger,
+    today: date,
+    *,
+    tenant: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> DunningReport:
+    """Every step due today for every unpaid invoice, written to the outbox, and final
+    actions carried out; nothing is delivered."""
     now = clock()
     report = DunningReport()
     taken = dunning.taken(tenant)
@@ -71,7 +100,6 @@ def run_dunning(
             if action == CANCEL_AT_PERIOD_END:
                 _cancel(sources, invoice.tenant, invoice.subscription, now, report)
     dunning.write(report.taken)
-    _deliver(dunning, policies, tenant, post, report)
     return report
 
 
@@ -85,10 +113,35 @@ def _cancel(sources: Sources, tenant: str, subscription: str, now: datetime,
         report.problems.append(f"{tenant}/{subscription}: not cancelled: {error}")
 
 
-def _deliver(dunning: DunningLedger, policies: dict[str, Policy], tenant: str | None,
-             post: Post, report: DunningReport) -> None:  # fmt: skip
-    """Every event not delivered yet, to its tenant's webhook, signed with its secret."""
-    done = []
+class Delivery(msgspec.Struct, frozen=True):
+    """One event to POST: where, with which headers (signed), and which action it is."""
+
+    tenant: str
+    invoice_id: str
+    step: int
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+    def result(self, status: int, why: str) -> Delivered:
+        return Delivered(self.tenant, self.invoice_id, self.step, 200 <= status < 300, why)
+
+
+class Delivered(msgspec.Struct, frozen=True):
+    tenant: str
+    invoice_id: str
+    step: int
+    ok: bool
+    why: str = ""
+
+
+def pending(dunning: DunningLedger, tenant: str | None, report: DunningReport) -> (
+    list[Delivery]
+):  # fmt: skip
+    """Every event not delivered yet whose tenant has a webhook, signed with its secret;
+    the others wait (``report`` says so)."""
+    policies: dict[str, Policy] = {}
+    found = []
     for action in dunning.actions(tenant):
         if action.delivered_at is not None:
             continue
@@ -103,18 +156,26 @@ def _deliver(dunning: DunningLedger, policies: dict[str, Policy], tenant: str | 
         if policy.secret:
             digest = hmac.new(policy.secret.encode(), action.event, hashlib.sha256).hexdigest()
             headers["x-meterline-signature"] = f"sha256={digest}"
-        try:
-            status = post(policy.webhook, action.event, headers)
-        except httpx.HTTPError as error:
-            status, why = 0, f"{type(error).__name__}"
-        else:
-            why = f"it answered {status}"
-        if 200 <= status < 300:
+        found.append(Delivery(action.tenant, action.invoice_id, action.step, policy.webhook,
+                              headers, action.event))  # fmt: skip
+    return found
+
+
+def record_deliveries(dunning: DunningLedger, results: list[Delivered],
+                      report: DunningReport) -> None:  # fmt: skip
+    """Mark what was delivered; count an attempt on the rest, which a later run retries."""
+    outcome = {(r.tenant, r.invoice_id, r.step): r for r in results}
+    done = []
+    for action in dunning.actions():
+        result = outcome.get((action.tenant, action.invoice_id, action.step))
+        if result is None or action.delivered_at is not None:
+            continue
+        if result.ok:
             done.append(replace(action, delivered_at=datetime.now(UTC),
                                 attempts=action.attempts + 1))  # fmt: skip
             report.delivered += 1
         else:
             done.append(replace(action, attempts=action.attempts + 1))
-            report.undelivered.append(f"{action.tenant}/{action.invoice_id} step "
-                                      f"{action.step + 1}: {why}; a later run retries")  # fmt: skip
+            where = f"{action.tenant}/{action.invoice_id} step {action.step + 1}"
+            report.undelivered.append(f"{where}: {result.why}; a later run retries")
     dunning.write(done)

@@ -233,11 +233,19 @@ def corrector(settings: Settings, book: Any, connection: Any, tenant: str | None
 def handlers() -> dict[str, Any]:
     """What the gateway and the worker answer for the stages above them
     (``aggregation.handlers``): corrections, the customer portal and dunning runs."""
-    from aggregation.handlers import CORRECTIONS, DUNNING, PAYMENTS, PORTAL, PORTAL_LINK
+    from aggregation.handlers import (
+        CORRECTIONS,
+        DELIVERED,
+        DUNNING,
+        PAYMENTS,
+        PORTAL,
+        PORTAL_LINK,
+    )
     from invoicing.correction_api import answer_correction
-    from invoicing.dunning_api import answer_dunning
+    from invoicing.dunning_api import answer_delivered, answer_dunning
     from invoicing.payment_api import answer_payment
     from portal.pages import answer_link, answer_page
 
     return {CORRECTIONS: answer_correction, PORTAL: answer_page, PORTAL_LINK: answer_link,
-            DUNNING: answer_dunning, PAYMENTS: answer_payment}  # fmt: skip
+            DUNNING: answer_dunning, DUNNING + DELIVERED: answer_delivered,
+            PAYMENTS: answer_payment}  # fmt: skip

@@ -124,17 +124,25 @@ def test_a_provider_reports_payments_and_failures_over_http_with_an_admin_key(
                 return await client.post(path, json=body,
                                          headers={"authorization": f"Bearer {key}"})  # fmt: skip
 
-            return [
-                await post("/v1/payments", {"invoice": a.invoice_id, "amount": "1"}, ingest_key),
-                await post("/v1/payments/failed", {"invoice": a.invoice_id, "reason": "declined"}),
-                await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
-                                            "reference": "ch_1"}),
-                await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
-                                            "reference": "ch_1"}),
-                await post("/v1/payments", {"invoice": "999999", "amount": "1"}),
-                await post("/v1/payments", {"invoice": a.invoice_id, "amount": "-1"}),
-                await post("/v1/payments", {"invoice": a.invoice_id, "amont": "1"}),
-            ]  # fmt: skip
+            try:
+                return await asked(post)
+            finally:
+                # chDB serves one data directory per process: a connection left open would
+                # keep this one's from the next test's.
+                await gateway.store.close()
+
+    async def asked(post: Any) -> list[httpx.Response]:
+        return [
+            await post("/v1/payments", {"invoice": a.invoice_id, "amount": "1"}, ingest_key),
+            await post("/v1/payments/failed", {"invoice": a.invoice_id, "reason": "declined"}),
+            await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
+                                        "reference": "ch_1"}),
+            await post("/v1/payments", {"invoice": str(a.number), "amount": str(a.total),
+                                        "reference": "ch_1"}),
+            await post("/v1/payments", {"invoice": "999999", "amount": "1"}),
+            await post("/v1/payments", {"invoice": a.invoice_id, "amount": "-1"}),
+            await post("/v1/payments", {"invoice": a.invoice_id, "amont": "1"}),
+        ]  # fmt: skip
 
     forbidden, failed, paid, again, unknown, negative, malformed = asyncio.run(call())
     assert forbidden.status_code == 403
