@@ -13,12 +13,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 from aggregation.model import RatedTotal
 from invoicing.charges import Pricing
-from invoicing.compose import EarlierPeriod, UnknownPlanError, compose_invoice
+from invoicing.compose import Credits, EarlierPeriod, UnknownPlanError, compose_invoice
 from invoicing.corrections import taken_back
-from invoicing.invoice import DRAFT, FINALIZED, Invoice, InvoiceLine, Party
+from invoicing.grant_ledger import used_before
+from invoicing.invoice import CREDIT, DRAFT, FINALIZED, Invoice, InvoiceLine, Party
 from invoicing.ledger import party_of
 from invoicing.sources import Sources
 from invoicing.tax import TaxPolicy
@@ -131,11 +133,19 @@ def close_period(
         | set(rows) | set(finalized_earlier)
         if only is None or owner in only
     )  # fmt: skip
+    grants = sources.grants.grants(tenant)
+    used: dict[str, Decimal] = defaultdict(Decimal)
+    if grants:
+        used.update(used_before(sources.grants.applications(tenant), billing.start))
+    first_of: dict[tuple[str, str], str] = {}
+    for sub in sorted(subscribers.values(), key=lambda s: s.subscription):
+        first_of.setdefault((sub.tenant, sub.customer), sub.subscription)
     to_write = []
     for owner in owners:
         existing = current.get(owner)
         if existing is not None and existing.status == FINALIZED:
             report.already_final += 1
+            _take(used, existing)
             continue
         sub = subscribers.get(owner) or _unregistered(owner, rows.get(owner, []), billing)
         if finalize and sub.period(billing.start).end > now.date():
@@ -151,10 +161,13 @@ def close_period(
             invoice = compose_invoice(
                 billing.start, sub, customer=customers.get((sub.tenant, sub.customer)),
                 rows=rows.get(owner, []), earlier=before, pricing=pricing, taxes=taxes,
+                credits=Credits(grants, dict(used), first_of.get((sub.tenant, sub.customer), ""))
+                if grants else None,
             )  # fmt: skip
         except UnknownPlanError as error:
             report.problems.append(str(error))
             continue
+        _take(used, invoice)
         if not invoice.lines and not _active_in(sub, billing.start):
             continue  # an earlier period's adjustments came to nothing
         unchanged = existing is not None and existing.digest == invoice.digest
@@ -213,6 +226,13 @@ def issue(
                               due_on=today + timedelta(days=terms), seller=seller,
                               bill_to=billed))  # fmt: skip
     return issued
+
+
+def _take(used: dict[str, Decimal], invoice: Invoice) -> None:
+    """Count what ``invoice`` takes of each grant, for the subscriptions after it."""
+    for line in invoice.lines:
+        if line.kind == CREDIT:
+            used[line.item] -= line.amount
 
 
 def _months(first: date, last: date) -> int:

@@ -9,7 +9,7 @@ difference is billed here, line by line, as an adjustment that names that period
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -17,7 +17,8 @@ from typing import Any
 
 from aggregation.model import RatedTotal
 from invoicing.charges import Pricing, period_lines
-from invoicing.invoice import Invoice, InvoiceLine, LineKey, taxed
+from invoicing.credits import Grant, credit_lines, top_up_lines
+from invoicing.invoice import CREDIT, TOP_UP, Invoice, InvoiceLine, LineKey, taxed
 from invoicing.tax import TaxPolicy, built_in
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.plans import PriceBook
@@ -43,12 +44,19 @@ def compose_invoice(
     earlier: Sequence[EarlierPeriod],
     pricing: Pricing,
     taxes: TaxPolicy | None = None,
+    credits: Credits | None = None,
 ) -> Invoice:
     lines = period_lines(period, sub, rows, pricing)
     for before in sorted(earlier, key=lambda e: e.period):
         now = period_lines(before.period, sub, before.rows, pricing)
-        lines.extend(adjustments(now, before.billed, before.period))
+        billed = [line for line in before.billed if line.kind not in (CREDIT, TOP_UP)]
+        lines.extend(adjustments(now, billed, before.period))
     currency = _currency(sub, lines, pricing.book)
+    if credits is not None:
+        billing = sub.period(period)
+        lines += top_up_lines(credits.grants, sub, credits.first_of_customer, billing)
+        lines += credit_lines(lines, credits.grants, credits.used, sub=sub, currency=currency,
+                              period=billing)  # fmt: skip
     # The tax point: the last day of the period the invoice bills.
     rule = (taxes or built_in()).rule(customer, sub.period(period).end - timedelta(days=1))
     return Invoice(
@@ -58,6 +66,16 @@ def compose_invoice(
         customer_name=customer.name if customer else "",
         external_id=customer.external_id if customer else "", tax_rule=rule.name,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Credits:
+    """The grants an invoice may use (``invoicing.credits``), what invoices before it took
+    of each, and the customer's first subscription (which bills a customer's top-ups)."""
+
+    grants: Sequence[Grant]
+    used: Mapping[str, Decimal]
+    first_of_customer: str = ""
 
 
 def adjustments(

@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from invoicing.compose import adjustments
 from invoicing.credit_notes import CreditNote, credit
-from invoicing.invoice import FINALIZED, Invoice, InvoiceLine
+from invoicing.invoice import CREDIT, FINALIZED, TOP_UP, Invoice, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
 
@@ -81,7 +81,9 @@ def billed(invoice: Invoice, later: Sequence[Invoice], notes: Sequence[CreditNot
     period = invoice.period
     lines = [line for line in invoice.lines if line.applies_to == period]
     lines += [line for other in later for line in other.lines if line.applies_to == period]
-    return lines + taken_back(invoice, notes)
+    # Prepaid credits and top-ups follow the grants, not usage: a correction leaves them.
+    usage = [line for line in lines if line.kind not in (CREDIT, TOP_UP)]
+    return usage + taken_back(invoice, notes)
 
 
 def taken_back(invoice: Invoice, notes: Sequence[CreditNote]) -> list[InvoiceLine]:

@@ -15,9 +15,11 @@ import msgspec
 
 from base.events import group_label
 from invoicing.invoice import (
+    CREDIT,
     DISCOUNT,
     DRAFT,
     FIXED_FEE,
+    TOP_UP,
     TRUE_UP,
     USAGE,
     Invoice,
@@ -29,7 +31,7 @@ from rating.money import exact_money, plain, round_to_minor_unit, trimmed
 
 FORMATS = ("json", "csv", "html")
 _KINDS = {USAGE: "usage", FIXED_FEE: "fixed fee", TRUE_UP: "commitment true-up",
-          DISCOUNT: "discount"}  # fmt: skip
+          DISCOUNT: "discount", CREDIT: "prepaid credit", TOP_UP: "credit top-up"}  # fmt: skip
 
 
 def money(value: Decimal, currency: str) -> str:

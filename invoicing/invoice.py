@@ -20,6 +20,9 @@ from rating.period import Period
 from rating.quote import TierPart
 
 USAGE, FIXED_FEE, TRUE_UP, DISCOUNT = "usage", "fixed_fee", "true_up", "discount"
+# A prepaid credit applied (negative), and a paid credit's price (``invoicing.credits``):
+# they follow the grants, not the period's usage, so adjustments leave them alone.
+CREDIT, TOP_UP = "credit", "top_up"
 DRAFT, FINALIZED = "draft", "finalized"
 
 LineKey = tuple[str, str, str, str, int]  # kind, item, group, plan, plan version
@@ -27,7 +30,7 @@ LineKey = tuple[str, str, str, str, int]  # kind, item, group, plan, plan versio
 
 @dataclass(frozen=True)
 class InvoiceLine:
-    kind: str  # USAGE, FIXED_FEE, TRUE_UP or DISCOUNT
+    kind: str  # USAGE, FIXED_FEE, TRUE_UP, DISCOUNT, CREDIT or TOP_UP
     item: str  # the meter, the fee, "commitment", or the coupon
     group: str  # a grouped meter's group key (JSON), else ""
     plan: str

@@ -1,7 +1,7 @@
 """What invoicing works from, each through the store of the stage that owns it: the
 subscriptions and customers it bills, the rated totals and events the pipeline wrote,
-the corrections made to closed periods, and its own ledgers of invoices and credit
-notes."""
+the corrections made to closed periods, and its own ledgers of invoices, credit notes and
+prepaid credit grants."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from aggregation.corrections import CorrectionStore
 from aggregation.readers import PipelineReads
 from base.clickhouse import Connection
 from invoicing.credit_ledger import CreditLedger
+from invoicing.grant_ledger import GrantLedger
 from invoicing.ledger import InvoiceLedger
 from subscriptions.store import SubscriptionStore
 
@@ -22,10 +23,11 @@ class Sources:
     ledger: InvoiceLedger
     credits: CreditLedger
     corrections: CorrectionStore
+    grants: GrantLedger
 
     @classmethod
     def over(cls, connection: Connection) -> Sources:
         subscriptions = SubscriptionStore(connection)
         return cls(subscriptions, PipelineReads(connection),
                    InvoiceLedger(connection, subscriptions), CreditLedger(connection),
-                   CorrectionStore(connection))  # fmt: skip
+                   CorrectionStore(connection), GrantLedger(connection))  # fmt: skip

@@ -11,6 +11,7 @@ from meterline.cli_billing import invoices, reconcile_command, report
 from meterline.cli_credit import credit_command, credit_notes, void_command
 from meterline.cli_dunning import dunning
 from meterline.cli_events import events
+from meterline.cli_grants import credits_group
 from meterline.cli_payments import payments, report_collections
 from meterline.cli_registry import customers, subscriptions
 from meterline.cli_support import (
@@ -393,6 +394,7 @@ main.add_command(credit_notes)
 main.add_command(events)
 main.add_command(payments)
 main.add_command(dunning)
+main.add_command(credits_group)
 report.add_command(report_collections)
 main.add_command(report)
 main.add_command(reconcile_command)

@@ -1,0 +1,80 @@
+"""The store of prepaid credit grants, and what invoices took of each."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pyarrow as pa
+
+from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant
+from invoicing.credits import Grant
+
+_COLUMNS = ("tenant, grant_id, customer, subscription, currency, amount, priority, "
+            "effective_from, expires_on, kind, price, reason, voided")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Application:
+    """One invoice's credit line of a grant."""
+
+    grant_id: str
+    invoice_id: str
+    period: date
+    subscription: str
+    status: str  # of the invoice: draft or finalized
+    amount: Decimal  # taken off, positive
+
+
+class GrantLedger(TableStore):
+    def write(self, grants: Sequence[Grant]) -> None:
+        """Grants, new or changed (voided): the latest version of each wins."""
+        now = datetime.now(UTC)
+        version = int(now.timestamp() * 1_000_000)
+        self._client.insert_arrow(self._table("credit_grants"), pa.table({
+            "tenant": [g.tenant for g in grants],
+            "grant_id": [g.grant_id for g in grants],
+            "customer": [g.customer for g in grants],
+            "subscription": [g.subscription for g in grants],
+            "currency": [g.currency for g in grants],
+            "amount": pa.array([g.amount for g in grants], type=AMOUNT),
+            "priority": pa.array([g.priority for g in grants], type=pa.uint32()),
+            "effective_from": pa.array([g.effective_from for g in grants], type=pa.date32()),
+            "expires_on": pa.array([g.expires_on for g in grants], type=pa.date32()),
+            "kind": [g.kind for g in grants],
+            "price": pa.array([g.price for g in grants], type=AMOUNT),
+            "reason": [g.reason for g in grants],
+            "voided": pa.array([g.voided for g in grants], type=pa.bool_()),
+            "created_at": pa.array([now] * len(grants), type=TIMESTAMP),
+            "version": pa.array([version] * len(grants), type=pa.uint64()),
+        }))  # fmt: skip
+
+    def grants(self, tenant: str | None = None) -> list[Grant]:
+        rows = self._client.query(
+            f"SELECT {_COLUMNS} FROM {self._table('credit_grants')} FINAL WHERE 1 = 1"
+            + and_tenant(tenant) + " ORDER BY tenant, grant_id",
+            parameters={"tenant": tenant},
+        ).result_rows  # fmt: skip
+        return [Grant(*row) for row in rows]
+
+    def applications(self, tenant: str | None = None) -> dict[str, list[Application]]:
+        """Every invoice's credit lines (current revisions), by grant."""
+        rows = self._client.query(
+            "SELECT item, invoice_id, period_start, subscription, status, -amount "
+            f"FROM {self._table('current_invoice_lines')} WHERE kind = 'credit'"
+            + and_tenant(tenant) + " ORDER BY period_start, subscription",
+            parameters={"tenant": tenant},
+        ).result_rows  # fmt: skip
+        found: dict[str, list[Application]] = defaultdict(list)
+        for grant, *rest in rows:
+            found[grant].append(Application(grant, *rest))
+        return found
+
+
+def used_before(applications: dict[str, list[Application]], period: date) -> dict[str, Decimal]:
+    """What invoices of periods before ``period`` took of each grant."""
+    return {grant: sum((a.amount for a in found if a.period < period), Decimal(0))
+            for grant, found in applications.items()}  # fmt: skip

@@ -1,0 +1,143 @@
+"""``meterline credits``: prepaid credits, granted free or paid, applied to invoices before
+tax in their declared order (invoicing/credits.py); balances and history."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+import click
+
+from meterline.cli_support import (
+    console,
+    fail,
+    format_option,
+    load_settings,
+    opened_store,
+    print_rows,
+)
+
+
+@click.group("credits")
+def credits_group() -> None:
+    """Prepaid credits: grant them, see their balances and where they were used."""
+
+
+@credits_group.command("grant")
+@click.option("--tenant", required=True)
+@click.option("--customer", required=True)
+@click.option(
+    "--subscription",
+    default="",
+    help="Only this subscription's invoices.  [default: any of the customer's]",
+)
+@click.option("--amount", required=True, help="The credit, in --currency (whole minor units).")
+@click.option("--currency", required=True, help="ISO 4217: it applies to invoices in it.")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, 1_000_000),
+    default=0,
+    show_default=True,
+    help="Lower is used first; then the soonest to expire, then the oldest.",
+)
+@click.option(
+    "--from",
+    "effective",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="The day it takes effect.  [default: today]",
+)
+@click.option(
+    "--expires",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="The day it expires (exclusive): usable on periods that start before.",
+)
+@click.option(
+    "--paid",
+    "price",
+    default=None,
+    help="A paid top-up: its price, billed once on the invoice of the period it takes effect in.",
+)
+@click.option("--reason", required=True, help="Why: printed on each invoice line it makes.")
+def grant(tenant: str, customer: str, subscription: str, amount: str, currency: str,
+          priority: int, effective: datetime | None, expires: datetime | None,
+          price: str | None, reason: str) -> None:  # fmt: skip
+    """Grant prepaid credit to a customer (or one subscription of it)."""
+    from invoicing.credits import FREE, PAID, Grant
+    from invoicing.grant_ledger import GrantLedger
+    from rating.currencies import MINOR_UNIT_DIGITS
+    from rating.money import round_to_minor_unit
+
+    if currency not in MINOR_UNIT_DIGITS:
+        fail(f"--currency {currency!r} is not an ISO 4217 code meterline bills in")
+    digits = MINOR_UNIT_DIGITS[currency]
+    try:
+        value, cost = Decimal(amount), Decimal(price) if price is not None else Decimal(0)
+    except InvalidOperation:
+        fail("--amount and --paid are decimal numbers")
+    for name, number in (("--amount", value), ("--paid", cost)):
+        if not number.is_finite() or number < 0 or round_to_minor_unit(number, digits) != number:
+            fail(f"{name} {number} is not 0 or more in whole minor units of {currency}")
+    if value <= 0:
+        fail("--amount is more than 0")
+    start = (effective or datetime.now(UTC)).date()
+    end = expires.date() if expires else None
+    if end is not None and end <= start:
+        fail("--expires comes after --from")
+    with opened_store(load_settings()) as connection:
+        from subscriptions.store import SubscriptionStore
+
+        if (tenant, customer) not in SubscriptionStore(connection).customers(tenant):
+            fail(f"no customer {customer!r} for tenant {tenant!r}")
+        ident = hashlib.sha256(f"{tenant}|{customer}|{datetime.now(UTC).isoformat()}".encode())
+        made = Grant(tenant, f"GR-{ident.hexdigest()[:12].upper()}", customer, subscription,
+                     currency, value, priority, start, end, PAID if price else FREE, cost,
+                     reason.strip())  # fmt: skip
+        GrantLedger(connection).write([made])
+    console.print(
+        f"granted {made.grant_id}: {value} {currency} to {customer}"
+        + (f" for {cost} {currency}" if price else " (free)"),
+        highlight=False,
+    )
+
+
+@credits_group.command("list")
+@click.option("--tenant", required=True)
+@click.option("--customer", default=None, help="Only this customer's.")
+@format_option
+def list_grants(tenant: str, customer: str | None, fmt: str) -> None:
+    """Every grant with what invoices used of it (finalized, and drafts) and its balance."""
+    from invoicing.grant_ledger import GrantLedger
+
+    with opened_store(load_settings()) as connection:
+        kept = GrantLedger(connection)
+        grants, used = kept.grants(tenant), kept.applications(tenant)
+    rows = []
+    for g in grants:
+        if customer is not None and g.customer != customer:
+            continue
+        taken = sum((a.amount for a in used.get(g.grant_id, [])), Decimal(0))
+        state = "voided" if g.voided else ""
+        rows.append((g.grant_id, g.customer, g.subscription or "(any)", g.currency, g.amount,
+                     taken, g.amount - taken, g.priority, str(g.effective_from),
+                     str(g.expires_on or ""), g.kind, state, g.reason))  # fmt: skip
+    print_rows("Prepaid credits", ("grant", "customer", "subscription", "currency", "amount",
+                                   "used", "balance", "priority", "from", "expires", "kind",
+                                   "state", "reason"), rows, fmt)  # fmt: skip
+
+
+@credits_group.command("history")
+@click.argument("grant_id")
+@click.option("--tenant", required=True)
+@format_option
+def history(grant_id: str, tenant: str, fmt: str) -> None:
+    """Where a grant was used: each invoice's credit line."""
+    from invoicing.grant_ledger import GrantLedger
+
+    with opened_store(load_settings()) as connection:
+        used = GrantLedger(connection).applications(tenant).get(grant_id, [])
+    print_rows(f"Uses of {grant_id}", ("invoice", "period", "subscription", "status", "amount"),
+               [(a.invoice_id, f"{a.period:%Y-%m}", a.subscription, a.status, a.amount)
+                for a in used], fmt)  # fmt: skip
