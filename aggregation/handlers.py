@@ -18,6 +18,7 @@ from rating.plans import PriceBook
 # /portal/); a portal link made (``PortalLink``); a dunning run (no body).
 CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING = "corrections", "portal", "portal-link", "dunning"
 PAYMENTS = "payments"  # a payment received, or an attempt that failed (``PaymentReport``)
+CREDITS = "credits"  # prepaid credits: list with balances and history, or grant (``GrantAsk``)
 # A handler may answer deliveries to make ({"deliveries": [Outgoing, ...], ...}): the
 # gateway makes them, since whoever holds the store must not wait on a receiver, and
 # reports the outcomes to the handler named ``name + DELIVERED``.
@@ -72,6 +73,22 @@ class PaymentReport(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     failed: bool = False
     reason: str = ""
     tenant: str = ""
+
+
+class GrantAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A grant of prepaid credit asked over HTTP (amounts as decimal strings); with no
+    ``amount``, the tenant's grants are listed (of ``customer``, if given)."""
+
+    customer: str = ""
+    amount: str = ""
+    currency: str = ""
+    reason: str = ""
+    subscription: str = ""
+    priority: int = 0
+    effective_from: str = ""  # YYYY-MM-DD; today by default
+    expires_on: str = ""
+    price: str = ""  # a paid grant's price; "" for a free one
+    tenant: str = ""  # the key's
 
 
 Handler = Callable[[Connection, PriceBook, Settings, bytes], Answer]

@@ -34,10 +34,12 @@ from starlette.routing import Route
 
 from aggregation.handlers import (
     CORRECTIONS,
+    CREDITS,
     DELIVERED,
     PAYMENTS,
     PORTAL,
     PORTAL_LINK,
+    GrantAsk,
     Outcome,
     Outcomes,
     Outgoing,
@@ -258,6 +260,7 @@ class Gateway:
                     methods=["POST"],
                 ),
                 Route("/v1/payments", _measured("payments", self.payments), methods=["POST"]),
+                Route("/v1/credits", _measured("credits", self.credits), methods=["GET", "POST"]),
                 Route(
                     "/v1/payments/failed", _measured("payments", self.payments), methods=["POST"]
                 ),
@@ -406,6 +409,30 @@ class Gateway:
             failed = request.url.path.endswith("/failed")
             asked = msgspec.structs.replace(report, tenant=tenant, failed=failed)
             answer = await self.store.handle(PAYMENTS, _encoder.encode(asked))
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        return Response(answer.body, answer.status, media_type=answer.media_type)
+
+    async def credits(self, request: Request) -> Response:
+        """The key's tenant's prepaid credits: GET lists them with balances and history
+        (``?customer=``), POST grants one; for an admin key only."""
+        try:
+            tenant = self._tenant(request, ADMIN)
+            if request.method == "GET":
+                asked = GrantAsk(customer=request.query_params.get("customer", ""))
+            else:
+                try:
+                    asked = msgspec.json.decode(await self._body(request), type=GrantAsk)
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    raise RequestError(
+                        400, "Bad Request", f"the body is not a grant: {error}"
+                    ) from None
+                if not asked.amount:
+                    raise RequestError(422, "Unprocessable Content", "a grant has an amount")
+            body = _encoder.encode(msgspec.structs.replace(asked, tenant=tenant))
+            answer = await self.store.handle(CREDITS, body)
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:

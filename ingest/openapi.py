@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from aggregation.handlers import PaymentReport
+from aggregation.handlers import GrantAsk, PaymentReport
 from aggregation.usage import CurrentUsage
 from base.problems import ProblemDocument
 from ingest.correction_wire import BackfillBody, RetractBody
@@ -292,6 +292,31 @@ def _payment_paths() -> dict[str, Any]:
     }
 
 
+def _credit_paths() -> dict[str, Any]:
+    """Prepaid credits (invoicing.grant_api)."""
+    listed = {"200": {"description": "The grants, with used, balance and history",
+                      "content": {"application/json": {"schema": {"type": "object"}}}},
+              **_admin_problems()}  # fmt: skip
+    made = {"201": {"description": "The grant made",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_admin_problems(("400", "The body is not the shape described"),
+                              ("422", "No such customer, an amount or price not in whole minor "
+                               "units, an expiry before the start, or no reason"))}  # fmt: skip
+    return {
+        "/v1/credits": {
+            "get": {"operationId": "listCredits",
+                    "summary": f"The tenant's prepaid credits; {_ADMIN}",
+                    "parameters": [{"name": "customer", "in": "query", "required": False,
+                                    "schema": {"type": "string"}}],
+                    "responses": listed},
+            "post": {"operationId": "grantCredit",
+                     "summary": f"Grant prepaid credit to a customer; {_ADMIN}",
+                     "requestBody": {"required": True, "content": _json("GrantAsk")},
+                     "responses": made},
+        }
+    }  # fmt: skip
+
+
 def _peer_paths() -> dict[str, Any]:
     """The peers' ingest endpoints (ingest.lago, docs/migrate/), each a translation into
     the same admission as /v1/events."""
@@ -412,7 +437,7 @@ def document() -> dict[str, Any]:
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
          CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody,
-         PaymentReport],
+         PaymentReport, GrantAsk],
         ref_template=_REF,
     )  # fmt: skip
     _tidy_descriptions(components)
@@ -507,6 +532,7 @@ def document() -> dict[str, Any]:
             **_customer_paths(),
             **_correction_paths(),
             **_payment_paths(),
+            **_credit_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",

@@ -20,7 +20,8 @@ from datetime import date
 from decimal import Decimal
 
 from invoicing.invoice import CREDIT, TOP_UP, InvoiceLine
-from rating.money import trimmed
+from rating.currencies import MINOR_UNIT_DIGITS
+from rating.money import round_to_minor_unit, trimmed
 from rating.period import Period
 from subscriptions.model import Subscription
 
@@ -100,3 +101,26 @@ def credit_lines(
 
 def _for(grant: Grant) -> str:
     return f" ({grant.reason})" if grant.reason else ""
+
+
+class GrantError(ValueError):
+    """The grant cannot be made as asked; the message says why."""
+
+
+def checked_grant(grant: Grant) -> Grant:
+    """``grant`` if it can be made: an amount above 0 and a price of 0 or more, both in
+    whole minor units of a currency meterline bills in, and an expiry after its start."""
+    digits = MINOR_UNIT_DIGITS.get(grant.currency)
+    if digits is None:
+        raise GrantError(f"currency {grant.currency!r} is not an ISO 4217 code meterline bills in")
+    for name, number in (("amount", grant.amount), ("price", grant.price)):
+        if not number.is_finite() or number < 0 or round_to_minor_unit(number, digits) != number:
+            raise GrantError(f"{name} {number} is not 0 or more in whole minor units of "
+                             f"{grant.currency}")  # fmt: skip
+    if grant.amount <= 0:
+        raise GrantError("a grant's amount is more than 0")
+    if grant.expires_on is not None and grant.expires_on <= grant.effective_from:
+        raise GrantError("a grant expires after it takes effect")
+    if not grant.reason.strip():
+        raise GrantError("a grant says why: give a reason")
+    return grant

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,3 +79,8 @@ def used_before(applications: dict[str, list[Application]], period: date) -> dic
     """What invoices of periods before ``period`` took of each grant."""
     return {grant: sum((a.amount for a in found if a.period < period), Decimal(0))
             for grant, found in applications.items()}  # fmt: skip
+
+
+def new_grant_id() -> str:
+    """An id for a new grant: random, so never one already given."""
+    return f"GR-{secrets.token_hex(6).upper()}"

@@ -3,7 +3,6 @@ tax in their declared order (invoicing/credits.py); balances and history."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -65,36 +64,25 @@ def grant(tenant: str, customer: str, subscription: str, amount: str, currency: 
           priority: int, effective: datetime | None, expires: datetime | None,
           price: str | None, reason: str) -> None:  # fmt: skip
     """Grant prepaid credit to a customer (or one subscription of it)."""
-    from invoicing.credits import FREE, PAID, Grant
-    from invoicing.grant_ledger import GrantLedger
-    from rating.currencies import MINOR_UNIT_DIGITS
-    from rating.money import round_to_minor_unit
+    from invoicing.credits import FREE, PAID, Grant, GrantError, checked_grant
+    from invoicing.grant_ledger import GrantLedger, new_grant_id
+    from subscriptions.store import SubscriptionStore
 
-    if currency not in MINOR_UNIT_DIGITS:
-        fail(f"--currency {currency!r} is not an ISO 4217 code meterline bills in")
-    digits = MINOR_UNIT_DIGITS[currency]
     try:
         value, cost = Decimal(amount), Decimal(price) if price is not None else Decimal(0)
     except InvalidOperation:
         fail("--amount and --paid are decimal numbers")
-    for name, number in (("--amount", value), ("--paid", cost)):
-        if not number.is_finite() or number < 0 or round_to_minor_unit(number, digits) != number:
-            fail(f"{name} {number} is not 0 or more in whole minor units of {currency}")
-    if value <= 0:
-        fail("--amount is more than 0")
     start = (effective or datetime.now(UTC)).date()
-    end = expires.date() if expires else None
-    if end is not None and end <= start:
-        fail("--expires comes after --from")
     with opened_store(load_settings()) as connection:
-        from subscriptions.store import SubscriptionStore
-
         if (tenant, customer) not in SubscriptionStore(connection).customers(tenant):
             fail(f"no customer {customer!r} for tenant {tenant!r}")
-        ident = hashlib.sha256(f"{tenant}|{customer}|{datetime.now(UTC).isoformat()}".encode())
-        made = Grant(tenant, f"GR-{ident.hexdigest()[:12].upper()}", customer, subscription,
-                     currency, value, priority, start, end, PAID if price else FREE, cost,
-                     reason.strip())  # fmt: skip
+        try:
+            made = checked_grant(Grant(tenant, new_grant_id(), customer, subscription, currency,
+                                       value, priority, start,
+                                       expires.date() if expires else None,
+                                       PAID if price else FREE, cost, reason.strip()))  # fmt: skip
+        except GrantError as error:
+            fail(str(error))
         GrantLedger(connection).write([made])
     console.print(
         f"granted {made.grant_id}: {value} {currency} to {customer}"

@@ -235,6 +235,7 @@ def handlers() -> dict[str, Any]:
     (``aggregation.handlers``): corrections, the customer portal and dunning runs."""
     from aggregation.handlers import (
         CORRECTIONS,
+        CREDITS,
         DELIVERED,
         DUNNING,
         PAYMENTS,
@@ -243,9 +244,10 @@ def handlers() -> dict[str, Any]:
     )
     from invoicing.correction_api import answer_correction
     from invoicing.dunning_api import answer_delivered, answer_dunning
+    from invoicing.grant_api import answer_credits
     from invoicing.payment_api import answer_payment
     from portal.pages import answer_link, answer_page
 
     return {CORRECTIONS: answer_correction, PORTAL: answer_page, PORTAL_LINK: answer_link,
             DUNNING: answer_dunning, DUNNING + DELIVERED: answer_delivered,
-            PAYMENTS: answer_payment}  # fmt: skip
+            PAYMENTS: answer_payment, CREDITS: answer_credits}  # fmt: skip

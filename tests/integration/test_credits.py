@@ -5,17 +5,26 @@ the next period and never used twice, however often a period is closed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from base.settings import Settings
+from ingest.store_access import DirectStore
 from invoicing.closing import close_period
 from invoicing.credits import PAID, Grant
 from invoicing.invoice import CREDIT, TOP_UP
 from meterline.cli import main
+from meterline.cli_support import handlers, load_settings
+from meterline.embedded_broker import EmbeddedBroker
+from tests.integration.gateway_helpers import gateway_for
 from tests.integration.test_invoices import AUG, BOOK, SEP, TENANT, Feed, invoices, seed_scenario
 from tests.stores import Stores
 
@@ -91,3 +100,43 @@ def test_credits_are_applied_in_order_before_tax_once_each_and_carried_over(
         asked = ["credits", "grant", "--tenant", TENANT, "--customer", "cust-a", "--reason", "x"]
         refused = runner.invoke(main, [*asked, *bad])
         assert refused.exit_code == 1 and message in refused.output, refused.output
+
+
+@pytest.mark.usefixtures("feed")
+def test_credits_are_granted_and_read_over_http_with_an_admin_key(
+    store_environment: Stores, broker: EmbeddedBroker,
+    settings_factory: Callable[..., Settings], tmp_path: Path,
+) -> None:  # fmt: skip
+    gateway, ingest_key = gateway_for(broker, settings_factory, tmp_path)
+    admin, _ = gateway.keys.create(TENANT, "finance", scope="admin")
+    gateway.store = DirectStore(load_settings(), BOOK, None, handlers())
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=gateway.asgi())
+        headers = {"authorization": f"Bearer {admin}"}
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+                grant = {"customer": "cust-a", "amount": "25.00", "currency": "USD",
+                         "reason": "support gesture", "expires_on": "2027-01-01"}  # fmt: skip
+                return [
+                    await client.post("/v1/credits", json=grant,
+                                      headers={"authorization": f"Bearer {ingest_key}"}),
+                    await client.post("/v1/credits", json=grant, headers=headers),
+                    await client.post("/v1/credits", json={**grant, "amount": "0.001"},
+                                      headers=headers),
+                    await client.post("/v1/credits", json={**grant, "customer": "nobody"},
+                                      headers=headers),
+                    await client.post("/v1/credits", content=b"{", headers=headers),
+                    await client.get("/v1/credits?customer=cust-a", headers=headers),
+                ]  # fmt: skip
+        finally:
+            await gateway.store.close()  # chDB serves one data directory per process
+
+    forbidden, made, tiny, nobody, malformed, listed = asyncio.run(calls())
+    assert forbidden.status_code == 403
+    assert made.status_code == 201 and made.json()["balance"] == "25.00", made.text
+    assert tiny.status_code == 422 and "whole minor units" in tiny.json()["detail"]
+    assert nobody.status_code == 422 and "no customer" in nobody.json()["detail"]
+    assert malformed.status_code == 400
+    (only,) = listed.json()["grants"]
+    assert only["grant"] == made.json()["grant"] and only["history"] == []
