@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -376,63 +376,53 @@ class Gateway:
     async def portal_link(self, request: Request) -> Response:
         """A signed, expiring link to a customer's portal, for an admin key only; the body
         may say for how many days (``{"days": 7}``, the default)."""
-        try:
+
+        async def asked() -> bytes:
             tenant = self._tenant(request, ADMIN)
-            customer = request.path_params["customer"]
             body = await self._body(request)
             try:
                 days = int(msgspec.json.decode(body).get("days", 7)) if body.strip() else 7
             except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
                 raise RequestError(400, "Bad Request",
                                    'the body is {"days": N} or empty') from None  # fmt: skip
-            answer = await self.store.handle(
-                PORTAL_LINK, _encoder.encode(PortalLink(tenant, customer, days))
-            )
-        except RequestError as problem:
-            return problem.response()
-        except StoreUnavailableError as error:
-            return _store_unavailable(error)
-        return Response(answer.body, answer.status, media_type=answer.media_type)
+            return _encoder.encode(PortalLink(tenant, request.path_params["customer"], days))
+
+        return await self._forward(PORTAL_LINK, asked)
 
     async def payments(self, request: Request) -> Response:
         """A payment received, or (``/v1/payments/failed``) an attempt that failed, as a
         payment provider reports it; for an admin key only."""
-        try:
+
+        async def asked() -> bytes:
             tenant = self._tenant(request, ADMIN)
-            body = await self._body(request)
-            try:
-                report = msgspec.json.decode(body, type=PaymentReport)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                raise RequestError(
-                    400, "Bad Request", f"the body is not a payment: {error}"
-                ) from None
+            report = _decoded(await self._body(request), PaymentReport, "a payment")
             failed = request.url.path.endswith("/failed")
-            asked = msgspec.structs.replace(report, tenant=tenant, failed=failed)
-            answer = await self.store.handle(PAYMENTS, _encoder.encode(asked))
-        except RequestError as problem:
-            return problem.response()
-        except StoreUnavailableError as error:
-            return _store_unavailable(error)
-        return Response(answer.body, answer.status, media_type=answer.media_type)
+            return _encoder.encode(msgspec.structs.replace(report, tenant=tenant, failed=failed))
+
+        return await self._forward(PAYMENTS, asked)
 
     async def credits(self, request: Request) -> Response:
         """The key's tenant's prepaid credits: GET lists them with balances and history
         (``?customer=``), POST grants one; for an admin key only."""
-        try:
+
+        async def asked() -> bytes:
             tenant = self._tenant(request, ADMIN)
             if request.method == "GET":
-                asked = GrantAsk(customer=request.query_params.get("customer", ""))
+                grant = GrantAsk(customer=request.query_params.get("customer", ""))
             else:
-                try:
-                    asked = msgspec.json.decode(await self._body(request), type=GrantAsk)
-                except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                    raise RequestError(
-                        400, "Bad Request", f"the body is not a grant: {error}"
-                    ) from None
-                if not asked.amount:
+                grant = _decoded(await self._body(request), GrantAsk, "a grant")
+                if not grant.amount:
                     raise RequestError(422, "Unprocessable Content", "a grant has an amount")
-            body = _encoder.encode(msgspec.structs.replace(asked, tenant=tenant))
-            answer = await self.store.handle(CREDITS, body)
+            return _encoder.encode(msgspec.structs.replace(grant, tenant=tenant))
+
+        return await self._forward(CREDITS, asked)
+
+    async def _forward(self, name: str, asked: Callable[[], Awaitable[bytes]]) -> Response:
+        """Ask the store's holder the handler ``name`` (``aggregation.handlers``) with the
+        request ``asked()`` makes (raising ``RequestError`` when it cannot), and answer
+        what it answers."""
+        try:
+            answer = await self.store.handle(name, await asked())
         except RequestError as problem:
             return problem.response()
         except StoreUnavailableError as error:
@@ -676,6 +666,17 @@ class Gateway:
                 "resend them with the same ids (duplicates are dropped)",
                 **{"Retry-After": "1"},
             ) from None  # fmt: skip
+
+
+Wanted = TypeVar("Wanted")
+
+
+def _decoded(body: bytes, kind: type[Wanted], what: str) -> Wanted:
+    """The body as ``kind``, or a 400 saying why it is not ``what`` was asked for."""
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise RequestError(400, "Bad Request", f"the body is not {what}: {error}") from None
 
 
 def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
