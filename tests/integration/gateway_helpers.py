@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,15 @@ def serve(
 ) -> Iterator[Served]:
     """A real uvicorn server on a free port, on a thread of its own."""
     gateway, key = gateway_for(broker, make, tmp_path, **overrides)
-    port = free_port()
+    with running(gateway) as url:
+        yield Served(gateway.settings, url, key)
+
+
+@contextmanager
+def running(gateway: Gateway, port: int | None = None) -> Iterator[str]:
+    """``gateway`` served by uvicorn on 127.0.0.1 (``port``, or a free one; its own
+    lifespan), on a thread of its own, until the block ends; its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(gateway.asgi(own_lifespan=True), host="127.0.0.1", port=port,
                        log_level="warning")
@@ -66,7 +75,7 @@ def serve(
         assert time.monotonic() < deadline, "the gateway did not start"
         time.sleep(0.05)
     try:
-        yield Served(gateway.settings, f"http://127.0.0.1:{port}", key)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from base.settings import Settings
 from base.signed_links import Grant, sign
@@ -25,7 +23,7 @@ from invoicing.closing import close_period
 from invoicing.invoice import Invoice
 from meterline.cli_support import handlers
 from meterline.embedded_broker import EmbeddedBroker, free_port
-from tests.integration.gateway_helpers import gateway_for
+from tests.integration.gateway_helpers import gateway_for, running
 from tests.integration.test_invoices import AUG, BOOK, TENANT, invoices, seed_scenario
 from tests.stores import Stores
 
@@ -42,7 +40,7 @@ def portal(
 ) -> Iterator[tuple[str, Gateway, str, dict[str, Invoice]]]:
     """(base URL, gateway, admin key, August's invoices) of a served gateway over a store
     where August is invoiced and a has usage this month."""
-    port = free_port()
+    port = free_port()  # the gateway's own: portal links start with its address
     gateway, _ = gateway_for(broker, settings_factory, tmp_path, gateway_port=port)
     admin, _ = gateway.keys.create(TENANT, "billing", scope="admin")
     seeded = Stores.open(gateway.settings)
@@ -56,19 +54,8 @@ def portal(
     finally:
         seeded.close()
     gateway.store = DirectStore(gateway.settings, BOOK, None, handlers())
-    server = uvicorn.Server(uvicorn.Config(gateway.asgi(own_lifespan=True), host="127.0.0.1",
-                                           port=port, log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", gateway, admin, august
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with running(gateway, port) as url:
+        yield url, gateway, admin, august
 
 
 def screenshot_text(url: str, folder: Path) -> str:
