@@ -19,6 +19,7 @@ from aggregation.model import RatedTotal
 from invoicing.charges import Pricing
 from invoicing.compose import Credits, EarlierPeriod, UnknownPlanError, compose_invoice
 from invoicing.corrections import taken_back
+from invoicing.credits import Grant
 from invoicing.grant_ledger import used_before
 from invoicing.invoice import CREDIT, DRAFT, FINALIZED, Invoice, InvoiceLine, Party
 from invoicing.ledger import party_of
@@ -133,7 +134,9 @@ def close_period(
         | set(rows) | set(finalized_earlier)
         if only is None or owner in only
     )  # fmt: skip
-    grants = sources.grants.grants(tenant)
+    grants: dict[tuple[str, str], list[Grant]] = defaultdict(list)
+    for grant in sources.grants.grants(tenant):
+        grants[(grant.tenant, grant.customer)].append(grant)
     used: dict[str, Decimal] = defaultdict(Decimal)
     if grants:
         used.update(used_before(sources.grants.applications(tenant), billing.start))
@@ -161,8 +164,8 @@ def close_period(
             invoice = compose_invoice(
                 billing.start, sub, customer=customers.get((sub.tenant, sub.customer)),
                 rows=rows.get(owner, []), earlier=before, pricing=pricing, taxes=taxes,
-                credits=Credits(grants, dict(used), first_of.get((sub.tenant, sub.customer), ""))
-                if grants else None,
+                credits=_credits(grants.get((sub.tenant, sub.customer), []), used,
+                                 first_of.get((sub.tenant, sub.customer), "")),
             )  # fmt: skip
         except UnknownPlanError as error:
             report.problems.append(str(error))
@@ -226,6 +229,13 @@ def issue(
                               due_on=today + timedelta(days=terms), seller=seller,
                               bill_to=billed))  # fmt: skip
     return issued
+
+
+def _credits(grants: list[Grant], used: dict[str, Decimal], first: str) -> Credits | None:
+    """What a customer's invoice may use: its own grants and what was used of them."""
+    if not grants:
+        return None
+    return Credits(grants, {g.grant_id: used[g.grant_id] for g in grants}, first)
 
 
 def _take(used: dict[str, Decimal], invoice: Invoice) -> None:

@@ -13,12 +13,14 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from base.settings import Settings
+from invoicing.credits import FREE, PAID, Grant
 from meterline.cli_support import previous_month
 from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store
@@ -91,8 +93,22 @@ def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
     clean = settings_factory(tmp_path / "clean")
     faulty = settings_factory(tmp_path / "faulty",
                               clickhouse_database=clean.clickhouse_database)  # fmt: skip
+    # Prepaid credits for one customer in seven (two grants each, one paid), so that the
+    # kills also land between invoices that share a grant's balance.
+    grants = [
+        Grant(sub.tenant, f"G-{sub.customer}-{n}", sub.customer, "", book.plan(sub.plan).currency,
+              Decimal(rng.randint(100, 5_000)).scaleb(-2), n, period, None,
+              PAID if n else FREE, Decimal(rng.randint(100, 5_000)).scaleb(-2) if n else
+              Decimal(0), "kill test")
+        for sub in subs[::7] for n in (0, 1)
+    ]  # fmt: skip
     for settings in (clean, faulty):
         prepare_store(settings, subs)
+        store = Stores.open(settings)
+        try:
+            store.sources.grants.write(grants)
+        finally:
+            store.close()
 
     close_seconds = finished(clean, "invoices", "close", "--period", month)
     drafts = killed_part_way(faulty, rng.uniform(0.4, 0.9) * close_seconds, "draft",
@@ -106,6 +122,8 @@ def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
     finished(faulty, "invoices", "finalize", "--period", month, "--yes")
     after = invoices(faulty)
     assert after == invoices(clean)
+    credited = [row for row in after if len(row) != HEADER and row[2] == "credit"]
+    assert len(credited) >= len(grants) // 2, "the grants were applied"
     statuses = {row[2] for row in after if len(row) == HEADER}
     print(f"\nseed {SEED}: {SUBSCRIPTIONS:,} subscriptions; close took {close_seconds:.1f} s, "
           f"finalize {finalize_seconds:.1f} s; killed after {drafts:,} drafts and after "
