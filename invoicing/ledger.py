@@ -20,7 +20,14 @@ import pyarrow as pa
 from base import metrics
 from base.clickhouse import AMOUNT, TIMESTAMP, Connection, TableStore, and_tenant, as_utc
 from base.settings import Settings
-from invoicing.invoice import Invoice, InvoiceLine, Party, invoice_id, period_of_invoice_id
+from invoicing.invoice import (
+    FINALIZED,
+    Invoice,
+    InvoiceLine,
+    Party,
+    invoice_id,
+    period_of_invoice_id,
+)
 from rating.money import plain
 from rating.quote import TierPart
 from subscriptions.model import Customer
@@ -110,6 +117,19 @@ class InvoiceLedger(TableStore):
             parameters={"tenant": tenant},
         ).result_rows
         return [period for (period,) in rows]
+
+    def by_number(self, tenant: str, number: int) -> Invoice | None:
+        """The tenant's finalized invoice numbered ``number``."""
+        found = self._client.query(
+            f"SELECT period_start, subscription FROM {self._table('invoices')} FINAL "
+            "WHERE tenant = {tenant:String} AND number = {number:UInt64} "
+            "AND status = 'finalized' LIMIT 1",
+            parameters={"tenant": tenant, "number": number},
+        ).result_rows
+        if not found:
+            return None
+        invoices = self.invoices([found[0][0]], tenant, found[0][1], FINALIZED)
+        return invoices[0] if invoices else None
 
     def find(self, identifier: str) -> Invoice | None:
         period = period_of_invoice_id(identifier)

@@ -18,9 +18,9 @@ from invoicing.payment_ledger import (
     PaymentLedger,
     find_invoice,
     payment_of,
-    standings,
+    standing_now,
 )
-from invoicing.payments import FAILED, PAID, Standing
+from invoicing.payments import FAILED, PAID
 from invoicing.sources import Sources
 from rating.plans import PriceBook
 
@@ -36,7 +36,7 @@ def answer_payment(connection: Connection, book: PriceBook, settings: Settings, 
     today = datetime.now(UTC).date()
     try:
         invoice = find_invoice(sources.ledger, asked.tenant, asked.invoice)
-        held = _standing(sources, kept, asked.tenant, invoice.invoice_id, today)
+        held = standing_now(sources.credits, kept, invoice, today)
         if asked.failed:
             if not asked.reason.strip():
                 raise PaymentError("a failed attempt says why: give a reason")
@@ -54,15 +54,8 @@ def answer_payment(connection: Connection, book: PriceBook, settings: Settings, 
     except PaymentError as error:
         problem = ProblemDocument("Unprocessable Content", 422, str(error))
         return Answer(422, "application/problem+json", msgspec.json.encode(problem))
-    now = _standing(sources, kept, asked.tenant, invoice.invoice_id, today)
+    now = standing_now(sources.credits, kept, invoice, today)
     answer = {"invoice_id": invoice.invoice_id, "number": invoice.number_label,
               "currency": invoice.currency, "asked": str(now.asked), "paid": str(now.paid),
               "outstanding": str(now.outstanding), "state": now.state}  # fmt: skip
     return Answer(200, "application/json", msgspec.json.encode(answer))
-
-
-def _standing(
-    sources: Sources, kept: PaymentLedger, tenant: str, invoice_id: str, today: date
-) -> Standing:
-    return next(s for s in standings(sources.ledger, sources.credits, kept, tenant, today)
-                if s.invoice.invoice_id == invoice_id)  # fmt: skip

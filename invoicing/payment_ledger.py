@@ -36,13 +36,16 @@ class PaymentLedger(TableStore):
             "recorded_at": pa.array([now] * len(payments), type=TIMESTAMP),
         }))  # fmt: skip
 
-    def payments(self, tenant: str | None = None) -> dict[str, list[Payment]]:
-        """Every payment, by invoice id."""
+    def payments(
+        self, tenant: str | None = None, invoice_id: str | None = None
+    ) -> dict[str, list[Payment]]:
+        """Every payment (of one invoice), by invoice id."""
         rows = self._client.query(
             "SELECT tenant, payment_id, invoice_id, amount, currency, received_on, source, "
-            f"reference FROM {self._table('payments')} FINAL WHERE 1 = 1" + and_tenant(tenant),
-            parameters={"tenant": tenant},
-        ).result_rows
+            f"reference FROM {self._table('payments')} FINAL WHERE 1 = 1" + and_tenant(tenant)
+            + _and_invoice(invoice_id),
+            parameters={"tenant": tenant, "invoice": invoice_id},
+        ).result_rows  # fmt: skip
         found: dict[str, list[Payment]] = defaultdict(list)
         for row in rows:
             found[row[2]].append(Payment(*row))
@@ -58,14 +61,31 @@ class PaymentLedger(TableStore):
             column_names=["tenant", "invoice_id", "event", "detail", "at", "version"],
         )
 
-    def events(self, tenant: str | None = None) -> dict[str, tuple[str, str, datetime]]:
+    def events(
+        self, tenant: str | None = None, invoice_id: str | None = None
+    ) -> dict[str, tuple[str, str, datetime]]:
         """invoice id -> (event, detail, when) of its latest collections event."""
         rows = self._client.query(
             f"SELECT invoice_id, event, detail, at FROM {self._table('invoice_collection')} "
-            "FINAL WHERE 1 = 1" + and_tenant(tenant),
-            parameters={"tenant": tenant},
+            "FINAL WHERE 1 = 1" + and_tenant(tenant) + _and_invoice(invoice_id),
+            parameters={"tenant": tenant, "invoice": invoice_id},
         ).result_rows
         return {invoice: (event, detail, as_utc(at)) for invoice, event, detail, at in rows}
+
+
+def _and_invoice(invoice_id: str | None) -> str:
+    return "" if invoice_id is None else " AND invoice_id = {invoice:String}"
+
+
+def standing_now(
+    credits: CreditLedger, payments: PaymentLedger, invoice: Invoice, today: date
+) -> Standing:
+    """Where one finalized invoice stands today, read for it alone."""
+    ident = invoice.invoice_id
+    event = payments.events(invoice.tenant, ident).get(ident)
+    return standing(invoice, payments.payments(invoice.tenant, ident).get(ident, []),
+                    credits.notes(invoice.tenant, invoice_id=ident), event[0] if event else "",
+                    today)  # fmt: skip
 
 
 def standings(
@@ -97,11 +117,7 @@ class PaymentError(ValueError):
 
 def find_invoice(invoices: InvoiceLedger, tenant: str, named: str) -> Invoice:
     """A finalized invoice of ``tenant`` by its id or its number."""
-    if named.isdigit():
-        issued = invoices.invoices(invoices.finalized_periods(tenant), tenant, status=FINALIZED)
-        found = next((i for i in issued if i.number == int(named)), None)
-    else:
-        found = invoices.find(named)
+    found = invoices.by_number(tenant, int(named)) if named.isdigit() else invoices.find(named)
     if found is None or found.tenant != tenant or found.status != FINALIZED:
         raise PaymentError(f"no finalized invoice {named} of tenant {tenant!r}")
     return found

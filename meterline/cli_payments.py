@@ -143,14 +143,13 @@ def list_standings(tenant: str | None, state: str | None, fmt: str) -> None:
 
 
 def _event(invoice: str, tenant: str, event: str, reason: str) -> None:
-    from invoicing.payment_ledger import standings
+    from invoicing.payment_ledger import standing_now
     from invoicing.payments import PAID
 
     with opened_store(load_settings()) as connection:
         ledger, credits, kept = _ledgers(connection)
         found = _find(ledger, tenant, invoice)
-        now = next(s for s in standings(ledger, credits, kept, tenant, datetime.now(UTC).date())
-                   if s.invoice.invoice_id == found.invoice_id)  # fmt: skip
+        now = standing_now(credits, kept, found, datetime.now(UTC).date())
         if now.state == PAID:
             fail(f"No. {found.number_label} is paid")
         kept.note(tenant, found.invoice_id, event, reason)
