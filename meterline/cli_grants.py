@@ -107,7 +107,9 @@ def list_grants(tenant: str, customer: str | None, fmt: str) -> None:
         if customer is not None and g.customer != customer:
             continue
         taken = sum((a.amount for a in used.get(g.grant_id, [])), Decimal(0))
-        state = "voided" if g.voided else ""
+        today = datetime.now(UTC).date()
+        expired = g.expires_on is not None and g.expires_on <= today
+        state = "voided" if g.voided else "expired" if expired else ""
         rows.append((g.grant_id, g.customer, g.subscription or "(any)", g.currency, g.amount,
                      taken, g.amount - taken, g.priority, str(g.effective_from),
                      str(g.expires_on or ""), g.kind, state, g.reason))  # fmt: skip
@@ -129,3 +131,25 @@ def history(grant_id: str, tenant: str, fmt: str) -> None:
     print_rows(f"Uses of {grant_id}", ("invoice", "period", "subscription", "status", "amount"),
                [(a.invoice_id, f"{a.period:%Y-%m}", a.subscription, a.status, a.amount)
                 for a in used], fmt)  # fmt: skip
+
+
+@credits_group.command("void")
+@click.argument("grant_id")
+@click.option("--tenant", required=True)
+def void(grant_id: str, tenant: str) -> None:
+    """Void a grant: no invoice closed from now on uses what is left of it. Invoices
+    finalized keep the credit they applied; a draft loses it when its period is closed
+    again."""
+    from dataclasses import replace
+
+    from invoicing.grant_ledger import GrantLedger
+
+    with opened_store(load_settings()) as connection:
+        kept = GrantLedger(connection)
+        found = next((g for g in kept.grants(tenant) if g.grant_id == grant_id), None)
+        if found is None:
+            fail(f"no grant {grant_id} of tenant {tenant!r}")
+        if found.voided:
+            fail(f"{grant_id} is void already")
+        kept.write([replace(found, voided=True)])
+    console.print(f"{grant_id} voided")

@@ -85,10 +85,19 @@ def test_credits_are_applied_in_order_before_tax_once_each_and_carried_over(
     assert not [x for x in invoices(store, SEP)["c"].lines if x.kind == TOP_UP], "billed once"
 
     runner = CliRunner()
+    assert left > 0 and [x.item for x in a_sep.lines if x.kind == CREDIT] == ["G-LONG"]
+    voided = runner.invoke(main, ["credits", "void", "G-LONG", "--tenant", TENANT])
+    assert voided.exit_code == 0, voided.output
+    assert "void already" in runner.invoke(main, ["credits", "void", "G-LONG", "--tenant",
+                                                  TENANT]).output  # fmt: skip
+    close_period(store.sources, BOOK, SEP)
+    assert not [x for x in invoices(store, SEP)["a"].lines if x.kind == CREDIT], "void: unused"
     listed = runner.invoke(main, ["credits", "list", "--tenant", TENANT, "--format", "json"])
     assert listed.exit_code == 0, listed.output
     balances = {row["grant"]: Decimal(row["balance"]) for row in json.loads(listed.output)}
     assert balances["G-SOON"] == Decimal("3.00") - soon and balances["G-EUR"] == Decimal(50)
+    states = {row["grant"]: row["state"] for row in json.loads(listed.output)}
+    assert states["G-LONG"] == "voided" and states["G-SOON"] == "expired"
     asked = ["credits", "grant", "--tenant", TENANT, "--customer", "cust-b", "--amount", "12.50",
              "--currency", "EUR", "--reason", "goodwill"]  # fmt: skip
     made = runner.invoke(main, asked)
