@@ -137,13 +137,19 @@ def to_csv(invoices: Sequence[Invoice]) -> str:
     return out.getvalue()
 
 
-environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("invoicing", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+def templates(package: str) -> jinja2.Environment:
+    """The Jinja templates of ``package``'s templates/ folder, as every page meterline
+    renders takes them: escaped, strict about undefined names, without stray blank lines."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+environment = templates("invoicing")
 environment.filters.update(money=money, exact=exact, quantity=trimmed, plain=plain)
 
 

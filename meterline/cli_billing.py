@@ -354,7 +354,6 @@ def report_revenue(until: date | None, months: int, tenant: str | None, fmt: str
     from invoicing.export import money
     from invoicing.reports import revenue_by_plan
     from invoicing.sources import Sources
-    from meterline.charts import bar_chart
 
     last = until or previous_month()
     with opened_store(load_settings()) as connection:
@@ -376,21 +375,7 @@ def report_revenue(until: date | None, months: int, tenant: str | None, fmt: str
                       f"{money(row.amount, row.currency)} {row.currency}",
                       money(row.tax, row.currency))  # fmt: skip
     console.print(table)
-    for currency in sorted({row.currency for row in rows}):
-        monthly: dict[date, Decimal] = {}
-        for row in rows:
-            if row.currency == currency:
-                monthly[row.period] = monthly.get(row.period, Decimal(0)) + row.amount
-        console.print(
-            bar_chart(
-                f"Revenue per month in {currency}",
-                [
-                    (f"{month:%Y-%m}", amount, f"{money(amount, currency)} {currency}")
-                    for month, amount in sorted(monthly.items())
-                ],
-                color="green",
-            )
-        )
+    _per_month_charts("Revenue", [(r.period, r.currency, r.amount) for r in rows], "green")
 
 
 @report.command("revenue-recognition")
@@ -413,7 +398,6 @@ def report_revenue_recognition(until: date | None, months: int, tenant: str | No
     from invoicing.export import money
     from invoicing.reports import revenue_recognition
     from invoicing.sources import Sources
-    from meterline.charts import bar_chart
 
     settings = load_settings()
     last = until or previous_month()
@@ -440,15 +424,22 @@ def report_revenue_recognition(until: date | None, months: int, tenant: str | No
                                                            row.deferred)]  # fmt: skip
         table.add_row(f"{row.month:%Y-%m}", row.plan, *shown)
     console.print(table)
-    for currency in sorted({row.currency for row in rows}):
+    _per_month_charts("Recognized", [(r.month, r.currency, r.recognized) for r in rows], "green")
+
+
+def _per_month_charts(title: str, rows: list[tuple[date, str, Decimal]], color: str) -> None:
+    """A bar chart per currency of ``rows`` (month, currency, amount), summed by month."""
+    from invoicing.export import money
+    from meterline.charts import bar_chart
+
+    for currency in sorted({cur for _, cur, _ in rows}):
         monthly: dict[date, Decimal] = {}
-        for row in rows:
-            if row.currency == currency:
-                monthly[row.month] = monthly.get(row.month, Decimal(0)) + row.recognized
-        console.print(bar_chart(f"Recognized per month in {currency}",
-                                [(f"{month:%Y-%m}", amount, f"{money(amount, currency)} {currency}")
-                                 for month, amount in sorted(monthly.items())],
-                                color="green"))  # fmt: skip
+        for month, cur, amount in rows:
+            if cur == currency:
+                monthly[month] = monthly.get(month, Decimal(0)) + amount
+        bars = [(f"{month:%Y-%m}", amount, f"{money(amount, currency)} {currency}")
+                for month, amount in sorted(monthly.items())]  # fmt: skip
+        console.print(bar_chart(f"{title} per month in {currency}", bars, color=color))
 
 
 def _write_schedule(path: Path, entries: list[Any]) -> None:

@@ -9,12 +9,13 @@ import getpass
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from meterline.cli_registry import Moment
 from meterline.cli_support import (
     console,
     corrector,
@@ -77,9 +78,9 @@ def backfill(file: Path, tenant: str, reason: str, by: str | None, commit: bool,
 @click.option("--id", "ids", multiple=True, help="An event id to retract (repeat for several).")
 @click.option("--subscription", default=None, help="Retract this subscription's events...")
 @click.option("--meter", default=None, help="...of this meter only...")
-@click.option("--since", type=click.DateTime(), default=None,
+@click.option("--since", type=Moment(), default=None,
               help="...stamped at or after this moment (UTC)...")  # fmt: skip
-@click.option("--until", type=click.DateTime(), default=None,
+@click.option("--until", type=Moment(), default=None,
               help="...and before this one (UTC).")  # fmt: skip
 @_REASON
 @_BY
@@ -98,7 +99,7 @@ def retract(tenant: str, ids: tuple[str, ...], subscription: str | None, meter: 
         try:
             proposal = fixing.retract(tenant, by=by or _user(), reason=reason, ids=ids,
                                       subscription=subscription, meter=meter,
-                                      since=_utc(since), until=_utc(until))  # fmt: skip
+                                      since=since, until=until)  # fmt: skip
         except CorrectionError as error:
             fail(str(error))
         _conclude(fixing, proposal, commit=commit, as_json=as_json)
@@ -208,10 +209,6 @@ def _read_events(body: bytes, tenant: str, book: Any) -> tuple[list[Any], list[s
         fail(f"{error}: a backfill holds one tenant's events")
     return admitted.events, [f"event {r.index} ({r.id or 'no id'}): {r.reason}: {r.detail}"
                              for r in admitted.refused]  # fmt: skip
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _user() -> str:

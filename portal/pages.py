@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import jinja2
 import msgspec
 
 from aggregation.handlers import Answer, PortalLink
@@ -38,13 +37,7 @@ from subscriptions.model import Subscription
 HISTORY_MONTHS = 24  # how far back the portal lists invoices
 MAX_DAYS = 90  # the longest a link may be valid
 
-_pages = jinja2.Environment(
-    loader=jinja2.PackageLoader("portal", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
+_pages = export.templates("portal")
 _pages.filters.update(money=export.money, quantity=trimmed, decimal=Decimal)
 _link = msgspec.json.Decoder(PortalLink)
 
