@@ -20,7 +20,10 @@ from collections.abc import Sequence, Set
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from aggregation.alerts import AlertRules, crossings
 from aggregation.batch import BatchProcessor
+from aggregation.entitlements import Balances
+from aggregation.live import LiveUsage
 from aggregation.log_identity import Checkpoint, Judgement, fingerprint, ordinal
 from aggregation.log_probe import probe
 from aggregation.marks import Marks
@@ -59,8 +62,10 @@ class Aggregator:
         dedupe_window: timedelta,
         topic: str,
         marks: Marks | None = None,
+        alerts: AlertRules | None = None,
     ) -> None:
         self.sink = sink
+        self.book = book
         self.topic = topic
         # Per partition: the epoch of the log being read (aggregation.log_identity), the
         # last durable record in it, and the offset of the last record handed to us.
@@ -74,6 +79,11 @@ class Aggregator:
         self.dedupe_window = dedupe_window
         self._next_rotation = time.monotonic() + dedupe_window.total_seconds()
         self.subscriptions = subscriptions
+        # Usage as of the last durable batch, by subscription: entitlements and alerts
+        # read it (``live``, ``entitlements``, ``alerts``).
+        self.live = LiveUsage()
+        self.balances = Balances(book, subscriptions.entry, self.live)
+        self.alerts = alerts if alerts is not None else AlertRules(lambda _: ())
         self.processor = BatchProcessor(
             self.state,
             self.subscriptions.entries,
@@ -91,6 +101,7 @@ class Aggregator:
 
     def reload(self, partitions: set[int]) -> None:
         self.state.forget_partitions(partitions)
+        self.live.forget_partitions(partitions)
         since = datetime.now(UTC) - self.dedupe_window
         self.state.restore(
             self.sink.load_marks(partitions, since),
@@ -99,6 +110,9 @@ class Aggregator:
             self.sink.load_distinct(partitions, self._oldest_open_period()),
             partitions=partitions,
         )
+        self.balances.judge(self.live.absorb(
+            self.sink.load_live(partitions, self._oldest_open_period())
+        ))  # fmt: skip
         log.info(
             "restored state of partitions %s: %d marks, %d totals",
             sorted(partitions), len(self.state.marks), len(self.state.totals),
@@ -169,7 +183,10 @@ class Aggregator:
         if not tail:
             return
         result = self.processor.process(tail)
+        # No alert crossings to look for: a batch's crossings are written before its
+        # events (``sink``), so those of a stored tail are stored already.
         self.sink.write_batch(BatchResult(rated=result.rated, distinct=result.distinct))
+        self.balances.judge(self.live.absorb(result.rated))
         log.warning(
             "partition %d: completed %d records stored after its last checkpoint (%d totals "
             "rewritten)", partition, len(tail), len(result.rated),
@@ -239,6 +256,7 @@ class Aggregator:
         self._next_rotation = now + self.dedupe_window.total_seconds()
         forgotten = self.state.rotate_marks()
         dropped = self.state.forget_totals_before(self._oldest_open_period())
+        self.live.forget_before(self._oldest_open_period())
         log.info("dedupe window rotated: %d marks and %d closed totals dropped", forgotten, dropped)
 
     def handle(
@@ -256,12 +274,15 @@ class Aggregator:
             # stop instead, with the batch uncommitted.
             log.critical("cannot process a batch: exiting without acknowledging it", exc_info=True)
             os._exit(EXIT_CANNOT_PROCESS)
+        result.crossings = crossings(self.alerts, self.live, result.rated, self.book,
+                                     datetime.now(UTC))  # fmt: skip
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 began = time.perf_counter()
                 self.sink.write_batch(result, self.topic, checkpoints)
                 metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - began)
                 self.checkpoints.update((c.partition, c) for c in checkpoints)
+                self.balances.judge(self.live.absorb(result.rated))
                 _count(result, self.state)
                 return result
             except Exception:

@@ -19,6 +19,9 @@ from rating.plans import PriceBook
 CORRECTIONS, PORTAL, PORTAL_LINK, DUNNING = "corrections", "portal", "portal-link", "dunning"
 PAYMENTS = "payments"  # a payment received, or an attempt that failed (``PaymentReport``)
 CREDITS = "credits"  # prepaid credits: list with balances and history, or grant (``GrantAsk``)
+WEBHOOKS = "webhooks"  # a delivery run (no body): the deliveries due, to make and report
+WEBHOOK_ENDPOINTS = "webhook-endpoints"  # endpoints and attempts (``WebhookAsk``)
+ALERTS = "alerts"  # alert rules: list, add, remove (``AlertAsk``)
 # A handler may answer deliveries to make ({"deliveries": [Outgoing, ...], ...}): the
 # gateway makes them, since whoever holds the store must not wait on a receiver, and
 # reports the outcomes to the handler named ``name + DELIVERED``.
@@ -89,6 +92,34 @@ class GrantAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     expires_on: str = ""
     price: str = ""  # a paid grant's price; "" for a free one
     tenant: str = ""  # the key's
+
+
+class WebhookAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An admin's request about a tenant's webhooks: ``action`` is list, add (``url``,
+    ``types``), remove (``endpoint``), attempts (of ``message``, or every recent one) or
+    replay (``message``, to ``endpoint`` or every one that takes it)."""
+
+    action: str
+    tenant: str = ""  # the key's
+    url: str = ""
+    types: list[str] = []
+    endpoint: str = ""
+    message: str = ""
+
+
+class AlertAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An admin's request about a tenant's alert rules: ``action`` list, add (the rule's
+    fields, as ``aggregation.alerts.AlertRule``) or remove (``id``)."""
+
+    action: str
+    tenant: str = ""  # the key's
+    id: str = ""
+    scope: str = "subscription"
+    target: str = ""
+    metric: str = ""
+    threshold: str = ""
+    meter: str = ""
+    feature: str = ""
 
 
 Handler = Callable[[Connection, PriceBook, Settings, bytes], Answer]

@@ -16,6 +16,7 @@ import faust
 import msgspec
 from faust.web import View
 
+from aggregation.entitlements import Balances
 from aggregation.handlers import HANDLED, Handlers
 from aggregation.readers import PipelineReads
 from aggregation.usage import read_usage
@@ -31,6 +32,7 @@ from subscriptions.store import SubscriptionStore
 log = logging.getLogger("meterline.worker")
 
 _registry_decoder = msgspec.json.Decoder(RegistryRequest)
+_encoder = msgspec.json.Encoder()
 
 
 def add_pages(
@@ -43,9 +45,11 @@ def add_pages(
     book: PriceBook,
     health: Callable[[], tuple[bool, dict[str, Any]]],
     handlers: Handlers | None = None,
+    balances: Balances | None = None,
 ) -> None:
     """``health()`` is (healthy, what to show) of the stream side: partitions and lag;
-    ``handlers``, what the commands hand down (``aggregation.handlers``)."""
+    ``handlers``, what the commands hand down (``aggregation.handlers``); ``balances``,
+    the live entitlements the gateway asks for."""
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -66,11 +70,7 @@ def add_pages(
         body = {"status": "ok" if healthy else "degraded", "store": store, **shown}
         return web.json(body, status=200 if healthy else 503)
 
-    if settings.clickhouse_url is not None:
-        return  # with a ClickHouse server the gateway reads and writes the store itself
     secret = settings.internal_key()
-    pipeline = PipelineReads(connection)
-    subscriptions = SubscriptionStore(connection)
 
     def from_gateway(request: Any) -> bool:
         """With no secret configured, no caller."""
@@ -81,6 +81,13 @@ def add_pages(
         return web.json({"title": "Unauthorized", "status": 401,
                          "detail": "an internal page of the worker: for its gateway only"},
                         status=401)  # fmt: skip
+
+    if balances is not None:
+        add_balance_pages(app, balances, from_gateway, refused)
+    if settings.clickhouse_url is not None:
+        return  # with a ClickHouse server the gateway reads and writes the store itself
+    pipeline = PipelineReads(connection)
+    subscriptions = SubscriptionStore(connection)
 
     # Reads are short queries and run between batches on the same loop.
     @app.page("/usage/{tenant}/{subscription}/{period}")
@@ -129,3 +136,43 @@ def add_pages(
             return self.bytes(answered.body, status=answered.status, headers=headers)
 
     app.page("/handle/{name}")(HandlerPage)
+
+
+def add_balance_pages(
+    app: faust.App,
+    balances: Balances,
+    from_gateway: Callable[[Any], bool],
+    refused: Callable[[Any], Any],
+) -> None:
+    """Entitlements from the live usage (no query: a product asks on every request), and
+    the subscriptions over a hard limit, which the gateway polls to refuse their events."""
+
+    async def entitled(web: Any, request: Any, tenant: str, subscription: str,
+                       feature: str | None) -> Any:  # fmt: skip
+        if not from_gateway(request):
+            return refused(web)
+        answered = balances.answer((tenant, subscription), feature)
+        if answered is None:
+            missing = {"title": "Not Found", "status": 404,
+                       "detail": f"no subscription {subscription!r}"}  # fmt: skip
+            return web.json(missing, status=404)
+        return web.bytes(_encoder.encode(answered), content_type="application/json")
+
+    @app.page("/entitlements/{tenant}/{subscription}")
+    async def every_feature(web: Any, request: Any, tenant: str, subscription: str) -> Any:
+        return await entitled(web, request, tenant, subscription, None)
+
+    @app.page("/entitlements/{tenant}/{subscription}/{feature}")
+    async def one_feature(
+        web: Any, request: Any, tenant: str, subscription: str, feature: str
+    ) -> Any:
+        return await entitled(web, request, tenant, subscription, feature)
+
+    @app.page("/denied")
+    async def denied(web: Any, request: Any) -> Any:
+        if not from_gateway(request):
+            return refused(web)
+        listed = [[tenant, subscription, meter, why]
+                  for (tenant, subscription), meters in balances.denied.items()
+                  for meter, why in meters.items()]  # fmt: skip
+        return web.bytes(_encoder.encode({"denied": listed}), content_type="application/json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from itertools import compress
 from typing import NamedTuple
@@ -212,6 +212,22 @@ class RatedRows:
         return (self[i] for i in range(len(self)))
 
 
+class Crossing(NamedTuple):
+    """An alert rule's threshold crossed by a batch (``alerts``)."""
+
+    id: str
+    tenant: str
+    subscription: str
+    rule: str
+    rule_version: int
+    period: date  # the label of the billing period
+    metric: str
+    threshold: Decimal
+    value: Decimal  # the value the batch took it to
+    crossed_at: datetime
+    partition: int
+
+
 @dataclass
 class BatchResult:
     accepted: EventRows = field(default_factory=EventRows)
@@ -224,6 +240,7 @@ class BatchResult:
     distinct: list[tuple[TotalKey, int, bytes]] = field(default_factory=list)
     # Events to send on to their subscription's partition once the batch is durable.
     forwarded: list[Forwarded] = field(default_factory=list)
+    crossings: list[Crossing] = field(default_factory=list)  # alert thresholds crossed
 
     @property
     def duplicates(self) -> int:

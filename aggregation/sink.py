@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from aggregation.alert_store import AlertStore
 from aggregation.log_identity import EPOCH_SHIFT, OFFSET_MASK, Checkpoint, ordinal
 from aggregation.model import (
     BatchResult,
@@ -40,11 +41,14 @@ class PipelineSink(TableStore):
     def write_batch(
         self, result: BatchResult, topic: str = "", checkpoints: Sequence[Checkpoint] = ()
     ) -> None:
-        """New distinct values first, then rejections, distinct events and totals: see
-        aggregation.state for why what survives of these writes after a crash converges.
+        """Alert crossings and new distinct values first, then rejections, distinct events
+        and totals: see aggregation.state (and aggregation.alerts) for why what survives of
+        these writes after a crash converges.
         The checkpoints of ``topic``'s partitions come last: a checkpoint only ever names a
         record whose effects are durable (aggregation.log_identity)."""
         now = datetime.now(UTC)
+        if result.crossings:  # before the totals: a replay of a lost batch finds them again
+            AlertStore(self.connection).write_crossings(result.crossings)
         if result.distinct:
             self._client.insert_arrow(self._table("distinct_values"), _distinct(result, now))
         if result.rejected:
@@ -170,6 +174,26 @@ class PipelineSink(TableStore):
             partition, epoch, offset, index, value_at, events, fees, last = rest
             yield key, Total(aggregate, partition, ordinal(epoch, offset), index, value_at,
                              events, fees, last)  # fmt: skip
+
+    def load_live(self, partitions: set[int], since_period: date) -> RatedRows:
+        """What the live usage holds of the totals of the periods from ``since_period`` on:
+        the quantity each prices, its amount and currency (``live``)."""
+        rows = self._client.query(
+            "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
+            f"currency, quantity, amount, kafka_partition FROM {self._table('rated_usage')} "
+            "FINAL WHERE kafka_partition IN {partitions:Array(UInt32)} "
+            "AND period_start >= {since_period:Date}",
+            parameters={"partitions": sorted(partitions), "since_period": since_period},
+        ).result_rows
+        live = RatedRows()
+        for tenant, subscription, meter, period, plan, version, group, *rest in rows:
+            currency, quantity, amount, partition = rest
+            live.keys.append(TotalKey(tenant, subscription, meter, period, plan, version, group))
+            live.currencies.append(currency)
+            live.quantities.append(quantity)
+            live.amounts_nanos.append(int(amount.scaleb(9)))
+            live.partitions.append(partition)
+        return live
 
     def load_distinct(
         self, partitions: set[int], since_period: date

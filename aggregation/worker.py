@@ -20,6 +20,8 @@ from faust.types import TP
 from prometheus_client import REGISTRY
 
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
+from aggregation.alert_store import AlertStore
+from aggregation.alerts import AlertRules
 from aggregation.dead_letters import forward, is_forwarded_copy, publish_dead_letters
 from aggregation.handlers import Handlers
 from aggregation.internal_web import add_pages
@@ -186,9 +188,15 @@ def create_app(
         lag = {str(p): _lag(app, settings.events_topic, p, durable) for p in assigned}
         return bool(assigned), {"partitions": assigned, "lag": lag}
 
+    async def judge_caps() -> None:
+        # A plan change (an upgrade) or a new period lifts a cap without a new event.
+        aggregator.balances.refresh()
+
+    cast(Any, app.timer)(interval=0.5)(judge_caps)
+
     add_pages(app, settings, bootstrap_servers, connection=connection,
               directory=aggregator.subscriptions, book=book, health=health,
-              handlers=handlers)  # fmt: skip
+              handlers=handlers, balances=aggregator.balances)  # fmt: skip
     return app
 
 
@@ -235,6 +243,7 @@ def run_worker(
     aggregator = Aggregator(
         PipelineSink(connection), directory, book, window=window, partitions=partitions,
         dedupe_window=dedupe_window, topic=settings.events_topic, marks=marks,
+        alerts=AlertRules(AlertStore(connection).rules_written_since),
     )  # fmt: skip
     app = create_app(settings, bootstrap_servers, connection, aggregator, book,
                      measures=measures, handlers=handlers)  # fmt: skip

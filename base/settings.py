@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,6 +113,24 @@ class Settings(BaseSettings):
         ge=0,
         description="how often `meterline serve` runs dunning (reminders and retries of unpaid "
         "invoices); 0: never (run `meterline dunning run` yourself)",
+    )
+    refuse_over_hard_limit: bool = Field(
+        default=False,
+        description="the gateway refuses events of a meter a subscription has used its hard "
+        "limit of (hard_limit_reached) instead of accepting and billing them",
+    )
+    webhook_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often `meterline serve` delivers webhooks that are due (new events "
+        "and retries); 0: never (run `meterline webhooks deliver` yourself)",
+    )
+    credits_low_percent: Decimal = Field(
+        default=Decimal(20),
+        ge=0,
+        le=100,
+        description="a prepaid credit grant is low (the credits.low webhook) once its balance "
+        "is this percent of its amount or less",
     )
     portal_secret: SecretStr | None = Field(
         default=None,

@@ -9,6 +9,7 @@ of a mistake in the response instead of from the dead-letter topic.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation
@@ -64,10 +65,22 @@ class Limits:
     max_event_bytes: int = 64 * 1024
 
 
+# Why a subscription's meter takes no more events now (over a hard limit), or None.
+Capped = Callable[[str, str, str], str | None]
+HARD_LIMIT = "hard_limit_reached"
+
+
 class Admission:
-    def __init__(self, book: PriceBook, window: EventWindow, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        book: PriceBook,
+        window: EventWindow,
+        limits: Limits = Limits(),
+        capped: Capped | None = None,
+    ) -> None:
         self._window = window
         self._limits = limits
+        self.capped = capped
         self._meters = {meter.id: meter for meter in book.meters}
         by_type: dict[str, list[Meter]] = defaultdict(list)
         for meter in book.meters:
@@ -94,7 +107,13 @@ class Admission:
                         f"{len(item.raw)} bytes; an event may have at most "
                         f"{self._limits.max_event_bytes}",
                     )
-                admitted.events.extend(translate(tenant, item, at))
+                events = translate(tenant, item, at)
+                if self.capped is not None:
+                    for event in events:
+                        why = self.capped(tenant, event.subscription, event.meter)
+                        if why is not None:
+                            raise _RefusedError(HARD_LIMIT, why)
+                admitted.events.extend(events)
             except _RefusedError as refusal:
                 admitted.refused.append(
                     Refusal(item.index, loose_id(item.raw), refusal.reason, refusal.detail)

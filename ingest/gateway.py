@@ -33,18 +33,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aggregation.handlers import (
+    ALERTS,
     CORRECTIONS,
     CREDITS,
     DELIVERED,
     PAYMENTS,
     PORTAL,
     PORTAL_LINK,
+    WEBHOOK_ENDPOINTS,
+    AlertAsk,
     GrantAsk,
     Outcome,
     Outcomes,
     Outgoing,
     PaymentReport,
     PortalLink,
+    WebhookAsk,
 )
 from base import metrics
 from base.metrics import exposition
@@ -58,7 +62,7 @@ from ingest.correction_wire import KINDS, any_age, correction_request
 from ingest.openapi import document
 from ingest.producer import Publisher
 from ingest.rate_limit import RateLimiter
-from ingest.store_access import DirectStore, StoreAccess, StoreUnavailableError
+from ingest.store_access import Denied, DirectStore, StoreAccess, StoreUnavailableError
 from ingest.wire import (
     MAX_IDENTIFIER,
     Accepted,
@@ -78,6 +82,8 @@ STORE_UNAVAILABLE = "the store did not answer; try again shortly"
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
+DENIALS_POLL_SECONDS = 0.25
+DELIVERY_TIMEOUT_SECONDS = 10.0
 _subscription_list = msgspec.json.Decoder(SubscriptionList)
 
 
@@ -158,7 +164,11 @@ class Gateway:
         self.store = store or DirectStore(settings, book, bootstrap_servers)
         self.keys = keys
         limits = Limits(max_event_bytes=settings.max_event_bytes)
-        self.admission = Admission(book, settings.event_window(), limits)
+        # Meters over a hard limit, as the worker last said (polled while serving, when
+        # the gateway is to refuse their events).
+        self._denied: Denied = {}
+        capped = self._capped if settings.refuse_over_hard_limit else None
+        self.admission = Admission(book, settings.event_window(), limits, capped)
         self.backfill_admission = Admission(book, any_age(settings.event_window()), limits)
         self.limiter = RateLimiter(settings.tenant_events_per_second, settings.tenant_burst_events)
         self.publisher = Publisher(
@@ -170,7 +180,22 @@ class Gateway:
         await self.publisher.__aenter__()
         self._tasks = [asyncio.create_task(self._every(name, seconds))
                        for name, seconds in self.periodic.items() if seconds > 0]  # fmt: skip
+        if self.settings.refuse_over_hard_limit:
+            self._tasks.append(asyncio.create_task(self._follow_denials()))
         return self
+
+    def _capped(self, tenant: str, subscription: str, meter: str) -> str | None:
+        return self._denied.get((tenant, subscription, meter))
+
+    async def _follow_denials(self) -> None:
+        """Ask which meters are over a hard limit, four times a second: a cap reached is
+        refused within a second of the event that reached it, and lifted as quickly."""
+        while True:
+            try:
+                self._denied = await self.store.denied()
+            except StoreUnavailableError as error:
+                log.debug("no denials read: %s", error)
+            await asyncio.sleep(DENIALS_POLL_SECONDS)
 
     async def __aexit__(self, *exc_info: object) -> None:
         for task in self._tasks:
@@ -187,23 +212,16 @@ class Gateway:
                 answer = await self.store.handle(name, b"")
                 said = msgspec.json.decode(answer.body) if answer.status == 200 else {}
                 outgoing = msgspec.convert(said.pop("deliveries", []), list[Outgoing])
-                log.info("%s run: %s", name, said)
+                if outgoing or any(said.values()):
+                    log.info("%s run: %s", name, {**said, "deliveries": len(outgoing)})
                 if outgoing:
-                    outcomes = Outcomes([await self._deliver(d) for d in outgoing])
+                    # At once: one receiver that hangs does not hold up the others.
+                    made = await asyncio.gather(*(deliver(d) for d in outgoing))
+                    outcomes = Outcomes(list(made))
                     await self.store.handle(name + DELIVERED, _encoder.encode(outcomes))
             except StoreUnavailableError as error:
                 log.warning("%s run: %s; next in %.0f s", name, error, seconds)
             await asyncio.sleep(seconds)
-
-    async def _deliver(self, outgoing: Outgoing) -> Outcome:
-        """POST one of a handler's deliveries (a dunning event to the tenant's webhook)."""
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.post(outgoing.url, content=outgoing.body.encode(),
-                                             headers=outgoing.headers)  # fmt: skip
-        except httpx.HTTPError as error:
-            return Outcome(outgoing.key, 0, type(error).__name__)
-        return Outcome(outgoing.key, response.status_code, f"it answered {response.status_code}")
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:
         """The ASGI app; with ``own_lifespan`` it starts and stops the producer itself."""
@@ -228,6 +246,16 @@ class Gateway:
                 ),
                 Route(
                     "/v1/usage/{subscription}", _measured("usage", self.get_usage), methods=["GET"]
+                ),
+                Route(
+                    "/v1/entitlements/{subscription}",
+                    _measured("entitlements", self.get_entitlements),
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/entitlements/{subscription}/{feature}",
+                    _measured("entitlements", self.get_entitlements),
+                    methods=["GET"],
                 ),
                 Route(
                     "/v1/subscriptions",
@@ -261,6 +289,24 @@ class Gateway:
                 ),
                 Route("/v1/payments", _measured("payments", self.payments), methods=["POST"]),
                 Route("/v1/credits", _measured("credits", self.credits), methods=["GET", "POST"]),
+                Route("/v1/alerts", _measured("alerts", self.alerts), methods=["GET", "POST"]),
+                Route("/v1/alerts/{rule}", _measured("alerts", self.alerts), methods=["DELETE"]),
+                Route(
+                    "/v1/webhooks", _measured("webhooks", self.webhooks), methods=["GET", "POST"]
+                ),
+                Route(
+                    "/v1/webhooks/deliveries",
+                    _measured("webhooks", self.webhooks),
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/webhooks/replay", _measured("webhooks", self.webhooks), methods=["POST"]
+                ),
+                Route(
+                    "/v1/webhooks/{endpoint}",
+                    _measured("webhooks", self.webhooks),
+                    methods=["DELETE"],
+                ),
                 Route(
                     "/v1/payments/failed", _measured("payments", self.payments), methods=["POST"]
                 ),
@@ -306,6 +352,23 @@ class Gateway:
             return problem.response()
         except StoreUnavailableError as error:
             return _store_unavailable(error)
+        return _json(answer)
+
+    async def get_entitlements(self, request: Request) -> Response:
+        """What the key's tenant's subscription may use now: each feature (or the one in
+        the path), with its usage, limit and balance when it is metered."""
+        try:
+            tenant = self._tenant(request)
+            subscription = _subscription_in_path(request)
+            feature = request.path_params.get("feature")
+            answer = await self.store.entitlements(tenant, subscription, feature)
+        except RequestError as problem:
+            return problem.response()
+        except StoreUnavailableError as error:
+            return _store_unavailable(error)
+        if answer is None:
+            missing = f"no subscription {subscription!r} of tenant {tenant!r}"
+            return RequestError(404, "Not Found", missing).response()
         return _json(answer)
 
     async def subscriptions(self, request: Request) -> Response:
@@ -416,6 +479,47 @@ class Gateway:
             return _encoder.encode(msgspec.structs.replace(grant, tenant=tenant))
 
         return await self._forward(CREDITS, asked)
+
+    async def alerts(self, request: Request) -> Response:
+        """The key's tenant's alert rules: GET lists, POST adds one, DELETE removes one;
+        for an admin key only."""
+
+        async def asked() -> bytes:
+            tenant = self._tenant(request, ADMIN)
+            if request.method == "GET":
+                rule = AlertAsk("list")
+            elif request.method == "DELETE":
+                rule = AlertAsk("remove", id=request.path_params["rule"])
+            else:
+                rule = _decoded(await self._body(request), AlertAsk, "an alert rule")
+                rule = msgspec.structs.replace(rule, action="add")
+            return _encoder.encode(msgspec.structs.replace(rule, tenant=tenant))
+
+        return await self._forward(ALERTS, asked)
+
+    async def webhooks(self, request: Request) -> Response:
+        """The key's tenant's webhook endpoints (GET lists, POST adds one, DELETE removes
+        one), their deliveries with every attempt (``?message=``), and a replay; for an
+        admin key only."""
+
+        async def asked() -> bytes:
+            tenant = self._tenant(request, ADMIN)
+            path = request.url.path
+            if path.endswith("/deliveries"):
+                ask = WebhookAsk("attempts", message=request.query_params.get("message", ""))
+            elif path.endswith("/replay"):
+                ask = _decoded(await self._body(request), WebhookAsk, "a replay")
+                ask = msgspec.structs.replace(ask, action="replay")
+            elif request.method == "DELETE":
+                ask = WebhookAsk("remove", endpoint=request.path_params["endpoint"])
+            elif request.method == "GET":
+                ask = WebhookAsk("list")
+            else:
+                ask = _decoded(await self._body(request), WebhookAsk, "a webhook endpoint")
+                ask = msgspec.structs.replace(ask, action="add")
+            return _encoder.encode(msgspec.structs.replace(ask, tenant=tenant))
+
+        return await self._forward(WEBHOOK_ENDPOINTS, asked)
 
     async def _forward(self, name: str, asked: Callable[[], Awaitable[bytes]]) -> Response:
         """Ask the store's holder the handler ``name`` (``aggregation.handlers``) with the
@@ -677,6 +781,18 @@ def _decoded(body: bytes, kind: type[Wanted], what: str) -> Wanted:
         return msgspec.json.decode(body, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise RequestError(400, "Bad Request", f"the body is not {what}: {error}") from None
+
+
+async def deliver(outgoing: Outgoing) -> Outcome:
+    """POST one of a handler's deliveries (a webhook, a dunning event): its outcome, the
+    receiver's status or why none came (never raises)."""
+    try:
+        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_SECONDS) as client:
+            response = await client.post(outgoing.url, content=outgoing.body.encode(),
+                                         headers=outgoing.headers)  # fmt: skip
+    except httpx.HTTPError as error:
+        return Outcome(outgoing.key, 0, type(error).__name__)
+    return Outcome(outgoing.key, response.status_code, f"it answered {response.status_code}")
 
 
 def _json(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

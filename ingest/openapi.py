@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from aggregation.handlers import GrantAsk, PaymentReport
+from aggregation.entitlements import EntitlementsAnswer
+from aggregation.handlers import AlertAsk, GrantAsk, PaymentReport, WebhookAsk
 from aggregation.usage import CurrentUsage
 from base.problems import ProblemDocument
 from ingest.correction_wire import BackfillBody, RetractBody
@@ -317,6 +318,87 @@ def _credit_paths() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _balance_paths() -> dict[str, Any]:
+    """Entitlements from the worker's live usage, alert rules and webhook endpoints
+    (aggregation.entitlements, aggregation.alert_api, webhooks.api)."""
+    subscription = {"name": "subscription", "in": "path", "required": True,
+                    "schema": {"type": "string"}}  # fmt: skip
+    entitled = {
+        "200": {"description": "Each feature: has_access, and for a metered one its usage, "
+                               "limit and balance (decimal strings in the meter's units)",
+                "content": _json("EntitlementsAnswer")},
+        "401": _problem("No valid API key", "WWW-Authenticate"),
+        "404": _problem("The tenant has no such subscription"),
+        "422": _problem("The subscription id is too long"),
+        "503": _problem("The worker did not answer", "Retry-After"),
+    }  # fmt: skip
+    obj = {"application/json": {"schema": {"type": "object"}}}
+    listed = {"200": {"description": "Listed", "content": obj}, **_admin_problems()}
+    made = {"201": {"description": "Made", "content": obj},
+            **_admin_problems(("400", "The body is not the shape described"),
+                              ("422", "Why it cannot be made"))}  # fmt: skip
+    removed = {"200": {"description": "Removed", "content": obj},
+               **_admin_problems(("404", "The tenant has no such one"))}  # fmt: skip
+    return {
+        "/v1/entitlements/{subscription}": {
+            "get": {"operationId": "entitlements",
+                    "summary": "What a subscription may use now, from live usage",
+                    "parameters": [subscription], "responses": entitled},
+        },
+        "/v1/entitlements/{subscription}/{feature}": {
+            "get": {"operationId": "entitlement",
+                    "summary": "One feature of a subscription, from live usage",
+                    "parameters": [subscription, {"name": "feature", "in": "path",
+                                                  "required": True, "schema": {"type": "string"}}],
+                    "responses": entitled},
+        },
+        "/v1/alerts": {
+            "get": {"operationId": "listAlerts", "summary": f"The tenant's alert rules; {_ADMIN}",
+                    "responses": listed},
+            "post": {"operationId": "addAlert",
+                     "summary": f"Add a usage alert rule (or replace one by id); {_ADMIN}",
+                     "requestBody": {"required": True, "content": _json("AlertAsk")},
+                     "responses": made},
+        },
+        "/v1/alerts/{rule}": {
+            "delete": {"operationId": "removeAlert", "summary": f"Remove a rule; {_ADMIN}",
+                       "parameters": [{"name": "rule", "in": "path", "required": True,
+                                       "schema": {"type": "string"}}],
+                       "responses": removed},
+        },
+        "/v1/webhooks": {
+            "get": {"operationId": "listWebhooks",
+                    "summary": f"The tenant's webhook endpoints; {_ADMIN}", "responses": listed},
+            "post": {"operationId": "addWebhook",
+                     "summary": f"Add an endpoint; its signing secret is answered once; {_ADMIN}",
+                     "requestBody": {"required": True, "content": _json("WebhookAsk")},
+                     "responses": made},
+        },
+        "/v1/webhooks/deliveries": {
+            "get": {"operationId": "webhookDeliveries",
+                    "summary": f"Recent deliveries, their state and every attempt; {_ADMIN}",
+                    "parameters": [{"name": "message", "in": "query", "required": False,
+                                    "schema": {"type": "string"}}],
+                    "responses": listed},
+        },
+        "/v1/webhooks/replay": {
+            "post": {"operationId": "replayWebhook",
+                     "summary": f"Deliver a message again, with the same id; {_ADMIN}",
+                     "requestBody": {"required": True, "content": _json("WebhookAsk")},
+                     "responses": {"200": {"description": "Replayed", "content": obj},
+                                   **_admin_problems(("400", "The body is not the shape "
+                                                      "described"),
+                                                     ("404", "No such recent message"))}},
+        },
+        "/v1/webhooks/{endpoint}": {
+            "delete": {"operationId": "removeWebhook", "summary": f"Remove an endpoint; {_ADMIN}",
+                       "parameters": [{"name": "endpoint", "in": "path", "required": True,
+                                       "schema": {"type": "string"}}],
+                       "responses": removed},
+        },
+    }  # fmt: skip
+
+
 def _peer_paths() -> dict[str, Any]:
     """The peers' ingest endpoints (ingest.lago, docs/migrate/), each a translation into
     the same admission as /v1/events."""
@@ -437,7 +519,7 @@ def document() -> dict[str, Any]:
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
          CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody,
-         PaymentReport, GrantAsk],
+         PaymentReport, GrantAsk, EntitlementsAnswer, AlertAsk, WebhookAsk],
         ref_template=_REF,
     )  # fmt: skip
     _tidy_descriptions(components)
@@ -533,6 +615,7 @@ def document() -> dict[str, Any]:
             **_correction_paths(),
             **_payment_paths(),
             **_credit_paths(),
+            **_balance_paths(),
             "/v1/health": {
                 "get": {
                     "operationId": "health",

@@ -14,11 +14,15 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from aggregation.entitlements import Balances, EntitlementsAnswer
 from aggregation.handlers import HANDLED, Answer, Handlers
+from aggregation.live import LiveUsage
+from aggregation.model import RatedRows
 from aggregation.readers import PipelineReads
 from aggregation.usage import CurrentUsage, read_usage
 from base.clickhouse import Connection
 from base.settings import Settings
+from rating.period import Period
 from rating.plans import PriceBook
 from subscriptions.api import RegistryAnswer, RegistryRequest, answer
 from subscriptions.feed import announce
@@ -27,6 +31,7 @@ from subscriptions.store import SubscriptionStore
 log = logging.getLogger(__name__)
 
 _usage_decoder = msgspec.json.Decoder(CurrentUsage)
+_entitlements_decoder = msgspec.json.Decoder(EntitlementsAnswer)
 _answer_decoder = msgspec.json.Decoder(RegistryAnswer)
 _encoder = msgspec.json.Encoder()
 
@@ -35,8 +40,22 @@ class StoreUnavailableError(RuntimeError):
     """The store (or the worker that holds it) did not answer."""
 
 
+# Subscriptions' meters over a hard limit: (tenant, subscription, meter) -> why.
+Denied = dict[tuple[str, str, str], str]
+
+
 class StoreAccess(Protocol):
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage: ...
+
+    async def entitlements(
+        self, tenant: str, subscription: str, feature: str | None
+    ) -> EntitlementsAnswer | None:
+        """A subscription's features now (None: no such subscription)."""
+        ...
+
+    async def denied(self) -> Denied:
+        """The meters the gateway refuses events of, when it is configured to."""
+        ...
 
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         """Answer a subscriptions request; a change is stored, then published to workers."""
@@ -79,6 +98,36 @@ class DirectStore:
     def _read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         return read_usage(PipelineReads(self._connected()), self._book, tenant, subscription,
                           period)  # fmt: skip
+
+    async def entitlements(
+        self, tenant: str, subscription: str, feature: str | None
+    ) -> EntitlementsAnswer | None:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(self._entitled, tenant, subscription, feature)
+            except Exception as error:
+                raise StoreUnavailableError(f"the store did not answer: {error}") from None
+
+    def _entitled(
+        self, tenant: str, subscription: str, feature: str | None
+    ) -> EntitlementsAnswer | None:
+        """From the stored totals (with a ClickHouse server no worker is asked): as current
+        as the last durable batch, as the worker's live usage is."""
+        connection = self._connected()
+        found = SubscriptionStore(connection).subscription(tenant, subscription)
+        if found is None:
+            return None
+        period = Period.of(datetime.now(UTC).date(), found.anchor_day).label
+        live = LiveUsage()
+        live.absorb(RatedRows.of(PipelineReads(connection).rated_totals(
+            period, tenant=tenant, subscription=subscription
+        )))  # fmt: skip
+        terms = found.terms()
+        return Balances(self._book, lambda _: terms, live).answer((tenant, subscription), feature)
+
+    async def denied(self) -> Denied:
+        # Only a worker knows at once who passed a hard limit; the store is not polled.
+        return {}
 
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         now = datetime.now(UTC)
@@ -138,6 +187,14 @@ class NoStore:
     async def read(self, tenant: str, subscription: str, period: date) -> CurrentUsage:
         raise StoreUnavailableError(self._reason)
 
+    async def entitlements(
+        self, tenant: str, subscription: str, feature: str | None
+    ) -> EntitlementsAnswer | None:
+        raise StoreUnavailableError(self._reason)
+
+    async def denied(self) -> Denied:
+        return {}
+
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         raise StoreUnavailableError(self._reason)
 
@@ -167,6 +224,31 @@ class WorkerStore:
         except httpx.HTTPError as error:
             raise StoreUnavailableError(f"the worker did not answer: {error}") from None
         return _usage_decoder.decode(response.content)
+
+    async def entitlements(
+        self, tenant: str, subscription: str, feature: str | None
+    ) -> EntitlementsAnswer | None:
+        """From the worker's live usage."""
+        path = f"/entitlements/{quote(tenant, safe='')}/{quote(subscription, safe='')}"
+        if feature is not None:
+            path += f"/{quote(feature, safe='')}"
+        try:
+            response = await self._client.get(path)
+            if response.status_code == 404:
+                return None
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise StoreUnavailableError(f"the worker did not answer: {error}") from None
+        return _entitlements_decoder.decode(response.content)
+
+    async def denied(self) -> Denied:
+        try:
+            response = await self._client.get("/denied")
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise StoreUnavailableError(f"the worker did not answer: {error}") from None
+        listed = msgspec.json.decode(response.content)["denied"]
+        return {(tenant, subscription, meter): why for tenant, subscription, meter, why in listed}
 
     async def registry(self, request: RegistryRequest) -> RegistryAnswer:
         """The worker stores and publishes the change, and answers as the gateway would."""

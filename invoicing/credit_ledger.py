@@ -11,12 +11,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant
+from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant, as_utc
 from invoicing.credit_notes import CreditError, CreditLine, CreditNote, credit, void
 from invoicing.ledger import InvoiceLedger
 
 _HEADER = ("tenant, number, invoice_id, invoice_number, subscription, period_start, currency, "
-           "reason, issued_on, correction")  # fmt: skip
+           "reason, issued_on, correction, written_at")  # fmt: skip
 _LINE = ("tenant, number, line, kind, item, plan, plan_version, description, amount, tax, "
          "quantity")  # fmt: skip
 
@@ -65,15 +65,19 @@ class CreditLedger(TableStore):
         tenant: str | None = None,
         invoice_id: str | None = None,
         credit_note_id: str | None = None,
+        since: datetime | None = None,
     ) -> list[CreditNote]:
-        """Credit notes (of a tenant; of one invoice; the one ``credit_note_id``), by
-        tenant and number."""
+        """Credit notes (of a tenant; of one invoice; the one ``credit_note_id``; written
+        at or after ``since``), by tenant and number."""
         where = "1 = 1" + and_tenant(tenant)
         if invoice_id is not None:
             where += " AND invoice_id = {invoice:String}"
         if credit_note_id is not None:
             where += " AND credit_note_id = {note:String}"
-        params = {"tenant": tenant, "invoice": invoice_id, "note": credit_note_id}
+        if since is not None:
+            where += " AND written_at >= {since:DateTime64(3, 'UTC')}"
+        params = {"tenant": tenant, "invoice": invoice_id, "note": credit_note_id,
+                  "since": since}  # fmt: skip
         headers = self._client.query(
             f"SELECT {_HEADER} FROM {self._table('credit_notes')} FINAL WHERE {where} "
             "ORDER BY tenant, number",
@@ -104,9 +108,10 @@ def _note(header: Sequence[Any], lines: list[CreditLine]) -> CreditNote:
         reason,
         on,
         correction,
+        written_at,
     ) = header
     return CreditNote(tenant, number, invoice_id, invoice_number, subscription, period, currency,
-                      reason, on, tuple(lines), correction)  # fmt: skip
+                      reason, on, tuple(lines), correction, as_utc(written_at))  # fmt: skip
 
 
 def issue_credit_note(

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cached_property
 
@@ -55,6 +55,7 @@ class CreditNote(Totals):
     issued_on: date
     lines: tuple[CreditLine, ...]
     correction: str = ""  # the correction of usage that issued it ("": credited by hand)
+    written_at: datetime | None = field(default=None, compare=False)  # once stored
 
     @cached_property
     def credit_note_id(self) -> str:

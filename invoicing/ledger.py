@@ -109,6 +109,24 @@ class InvoiceLedger(TableStore):
             customers = self._subscriptions.customers(tenant)
         return [_invoice(h, by_invoice[(h[1], h[2], h[3])], customers) for h in headers]
 
+    def changed_since(self, since: datetime) -> list[Invoice]:
+        """Invoices whose current revision was computed or finalized at or after ``since``."""
+        keys = self._client.query(
+            f"SELECT tenant, period_start, subscription FROM {self._table('invoices')} FINAL "
+            "WHERE computed_at >= {since:DateTime64(3, 'UTC')} "
+            "OR finalized_at >= {since:DateTime64(3, 'UTC')}",
+            parameters={"since": since},
+        ).result_rows
+        by_tenant: dict[str, set[tuple[date, str]]] = defaultdict(set)
+        for tenant, period, subscription in keys:
+            by_tenant[tenant].add((period, subscription))
+        return [
+            invoice
+            for tenant, wanted in sorted(by_tenant.items())
+            for invoice in self.invoices(sorted({p for p, _ in wanted}), tenant)
+            if (invoice.period, invoice.subscription) in wanted
+        ]
+
     def finalized_periods(self, tenant: str | None = None) -> list[date]:
         """Every period with a finalized invoice (of ``tenant``), oldest first."""
         rows = self._client.query(

@@ -25,6 +25,7 @@ from meterline.cli_support import (
     opened_store,
     previous_month,
 )
+from meterline.cli_webhooks import alerts_group, entitlements_command, webhooks_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -395,6 +396,9 @@ main.add_command(events)
 main.add_command(payments)
 main.add_command(dunning)
 main.add_command(credits_group)
+main.add_command(webhooks_group)
+main.add_command(alerts_group)
+main.add_command(entitlements_command)
 report.add_command(report_collections)
 main.add_command(report)
 main.add_command(reconcile_command)

@@ -232,8 +232,11 @@ def corrector(settings: Settings, book: Any, connection: Any, tenant: str | None
 
 def handlers() -> dict[str, Any]:
     """What the gateway and the worker answer for the stages above them
-    (``aggregation.handlers``): corrections, the customer portal and dunning runs."""
+    (``aggregation.handlers``): corrections, the customer portal, dunning runs, payments,
+    credits, alert rules and webhooks."""
+    from aggregation.alert_api import answer_alerts
     from aggregation.handlers import (
+        ALERTS,
         CORRECTIONS,
         CREDITS,
         DELIVERED,
@@ -241,13 +244,18 @@ def handlers() -> dict[str, Any]:
         PAYMENTS,
         PORTAL,
         PORTAL_LINK,
+        WEBHOOK_ENDPOINTS,
+        WEBHOOKS,
     )
     from invoicing.correction_api import answer_correction
     from invoicing.dunning_api import answer_delivered, answer_dunning
     from invoicing.grant_api import answer_credits
     from invoicing.payment_api import answer_payment
     from portal.pages import answer_link, answer_page
+    from webhooks import api as webhook_api
 
     return {CORRECTIONS: answer_correction, PORTAL: answer_page, PORTAL_LINK: answer_link,
             DUNNING: answer_dunning, DUNNING + DELIVERED: answer_delivered,
-            PAYMENTS: answer_payment, CREDITS: answer_credits}  # fmt: skip
+            PAYMENTS: answer_payment, CREDITS: answer_credits, ALERTS: answer_alerts,
+            WEBHOOKS: webhook_api.answer_run, WEBHOOKS + DELIVERED: webhook_api.answer_delivered,
+            WEBHOOK_ENDPOINTS: webhook_api.answer_endpoints}  # fmt: skip

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from uvicorn.supervisors import Multiprocess
 
-from aggregation.handlers import DUNNING
+from aggregation.handlers import DUNNING, WEBHOOKS
 from base import logs
 from base.kafka_admin import GroupProgress, ensure_topic, log_ends, partition_count
 from base.processes import EXIT_STORE_IN_USE, DirectoryLock, describe, port_holder
@@ -175,15 +175,17 @@ def gateway_of(
     settings: Settings, book: PriceBook, bootstrap: str, *, periodic: bool = False
 ) -> Gateway:
     """The gateway, using the store itself, or the worker when it owns chDB; ``periodic``:
-    it also asks for a dunning run every ``dunning_interval_hours`` (one gateway process
-    does: with several, schedule `meterline dunning run` instead)."""
+    it also asks for a dunning run every ``dunning_interval_hours`` and a webhook delivery
+    run every ``webhook_interval_seconds`` (one gateway process does: with several,
+    schedule `meterline dunning run` and `meterline webhooks deliver` instead)."""
     store: StoreAccess = DirectStore(settings, book, bootstrap, handlers())
     if settings.usage_reads == "worker":
         worker = f"http://{settings.worker_web_host}:{settings.worker_web_port}"
         store = WorkerStore(worker, settings.internal_key())
     elif settings.usage_reads == "off":
         store = NoStore("the store is not reached from here (METERLINE_USAGE_READS=off)")
-    every = {DUNNING: settings.dunning_interval_hours * 3600} if periodic else {}
+    every = {DUNNING: settings.dunning_interval_hours * 3600,
+             WEBHOOKS: settings.webhook_interval_seconds} if periodic else {}  # fmt: skip
     return Gateway(
         settings, book, bootstrap, KeyRing(settings.api_keys_path), store, periodic=every
     )

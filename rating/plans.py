@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import date
 from decimal import Decimal, localcontext
 from functools import cached_property
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -442,6 +442,34 @@ class Coupon(_Frozen):
         return off + (f" {self.meter}" if self.meter else "")
 
 
+class Entitlement(_Frozen):
+    """A feature a plan or add-on gives: on or off (``boolean``), a configuration the
+    product reads (``config``: any JSON object), or so much of a meter per period
+    (``metered``), past which usage is billed as overage (``soft``) or denied (``hard``)."""
+
+    feature: str = Field(pattern=IDENTIFIER)
+    kind: Literal["boolean", "config", "metered"] = "boolean"
+    enabled: bool = True  # boolean: whether the feature is on
+    config: dict[str, Any] | None = None  # config: what the product reads
+    meter: str | None = None  # metered: the meter whose period-to-date quantity counts
+    limit: Decimal | None = Field(default=None, ge=0, description="metered: per period")
+    enforcement: Literal["soft", "hard"] = "soft"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Entitlement:
+        metered = self.meter is not None or self.limit is not None
+        if self.kind == "metered" and (self.meter is None or self.limit is None):
+            raise ValueError(f"entitlement {self.feature!r}: a metered one needs meter and limit")
+        if self.kind != "metered" and (metered or self.enforcement != "soft"):
+            raise ValueError(f"entitlement {self.feature!r}: meter, limit and enforcement "
+                             "are for a metered one")  # fmt: skip
+        if self.kind == "config" and self.config is None:
+            raise ValueError(f"entitlement {self.feature!r}: a config one needs config")
+        if self.kind != "config" and self.config is not None:
+            raise ValueError(f"entitlement {self.feature!r}: config is for a config one")
+        return self
+
+
 class Plan(_Frozen):
     """One version of a plan. Versions of a plan share its id and currency; each is in
     force from its ``effective_from`` day (UTC) until the next version's."""
@@ -460,6 +488,7 @@ class Plan(_Frozen):
     discounts: tuple[Annotated[str, Field(pattern=IDENTIFIER)], ...] = Field(
         default=(), description="coupons every subscription on the plan gets from its start"
     )
+    entitlements: tuple[Entitlement, ...] = ()
 
     @model_validator(mode="after")
     def _bills_something(self) -> Plan:
@@ -489,11 +518,12 @@ class AddOn(_Frozen):
     currency: Currency
     charges: tuple[Charge, ...] = ()
     fixed_fees: tuple[FixedFee, ...] = ()
+    entitlements: tuple[Entitlement, ...] = ()
 
     @model_validator(mode="after")
     def _adds_something(self) -> AddOn:
-        if not self.charges and not self.fixed_fees:
-            raise ValueError("an add-on needs at least one charge or fixed fee")
+        if not self.charges and not self.fixed_fees and not self.entitlements:
+            raise ValueError("an add-on needs at least one charge, fixed fee or entitlement")
         return self
 
     @property
@@ -541,6 +571,21 @@ class PriceBook(_Frozen):
         for plan in priced:
             _require_unique(f"{plan.label}: meter", [c.meter for c in plan.charges])
             _require_unique(f"{plan.label}: fixed fee", [fee.id for fee in plan.fixed_fees])
+            _require_unique(f"{plan.label}: entitlement",
+                            [given.feature for given in plan.entitlements])  # fmt: skip
+            for given in plan.entitlements:
+                if given.meter is None:
+                    continue
+                if given.meter not in known:
+                    raise ValueError(
+                        f"{plan.label}: entitlement {given.feature!r} on meter "
+                        f"{given.meter!r}, which is not declared under meters"
+                    )
+                assert given.limit is not None  # a metered entitlement has both
+                problem = _scaled_problem(given.limit, self.meter(given.meter).scale)
+                if problem:
+                    raise ValueError(f"{plan.label}: entitlement {given.feature!r}: limit "
+                                     f"{given.limit} {problem}")  # fmt: skip
             for charge in plan.charges:
                 if charge.meter not in known:
                     raise ValueError(

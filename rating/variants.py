@@ -124,7 +124,8 @@ def composed(
     named ``label``, priced in ``currency``) with the charges and fees of each add-on
     (label, currency, dump) added, then every price revised by ``percent``. An add-on in
     another currency, or one that prices what the plan prices already, is refused."""
-    data = {**plan, "charges": list(plan["charges"]), "fixed_fees": list(plan["fixed_fees"])}
+    data = {**plan, "charges": list(plan["charges"]), "fixed_fees": list(plan["fixed_fees"]),
+            "entitlements": list(plan["entitlements"])}  # fmt: skip
     for add_on_label, add_on_currency, added in add_ons:
         if add_on_currency != currency:
             raise VariantError(f"{add_on_label} is priced in {add_on_currency}, {label} in "
@@ -135,7 +136,29 @@ def composed(
             raise VariantError(f"{add_on_label} and {label} both price {', '.join(sorted(clash))}")
         data["charges"] += added["charges"]
         data["fixed_fees"] += added["fixed_fees"]
+        data["entitlements"] = _entitled(data["entitlements"], added["entitlements"])
     return revised_prices(data, percent) if percent else data
+
+
+def _entitled(given: list[dict[str, Any]], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A plan's entitlements with an add-on's: a pack of a metered feature the plan gives
+    raises its limit (a hard limit stays hard), any other feature of the add-on is its own."""
+    by_feature = {entitlement["feature"]: entitlement for entitlement in given}
+    for entitlement in added:
+        known = by_feature.get(entitlement["feature"])
+        if known is not None and known["kind"] == entitlement["kind"] == "metered":
+            if known["meter"] != entitlement["meter"]:
+                raise VariantError(
+                    f"entitlement {entitlement['feature']!r} counts meter {known['meter']!r}, "
+                    f"the add-on's {entitlement['meter']!r}"
+                )
+            raised = {**known, "limit": known["limit"] + entitlement["limit"]}
+            if "hard" in (known["enforcement"], entitlement["enforcement"]):
+                raised["enforcement"] = "hard"
+            by_feature[entitlement["feature"]] = raised
+        else:
+            by_feature[entitlement["feature"]] = entitlement
+    return list(by_feature.values())
 
 
 def revised_prices(plan: dict[str, Any], percent: Decimal) -> dict[str, Any]:
@@ -155,6 +178,8 @@ def _revise(value: Any, factor: Decimal) -> Any:
 def _revised(name: str, value: Any, factor: Decimal) -> Any:
     if name in PRICE_FIELDS:
         return _price(value, factor)
+    if name == "config":  # an entitlement's configuration is the product's, not a price
+        return value
     if name == "rate":
         return (value * factor).quantize(_RATE_PLACES, rounding=ROUND_HALF_UP).normalize()
     if name == "markup_percent":

@@ -4,7 +4,7 @@ customers, and the history of changes, which is only ever added to."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 import pyarrow as pa
 
@@ -155,12 +155,21 @@ class SubscriptionStore(TableStore):
         )
 
     def history(self, tenant: str, subscription: str) -> list[Change]:
+        return self._changes(
+            "tenant = {tenant:String} AND subscription = {subscription:String}",
+            {"tenant": tenant, "subscription": subscription},
+        )
+
+    def changes_since(self, since: datetime) -> list[Change]:
+        """Every subscription's changes recorded at or after ``since``."""
+        return self._changes("recorded_at >= {since:DateTime64(3, 'UTC')}", {"since": since})
+
+    def _changes(self, where: str, parameters: dict[str, object]) -> list[Change]:
         rows = self._client.query(
             "SELECT tenant, subscription, recorded_at, kind, effective_at, plan, detail "
-            f"FROM {self._table('subscription_changes')} "
-            "WHERE tenant = {tenant:String} AND subscription = {subscription:String} "
+            f"FROM {self._table('subscription_changes')} WHERE {where} "
             "ORDER BY recorded_at",
-            parameters={"tenant": tenant, "subscription": subscription},
+            parameters=parameters,
         ).result_rows
         return [
             Change(t, s, as_utc(at), kind, as_utc(eff) if eff else None, plan, detail)

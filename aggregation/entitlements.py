@@ -1,0 +1,165 @@
+"""What a subscription may use now: each feature its plan (and add-ons) give, answered
+from the worker's live usage (``live``) rather than a query, so that a product can ask on
+every request. A metered feature's usage is its meter's period-to-date quantity; past a
+soft limit it is billed as overage, past a hard one access is denied.
+
+``Balances`` also keeps the set of (tenant, subscription, meter) over a hard limit, judged
+again for each subscription a durable batch changes, and for the denied ones every so
+often (a plan change lifts a cap): the gateway refuses further events of those meters
+when it is configured to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import msgspec
+
+from aggregation.live import LiveUsage, Owner
+from rating.money import trimmed
+from rating.period import Period
+from rating.plans import Entitlement, Plan, PriceBook, scaled
+from subscriptions.model import Terms
+
+
+class FeatureAccess(msgspec.Struct, omit_defaults=True):
+    feature: str
+    kind: str  # boolean, config or metered
+    has_access: bool
+    reason: str = ""  # why not, when it has none
+    config: dict[str, Any] | None = None
+    meter: str | None = None
+    unit: str | None = None
+    # Decimal strings in the meter's units: the period's usage, the limit, what is left of
+    # it and what went past it.
+    usage: str | None = None
+    limit: str | None = None
+    balance: str | None = None
+    overage: str | None = None
+    enforcement: str | None = None  # soft or hard
+
+
+class EntitlementsAnswer(msgspec.Struct):
+    tenant: str
+    subscription: str
+    plan: str
+    period: str  # YYYY-MM, the label of the billing period it is in now
+    as_of: str  # when the usage shown was last changed (ISO 8601, UTC)
+    features: list[FeatureAccess]
+
+
+class _Hard(NamedTuple):
+    meter: str
+    limit: int  # in the meter's scale
+
+
+class Balances:
+    def __init__(
+        self,
+        book: PriceBook,
+        terms_of: Callable[[Owner], Terms | None],
+        live: LiveUsage,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._book = book
+        self._terms_of = terms_of
+        self.live = live
+        self._clock = clock
+        self._aggregation = {meter.id: meter.aggregation for meter in book.meters}
+        self._hard: dict[tuple[str, int], list[_Hard]] = {}  # per plan version
+        # Subscriptions over a hard limit: their meters, and why.
+        self.denied: dict[Owner, dict[str, str]] = {}
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _plan(self, terms: Terms, day: date) -> Plan | None:
+        return self._book.plan_at(terms.plan_on(day), day)
+
+    def answer(self, owner: Owner, feature: str | None = None) -> EntitlementsAnswer | None:
+        """Every feature of the subscription (or the one named); None for a subscription
+        the worker does not know. A feature its plan does not give is denied."""
+        terms = self._terms_of(owner)
+        if terms is None:
+            return None
+        now = self._now()
+        day = now.date()
+        period = Period.of(day, terms.anchor_day).label
+        plan = self._plan(terms, day)
+        given = plan.entitlements if plan is not None else ()
+        if feature is not None:
+            given = tuple(e for e in given if e.feature == feature)
+        ended = terms.ended_at is not None and now >= terms.ended_at
+        features = [self._access(owner, period, entitlement, ended) for entitlement in given]
+        if feature is not None and not features:
+            named = plan.label if plan is not None else f"plan {terms.plan_on(day)!r}"
+            features = [FeatureAccess(feature, "boolean", False,
+                                      reason=f"{named} does not give {feature!r}")]  # fmt: skip
+        as_of = datetime.fromtimestamp(self.live.updated, UTC).isoformat()
+        return EntitlementsAnswer(owner[0], owner[1], terms.plan_on(day),
+                                  period.strftime("%Y-%m"), as_of, features)  # fmt: skip
+
+    def _access(
+        self, owner: Owner, period: date, entitlement: Entitlement, ended: bool
+    ) -> FeatureAccess:
+        reason = "the subscription has ended" if ended else ""
+        if entitlement.kind == "boolean":
+            on = entitlement.enabled and not ended
+            return FeatureAccess(entitlement.feature, "boolean", on,
+                                 reason=reason or ("" if on else "the feature is off"))  # fmt: skip
+        if entitlement.kind == "config":
+            return FeatureAccess(entitlement.feature, "config", not ended, reason=reason,
+                                 config=entitlement.config)  # fmt: skip
+        assert entitlement.meter is not None and entitlement.limit is not None
+        meter = self._book.meter(entitlement.meter)
+        used = self.live.meter(owner, period, meter.id, meter.aggregation).quantity
+        usage = Decimal(used).scaleb(-meter.scale)
+        limit = entitlement.limit
+        hard = entitlement.enforcement == "hard"
+        if hard and usage >= limit and not ended:
+            reason = f"{trimmed(usage)} {meter.unit} used of a hard limit of {trimmed(limit)}"
+        return FeatureAccess(
+            entitlement.feature, "metered", not reason, reason=reason, meter=meter.id,
+            unit=meter.unit, usage=trimmed(usage), limit=trimmed(limit),
+            balance=trimmed(max(limit - usage, Decimal(0))),
+            overage=trimmed(max(usage - limit, Decimal(0))),
+            enforcement=entitlement.enforcement,
+        )  # fmt: skip
+
+    def _hard_limits(self, plan: Plan) -> list[_Hard]:
+        found = self._hard.get((plan.id, plan.version))
+        if found is None:
+            found = self._hard[plan.id, plan.version] = [
+                _Hard(e.meter, scaled(e.limit, self._book.meter(e.meter).scale))
+                for e in plan.entitlements
+                if e.enforcement == "hard" and e.meter is not None and e.limit is not None
+            ]
+        return found
+
+    def judge(self, owners: Iterable[Owner]) -> None:
+        """Judge the hard limits of ``owners`` again from their live usage."""
+        day = self._now().date()
+        for owner in owners:
+            self.denied.pop(owner, None)
+            terms = self._terms_of(owner)
+            plan = self._plan(terms, day) if terms is not None else None
+            if terms is None or plan is None:
+                continue
+            period = Period.of(day, terms.anchor_day).label
+            over = {
+                hard.meter: (f"{owner[0]}/{owner[1]} has used its hard limit of meter "
+                             f"{hard.meter!r} under {plan.label} this period")
+                for hard in self._hard_limits(plan)
+                if self.live.meter(owner, period, hard.meter,
+                                   self._aggregation[hard.meter]).quantity >= hard.limit
+            }  # fmt: skip
+            if over:
+                self.denied[owner] = over
+
+    def refresh(self) -> None:
+        """Judge again those over a limit: an upgrade, or a new period, lifts a cap."""
+        self.judge(list(self.denied))
