@@ -91,6 +91,7 @@ class Aggregator:
             ChargeTable.compile(book),
             window=window,
             partitions=partitions,
+            catch_up=self.subscriptions.catch_up,
         )
 
     def _oldest_open_period(self) -> date:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import compress
+from operator import attrgetter
 
 import numpy as np
 
@@ -67,12 +68,12 @@ from base.events import (
     utc_day,
 )
 from rating.money import INT64_MAX, from_nanos, plain
-from rating.period import Period
+from rating.period import Period, midnight
 from rating.plans import Plan, PriceBook
 from rating.rater import rate
 from rating.table import ChargeTable
 from rating.transactions import TransactionFees
-from subscriptions.model import Owner, Terms, midnight
+from subscriptions.model import Owner, Terms
 
 _LATEST, _WEIGHTED = Aggregation.LATEST, Aggregation.WEIGHTED_SUM
 
@@ -140,6 +141,9 @@ class _Flat:
         )  # fmt: skip
 
 
+_stamp = attrgetter("timestamp")
+
+
 class BatchProcessor:
     def __init__(
         self,
@@ -150,10 +154,15 @@ class BatchProcessor:
         *,
         window: EventWindow,
         partitions: int,
+        catch_up: Callable[[datetime], None] | None = None,
     ) -> None:
         self.state = state
         # (tenant, subscription) of each event -> the terms it is billed by (None: unknown)
         self.subscriptions_of = subscriptions_of
+        # Told the newest stamp of a batch before its terms are looked up: the directory
+        # reads the store again if a change could take effect by then that it has not
+        # seen (an immediate plan change, ``SubscriptionDirectory.catch_up``).
+        self.catch_up = catch_up
         self.book = book
         self.charges = charges
         self.window = window
@@ -258,6 +267,8 @@ class BatchProcessor:
         events = flat.events
         owners = [(e.tenant, e.subscription) for e in events]
         homes = self._homes(owners)
+        if self.catch_up is not None and events:
+            self.catch_up(max(map(_stamp, events)))
         terms_of = self.subscriptions_of(owners)
         bounds = oldest, newest = self.window.bounds()
         meters, unique_of, plan_day = self._meters, self._unique, self._days.get
@@ -281,7 +292,7 @@ class BatchProcessor:
                 continue
             known = limit = None
             if terms is not None:
-                plan_id = terms.plan_on(day) if terms.changes else terms.plan
+                plan_id = terms.plan_at(moment) if terms.changes else terms.plan
                 key = (plan_id, day, terms.anchor_day)
                 known = plan_day(key) if key in self._days else self._plan_day(*key)
                 if known is not None:
@@ -452,7 +463,7 @@ class BatchProcessor:
                 f"is stamped {event.timestamp.isoformat()}"
             )
         if known is None:
-            plan_id = terms.plan_on(day)
+            plan_id = terms.plan_at(event.timestamp)
             return refusals.PLAN_NOT_IN_FORCE.reason, (
                 f"plan {plan_id!r} has no version in force on {day}"
             )

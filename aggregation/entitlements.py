@@ -77,8 +77,8 @@ class Balances:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
-    def _plan(self, terms: Terms, day: date) -> Plan | None:
-        return self._book.plan_at(terms.plan_on(day), day)
+    def _plan(self, terms: Terms, now: datetime) -> Plan | None:
+        return self._book.plan_at(terms.plan_at(now), now.date())
 
     def answer(self, owner: Owner, feature: str | None = None) -> EntitlementsAnswer | None:
         """Every feature of the subscription (or the one named); None for a subscription
@@ -89,18 +89,18 @@ class Balances:
         now = self._now()
         day = now.date()
         period = Period.of(day, terms.anchor_day).label
-        plan = self._plan(terms, day)
+        plan = self._plan(terms, now)
         given = plan.entitlements if plan is not None else ()
         if feature is not None:
             given = tuple(e for e in given if e.feature == feature)
         ended = terms.ended_at is not None and now >= terms.ended_at
         features = [self._access(owner, period, entitlement, ended) for entitlement in given]
         if feature is not None and not features:
-            named = plan.label if plan is not None else f"plan {terms.plan_on(day)!r}"
+            named = plan.label if plan is not None else f"plan {terms.plan_at(now)!r}"
             features = [FeatureAccess(feature, "boolean", False,
                                       reason=f"{named} does not give {feature!r}")]  # fmt: skip
         as_of = datetime.fromtimestamp(self.live.updated, UTC).isoformat()
-        return EntitlementsAnswer(owner[0], owner[1], terms.plan_on(day),
+        return EntitlementsAnswer(owner[0], owner[1], terms.plan_at(now),
                                   period.strftime("%Y-%m"), as_of, features)  # fmt: skip
 
     def _access(
@@ -142,14 +142,14 @@ class Balances:
 
     def judge(self, owners: Iterable[Owner]) -> None:
         """Judge the hard limits of ``owners`` again from their live usage."""
-        day = self._now().date()
+        now = self._now()
         for owner in owners:
             self.denied.pop(owner, None)
             terms = self._terms_of(owner)
-            plan = self._plan(terms, day) if terms is not None else None
+            plan = self._plan(terms, now) if terms is not None else None
             if terms is None or plan is None:
                 continue
-            period = Period.of(day, terms.anchor_day).label
+            period = Period.of(now.date(), terms.anchor_day).label
             over = {
                 hard.meter: (f"{owner[0]}/{owner[1]} has used its hard limit of meter "
                              f"{hard.meter!r} under {plan.label} this period")

@@ -99,7 +99,7 @@ class WebhookAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``types``), remove (``endpoint``), attempts (of ``message``, or every recent one) or
     replay (``message``, to ``endpoint`` or every one that takes it)."""
 
-    action: str
+    action: str = ""  # over HTTP, the gateway's (from the method and path)
     tenant: str = ""  # the key's
     url: str = ""
     types: list[str] = []
@@ -111,7 +111,7 @@ class AlertAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An admin's request about a tenant's alert rules: ``action`` list, add (the rule's
     fields, as ``aggregation.alerts.AlertRule``) or remove (``id``)."""
 
-    action: str
+    action: str = ""  # over HTTP, the gateway's (from the method and path)
     tenant: str = ""  # the key's
     id: str = ""
     scope: str = "subscription"

@@ -25,13 +25,14 @@ from rating.period import (
     Slice,
     commitment_true_up,
     fixed_fee_lines,
+    midnight,
     subscription_slices,
 )
 from rating.plans import Meter, PriceBook, TieredCharge
 from rating.quote import TierPart, tier_parts, transaction_part
 from rating.rater import breakdown, rate
 from rating.table import ChargeTable
-from subscriptions.model import Subscription, midnight
+from subscriptions.model import Subscription
 
 _Terms = tuple[str, Period, date, date | None, PlanChanges]
 _Tiers = tuple[np.ndarray, np.ndarray]
@@ -226,7 +227,8 @@ def _with_bounds(parts: tuple[TierPart, ...], rated: Decimal) -> tuple[TierPart,
 
 
 def _share(part: Slice, period: Period) -> str:
-    return "" if part.days == period.days else f" ({part.days}/{period.days} days)"
+    share = part.share_of(period)
+    return f" ({share})" if share else ""
 
 
 def _charge_line(

@@ -25,9 +25,9 @@ from invoicing.invoice import CREDIT, DRAFT, FINALIZED, Invoice, InvoiceLine, Pa
 from invoicing.ledger import party_of
 from invoicing.sources import Sources
 from invoicing.tax import TaxPolicy
-from rating.period import Period
+from rating.period import Period, midnight
 from rating.plans import PriceBook
-from subscriptions.model import NET_DAYS, Customer, Owner, Subscription, midnight
+from subscriptions.model import NET_DAYS, Customer, Owner, Subscription
 
 
 class ClosingError(ValueError):

@@ -50,11 +50,11 @@ from invoicing.invoice import FINALIZED, Invoice, Party, invoice_id
 from invoicing.ledger import seller_of
 from invoicing.sources import Sources
 from invoicing.tax import TaxPolicy, policy_of
-from rating.period import Period
+from rating.period import Period, midnight
 from rating.plans import PriceBook
 from rating.table import ChargeTable
 from subscriptions.directory import fixed
-from subscriptions.model import Customer, Owner, Subscription, Terms, midnight
+from subscriptions.model import Customer, Owner, Subscription, Terms
 
 
 class CorrectionError(ValueError):

@@ -92,7 +92,7 @@ def discount_lines(
         return []
     left = [line.amount if line.applies_to == label and line.amount > 0 else Decimal(0)
             for line in lines]  # fmt: skip
-    share = Decimal(sum(part.days for part in slices)) / period.days
+    share = Decimal(sum(part.seconds for part in slices)) / period.seconds
     found = []
     so_far = Decimal(0)  # the period's discounts so far, exact
     for discount in sorted(applying, key=_Applying.order):

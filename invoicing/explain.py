@@ -21,9 +21,8 @@ from invoicing.invoice import (
 )
 from invoicing.sources import Sources
 from rating.money import plain, trimmed
-from rating.period import Period, Slice, subscription_slices
+from rating.period import DAY_SECONDS, Period, Slice, midnight, subscription_slices
 from rating.plans import PriceBook, PriceBookError
-from subscriptions.model import midnight
 
 
 class ExplainError(ValueError):
@@ -223,6 +222,14 @@ def _slice(
     return None
 
 
+def _fraction(part: Slice, period: Period) -> str:
+    """What a fee is multiplied by: days of the period, or seconds when an immediate change
+    cut the slice within a day."""
+    if part.seconds % DAY_SECONDS:
+        return f"{part.seconds}/{period.seconds} seconds"
+    return f"{part.days}/{period.days}"
+
+
 def _arithmetic(
     sources: Sources, book: PriceBook, invoice: Invoice, line: InvoiceLine
 ) -> list[str]:
@@ -231,9 +238,12 @@ def _arithmetic(
     money = f"{plain(line.rated)} {line.currency}"
     if part is None:
         return [f"{line.description}: {money} (the plan version is no longer in force)"]
+    began = part.starts_at.isoformat() if part.starts_at else str(part.start)
+    ended = part.ends_at.isoformat() if part.ends_at else str(part.end)
+    fraction = part.share_of(period) or f"{period.days}/{period.days} days"
     in_force = (
-        f"{line.plan} v{line.plan_version} billed from {part.start} to {part.end} (exclusive): "
-        f"{part.days} of the period's {period.days} days"
+        f"{line.plan} v{line.plan_version} billed from {began} to {ended} (exclusive): "
+        f"{fraction} of the period"
     )
     facts = [in_force]
     if line.kind == FIXED_FEE:
@@ -241,7 +251,7 @@ def _arithmetic(
         if fee is not None:
             facts.append(
                 f"{fee.name or fee.id}: {plain(fee.amount)} {line.currency} per period × "
-                f"{part.days}/{period.days}, rounded half up to the minor unit = {money}"
+                f"{_fraction(part, period)}, rounded half up to the minor unit = {money}"
             )
     elif line.kind == TRUE_UP and part.plan.commitment is not None:
         billed = sum(
@@ -256,7 +266,7 @@ def _arithmetic(
         )
         facts.append(
             f"minimum commitment {plain(part.plan.commitment)} {line.currency} × "
-            f"{part.days}/{period.days}, less {plain(billed)} billed by the slice's other "
+            f"{_fraction(part, period)}, less {plain(billed)} billed by the slice's other "
             f"lines = {money}"
         )
     if line.is_adjustment_on(invoice.period):

@@ -103,18 +103,26 @@ _AT_PERIOD_END = click.option(
 @click.option("--plan", required=True, help="The plan to move to.")
 @_ON
 @_AT_PERIOD_END
+@click.option(
+    "--now",
+    "immediately",
+    is_flag=True,
+    help="From the next whole second: an upgrade that lifts a hard limit at once.",
+)
 def change(
-    subscription: str, tenant: str, plan: str, day: date | None, at_period_end: bool
+    subscription: str, tenant: str, plan: str, day: date | None, at_period_end: bool,
+    immediately: bool,
 ) -> None:  # fmt: skip
     """Move a subscription to another plan (an upgrade or a downgrade) from the start of a
-    day. Usage from then on is priced under the new plan, fixed fees and the commitment are
-    prorated by day to each plan. Usage already priced is never moved, so the day is at
-    least tomorrow (UTC); a change inside a finalized period is refused."""
+    day, or now. Usage from then on is priced under the new plan, fixed fees and the
+    commitment are prorated to each plan (by day; by the second for a change made now).
+    Usage already priced is never moved, so a dated change is at least tomorrow (UTC); a
+    change inside a finalized period is refused."""
     from subscriptions import registry
 
     book = load_book(load_settings())
     _change(tenant, subscription, lambda now, notice: registry.plan_change(
-        plan, registry.FromDay(day, at_period_end, now, notice), book))  # fmt: skip
+        plan, registry.FromDay(day, at_period_end, now, notice, immediately), book))  # fmt: skip
 
 
 @subscriptions.command("revise")
@@ -270,10 +278,11 @@ def _change(
     from subscriptions.store import SubscriptionStore
 
     settings = load_settings()
-    now = datetime.now(UTC)
     try:
-        planned = operation(now, registry.change_notice(settings.max_clock_skew_seconds))
         with opened_store(settings) as connection:
+            # Now once the store is open: an immediate change is made for a second from now.
+            now = datetime.now(UTC)
+            planned = operation(now, registry.change_notice(settings.max_clock_skew_seconds))
             store = SubscriptionStore(connection)
             changed = registry.perform(store, tenant, subscription, planned, now)
     except (LifecycleError, registry.UnknownSubscriptionError) as error:
@@ -348,11 +357,11 @@ def list_subscriptions(tenant: str | None, limit: int) -> None:
     table = Table(title=f"Subscriptions ({len(found):,}; showing up to {limit:,})")
     for column in ("Tenant", "Subscription", "Customer", "Plan", "From", "Until"):
         table.add_column(column)
-    today = datetime.now(UTC).date()
+    now = datetime.now(UTC)
     for sub in found[:limit]:
         until = sub.active_until.isoformat() if sub.active_until else ""
-        plan = sub.plan_on(today)
-        if any(day > today for day, _ in sub.changes):
+        plan = sub.plan_at(now)
+        if any(moment > now for moment, _ in sub.changes):
             plan += " (a change is scheduled)"
         table.add_row(sub.tenant, sub.subscription, sub.customer, plan,
                       sub.active_from.isoformat(), until)  # fmt: skip

@@ -1,17 +1,19 @@
 """What a billing period owes besides usage: each slice of the period under one plan
-version, recurring fixed fees prorated by day, and the minimum-commitment true-up.
+version, recurring fixed fees prorated by the second, and the minimum-commitment true-up.
 
 Pure integer arithmetic on nano-units: a prorated amount is the exact rational
-``amount * days / period_days``, rounded once, half up, to the currency's minor unit,
-which is the declared rule for every invoice line.
+``amount * seconds / period_seconds``, rounded once, half up, to the currency's minor
+unit, which is the declared rule for every invoice line. A slice of whole days is prorated
+exactly as by day (days/period_days is the same fraction), so only a change made at an
+instant (an immediate upgrade) gives a fraction of a day.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from rating.money import NANO_DIGITS, to_nanos
@@ -22,6 +24,12 @@ from rating.plans import Plan, PriceBook
 LAST_DAY = date(2149, 6, 6)
 
 MAX_ANCHOR = 28  # every month has the day, so a period always starts on its anchor day
+DAY_SECONDS = 86_400
+
+
+def midnight(day: date) -> datetime:
+    """The start of a UTC day: where a change made for a day takes effect."""
+    return datetime.combine(day, time(), tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,10 @@ class Period:
     def days(self) -> int:
         return (self.end - self.start).days
 
+    @property
+    def seconds(self) -> int:
+        return self.days * DAY_SECONDS
+
     def shifted(self, months: int) -> Period:
         """The period ``months`` later (earlier when negative)."""
         index = self.start.year * 12 + self.start.month - 1 + months
@@ -66,15 +78,35 @@ class Period:
 
 @dataclass(frozen=True)
 class Slice:
-    """Days [start, end) of a period during which one plan version was in force."""
+    """Days [start, end) of a period during which one plan version was in force; when a
+    change took effect at an instant, the slice begins at ``starts_at`` within its first
+    day, or ends at ``ends_at`` within its last (``end`` is then the day after it)."""
 
     plan: Plan
     start: date
     end: date
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+    @property
+    def seconds(self) -> int:
+        began = self.starts_at or midnight(self.start)
+        return int(((self.ends_at or midnight(self.end)) - began).total_seconds())
 
     @property
     def days(self) -> int:
-        return (self.end - self.start).days
+        """Its whole days (a slice cut at an instant: its length rounded down to days)."""
+        return self.seconds // DAY_SECONDS
+
+    def share_of(self, period: Period) -> str:
+        """Its share of the period as an invoice line says it: "" for all of it, else
+        "12/30 days", or "11.4167/31 days" for a slice cut at an instant."""
+        if self.seconds == period.seconds:
+            return ""
+        if self.seconds % DAY_SECONDS == 0:
+            return f"{self.days}/{period.days} days"
+        exact = (Decimal(self.seconds) / DAY_SECONDS).quantize(Decimal("0.0001"))
+        return f"{exact.normalize():f}/{period.days} days"
 
 
 def slices(
@@ -106,16 +138,23 @@ def slices(
     return found
 
 
-PlanChanges = tuple[tuple[date, str], ...]  # (first day on the plan, plan id), in day order
+# (when it takes effect, plan id), in time order: a change made for a day takes effect at
+# its midnight (UTC), an immediate one at the second it was made.
+PlanChanges = tuple[tuple[datetime, str], ...]
 
 
-def plan_on(plan: str, changes: PlanChanges, day: date) -> str:
-    """The plan a subscription that started on ``plan`` is on during ``day``."""
-    for first_day, changed_to in changes:
-        if first_day > day:
+def plan_at(plan: str, changes: PlanChanges, moment: datetime) -> str:
+    """The plan a subscription that started on ``plan`` is on at ``moment``."""
+    for effective, changed_to in changes:
+        if effective > moment:
             break
         plan = changed_to
     return plan
+
+
+def plan_on(plan: str, changes: PlanChanges, day: date) -> str:
+    """The plan a subscription that started on ``plan`` is on as ``day`` begins."""
+    return plan_at(plan, changes, midnight(day)) if changes else plan
 
 
 def subscription_slices(
@@ -127,23 +166,34 @@ def subscription_slices(
     *,
     changes: PlanChanges = (),
 ) -> list[Slice]:
-    """``slices`` of each plan a subscription is on during the period, in day order: it
-    started on ``plan_id`` and changed plan on the days in ``changes``."""
-    starts = [(active_from, plan_on(plan_id, changes, active_from))]
-    starts += [(day, plan) for day, plan in changes if day > active_from]
-    ends = [day for day, _ in starts[1:]] + [active_until]
-    return [
-        part
-        for (start, plan), end in zip(starts, ends, strict=True)
-        if end is None or start < end
-        for part in slices(book, plan, period, start, end)
+    """``slices`` of each plan a subscription is on during the period, in time order: it
+    started on ``plan_id`` and changed plan at the moments in ``changes``; a slice that
+    begins or ends at an instant within a day says so (``Slice.starts_at``, ``ends_at``)."""
+    began = midnight(active_from)
+    starts = [(began, plan_on(plan_id, changes, active_from))]
+    starts += [(moment, plan) for moment, plan in changes if moment > began]
+    ends = [moment for moment, _ in starts[1:]] + [
+        midnight(active_until) if active_until is not None else None
     ]
+    found = []
+    for (start, plan), end in zip(starts, ends, strict=True):
+        if end is not None and start >= end:
+            continue
+        first = start.date()
+        last = None if end is None else (end.date() if end.time() == time() else
+                                         end.date() + timedelta(days=1))  # fmt: skip
+        for part in slices(book, plan, period, first, last):
+            cut_in = start if start.time() != time() and part.start == first else None
+            cut_out = end if end is not None and end.time() != time() and part.end == last else None
+            found.append(replace(part, starts_at=cut_in, ends_at=cut_out))
+    return found
 
 
-def prorate(amount: Decimal, days: int, period_days: int, minor_digits: int) -> Decimal:
-    """``amount * days / period_days`` rounded half up to ``minor_digits`` decimals, exactly."""
-    numerator = to_nanos(amount) * days * 10**minor_digits
-    denominator = period_days * 10**NANO_DIGITS
+def prorate(amount: Decimal, part: int, whole: int, minor_digits: int) -> Decimal:
+    """``amount * part / whole`` (days, or seconds, of a period) rounded half up to
+    ``minor_digits`` decimals, exactly."""
+    numerator = to_nanos(amount) * part * 10**minor_digits
+    denominator = whole * 10**NANO_DIGITS
     whole, remainder = divmod(numerator, denominator)
     if 2 * remainder >= denominator:
         whole += 1
@@ -158,14 +208,15 @@ class FeeLine:
 
 
 def fixed_fee_lines(part: Slice, period: Period) -> list[FeeLine]:
-    """The plan's recurring fees for the slice, prorated by its share of the period's days."""
+    """The plan's recurring fees for the slice, prorated by its share of the period's
+    seconds."""
     plan = part.plan
-    share = "" if part.days == period.days else f" ({part.days}/{period.days} days)"
+    share = part.share_of(period)
     return [
         FeeLine(
             fee.id,
-            f"{fee.name or fee.id}{share}",
-            prorate(fee.amount, part.days, period.days, plan.minor_digits),
+            f"{fee.name or fee.id}" + (f" ({share})" if share else ""),
+            prorate(fee.amount, part.seconds, period.seconds, plan.minor_digits),
         )
         for fee in plan.fixed_fees
     ]
@@ -176,5 +227,6 @@ def commitment_true_up(part: Slice, period: Period, billed: Sequence[Decimal]) -
     the slice's rounded lines are summed; zero when there is no commitment or it is met."""
     if part.plan.commitment is None:
         return Decimal(0)
-    committed = prorate(part.plan.commitment, part.days, period.days, part.plan.minor_digits)
+    committed = prorate(part.plan.commitment, part.seconds, period.seconds,
+                        part.plan.minor_digits)  # fmt: skip
     return max(Decimal(0), committed - sum(billed, Decimal(0)))

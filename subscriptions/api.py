@@ -72,12 +72,14 @@ class CustomerList(msgspec.Struct):
 
 
 class PlanChange(msgspec.Struct, forbid_unknown_fields=True):
-    """Move to ``plan`` from the start of ``on`` (UTC; tomorrow by default) or the next
-    period."""
+    """Move to ``plan`` from the start of ``on`` (UTC; tomorrow by default), the next
+    period, or ``now`` (from the next whole second: usage splits there, and fees and the
+    commitment are prorated by the second)."""
 
     plan: str
     on: date | None = None
     at_period_end: bool = False
+    now: bool = False
 
 
 class AddOnChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -117,8 +119,9 @@ class Renewal(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PlanFrom(msgspec.Struct):
-    on: date  # the first day on the plan
+    on: date  # the first day on the plan (in part, for a change made at an instant)
     plan: str
+    at: datetime  # when it took effect: a midnight, or the second an immediate change did
 
 
 class CouponFrom(msgspec.Struct):
@@ -131,7 +134,7 @@ class SubscriptionView(msgspec.Struct):
     tenant: str
     subscription: str
     customer: str
-    plan: str  # the plan it is on today
+    plan: str  # the plan it is on now
     started_at: datetime
     ended_at: datetime | None
     anchor_day: int  # its billing periods start on this day of the month
@@ -195,7 +198,7 @@ def _dispatch(
     now: datetime,
 ) -> tuple[int, Any, list[Subscription]]:
     tenant, action = request.tenant, request.action
-    today = now.astimezone(UTC).date()
+    today = now.astimezone(UTC)  # what each view shows the plan of
     if action == "list":
         rows = store.subscriptions(tenant, limit=request.limit)
         total = store.count(tenant)
@@ -241,7 +244,7 @@ def _operations(
 ) -> dict[str, Callable[[bytes], Operation]]:
     def change(body: bytes) -> Operation:
         asked = _decoded(body, PlanChange)
-        when = registry.FromDay(asked.on, asked.at_period_end, now, notice)
+        when = registry.FromDay(asked.on, asked.at_period_end, now, notice, asked.now)
         return registry.plan_change(asked.plan, when, book)
 
     def add_on(adding: bool) -> Callable[[bytes], Operation]:
@@ -343,7 +346,7 @@ def _customer(customer: Customer) -> CustomerView:
 
 
 def _detail(
-    store: SubscriptionStore, tenant: str, subscription: str, today: date
+    store: SubscriptionStore, tenant: str, subscription: str, today: datetime
 ) -> SubscriptionDetail:
     row = store.subscription(tenant, subscription)
     if row is None:
@@ -358,11 +361,11 @@ def _detail(
                               finalized_through=f"{final:%Y-%m}" if final else None)  # fmt: skip
 
 
-def view(row: Subscription, today: date) -> SubscriptionView:
-    started = PlanFrom(row.started_at.astimezone(UTC).date(), row.plan)
+def view(row: Subscription, now: datetime) -> SubscriptionView:
+    started = PlanFrom(row.started_at.astimezone(UTC).date(), row.plan, row.started_at)
     return SubscriptionView(
-        row.tenant, row.subscription, row.customer, row.plan_on(today),
+        row.tenant, row.subscription, row.customer, row.plan_at(now),
         row.started_at, row.ended_at, row.anchor_day,
-        [started, *(PlanFrom(day, plan) for day, plan in row.changes)],
+        [started, *(PlanFrom(at.date(), plan, at) for at, plan in row.changes)],
         [CouponFrom(c.coupon, c.day, c.ended) for c in row.coupons],
     )  # fmt: skip

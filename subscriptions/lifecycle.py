@@ -12,10 +12,10 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from rating.period import LAST_DAY, Period, plan_on
+from rating.period import LAST_DAY, Period, midnight, plan_at
 from rating.plans import PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
-from subscriptions.model import AppliedCoupon, Customer, Subscription, midnight
+from subscriptions.model import AppliedCoupon, Customer, Subscription
 
 
 class LifecycleError(ValueError):
@@ -45,14 +45,16 @@ def earliest_change_day(now: datetime, notice: timedelta) -> date:
 def change_plan(
     row: Subscription,
     plan: str,
-    day: date,
+    effective: datetime,
     *,
-    earliest: date,
+    earliest: datetime,
     last_finalized: date | None,
     book: PriceBook,
     customer: Customer | None = None,
 ) -> Subscription:
-    """Move the subscription to ``plan`` from the start of ``day`` (UTC)."""
+    """Move the subscription to ``plan`` from ``effective``: the start of a day (UTC), or
+    the instant an immediate change was made for (``registry.FromDay``)."""
+    day = effective.astimezone(UTC).date()
     name = row.name
     if not book.knows(plan):
         raise LifecycleError(
@@ -73,29 +75,35 @@ def change_plan(
         )
     if refused:
         raise LifecycleError(f"{name} cannot move to {plan}: {refused}")
-    if day < earliest:
+    if effective < earliest:
         raise LifecycleError(
             f"a plan change takes effect from the start of a day every worker knows of in "
-            f"time; the earliest is {earliest}"
+            f"time (or now, made immediately); the earliest is {earliest.date()}"
         )
-    if day <= row.active_from:
+    if effective <= max(row.started_at, midnight(row.active_from)):
         raise LifecycleError(f"{name} starts {row.started_at.isoformat()}: change it after that")
-    if row.ended_at is not None and day >= row.ended_at.astimezone(UTC).date():
+    if row.ended_at is not None and effective >= row.ended_at:
         raise LifecycleError(f"{name} ends {row.ended_at.isoformat()}: renew it first")
-    later = [(d, p) for d, p in row.changes if d > day]
+    later = [(m, p) for m, p in row.changes if m > effective]
     if later:
         raise LifecycleError(
-            f"{name} already changes to {later[0][1]} on {later[0][0]}: changes are made in "
-            "day order"
+            f"{name} already changes to {later[0][1]} at {when(later[0][0])}: changes are made "
+            "in time order"
         )
-    _outside_finalized(row, midnight(day), last_finalized)
-    # A second change for the same day replaces the first (neither has taken effect).
-    earlier = tuple((d, p) for d, p in row.changes if d < day)
-    if plan_on(row.plan, earlier, day) != plan:
-        return replace(row, changes=(*earlier, (day, plan)))
+    _outside_finalized(row, effective, last_finalized)
+    # A second change for the same moment replaces the first (neither has taken effect).
+    earlier = tuple((m, p) for m, p in row.changes if m < effective)
+    if plan_at(row.plan, earlier, effective) != plan:
+        return replace(row, changes=(*earlier, (effective, plan)))
     if earlier == row.changes:
         raise LifecycleError(f"{name} is on {plan} then already")
-    return replace(row, changes=earlier)  # the day's change undone
+    return replace(row, changes=earlier)  # the change undone
+
+
+def when(moment: datetime) -> str:
+    """A change's moment as people read it: its day when it is a midnight."""
+    moment = moment.astimezone(UTC)
+    return str(moment.date()) if moment == midnight(moment.date()) else moment.isoformat()
 
 
 def revise(
@@ -147,8 +155,8 @@ def _vary(
         book.variant_versions(plan)  # says why the book cannot make it, if it cannot
     except (VariantError, PriceBookError) as error:
         raise LifecycleError(f"{name}: {error}") from None
-    return change_plan(row, plan, day, earliest=earliest, last_finalized=last_finalized,
-                       book=book)  # fmt: skip
+    return change_plan(row, plan, midnight(day), earliest=midnight(earliest),
+                       last_finalized=last_finalized, book=book)  # fmt: skip
 
 
 def add_coupon(

@@ -8,11 +8,11 @@ day it ends (exclusive), on the plan it started on and then on each dated change
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from decimal import Decimal
 
 from base.events import utc_day
-from rating.period import Period, PlanChanges, plan_on
+from rating.period import Period, PlanChanges, plan_at, plan_on
 
 Owner = tuple[str, str]  # tenant, subscription
 NET_DAYS = 30  # the payment terms of a customer that gives none: net 30
@@ -24,11 +24,6 @@ def version_of(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
-def midnight(day: date) -> datetime:
-    """The start of a UTC day: where a subscription that is billed by days starts or ends."""
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class Terms:
     """What the worker prices a subscription's events by, and nothing more (it holds one
@@ -37,11 +32,15 @@ class Terms:
     plan: str  # the plan it started on
     ended_at: datetime | None  # exclusive; usage stamped from then on is not billed
     version: int
-    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    changes: PlanChanges = ()  # (when it takes effect, plan), in time order
     anchor_day: int = 1  # the day of the month its billing periods start on
 
     def plan_on(self, day: date) -> str:
+        """The plan as ``day`` begins."""
         return plan_on(self.plan, self.changes, day) if self.changes else self.plan
+
+    def plan_at(self, moment: datetime) -> str:
+        return plan_at(self.plan, self.changes, moment) if self.changes else self.plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,7 @@ class Subscription:
     plan: str  # the plan it started on
     started_at: datetime
     ended_at: datetime | None = None  # exclusive
-    changes: PlanChanges = ()  # (first day on the plan, plan), in day order
+    changes: PlanChanges = ()  # (when it takes effect, plan), in time order
     anchor_day: int = 1  # the day of the month its billing periods start on (1 to 28)
     version: int = 0  # of the stored row this is; the registry sets it when it writes one
     coupons: tuple[AppliedCoupon, ...] = ()  # in the order they were applied
@@ -87,7 +86,11 @@ class Subscription:
         return utc_day(self.ended_at) if self.ended_at is not None else None
 
     def plan_on(self, day: date) -> str:
+        """The plan as ``day`` begins."""
         return plan_on(self.plan, self.changes, day)
+
+    def plan_at(self, moment: datetime) -> str:
+        return plan_at(self.plan, self.changes, moment)
 
     def period(self, label: date) -> Period:
         """Its billing period named ``label`` (the month it starts in)."""

@@ -6,18 +6,22 @@ publish to the workers (``feed.announce``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from rating.period import midnight
 from rating.plans import PriceBook
 from subscriptions import lifecycle
 from subscriptions.directory import REFRESH_SECONDS
 from subscriptions.imports import currency_problems
 from subscriptions.lifecycle import LifecycleError
-from subscriptions.model import Change, Customer, Subscription, midnight, version_of
+from subscriptions.model import Change, Customer, Subscription, version_of
 from subscriptions.store import SubscriptionStore
+
+log = logging.getLogger(__name__)
 
 Apply = Callable[[Subscription, date | None, Customer | None], Subscription]
 
@@ -43,25 +47,41 @@ def change_notice(max_clock_skew_seconds: float) -> timedelta:
     return timedelta(seconds=max_clock_skew_seconds + 2 * REFRESH_SECONDS)
 
 
+# How far ahead of the request an immediate change takes effect: the row is stored, and
+# every worker that prices an event stamped after it reads the store first (the directory
+# reads it again for any batch stamped after its last read), so it must be written first.
+IMMEDIATE_LEAD = timedelta(seconds=1)
+
+
 @dataclass(frozen=True)
 class FromDay:
     """When a dated change takes effect: from the start of ``day``, of the subscription's
-    next period, or else of the earliest day every worker learns of it in time."""
+    next period, or else of the earliest day every worker learns of it in time; or, made
+    ``immediately`` (a plan change only), at the next whole second a moment after now."""
 
     day: date | None
     at_period_end: bool
     now: datetime
     notice: timedelta
+    immediately: bool = False
 
     def __post_init__(self) -> None:
         if self.day is not None and self.at_period_end:
             raise LifecycleError("give a day (on) or the end of the period, not both")
+        if self.immediately and (self.day is not None or self.at_period_end):
+            raise LifecycleError("an immediate change takes no day (on) or end of the period")
         if self.day is not None:
             lifecycle.check_day(self.day, "the day")
 
     @property
     def earliest(self) -> date:
         return lifecycle.earliest_change_day(self.now, self.notice)
+
+    @property
+    def instant(self) -> datetime:
+        """When an immediate change takes effect: prorated by the second, so a whole one."""
+        later = (self.now + IMMEDIATE_LEAD).astimezone(UTC)
+        return later.replace(microsecond=0) + timedelta(seconds=1 if later.microsecond else 0)
 
     def first(self, row: Subscription) -> date:
         if self.at_period_end:
@@ -71,17 +91,21 @@ class FromDay:
     def midnight(self, row: Subscription) -> datetime:
         return midnight(self.first(row))
 
+    def moment(self, row: Subscription) -> datetime:
+        return self.instant if self.immediately else self.midnight(row)
+
 
 def plan_change(plan: str, when: FromDay, book: PriceBook) -> Operation:
     def move(row: Subscription, final: date | None, customer: Customer | None) -> (
         Subscription
     ):  # fmt: skip
+        earliest = when.instant if when.immediately else midnight(when.earliest)
         return lifecycle.change_plan(
-            row, plan, when.first(row), earliest=when.earliest, last_finalized=final, book=book,
+            row, plan, when.moment(row), earliest=earliest, last_finalized=final, book=book,
             customer=customer,
         )  # fmt: skip
 
-    return Operation("plan changed", move, when.midnight)
+    return Operation("plan changed", move, when.moment)
 
 
 def price_revision(percent: Decimal, when: FromDay, book: PriceBook) -> Operation:
@@ -157,10 +181,14 @@ def perform(
                       version=version_of(now))  # fmt: skip
     store.write([changed])
     effective = operation.effective(row)
-    day = (effective or now).astimezone(UTC).date()
+    if effective is not None and effective > now and datetime.now(UTC) >= effective:
+        # Only an immediate change takes effect this soon: a worker may have priced an
+        # event stamped after it before the row was stored (it stays where it was priced).
+        log.warning("%s/%s: the change was stored after it took effect (%s)",
+                    tenant, subscription, effective.isoformat())  # fmt: skip
     store.record_changes(
-        [Change(tenant, subscription, now, operation.kind, effective, changed.plan_on(day),
-                describe(changed))]
+        [Change(tenant, subscription, now, operation.kind, effective,
+                changed.plan_at(effective or now), describe(changed))]
     )  # fmt: skip
     return changed
 
@@ -203,7 +231,7 @@ def import_customers(store: SubscriptionStore, customers: Sequence[Customer], no
 
 
 def describe(row: Subscription) -> str:
-    plans = [f"{plan} from {day}" for day, plan in row.changes]
+    plans = [f"{plan} from {lifecycle.when(moment)}" for moment, plan in row.changes]
     coupons = [f"coupon {c.coupon} from {c.day}" + (f" to {c.ended}" if c.ended else "")
                for c in row.coupons]  # fmt: skip
     ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"

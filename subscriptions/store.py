@@ -4,15 +4,17 @@ customers, and the history of changes, which is only ever added to."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 
 from base.clickhouse import TIMESTAMP, TableStore, as_utc, where_equal
+from rating.period import midnight
 from subscriptions.model import AppliedCoupon, Change, Customer, Owner, Subscription, Terms
 
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
-            "change_plans, anchor_day, version, coupon_days, coupon_ids, coupon_ends")  # fmt: skip
+            "change_plans, change_moments, anchor_day, version, coupon_days, coupon_ids, "
+            "coupon_ends")  # fmt: skip
 _CUSTOMER_COLUMNS = ("tenant, customer, name, external_id, tax_rate, currency, address, tax_id, "
                      "payment_terms_days, country, region, tax_exempt")  # fmt: skip
 _NOT_ENDED = date(1970, 1, 1)  # a coupon's end as stored when it has none
@@ -30,7 +32,11 @@ class SubscriptionStore(TableStore):
                 "started_at": pa.array([row.started_at for row in rows], type=TIMESTAMP),
                 "ended_at": pa.array([row.ended_at for row in rows], type=TIMESTAMP),
                 "change_days": pa.array(
-                    [[day for day, _ in row.changes] for row in rows], type=pa.list_(pa.date32())
+                    [[at.astimezone(UTC).date() for at, _ in row.changes] for row in rows],
+                    type=pa.list_(pa.date32()),
+                ),
+                "change_moments": pa.array(
+                    [[at for at, _ in row.changes] for row in rows], type=pa.list_(TIMESTAMP)
                 ),
                 "change_plans": pa.array(
                     [[plan for _, plan in row.changes] for row in rows], type=pa.list_(pa.string())
@@ -191,12 +197,14 @@ class SubscriptionStore(TableStore):
 
 
 def _subscription(row: Sequence[object]) -> Subscription:
-    tenant, sub, customer, plan, started, ended, days, plans, anchor, version, *coupons = row
-    coupon_days, coupon_ids, coupon_ends = coupons
+    tenant, sub, customer, plan, started, ended, days, plans, moments, *rest = row
+    anchor, version, coupon_days, coupon_ids, coupon_ends = rest
+    if len(moments) != len(days):  # type: ignore[arg-type]
+        moments = [midnight(day) for day in days]  # type: ignore[attr-defined]  # a row from before 0029
     applied = tuple(AppliedCoupon(day, coupon, None if end == _NOT_ENDED else end)
                     for day, coupon, end in zip(coupon_days, coupon_ids, coupon_ends,  # type: ignore[call-overload]
                                                 strict=True))  # fmt: skip
     return Subscription(
         tenant, sub, customer, plan, as_utc(started), as_utc(ended) if ended else None,  # type: ignore[arg-type]
-        tuple(zip(days, plans, strict=True)), anchor, version, applied,  # type: ignore[call-overload,arg-type]
+        tuple(zip(map(as_utc, moments), plans, strict=True)), anchor, version, applied,  # type: ignore[call-overload,arg-type]
     )  # fmt: skip

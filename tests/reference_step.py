@@ -330,7 +330,7 @@ class BatchProcessor:
                 known = (
                     None
                     if terms is None
-                    else self._plan_day(terms.plan_on(day), day, terms.anchor_day)
+                    else self._plan_day(terms.plan_at(item.timestamp), day, terms.anchor_day)
                 )
                 refused = self.refusal(item, terms, known, day, bounds)
                 if refused is not None:
@@ -432,7 +432,7 @@ class BatchProcessor:
                 f"is stamped {event.timestamp.isoformat()}"
             )
         if known is None:
-            plan_id = terms.plan_on(day)
+            plan_id = terms.plan_at(event.timestamp)
             return refusals.PLAN_NOT_IN_FORCE.reason, (
                 f"plan {plan_id!r} has no version in force on {day}"
             )

@@ -29,8 +29,7 @@ from invoicing.dunning_ledger import DunningLedger
 from meterline.cli import main
 from meterline.cli_support import handlers
 from meterline.embedded_broker import EmbeddedBroker
-from rating.period import Period
-from subscriptions.model import midnight
+from rating.period import Period, midnight
 from tests.integration.gateway_helpers import gateway_for
 from tests.integration.test_invoices import AUG, BOOK, TENANT, Feed, invoices, seed_scenario
 from tests.stores import Stores

@@ -23,6 +23,7 @@ from base.events import decode_record, partition_of
 from base.settings import Settings
 from ingest.api_keys import KeyRing
 from meterline.embedded_broker import EmbeddedBroker
+from rating.period import midnight
 from subscriptions.feed import decode
 from tests.integration.gateway_helpers import gateway_for
 from tests.integration.kafka_helpers import read_records
@@ -344,7 +345,8 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
 
     added = call("POST", "/v1/subscriptions/sub-1/add-charge",
                  {"add_on": "storage", "on": "2099-01-01"})  # fmt: skip
-    assert added.json()["plans"][-1] == {"on": "2099-01-01", "plan": "starter+storage"}
+    assert added.json()["plans"][-1] == {"on": "2099-01-01", "plan": "starter+storage",
+                                         "at": "2099-01-01T00:00:00Z"}  # fmt: skip
     cancelled = call("POST", "/v1/subscriptions/sub-1/cancel", {"at": "2099-03-01T00:00:00Z"})
     assert cancelled.json()["ended_at"] == "2099-03-01T00:00:00Z", cancelled.text
     assert call("POST", "/v1/subscriptions/sub-1/renew").json()["ended_at"] is None
@@ -367,7 +369,7 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
     )  # fmt: skip
     newest = {row.owner: row for row in (decode(record.value) for record in published)}
     assert newest[("acme", "sub-2")].changes == (
-        (date(2099, 1, 1), "starter"), (date(2099, 2, 1), "starter@+5%")
+        (midnight(date(2099, 1, 1)), "starter"), (midnight(date(2099, 2, 1)), "starter@+5%")
     )  # fmt: skip
     assert newest[("acme", "sub-1")].ended_at is None
 

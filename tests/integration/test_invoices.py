@@ -45,6 +45,7 @@ from meterline.cli import main
 from meterline.demo import PRICE_BOOK
 from rating import oracle
 from rating.loading import load_price_book
+from rating.period import midnight
 from rating.plans import Graduated
 from rating.table import ChargeTable
 from subscriptions.directory import SubscriptionDirectory
@@ -424,7 +425,9 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
     store = store_environment
     row = Subscription(TENANT, "e", "cust-a", "starter", at(date(2026, 8, 1), 0))
     for day, plan in ((date(2026, 9, 11), "growth"), (OCT, "starter")):
-        row = change_plan(row, plan, day, earliest=AUG, last_finalized=None, book=BOOK)
+        row = change_plan(
+            row, plan, midnight(day), earliest=midnight(AUG), last_finalized=None, book=BOOK
+        )
     store.subscriptions.write([replace(row, version=5)])
     scenario.send(
         [("e", "api_calls", 100, at(date(2026, 9, 5)), {}),  # starter
@@ -460,7 +463,7 @@ def test_an_upgrade_mid_period_and_a_downgrade_at_its_end_price_each_day_by_its_
                                      "--plan", "growth", "--on", "2099-01-01"])  # fmt: skip
     assert scheduled.exit_code == 0 and "growth from 2099-01-01" in scheduled.output
     changed = store.subscriptions.subscription(TENANT, "e")
-    assert changed is not None and changed.changes[-1] == (date(2099, 1, 1), "growth")
+    assert changed is not None and changed.changes[-1] == (midnight(date(2099, 1, 1)), "growth")
     unknown = runner.invoke(main, ["subscriptions", "change", "e", "--tenant", TENANT,
                                    "--plan", "platinum", "--on", "2099-02-01"])  # fmt: skip
     assert unknown.exit_code == 1 and "not in the price book" in unknown.output
@@ -535,8 +538,8 @@ def test_an_add_on_taken_and_removed_mid_period_bills_its_charges_and_fees_by_da
                                 (date(2026, 9, 21), False, "premium_support")):  # fmt: skip
         row = change_add_on(row, add_on, day, adding=adding, earliest=AUG, last_finalized=None,
                             book=BOOK)  # fmt: skip
-    assert row.changes == ((date(2026, 9, 11), "growth+premium_support+storage"),
-                           (date(2026, 9, 21), "growth+storage"))  # fmt: skip
+    assert row.changes == ((midnight(date(2026, 9, 11)), "growth+premium_support+storage"),
+                           (midnight(date(2026, 9, 21)), "growth+storage"))  # fmt: skip
     store.subscriptions.write([replace(row, version=7)])
     scenario.send(
         [("x", "api_calls", 300, at(date(2026, 9, 5)), {}),
@@ -656,8 +659,8 @@ def test_a_subscription_that_keeps_a_plan_version_is_moved_to_the_list_price_on_
     """g keeps growth version 1 (growth#1) past Sep 16, when version 2 takes effect for
     everyone else, and follows the price book from Sep 21."""
     row = Subscription(TENANT, "g", "cust-a", "growth#1", at(AUG, 0))
-    row = change_plan(row, "growth", date(2026, 9, 21), earliest=AUG, last_finalized=None,
-                      book=BOOK)  # fmt: skip
+    row = change_plan(row, "growth", midnight(date(2026, 9, 21)), earliest=midnight(AUG),
+                      last_finalized=None, book=BOOK)  # fmt: skip
     store.subscriptions.write([replace(row, version=9)])
     scenario.send(
         [("g", "api_calls", 1200, at(date(2026, 9, 18)), {}),  # v1 prices, kept

@@ -21,6 +21,7 @@ from invoicing.credit_ledger import issue_credit_note
 from invoicing.invoice import FIXED_FEE
 from invoicing.reports import revenue_recognition
 from meterline.cli import main
+from rating.period import midnight
 from subscriptions.lifecycle import change_plan
 from subscriptions.model import Subscription
 from tests.integration.test_invoices import (
@@ -51,7 +52,7 @@ def test_each_invoice_is_recognized_exactly_fees_by_day_and_credits_where_they_w
 ) -> None:
     store = store_environment
     upgraded = Subscription(TENANT, "e", "cust-a", "starter", at(date(2026, 8, 1), 0))
-    upgraded = change_plan(upgraded, "growth", date(2026, 9, 11), earliest=AUG,
+    upgraded = change_plan(upgraded, "growth", midnight(date(2026, 9, 11)), earliest=midnight(AUG),
                            last_finalized=None, book=BOOK)  # fmt: skip
     anchored = Subscription(TENANT, "m", "cust-a", "growth", at(date(2026, 8, 15), 0),
                             anchor_day=15)  # fmt: skip

@@ -23,6 +23,7 @@ from meterline.demo import generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker, free_port
 from meterline.worker_process import WorkerProcess
+from rating.period import midnight
 from subscriptions.directory import SubscriptionDirectory
 from subscriptions.feed import follow, publish
 from subscriptions.model import Subscription, Terms
@@ -31,6 +32,7 @@ from tests.stores import Stores
 pytestmark = pytest.mark.integration
 
 ENDS = datetime.now(UTC) - timedelta(hours=1)
+CHANGES = ((midnight(ENDS.date()), "growth"),)
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -44,8 +46,7 @@ def test_a_worker_follows_every_row_published_and_keeps_the_newest(
         await publish(broker.bootstrap_servers, topic, [
             Subscription("t", "s1", "c1", "growth", START, version=5),
             Subscription("t", "s1", "c1", "starter", START, version=3),  # older, late: ignored
-            Subscription("t", "s2", "c2", "scale", START, ENDS, ((ENDS.date(), "growth"),),
-                         version=4),
+            Subscription("t", "s2", "c2", "scale", START, ENDS, CHANGES, version=4),
         ])  # fmt: skip
         task = asyncio.create_task(follow(broker.bootstrap_servers, topic, directory.absorb))
         try:
@@ -60,7 +61,9 @@ def test_a_worker_follows_every_row_published_and_keeps_the_newest(
 
     asyncio.run(scenario())
     assert directory.entry(("t", "s1")) == Terms("growth", None, 5)
-    assert directory.entry(("t", "s2")) == Terms("scale", ENDS, 4, ((ENDS.date(), "growth"),))
+    assert directory.entry(("t", "s2")) == Terms(
+        "scale", ENDS, 4, ((midnight(ENDS.date()), "growth"),)
+    )
 
 
 def test_a_cancellation_published_on_the_topic_reaches_a_running_worker_in_seconds(

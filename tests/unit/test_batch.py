@@ -22,6 +22,7 @@ from base.events import (
 )
 from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book, parse_price_book
+from rating.period import midnight
 from rating.plans import PriceBook
 from rating.table import ChargeTable
 from subscriptions.directory import fixed
@@ -269,7 +270,7 @@ def either_side_of_the_15th(entry: Terms) -> list[RatedTotal]:
 
 
 def test_usage_is_rated_under_the_plan_in_force_on_its_day() -> None:
-    upgraded = Terms("starter", None, 1, changes=((date(2026, 10, 15), "growth"),))
+    upgraded = Terms("starter", None, 1, changes=((midnight(date(2026, 10, 15)), "growth"),))
     rated = either_side_of_the_15th(upgraded)
     assert sorted((r.plan, r.quantity) for r in rated) == [("growth", 10), ("starter", 10)]
 

@@ -6,7 +6,7 @@ after a crash, a log's later epoch), both give the same rows and leave the same 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 from pathlib import Path
 
@@ -87,7 +87,10 @@ TERMS = {
     ("t1", "a"): Terms("basic", None, 1),
     ("t1", "b"): Terms("pricey", None, 1, anchor_day=15),
     ("t1", "c"): Terms("basic", datetime(2026, 10, 12, 6, tzinfo=UTC), 1),
-    ("t2", "a"): Terms("basic", None, 1, ((date(2026, 10, 14), "pricey"),), anchor_day=10),
+    # An immediate change, at an instant within a day: the day's usage splits there.
+    ("t2", "a"): Terms(
+        "basic", None, 1, ((datetime(2026, 10, 14, 9, 30, tzinfo=UTC), "pricey"),), anchor_day=10
+    ),
     ("t2", "d"): Terms("nowhere", None, 1),  # a plan the book does not have
 }
 OWNERS = [*TERMS, ("t2", "ghost")]  # and one the directory does not know

@@ -16,8 +16,9 @@ from invoicing.charges import Pricing
 from invoicing.compose import compose_invoice
 from invoicing.invoice import DISCOUNT, Invoice
 from rating.loading import parse_price_book
+from rating.period import midnight
 from rating.plans import PriceBook
-from subscriptions.model import AppliedCoupon, Subscription, midnight
+from subscriptions.model import AppliedCoupon, Subscription
 
 OCT = date(2026, 10, 1)
 

@@ -11,6 +11,8 @@ import pytest
 
 from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book
+from rating.period import midnight
+from subscriptions import registry
 from subscriptions.lifecycle import (
     LifecycleError,
     add_coupon,
@@ -27,6 +29,8 @@ from subscriptions.model import AppliedCoupon, Customer, Subscription
 BOOK = load_price_book(PRICE_BOOK)
 START = datetime(2026, 8, 10, tzinfo=UTC)
 ROW = Subscription("acme", "s1", "c1", "growth", START)
+
+SEP_1 = midnight(date(2026, 9, 1))  # the earliest a change may take effect here
 
 
 def at(month: int, day: int) -> datetime:
@@ -84,24 +88,27 @@ def test_the_earliest_plan_change_is_a_midnight_every_worker_knows_of_in_time() 
 
 
 def move(row: Subscription, plan: str, day: date) -> Subscription:
-    return change_plan(row, plan, day, earliest=date(2026, 9, 1), last_finalized=None, book=BOOK)
+    return change_plan(row, plan, midnight(day), earliest=SEP_1, last_finalized=None, book=BOOK)
 
 
 def test_plan_changes_are_kept_in_day_order_and_each_checked() -> None:
     upgraded = move(ROW, "starter", date(2026, 9, 15))
-    assert upgraded.changes == ((date(2026, 9, 15), "starter"),)
-    assert move(upgraded, "growth", date(2026, 10, 1)).changes[-1] == (date(2026, 10, 1), "growth")
+    assert upgraded.changes == ((midnight(date(2026, 9, 15)), "starter"),)
+    assert move(upgraded, "growth", date(2026, 10, 1)).changes[-1] == (
+        midnight(date(2026, 10, 1)),
+        "growth",
+    )
     refusals = [
         (lambda: move(ROW, "platinum", date(2026, 9, 15)), "not in the price book"),
         (lambda: move(ROW, "starter", date(2026, 8, 31)), "the earliest is 2026-09-01"),
         (lambda: move(upgraded, "growth", date(2026, 9, 10)), "already changes to starter"),
         (lambda: move(upgraded, "starter", date(2026, 9, 20)), "is on starter then already"),
         (lambda: move(cancel(ROW, at(9, 20), None), "starter", date(2026, 9, 25)), "renew it"),
-        (lambda: change_plan(ROW, "starter", date(2026, 9, 15), earliest=date(2026, 9, 1),
+        (lambda: change_plan(ROW, "starter", midnight(date(2026, 9, 15)), earliest=SEP_1,
                              last_finalized=date(2026, 9, 1), book=BOOK), "falls in 2026-09"),
         (lambda: move(ROW, "scale", date(2026, 9, 15)),
          "cannot move to scale: it is billed in USD and scale is priced in EUR"),
-        (lambda: change_plan(ROW, "scale", date(2026, 9, 15), earliest=date(2026, 9, 1),
+        (lambda: change_plan(ROW, "scale", midnight(date(2026, 9, 15)), earliest=SEP_1,
                              last_finalized=None, book=BOOK,
                              customer=Customer("acme", "c1", currency="USD")),
          "cannot move to scale: customer 'c1' is billed in USD, not EUR"),
@@ -117,11 +124,14 @@ def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_
                       last_finalized=date(2026, 9, 1), book=BOOK)  # fmt: skip
 
     revised = uplift(ROW, "5", date(2027, 1, 1))
-    assert revised.changes == ((date(2027, 1, 1), "growth@+5%"),)
+    assert revised.changes == ((midnight(date(2027, 1, 1)), "growth@+5%"),)
     again = uplift(revised, "-2", date(2028, 1, 1))
-    assert again.changes[-1] == (date(2028, 1, 1), "growth@+2.9%")
+    assert again.changes[-1] == (midnight(date(2028, 1, 1)), "growth@+2.9%")
     moved = move(revised, "starter", date(2027, 3, 1))  # a new plan starts at its list price
-    assert uplift(moved, "10", date(2027, 4, 1)).changes[-1] == (date(2027, 4, 1), "starter@+10%")
+    assert uplift(moved, "10", date(2027, 4, 1)).changes[-1] == (
+        midnight(date(2027, 4, 1)),
+        "starter@+10%",
+    )
     refusals = [
         (lambda: uplift(ROW, "0", date(2027, 1, 1)), "changes no price"),
         (lambda: uplift(ROW, "-100", date(2027, 1, 1)), "above -100%"),
@@ -139,7 +149,7 @@ def test_a_price_revision_moves_to_the_revised_plan_and_compounds_on_an_earlier_
 def test_a_second_change_for_the_same_day_replaces_the_first_or_undoes_it() -> None:
     day = date(2026, 9, 15)
     upgraded = move(ROW, "starter", day)
-    assert move(upgraded, "starter@+5%", day).changes == ((day, "starter@+5%"),)
+    assert move(upgraded, "starter@+5%", day).changes == ((midnight(day), "starter@+5%"),)
     assert move(upgraded, "growth", day).changes == ()
     with pytest.raises(LifecycleError, match="is on growth then already"):
         move(ROW, "growth", day)
@@ -173,3 +183,29 @@ def test_a_coupon_is_taken_on_once_ended_from_a_day_and_refused_with_its_reason(
     ):  # fmt: skip
         with pytest.raises(LifecycleError, match=problem):
             attempt()
+
+
+def test_an_immediate_upgrade_takes_effect_at_the_next_whole_second_after_its_lead() -> None:
+    now = datetime(2026, 9, 20, 14, 3, 7, 300_000, tzinfo=UTC)
+    when = registry.FromDay(None, False, now, timedelta(minutes=6), immediately=True)
+    instant = datetime(2026, 9, 20, 14, 3, 9, tzinfo=UTC)  # now + 1 s, rounded up
+    assert when.instant == instant and when.moment(ROW) == instant
+    upgraded = registry.plan_change("starter", when, BOOK).apply(ROW, None, None)
+    assert upgraded.changes == ((instant, "starter"),)
+    assert upgraded.plan_at(instant - MS) == "growth" and upgraded.plan_at(instant) == "starter"
+    assert upgraded.plan_on(date(2026, 9, 20)) == "growth"  # as the day began
+    on_the_second = registry.FromDay(None, False, instant - timedelta(seconds=1), timedelta(0),
+                                     immediately=True)  # fmt: skip
+    assert on_the_second.instant == instant  # a whole second is not rounded further
+    with pytest.raises(LifecycleError, match="takes no day"):
+        registry.FromDay(date(2026, 9, 25), False, now, timedelta(0), immediately=True)
+    # A dated change already planned for later: an immediate one does not jump it.
+    planned = move(ROW, "starter", date(2026, 10, 1))
+    with pytest.raises(LifecycleError, match="changes are made in time order"):
+        registry.plan_change("growth@+5%", when, BOOK).apply(planned, None, None)
+    # Before the subscription started, or into a finalized period: refused as any change.
+    early = registry.FromDay(None, False, START - timedelta(hours=1), timedelta(0), True)
+    with pytest.raises(LifecycleError, match="change it after that"):
+        registry.plan_change("starter", early, BOOK).apply(ROW, None, None)
+    with pytest.raises(LifecycleError, match="falls in 2026-09"):
+        registry.plan_change("starter", when, BOOK).apply(ROW, date(2026, 9, 1), None)

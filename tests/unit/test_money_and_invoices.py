@@ -18,7 +18,8 @@ from invoicing.compose import EarlierPeriod, compose_invoice
 from invoicing.invoice import Invoice
 from rating.loading import parse_price_book
 from rating.money import INT64_MAX, MoneyError, from_nanos, round_to_minor_unit, to_nanos
-from subscriptions.model import Customer, Subscription, midnight
+from rating.period import midnight
+from subscriptions.model import Customer, Subscription
 
 
 @given(st.integers(-INT64_MAX, INT64_MAX))

@@ -8,9 +8,12 @@ from decimal import Decimal
 from invoicing.mrr import MrrMonth, mrr_by_month
 from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book
-from subscriptions.model import Subscription, midnight
+from rating.period import midnight
+from subscriptions.model import Subscription
 
 BOOK = load_price_book(PRICE_BOOK)  # growth: 29 a month, 39 from 2026-09-16; scale: 40 (EUR)
+
+SEP_10 = midnight(date(2026, 9, 10))
 
 
 def sub(name: str, plan: str, since: date, until: date | None = None,
@@ -25,7 +28,9 @@ def test_new_expansion_contraction_and_churn_are_told_apart() -> None:
         sub("a", "growth", date(2026, 7, 1)),  # the September price revision: expansion
         sub("b", "growth", date(2026, 8, 10), date(2026, 9, 5)),  # new in Aug, churned in Sep
         sub("c", "scale", date(2026, 9, 20)),  # new in Sep, in EUR
-        sub("d", "growth", date(2026, 7, 1), changes=((date(2026, 9, 2), "starter"),)),  # down
+        sub(
+            "d", "growth", date(2026, 7, 1), changes=((midnight(date(2026, 9, 2)), "starter"),)
+        ),  # down
     ]
     august, september_eur, september_usd = mrr_by_month(subs, BOOK, date(2026, 9, 1), months=2)
     assert august == MrrMonth(date(2026, 8, 1), "USD", Decimal(87), 3, Decimal(29),
@@ -40,10 +45,9 @@ def test_new_expansion_contraction_and_churn_are_told_apart() -> None:
 
 def test_an_add_on_and_a_price_revision_are_expansion_and_a_discount_contraction() -> None:
     subs = [
-        sub("a", "growth#1", date(2026, 7, 1), changes=((date(2026, 9, 10), "growth#1@+10%"),)),
-        sub("b", "growth#1", date(2026, 7, 1),
-            changes=((date(2026, 9, 10), "growth#1+premium_support"),)),
-        sub("c", "growth#1", date(2026, 7, 1), changes=((date(2026, 9, 10), "growth#1@-20%"),)),
+        sub("a", "growth#1", date(2026, 7, 1), changes=((SEP_10, "growth#1@+10%"),)),
+        sub("b", "growth#1", date(2026, 7, 1), changes=((SEP_10, "growth#1+premium_support"),)),
+        sub("c", "growth#1", date(2026, 7, 1), changes=((SEP_10, "growth#1@-20%"),)),
     ]  # fmt: skip
     (september,) = mrr_by_month(subs, BOOK, date(2026, 9, 1), months=1)
     assert september.mrr == Decimal("31.9") + Decimal(29 + 49) + Decimal("23.2")

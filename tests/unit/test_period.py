@@ -3,7 +3,8 @@ commitment true-up, each checked against a plain Decimal computation."""
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
@@ -18,6 +19,8 @@ from rating.period import (
     Period,
     commitment_true_up,
     fixed_fee_lines,
+    midnight,
+    plan_at,
     plan_on,
     prorate,
     slices,
@@ -105,7 +108,7 @@ def test_proration_equals_the_decimal_computation(
 def test_a_subscription_that_changes_plan_is_sliced_by_each_plan_and_its_versions() -> None:
     book = load_price_book(PRICE_BOOK)
     september = Period(date(2026, 9, 1))
-    changes = ((date(2026, 9, 11), "growth"), (date(2026, 9, 25), "scale"))
+    changes = ((midnight(date(2026, 9, 11)), "growth"), (midnight(date(2026, 9, 25)), "scale"))
     found = subscription_slices(book, "starter", september, date(2026, 9, 1), changes=changes)
     assert [(s.plan.id, s.plan.version, s.start.day, s.end.day) for s in found] == [
         ("starter", 1, 1, 11), ("growth", 1, 11, 16), ("growth", 2, 16, 25), ("scale", 1, 25, 1),
@@ -135,3 +138,61 @@ def test_a_period_is_named_by_the_month_it_starts_in() -> None:
     assert Period.of(date(2026, 10, 3), 15).label == date(2026, 9, 1)
     assert Period.of(date(2026, 1, 14), 15).label == date(2025, 12, 1)
     assert Period.of(date(2026, 10, 3)).end == date(2026, 11, 1)  # calendar months by default
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    second=st.integers(1, SEPTEMBER.seconds - 1),
+    nanos=st.integers(0, 10**15),
+    commitment_cents=st.integers(0, 10**9),
+)
+def test_an_immediate_change_splits_fees_and_commitment_by_the_second(
+    second: int, nanos: int, commitment_cents: int
+) -> None:
+    """An upgrade at an instant inside September: two slices that meet there, whose fees
+    and commitments are the Decimal computation by the second (rounded half up to cents)."""
+    fee = from_nanos(nanos)
+    commitment = Decimal(commitment_cents).scaleb(-2)
+    plans = {"id": "x", "currency": "USD", "fixed_fees": [{"id": "platform", "amount": str(fee)}],
+             "commitment": str(commitment)}  # fmt: skip
+    priced = parse_price_book(
+        {"meters": [{"id": "calls"}], "plans": [{**plans, "id": "small"}, {**plans, "id": "big"}]},
+        "test",
+    )  # fmt: skip
+    at = midnight(SEPTEMBER.start) + timedelta(seconds=second)
+    found = subscription_slices(priced, "small", SEPTEMBER, date(2026, 1, 1),
+                                changes=((at, "big"),))  # fmt: skip
+    assert [s.plan.id for s in found] == ["small", "big"]
+    first, then = found
+    assert (first.ends_at, then.starts_at) == (at, at) and first.starts_at is None
+    assert (first.seconds, then.seconds) == (second, SEPTEMBER.seconds - second)
+    assert first.start == SEPTEMBER.start and then.end == SEPTEMBER.end
+    assert plan_at("small", ((at, "big"),), at - timedelta(microseconds=1)) == "small"
+    assert plan_at("small", ((at, "big"),), at) == "big"
+    for part in found:
+        (line,) = fixed_fee_lines(part, SEPTEMBER)
+        with localcontext(prec=80):
+            share = Decimal(part.seconds) / SEPTEMBER.seconds
+            expected_fee = (fee * share).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            due = (commitment * share).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        assert line.amount == expected_fee
+        assert commitment_true_up(part, SEPTEMBER, [line.amount]) == max(
+            Decimal(0), due - line.amount
+        )
+        if part.seconds % 86_400:
+            assert re.fullmatch(r"platform \(\d+(\.\d{1,4})?/30 days\)", line.description)
+
+
+def test_a_change_at_a_midnight_is_a_change_for_a_day() -> None:
+    """Whole days prorate by the second exactly as by day: no invoice moves."""
+    priced = book({})
+    at = midnight(date(2026, 9, 11))
+    (before, after) = subscription_slices(
+        load_price_book(PRICE_BOOK), "starter", SEPTEMBER, date(2026, 1, 1),
+        changes=((at, "growth"),),
+    )[:2]  # fmt: skip
+    assert (before.ends_at, after.starts_at, before.days, before.end) == (
+        None, None, 10, date(2026, 9, 11),
+    )  # fmt: skip
+    (whole,) = slices(priced, "pro", SEPTEMBER, date(2026, 1, 1))
+    assert prorate(Decimal(30), 10 * 86_400, whole.seconds, 2) == prorate(Decimal(30), 10, 30, 2)
