@@ -11,18 +11,12 @@ import msgspec
 
 from aggregation.alert_store import AlertStore
 from aggregation.alerts import AlertRule, check
-from aggregation.handlers import AlertAsk, Answer
+from aggregation.handlers import AlertAsk, Answer, problem
 from base.clickhouse import Connection
-from base.problems import ProblemDocument
 from base.settings import Settings
 from rating.plans import IDENTIFIER, PriceBook
 
 _ask = msgspec.json.Decoder(AlertAsk)
-
-
-def _problem(status: int, title: str, detail: str) -> Answer:
-    problem = ProblemDocument(title, status, detail)
-    return Answer(status, "application/problem+json", msgspec.json.encode(problem))
 
 
 def answer_alerts(connection: Connection, book: PriceBook, settings: Settings, body: bytes) -> (
@@ -33,7 +27,7 @@ def answer_alerts(connection: Connection, book: PriceBook, settings: Settings, b
     try:
         asked = _ask.decode(body)
     except msgspec.ValidationError as error:
-        return _problem(400, "Bad Request", f"not an alerts request: {error}")
+        return problem(400, "Bad Request", f"not an alerts request: {error}")
     store = AlertStore(connection)
     if asked.action == "list":
         rules = [msgspec.to_builtins(r) for r in store.rules(asked.tenant)]
@@ -42,19 +36,19 @@ def answer_alerts(connection: Connection, book: PriceBook, settings: Settings, b
         rule = AlertRule(asked.tenant, asked.id or f"al_{secrets.token_hex(6)}", asked.scope,
                          asked.target, asked.metric, asked.threshold, asked.meter,
                          asked.feature)  # fmt: skip
-        problem = check(rule, book)
-        if problem is None and not re.match(IDENTIFIER, rule.id):
-            problem = f"rule id {rule.id!r} is not an identifier"
-        if problem is None and not rule.target:
-            problem = "a rule has a target: the subscription or plan it watches"
-        if problem:
-            return _problem(422, "Unprocessable Content", problem)
+        why = check(rule, book)
+        if why is None and not re.match(IDENTIFIER, rule.id):
+            why = f"rule id {rule.id!r} is not an identifier"
+        if why is None and not rule.target:
+            why = "a rule has a target: the subscription or plan it watches"
+        if why:
+            return problem(422, "Unprocessable Content", why)
         made = store.write_rule(rule)
         return Answer(201, "application/json", msgspec.json.encode(made))
     if asked.action == "remove":
         known = {r.id: r for r in store.rules(asked.tenant)}
         if asked.id not in known:
-            return _problem(404, "Not Found", f"no alert rule {asked.id!r}")
+            return problem(404, "Not Found", f"no alert rule {asked.id!r}")
         store.write_rule(msgspec.structs.replace(known[asked.id], removed=True))
         return Answer(200, "application/json", msgspec.json.encode({"removed": asked.id}))
-    return _problem(400, "Bad Request", f"action is list, add or remove, not {asked.action!r}")
+    return problem(400, "Bad Request", f"action is list, add or remove, not {asked.action!r}")

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import msgspec
 
 from base.clickhouse import Connection
+from base.problems import ProblemDocument
 from base.settings import Settings
 from rating.plans import PriceBook
 
@@ -56,6 +57,12 @@ class Answer(NamedTuple):
     body: bytes
 
 
+def problem(status: int, title: str, detail: str) -> Answer:
+    """A handler's refusal, as the gateway answers every error: a problem document."""
+    found = ProblemDocument(title, status, detail)
+    return Answer(status, "application/problem+json", msgspec.json.encode(found))
+
+
 class PortalLink(msgspec.Struct, frozen=True):
     """A customer's portal link to make, valid for ``days``."""
 
@@ -91,6 +98,7 @@ class GrantAsk(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     effective_from: str = ""  # YYYY-MM-DD; today by default
     expires_on: str = ""
     price: str = ""  # a paid grant's price; "" for a free one
+    meter: str = ""  # a grant in this meter's units (``amount`` is units); "": in currency
     tenant: str = ""  # the key's
 
 

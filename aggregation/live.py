@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from typing import NamedTuple
 
+import msgspec
+
 from aggregation.model import RatedRows, TotalKey
 
 Owner = tuple[str, str]  # tenant, subscription
@@ -21,7 +23,11 @@ Owner = tuple[str, str]  # tenant, subscription
 _HIGHEST = frozenset({"max", "latest", "avg"})
 
 
-class Held(NamedTuple):
+class Held(msgspec.Struct, frozen=True, gc=False):
+    """One total as held: a struct the collector does not track, nor the dict holding it
+    (a worker holds one per total, a million subscriptions' worth: tracked, every full
+    collection walked them all, and an entitlement asked then waited)."""
+
     quantity: int  # what the total's charge prices, in the meter's scale
     amount_nanos: int
     currency: str

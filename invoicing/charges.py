@@ -93,6 +93,31 @@ class Pricing:
                                          for part in in_force]  # fmt: skip
         return found
 
+    def unit_credit(self, line: InvoiceLine, units: Decimal) -> tuple[Decimal, Decimal]:
+        """What the top ``units`` of a usage line are worth: the line's amount less what
+        it would rate with that many fewer units, and how many of them that takes. Units
+        that lower nothing (inside an allowance, a free tier) are not taken: the fewest
+        that take off the same amount are. (0, 0) for a charge priced per transaction."""
+        index = self.table.charge_of(line.plan, line.plan_version, line.item)
+        meter = self.meters.get(line.item)
+        if index is None or meter is None or self.table.refs[index].transactions is not None:
+            return Decimal(0), Decimal(0)
+        quantity = int(line.quantity.scaleb(meter.scale))
+        asked = min(int(units.scaleb(meter.scale)), quantity)
+
+        def rated(at: int) -> int:
+            return int(rate(self.table, np.array([index]), np.array([at]))[0])
+
+        full, floor = rated(quantity), rated(quantity - asked)
+        fewest, most = 0, asked  # rated is non-decreasing: search the fewest units
+        while fewest < most:
+            middle = (fewest + most) // 2
+            if rated(quantity - middle) == floor:
+                most = middle
+            else:
+                fewest = middle + 1
+        return Decimal(fewest).scaleb(-meter.scale), Decimal(full - floor).scaleb(-9)
+
     def group_label(self, key: str) -> str:
         label = self._groups.get(key)
         if label is None:

@@ -19,7 +19,7 @@ from aggregation.model import RatedTotal
 from invoicing.charges import Pricing
 from invoicing.compose import Credits, EarlierPeriod, UnknownPlanError, compose_invoice
 from invoicing.corrections import taken_back
-from invoicing.credits import Grant
+from invoicing.credits import Grant, consumed, rollover_grants
 from invoicing.grant_ledger import used_before
 from invoicing.invoice import CREDIT, DRAFT, FINALIZED, Invoice, InvoiceLine, Party
 from invoicing.ledger import party_of
@@ -144,6 +144,7 @@ def close_period(
     for sub in sorted(subscribers.values(), key=lambda s: s.subscription):
         first_of.setdefault((sub.tenant, sub.customer), sub.subscription)
     to_write = []
+    carried: list[Grant] = []  # included units left unused, for the next period
     for owner in owners:
         existing = current.get(owner)
         if existing is not None and existing.status == FINALIZED:
@@ -171,6 +172,7 @@ def close_period(
             report.problems.append(str(error))
             continue
         _take(used, invoice)
+        carried += _rollovers(book, sub, billing, invoice)
         if not invoice.lines and not _active_in(sub, billing.start):
             continue  # an earlier period's adjustments came to nothing
         unchanged = existing is not None and existing.digest == invoice.digest
@@ -195,6 +197,10 @@ def close_period(
     if finalize:
         to_write = issue(to_write, ledger.last_numbers(tenant), seller or Party(), customers,
                          now.date())  # fmt: skip
+    # Before the invoices: a close killed between the two writes is run again, and its
+    # rollovers are written again under the same ids.
+    if carried:
+        sources.grants.write(carried)
     ledger.write(to_write)
     ledger.record_run(report.action, report.period, tenant, counts=report.counts,
                       problems=len(report.problems), at=now)  # fmt: skip
@@ -238,11 +244,24 @@ def _credits(grants: list[Grant], used: dict[str, Decimal], first: str) -> Credi
     return Credits(grants, {g.grant_id: used[g.grant_id] for g in grants}, first)
 
 
+def _rollovers(book: PriceBook, sub: Subscription, billing: Period, invoice: Invoice) -> (
+    list[Grant]
+):  # fmt: skip
+    """The rollover grants the period leaves for the next, by the plan in force as it
+    ends (none for a subscription that ended in it)."""
+    last_day = billing.end - timedelta(days=1)
+    if sub.active_until is not None and sub.active_until <= billing.end:
+        return []
+    plan = book.plan_at(sub.plan_at(midnight(billing.end) - timedelta(microseconds=1)),
+                        last_day)  # fmt: skip
+    return rollover_grants(sub, billing, plan, invoice.lines) if plan is not None else []
+
+
 def _take(used: dict[str, Decimal], invoice: Invoice) -> None:
     """Count what ``invoice`` takes of each grant, for the subscriptions after it."""
     for line in invoice.lines:
         if line.kind == CREDIT:
-            used[line.item] -= line.amount
+            used[line.item] += consumed(line)
 
 
 def _months(first: date, last: date) -> int:

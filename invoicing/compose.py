@@ -56,7 +56,7 @@ def compose_invoice(
         billing = sub.period(period)
         lines += top_up_lines(credits.grants, sub, credits.first_of_customer, billing)
         lines += credit_lines(lines, credits.grants, credits.used, sub=sub, currency=currency,
-                              period=billing)  # fmt: skip
+                              period=billing, unit_value=pricing.unit_credit)  # fmt: skip
     # The tax point: the last day of the period the invoice bills.
     rule = (taxes or built_in()).rule(customer, sub.period(period).end - timedelta(days=1))
     return Invoice(

@@ -8,9 +8,8 @@ from __future__ import annotations
 import msgspec
 
 from aggregation.corrections import BACKFILL, CorrectionRequest
-from aggregation.handlers import Answer
+from aggregation.handlers import Answer, problem
 from base.clickhouse import Connection
-from base.problems import ProblemDocument
 from base.settings import Settings
 from invoicing.correcting import CorrectionError, Corrector
 from invoicing.correction_view import proposal_view
@@ -37,7 +36,6 @@ def answer_correction(
                                       meter=asked.meter, since=asked.since,
                                       until=asked.until)  # fmt: skip
     except CorrectionError as error:
-        problem = ProblemDocument("Unprocessable Content", 422, str(error))
-        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
+        return problem(422, "Unprocessable Content", str(error))
     done = fixing.commit(proposal) if asked.commit and not proposal.empty else None
     return Answer(200, "application/json", msgspec.json.encode(proposal_view(proposal, done)))

@@ -9,9 +9,8 @@ from typing import Any
 
 import msgspec
 
-from aggregation.handlers import Answer, GrantAsk
+from aggregation.handlers import Answer, GrantAsk, problem
 from base.clickhouse import Connection
-from base.problems import ProblemDocument
 from base.settings import Settings
 from invoicing.credits import FREE, PAID, Grant, GrantError, checked_grant
 from invoicing.grant_ledger import Application, GrantLedger, new_grant_id
@@ -47,24 +46,31 @@ def answer_credits(connection: Connection, book: PriceBook, settings: Settings, 
         made = checked_grant(Grant(asked.tenant, new_grant_id(), asked.customer,
                                    asked.subscription, asked.currency, amount, asked.priority,
                                    start, end, PAID if asked.price else FREE, price,
-                                   asked.reason.strip()))  # fmt: skip
+                                   asked.reason.strip(), meter=asked.meter),
+                             meter_scale(book, asked.meter))  # fmt: skip
     except GrantError as error:
-        problem = ProblemDocument("Unprocessable Content", 422, str(error))
-        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
+        return problem(422, "Unprocessable Content", str(error))
     kept.write([made])
     return Answer(201, "application/json", msgspec.json.encode(_view(made, [])))
 
 
+def meter_scale(book: PriceBook, meter: str) -> int | None:
+    """The scale of a grant's meter; None for one the book does not have (or none)."""
+    known = {m.id: m.scale for m in book.meters}
+    return known.get(meter) if meter else None
+
+
 def _view(grant: Grant, used: list[Application]) -> dict[str, Any]:
-    taken = sum((a.amount for a in used), Decimal(0))
+    taken = sum((a.taken for a in used), Decimal(0))
     return {
         "grant": grant.grant_id, "customer": grant.customer,
         "subscription": grant.subscription, "currency": grant.currency,
         "amount": str(grant.amount), "used": str(taken), "balance": str(grant.amount - taken),
+        "meter": grant.meter,
         "priority": grant.priority, "effective_from": grant.effective_from.isoformat(),
         "expires_on": grant.expires_on.isoformat() if grant.expires_on else None,
         "kind": grant.kind, "price": str(grant.price), "reason": grant.reason,
         "history": [{"invoice": a.invoice_id, "period": f"{a.period:%Y-%m}",
                      "subscription": a.subscription, "status": a.status,
-                     "amount": str(a.amount)} for a in used],
+                     "amount": str(a.amount), "units": str(a.units)} for a in used],
     }  # fmt: skip

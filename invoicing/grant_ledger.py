@@ -15,7 +15,7 @@ from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant
 from invoicing.credits import Grant
 
 _COLUMNS = ("tenant, grant_id, customer, subscription, currency, amount, priority, "
-            "effective_from, expires_on, kind, price, reason, voided")  # fmt: skip
+            "effective_from, expires_on, kind, price, reason, voided, meter")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class Application:
     subscription: str
     status: str  # of the invoice: draft or finalized
     amount: Decimal  # taken off, positive
+    units: Decimal = Decimal(0)  # of a grant in units: the units it took
+
+    @property
+    def taken(self) -> Decimal:
+        """What it took of the grant, in the grant's own terms (units, or money)."""
+        return self.units or self.amount
 
 
 class GrantLedger(TableStore):
@@ -49,6 +55,7 @@ class GrantLedger(TableStore):
             "price": pa.array([g.price for g in grants], type=AMOUNT),
             "reason": [g.reason for g in grants],
             "voided": pa.array([g.voided for g in grants], type=pa.bool_()),
+            "meter": [g.meter for g in grants],
             "created_at": pa.array([now] * len(grants), type=TIMESTAMP),
             "version": pa.array([version] * len(grants), type=pa.uint64()),
         }))  # fmt: skip
@@ -64,7 +71,7 @@ class GrantLedger(TableStore):
     def applications(self, tenant: str | None = None) -> dict[str, list[Application]]:
         """Every invoice's credit lines (current revisions), by grant."""
         rows = self._client.query(
-            "SELECT item, invoice_id, period_start, subscription, status, -amount "
+            "SELECT item, invoice_id, period_start, subscription, status, -amount, quantity "
             f"FROM {self._table('current_invoice_lines')} WHERE kind = 'credit'"
             + and_tenant(tenant) + " ORDER BY period_start, subscription",
             parameters={"tenant": tenant},
@@ -77,7 +84,7 @@ class GrantLedger(TableStore):
 
 def used_before(applications: dict[str, list[Application]], period: date) -> dict[str, Decimal]:
     """What invoices of periods before ``period`` took of each grant."""
-    return {grant: sum((a.amount for a in found if a.period < period), Decimal(0))
+    return {grant: sum((a.taken for a in found if a.period < period), Decimal(0))
             for grant, found in applications.items()}  # fmt: skip
 
 

@@ -9,9 +9,8 @@ from decimal import Decimal, InvalidOperation
 
 import msgspec
 
-from aggregation.handlers import Answer, PaymentReport
+from aggregation.handlers import Answer, PaymentReport, problem
 from base.clickhouse import Connection
-from base.problems import ProblemDocument
 from base.settings import Settings
 from invoicing.payment_ledger import (
     PaymentError,
@@ -52,8 +51,7 @@ def answer_payment(connection: Connection, book: PriceBook, settings: Settings, 
                                    "(YYYY-MM-DD)") from None  # fmt: skip
             kept.record([payment_of(invoice, amount, day, asked.reference, "provider")])
     except PaymentError as error:
-        problem = ProblemDocument("Unprocessable Content", 422, str(error))
-        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
+        return problem(422, "Unprocessable Content", str(error))
     now = standing_now(sources.credits, kept, invoice, today)
     answer = {"invoice_id": invoice.invoice_id, "number": invoice.number_label,
               "currency": invoice.currency, "asked": str(now.asked), "paid": str(now.paid),

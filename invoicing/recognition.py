@@ -7,7 +7,12 @@ The rules (docs/invoices.md, "Revenue recognition"):
 - usage, a commitment's true-up and a discount are earned in the period they belong to
   (the month that names it): usage where it was consumed;
 - an adjustment line is earned in the period it adjusts, not on the invoice that bills it;
-- a credit note takes back, with the same rule, from where the line it credits was earned.
+- a credit note takes back, with the same rule, from where the line it credits was earned;
+- a paid top-up (the price of prepaid credit) is billed when its invoice is issued and
+  earned as the credit is used: each finalized invoice's credit line of the grant earns
+  its share of the price (the credit taken over the credit granted) in the month the
+  line belongs to, and what is left when the grant expires or is voided is earned then
+  (breakage); until then it is deferred.
 
 Revenue is net of tax. Each part is rounded to the currency's minor unit so that the parts
 of a line add up to the line exactly (the remainder goes where cumulative rounding puts
@@ -18,12 +23,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
 
 from invoicing.credit_notes import CreditNote
-from invoicing.invoice import FIXED_FEE, Invoice, InvoiceLine
+from invoicing.credits import Grant, consumed
+from invoicing.invoice import CREDIT, FIXED_FEE, TOP_UP, Invoice, InvoiceLine
 from rating.currencies import MINOR_UNIT_DIGITS
 from rating.money import round_to_minor_unit
 from rating.period import Period
@@ -90,15 +96,68 @@ def _entries(
 
 def invoice_schedule(invoice: Invoice, spans: Mapping[int, Span]) -> list[Entry]:
     """When each line of a finalized ``invoice`` is earned; ``spans``: the days each of its
-    own fixed fee lines pays for, by line number (the others have none)."""
+    own fixed fee lines pays for, by line number (the others have none). A top-up's line
+    is earned as its credit is used (``prepaid_schedule``)."""
     issued = invoice.issued_on or invoice.period
     return [
         entry
         for number, line in enumerate(invoice.lines, start=1)
+        if line.kind != TOP_UP
         for entry in _entries(
             invoice.invoice_id, number, line, line.amount, span=spans.get(number), issued_on=issued
         )
     ]
+
+
+# Earned in no month yet: prepaid credit neither used nor expired.
+NOT_YET = date(9999, 12, 1)
+
+
+def prepaid_schedule(
+    invoices: Sequence[Invoice], grants: Mapping[str, Grant], today: date
+) -> list[Entry]:
+    """When each paid top-up on the finalized ``invoices`` is earned: by the credit lines
+    of its grant on them, in their months, each its share of the price rounded so that
+    the shares add up (cumulatively), and the rest when the grant expires or is voided
+    (as of ``today``), or in ``NOT_YET``."""
+    taken: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for invoice in invoices:
+        for line in invoice.lines:
+            if line.kind == CREDIT:
+                taken[line.item].append((line.applies_to, consumed(line)))
+    found = []
+    for invoice in invoices:
+        for number, line in enumerate(invoice.lines, start=1):
+            grant = grants.get(line.item) if line.kind == TOP_UP else None
+            if grant is not None and grant.amount:
+                made = Entry(invoice.invoice_id, number, TOP_UP, line.plan, line.currency,
+                             grant.effective_from, grant.expires_on or NOT_YET, NOT_YET,
+                             line.amount, invoice.issued_on or invoice.period)  # fmt: skip
+                found += _earned(made, grant, taken[grant.grant_id], today)
+    return found
+
+
+def _earned(
+    price: Entry, grant: Grant, taken: Sequence[tuple[date, Decimal]], today: date
+) -> list[Entry]:
+    """A top-up's ``price`` (an entry of all of it, earned ``NOT_YET``) by what invoices
+    ``taken`` of its grant, month by month, and the rest at its end."""
+    digits = MINOR_UNIT_DIGITS[price.currency]
+    found = []
+    used, given = Decimal(0), Decimal(0)
+    for month, part in sorted(taken):
+        used += part
+        reached = round_to_minor_unit(price.amount * min(used, grant.amount) / grant.amount,
+                                      digits)  # fmt: skip
+        if reached != given:
+            found.append(replace(price, month=_month(month), amount=reached - given))
+        given = reached
+    if given != price.amount:
+        ends = grant.expires_on
+        month = (_month(ends) if ends is not None and ends <= today
+                 else _month(today) if grant.voided else NOT_YET)  # fmt: skip
+        found.append(replace(price, month=month, amount=price.amount - given))
+    return found
 
 
 def credit_schedule(note: CreditNote, invoice: Invoice, spans: Mapping[int, Span]) -> list[Entry]:

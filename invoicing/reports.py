@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from invoicing.charges import Pricing
@@ -21,6 +21,7 @@ from invoicing.recognition import (
     credit_schedule,
     fee_spans,
     invoice_schedule,
+    prepaid_schedule,
 )
 from invoicing.sources import Sources
 from rating.period import Period
@@ -109,6 +110,8 @@ def revenue_recognition(
         ]  # fmt: skip
         spans[invoice.invoice_id] = fee_spans(invoice, slices)
         entries += invoice_schedule(invoice, spans[invoice.invoice_id])
+    grants = {grant.grant_id: grant for grant in sources.grants.grants(tenant)}
+    entries += prepaid_schedule(issued, grants, datetime.now(UTC).date())
     by_id = {invoice.invoice_id: invoice for invoice in issued}
     for note in sources.credits.notes(tenant):
         credited = by_id.get(note.invoice_id)

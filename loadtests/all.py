@@ -7,7 +7,7 @@ line; a figure here is the median of the runs, shown with every run's value so t
 spread on a shared, noisy machine is visible. Ratios come from each benchmark's in-run
 baseline (the Decimal oracle and NumPy for rating, raw consume for the pipeline, raw
 produce for ingest, a set of full ids for the dedupe state, the engine's own insert and
-`SELECT 1` for the store).
+`SELECT 1` for the store, the gateway's bare HTTP path for entitlements).
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ BENCHMARKS = (
                   "against raw consume, produce-to-queryable latency at half load")
         for size in (500, 1) for subscriptions in (1_000, 100_000, 1_000_000)
     ),
+    Benchmark("bench_entitlements", (), "Entitlements from the worker's live usage through "
+              "`meterline serve` at 1M subscriptions: latency against the gateway's bare HTTP "
+              "path, serve's CPU per request, staleness from event to answer, and a hard "
+              "limit's deny and refusal"),
     Benchmark("bench_store", (), "Rated totals written against the engine's own insert; one "
               "subscription's usage among 1M against SELECT 1; closing invoices"),
 )  # fmt: skip

@@ -12,6 +12,7 @@ from meterline.cli_support import (
     console,
     fail,
     format_option,
+    load_book,
     load_settings,
     opened_store,
     print_rows,
@@ -31,8 +32,21 @@ def credits_group() -> None:
     default="",
     help="Only this subscription's invoices.  [default: any of the customer's]",
 )
-@click.option("--amount", required=True, help="The credit, in --currency (whole minor units).")
-@click.option("--currency", required=True, help="ISO 4217: it applies to invoices in it.")
+@click.option(
+    "--amount",
+    required=True,
+    help="The credit, in --currency (whole minor units), or in units of --meter.",
+)
+@click.option(
+    "--currency",
+    default="",
+    help="ISO 4217: it applies to invoices in it (a grant in units: any, unless given).",
+)
+@click.option(
+    "--meter",
+    default="",
+    help="A grant in this meter's units: its usage is billed as if that many fewer were used.",
+)
 @click.option(
     "--priority",
     type=click.IntRange(0, 1_000_000),
@@ -61,10 +75,12 @@ def credits_group() -> None:
 )
 @click.option("--reason", required=True, help="Why: printed on each invoice line it makes.")
 def grant(tenant: str, customer: str, subscription: str, amount: str, currency: str,
-          priority: int, effective: datetime | None, expires: datetime | None,
+          meter: str, priority: int, effective: datetime | None, expires: datetime | None,
           price: str | None, reason: str) -> None:  # fmt: skip
-    """Grant prepaid credit to a customer (or one subscription of it)."""
+    """Grant prepaid credit to a customer (or one subscription of it), in a currency or
+    in units of a meter."""
     from invoicing.credits import FREE, PAID, Grant, GrantError, checked_grant
+    from invoicing.grant_api import meter_scale
     from invoicing.grant_ledger import GrantLedger, new_grant_id
     from subscriptions.store import SubscriptionStore
 
@@ -73,19 +89,22 @@ def grant(tenant: str, customer: str, subscription: str, amount: str, currency: 
     except InvalidOperation:
         fail("--amount and --paid are decimal numbers")
     start = (effective or datetime.now(UTC)).date()
-    with opened_store(load_settings()) as connection:
+    settings = load_settings()
+    book = load_book(settings)
+    with opened_store(settings) as connection:
         if (tenant, customer) not in SubscriptionStore(connection).customers(tenant):
             fail(f"no customer {customer!r} for tenant {tenant!r}")
         try:
             made = checked_grant(Grant(tenant, new_grant_id(), customer, subscription, currency,
                                        value, priority, start,
                                        expires.date() if expires else None,
-                                       PAID if price else FREE, cost, reason.strip()))  # fmt: skip
+                                       PAID if price else FREE, cost, reason.strip(),
+                                       meter=meter), meter_scale(book, meter))  # fmt: skip
         except GrantError as error:
             fail(str(error))
         GrantLedger(connection).write([made])
     console.print(
-        f"granted {made.grant_id}: {value} {currency} to {customer}"
+        f"granted {made.grant_id}: {value} {meter or currency} to {customer}"
         + (f" for {cost} {currency}" if price else " (free)"),
         highlight=False,
     )
@@ -106,14 +125,15 @@ def list_grants(tenant: str, customer: str | None, fmt: str) -> None:
     for g in grants:
         if customer is not None and g.customer != customer:
             continue
-        taken = sum((a.amount for a in used.get(g.grant_id, [])), Decimal(0))
+        taken = sum((a.taken for a in used.get(g.grant_id, [])), Decimal(0))
         today = datetime.now(UTC).date()
         expired = g.expires_on is not None and g.expires_on <= today
         state = "voided" if g.voided else "expired" if expired else ""
-        rows.append((g.grant_id, g.customer, g.subscription or "(any)", g.currency, g.amount,
+        rows.append((g.grant_id, g.customer, g.subscription or "(any)", g.meter or g.currency,
+                     g.amount,
                      taken, g.amount - taken, g.priority, str(g.effective_from),
                      str(g.expires_on or ""), g.kind, state, g.reason))  # fmt: skip
-    print_rows("Prepaid credits", ("grant", "customer", "subscription", "currency", "amount",
+    print_rows("Prepaid credits", ("grant", "customer", "subscription", "in", "amount",
                                    "used", "balance", "priority", "from", "expires", "kind",
                                    "state", "reason"), rows, fmt)  # fmt: skip
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from aggregation.handlers import Answer, PortalLink
+from aggregation.handlers import Answer, PortalLink, problem
 from aggregation.readers import PipelineReads
 from aggregation.usage import read_usage
 from base.clickhouse import Connection
@@ -67,8 +67,7 @@ def answer_link(connection: Connection, book: PriceBook, settings: Settings, bod
     try:
         url, expires = make_link(connection, settings, _link.decode(body), datetime.now(UTC))
     except PortalLinkError as error:
-        problem = {"title": "Unprocessable Content", "status": 422, "detail": str(error)}
-        return Answer(422, "application/problem+json", msgspec.json.encode(problem))
+        return problem(422, "Unprocessable Content", str(error))
     answer = {"url": url, "expires_at": expires.isoformat()}
     return Answer(201, "application/json", msgspec.json.encode(answer))
 

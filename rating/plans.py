@@ -293,6 +293,11 @@ class Allowance(_Charge):
     included: Annotated[Decimal, Field(allow_inf_nan=False, ge=0)]
     overage_price: NanoPrice | None = None
     overage_tiers: Tiers | None = None
+    rollover: Annotated[Decimal, Field(allow_inf_nan=False, ge=0)] | None = Field(
+        default=None,
+        description="included units a period leaves unused, carried into the next as a "
+        "grant in units, at most this many",
+    )
 
     @model_validator(mode="after")
     def _one_overage(self) -> Allowance:
@@ -301,7 +306,9 @@ class Allowance(_Charge):
         return self
 
     def quantities(self) -> tuple[tuple[str, Decimal], ...]:
-        return (("included", self.included), *_tier_quantities(self.overage_tiers or ()))
+        carried = (("rollover", self.rollover),) if self.rollover is not None else ()
+        return (("included", self.included), *carried,
+                *_tier_quantities(self.overage_tiers or ()))  # fmt: skip
 
 
 class GraduatedPercentage(TieredCharge):
@@ -593,6 +600,12 @@ class PriceBook(_Frozen):
                         "which is not declared under meters"
                     )
                 meter = self.meter(charge.meter)
+                if isinstance(charge, Allowance) and charge.rollover and meter.group_by:
+                    raise ValueError(
+                        f"{plan.label}: charge on meter {charge.meter!r}: rollover carries a "
+                        "period's unused included units, and a grouped meter includes them "
+                        "per group: give rollover on a meter without group_by"
+                    )
                 if isinstance(charge, AMOUNT_MODELS) and meter.aggregation != "sum":
                     raise ValueError(
                         f"{plan.label}: charge on meter {charge.meter!r}: a {charge.model} "

@@ -4,12 +4,18 @@ write through one stage and read through another."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
+from aggregation.aggregator import Aggregator
+from aggregation.alert_store import AlertStore
+from aggregation.alerts import AlertRules
 from aggregation.readers import PipelineReads
 from aggregation.sink import PipelineSink
 from base.clickhouse import Connection
 from base.settings import Settings
 from invoicing.sources import Sources
+from rating.plans import PriceBook
+from subscriptions.directory import SubscriptionDirectory
 from subscriptions.store import SubscriptionStore
 
 
@@ -39,3 +45,17 @@ class Stores:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def aggregator(stores: Stores, settings: Settings, book: PriceBook, home: int) -> Aggregator:
+    """A worker's batch handling over the store, as ``run_worker`` makes it (alert rules
+    read from the store), holding partition ``home``; ``prepare`` it before a batch."""
+    directory = SubscriptionDirectory(stores.subscriptions.terms_written_since)
+    made = Aggregator(
+        stores.sink, directory, book, window=settings.event_window(),
+        partitions=settings.topic_partitions, dedupe_window=timedelta(hours=24),
+        topic=settings.events_topic,
+        alerts=AlertRules(AlertStore(stores.connection).rules_written_since),
+    )  # fmt: skip
+    made.assigned({home})
+    return made

@@ -10,9 +10,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from aggregation.handlers import Answer, Outcomes, WebhookAsk
+from aggregation.handlers import Answer, Outcomes, WebhookAsk, problem
 from base.clickhouse import Connection
-from base.problems import ProblemDocument
 from base.settings import Settings
 from rating.plans import PriceBook
 from webhooks import messages
@@ -26,11 +25,6 @@ _ask = msgspec.json.Decoder(WebhookAsk)
 
 def _json(status: int, body: Any) -> Answer:
     return Answer(status, "application/json", msgspec.json.encode(body))
-
-
-def _problem(status: int, title: str, detail: str) -> Answer:
-    problem = ProblemDocument(title, status, detail)
-    return Answer(status, "application/problem+json", msgspec.json.encode(problem))
 
 
 def answer_run(connection: Connection, book: PriceBook, settings: Settings, body: bytes) -> (
@@ -57,15 +51,15 @@ def answer_endpoints(
     try:
         asked = _ask.decode(body)
     except msgspec.ValidationError as error:
-        return _problem(400, "Bad Request", f"not a webhooks request: {error}")
+        return problem(400, "Bad Request", f"not a webhooks request: {error}")
     store = WebhookStore(connection)
     now = datetime.now(UTC)
     if asked.action == "list":
         return _json(200, {"endpoints": [_view(e) for e in store.endpoints(asked.tenant)]})
     if asked.action == "add":
-        problem = _checked(asked)
-        if problem:
-            return _problem(422, "Unprocessable Content", problem)
+        why = _checked(asked)
+        if why:
+            return problem(422, "Unprocessable Content", why)
         made = Endpoint(asked.tenant, f"ep_{secrets.token_hex(8)}", asked.url, new_secret(),
                         tuple(sorted(set(asked.types))), now)  # fmt: skip
         store.write_endpoint(made)
@@ -73,7 +67,7 @@ def answer_endpoints(
     if asked.action == "remove":
         known = {e.endpoint_id: e for e in store.endpoints(asked.tenant)}
         if asked.endpoint not in known:
-            return _problem(404, "Not Found", f"no webhook endpoint {asked.endpoint!r}")
+            return problem(404, "Not Found", f"no webhook endpoint {asked.endpoint!r}")
         gone = known[asked.endpoint]
         store.write_endpoint(Endpoint(gone.tenant, gone.endpoint_id, gone.url, gone.secret,
                                       gone.types, gone.created_at, removed=True))  # fmt: skip
@@ -83,12 +77,12 @@ def answer_endpoints(
     if asked.action == "replay":
         count = replay(connection, asked.tenant, asked.message, asked.endpoint or None, now)
         if not count:
-            return _problem(404, "Not Found", f"no message {asked.message!r} of the last "
+            return problem(404, "Not Found", f"no message {asked.message!r} of the last "
                             f"{HORIZON.days} days for an endpoint"
                             + (f" {asked.endpoint!r}" if asked.endpoint else ""))  # fmt: skip
         return _json(200, {"replayed": asked.message, "deliveries": count})
     actions = "list, add, remove, attempts or replay"
-    return _problem(400, "Bad Request", f"action is {actions}, not {asked.action!r}")
+    return problem(400, "Bad Request", f"action is {actions}, not {asked.action!r}")
 
 
 def _checked(asked: WebhookAsk) -> str | None:

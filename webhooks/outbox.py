@@ -124,11 +124,12 @@ def _credits(
     for grant in ledger.grants():
         if grant.voided or not grant.amount:
             continue
-        balance = grant.amount - sum((a.amount for a in used.get(grant.grant_id, [])),
+        balance = grant.amount - sum((a.taken for a in used.get(grant.grant_id, [])),
                                      Decimal(0))  # fmt: skip
         data = {"grant": grant.grant_id, "customer": grant.customer,
                 "subscription": grant.subscription, "currency": grant.currency,
-                "amount": trimmed(grant.amount), "balance": trimmed(balance)}  # fmt: skip
+                "meter": grant.meter, "amount": trimmed(grant.amount),
+                "balance": trimmed(balance)}  # fmt: skip
         if balance * 100 <= grant.amount * low_percent:
             yield message(grant.tenant, kinds.CREDITS_LOW, grant.grant_id, now, data)
         ends = grant.expires_on

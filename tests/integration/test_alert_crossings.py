@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from aggregation.aggregator import Aggregator
 from aggregation.alert_store import AlertStore
-from aggregation.alerts import AlertRules, crossings
+from aggregation.alerts import crossings
 from aggregation.log_identity import Checkpoint
 from aggregation.model import Record
 from base.events import UsageEvent, encode, partition_of
@@ -27,8 +27,7 @@ from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker
 from rating.loading import load_price_book
-from subscriptions.directory import SubscriptionDirectory
-from tests.stores import Stores
+from tests.stores import Stores, aggregator
 
 pytestmark = pytest.mark.integration
 
@@ -63,16 +62,9 @@ def test_a_crossing_is_found_once_whatever_survived_of_its_batch(
     stores = Stores.open(settings)
 
     def worker() -> Aggregator:
-        directory = SubscriptionDirectory(stores.subscriptions.terms_written_since)
-        aggregator = Aggregator(
-            stores.sink, directory, book, window=settings.event_window(),
-            partitions=settings.topic_partitions, dedupe_window=timedelta(hours=24),
-            topic=settings.events_topic,
-            alerts=AlertRules(AlertStore(stores.connection).rules_written_since),
-        )  # fmt: skip
-        aggregator.assigned({home})
-        asyncio.run(aggregator.prepare(bootstrap))
-        return aggregator
+        made = aggregator(stores, settings, book, home)
+        asyncio.run(made.prepare(bootstrap))
+        return made
 
     def checkpoint(last: int) -> list[Checkpoint]:
         return [Checkpoint(home, 0, last, bytes([last + 1]) * 16)]

@@ -14,18 +14,31 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from base.settings import Settings
 from ingest.store_access import DirectStore
 from invoicing.closing import close_period
-from invoicing.credits import PAID, Grant
+from invoicing.credits import PAID, ROLLOVER, Grant
 from invoicing.invoice import CREDIT, TOP_UP
 from meterline.cli import main
 from meterline.cli_support import handlers, load_settings
+from meterline.demo import PRICE_BOOK
 from meterline.embedded_broker import EmbeddedBroker
+from rating.loading import parse_price_book
+from rating.plans import PriceBook
 from tests.integration.gateway_helpers import gateway_for
-from tests.integration.test_invoices import AUG, BOOK, SEP, TENANT, Feed, invoices, seed_scenario
+from tests.integration.test_invoices import (
+    AUG,
+    BOOK,
+    SEP,
+    TENANT,
+    Feed,
+    at,
+    invoices,
+    seed_scenario,
+)
 from tests.stores import Stores
 
 pytestmark = pytest.mark.integration
@@ -149,3 +162,52 @@ def test_credits_are_granted_and_read_over_http_with_an_admin_key(
     assert malformed.status_code == 400
     (only,) = listed.json()["grants"]
     assert only["grant"] == made.json()["grant"] and only["history"] == []
+
+
+def rolling_book() -> PriceBook:
+    """The demo book with a rollover on starter's active users (5 included, 1.50 each
+    past them): up to 3 a period left unused carry into the next."""
+    data = yaml.safe_load(PRICE_BOOK.read_text())
+    for plan in data["plans"]:
+        for charge in plan["charges"]:
+            if plan["id"] == "starter" and charge["meter"] == "active_users":
+                charge["rollover"] = 3
+    return parse_price_book(data, "rolling")
+
+
+def test_grants_in_units_and_rolled_over_usage_bill_fewer_units(
+    store_environment: Stores, feed: Feed
+) -> None:
+    """c (starter) sees 2 distinct users in August: 3 of its 5 included roll over. In
+    September it sees 10 and makes 1,500 calls, with a grant of 1,000 calls: the invoice
+    bills them as if 3 fewer users and 1,000 fewer calls, against the Decimal oracle."""
+    store = store_environment
+    book = rolling_book()
+    feed.send([("c", "active_users", 1, at(AUG, 9), {"user": f"u{n}"}) for n in range(2)])
+    feed.send([("c", "active_users", 1, at(SEP, 9), {"user": f"v{n}"}) for n in range(10)]
+              + [("c", "api_calls", 1500, at(SEP, 10), {})])  # fmt: skip
+    runner = CliRunner()
+    granted = runner.invoke(main, ["credits", "grant", "--tenant", TENANT, "--customer",
+                                   "cust-c", "--meter", "api_calls", "--amount", "1000",
+                                   "--from", "2026-09-01", "--reason", "launch calls"])  # fmt: skip
+    assert granted.exit_code == 0, granted.output
+    close_period(store.sources, book, AUG)
+    (carried,) = [g for g in store.sources.grants.grants(TENANT) if g.kind == ROLLOVER]
+    assert (carried.meter, carried.amount, carried.effective_from) == ("active_users", 3, SEP)
+    assert close_period(store.sources, book, AUG).unchanged == 3, "closed again: the same"
+    assert [g.amount for g in store.sources.grants.grants(TENANT) if g.kind == ROLLOVER] == [3]
+    close_period(store.sources, book, SEP)
+    c = invoices(store, SEP)["c"]
+    credits = {line.item: line for line in c.lines if line.kind == CREDIT}
+    # The oracle: 5 overage users at 1.50 billed as 2, 1,500 calls at 0.0004 as 500.
+    users = next(x for x in c.lines if x.kind == "usage" and x.item == "active_users")
+    assert users.amount == cents(5 * Decimal("1.50"))
+    assert (credits[carried.grant_id].quantity, credits[carried.grant_id].amount) == (
+        3, -cents(3 * Decimal("1.50")))  # fmt: skip
+    calls = [g for g in store.sources.grants.grants(TENANT) if g.meter == "api_calls"]
+    assert (credits[calls[0].grant_id].quantity, credits[calls[0].grant_id].amount) == (
+        1000, -cents(1000 * Decimal("0.0004")))  # fmt: skip
+    listed = runner.invoke(main, ["credits", "list", "--tenant", TENANT, "--format", "json"])
+    balances = {row["grant"]: row for row in json.loads(listed.output)}
+    assert Decimal(balances[calls[0].grant_id]["balance"]) == 0
+    assert Decimal(balances[carried.grant_id]["balance"]) == 0

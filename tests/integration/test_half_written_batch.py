@@ -22,8 +22,7 @@ from meterline.demo import PRICE_BOOK, generator
 from meterline.demo.job import prepare_store
 from meterline.embedded_broker import EmbeddedBroker
 from rating.loading import load_price_book
-from subscriptions.directory import SubscriptionDirectory
-from tests.stores import Stores
+from tests.stores import Stores, aggregator
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +45,7 @@ def test_a_batch_cut_short_before_its_totals_is_completed_when_a_new_log_follows
     stores = Stores.open(settings)
 
     def worker() -> Aggregator:
-        directory = SubscriptionDirectory(stores.subscriptions.terms_written_since)
-        aggregator = Aggregator(
-            stores.sink, directory, book, window=settings.event_window(),
-            partitions=settings.topic_partitions, dedupe_window=timedelta(hours=24),
-            topic=settings.events_topic,
-        )  # fmt: skip
-        aggregator.assigned({home})
-        return aggregator
+        return aggregator(stores, settings, book, home)
 
     try:
         before = worker()

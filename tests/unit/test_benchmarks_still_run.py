@@ -82,3 +82,13 @@ def test_the_batch_step_benchmark_runs_and_ends_with_its_figures_as_json() -> No
     figures = quick("bench_batch", "--events", "3000", "--subscriptions", "100", "--runs", "1")
     assert figures["events"] == 3000
     assert figures["step_cpu_us_per_event"] > 0 and figures["decode_cpu_us_per_event"] > 0
+
+
+def test_the_entitlements_benchmark_runs_and_ends_with_its_figures_as_json() -> None:
+    figures = quick("bench_entitlements", "--subscriptions", "300", "--requests", "200",
+                    "--staleness-samples", "3")  # fmt: skip
+    assert figures["subscriptions"] == 300 and figures["requests"] == 200
+    assert figures["entitlement_p99_ms"] >= figures["entitlement_p50_ms"] > 0
+    assert figures["baseline_p99_ms"] >= figures["baseline_p50_ms"] > 0
+    assert 0 < figures["staleness_p50_s"] <= figures["staleness_p99_s"]
+    assert 0 < figures["hard_limit_deny_s"] <= figures["hard_limit_refused_s"]

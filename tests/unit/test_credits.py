@@ -5,14 +5,26 @@ is left to bill, never below zero; top-ups bill a paid grant once, in its period
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from invoicing.credits import FREE, PAID, Grant, credit_lines, top_up_lines
-from invoicing.invoice import USAGE, InvoiceLine
+from invoicing.charges import Pricing
+from invoicing.credits import (
+    FREE,
+    PAID,
+    ROLLOVER,
+    Grant,
+    consumed,
+    credit_lines,
+    rollover_grants,
+    top_up_lines,
+)
+from invoicing.invoice import CREDIT, FIXED_FEE, USAGE, InvoiceLine
+from rating.oracle import rate_charge
 from rating.period import Period
+from rating.plans import PriceBook
 from subscriptions.model import Subscription
 
 SUB = Subscription("t", "s", "c", "growth", datetime(2026, 1, 1, tzinfo=UTC))
@@ -80,3 +92,81 @@ def test_a_paid_grant_is_billed_once_in_the_period_it_takes_effect() -> None:
     ]
     assert top_up_lines([paid], SUB, "s", Period(date(2026, 9, 1))) == []
     assert top_up_lines([paid], SUB, "another", PERIOD) == [], "a customer's first only"
+
+
+UNIT_CHARGES = {
+    "allowance": {"model": "allowance", "included": "1000", "overage_price": "0.002",
+                  "rollover": "500"},
+    "per_unit": {"model": "per_unit", "unit_price": "0.0004"},
+    "graduated": {"model": "graduated", "tiers": [
+        {"up_to": 100, "unit_price": "0"}, {"up_to": 1000, "unit_price": "0.01"},
+        {"unit_price": "0.004", "flat_fee": "1"}]},
+}  # fmt: skip
+
+
+def unit_book(model: str) -> PriceBook:
+    return PriceBook.model_validate({
+        "meters": [{"id": "calls", "unit": "call"}],
+        "plans": [{"id": "p", "currency": "USD",
+                   "charges": [{"meter": "calls", **UNIT_CHARGES[model]}]}],
+    })  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=st.sampled_from(sorted(UNIT_CHARGES)), quantity=st.integers(0, 50_000),
+       units=st.integers(1, 50_000), due_cents=st.integers(0, 10**7))  # fmt: skip
+def test_a_grant_in_units_bills_as_if_that_many_fewer_were_used(
+    model: str, quantity: int, units: int, due_cents: int
+) -> None:
+    """Against the Decimal oracle: the credit is what the top units cost (the line less
+    its price with that many fewer), in cents half up and at most what is left to bill;
+    the units taken are the fewest that take it off (free units are not spent)."""
+    book = unit_book(model)
+    charge = book.plan("p").charges[0]
+    pricing = Pricing.of(book)
+    rated = rate_charge(charge, quantity, 0).amount
+    billed = rated.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    line = InvoiceLine(USAGE, "calls", "", "p", 1, PERIOD.label, "calls", Decimal(quantity),
+                       "call", "USD", rated, billed)  # fmt: skip
+    fee = Decimal(due_cents).scaleb(-2)
+    extra = InvoiceLine(FIXED_FEE, "fee", "", "p", 1, PERIOD.label, "fee", Decimal(0), "",
+                        "USD", fee, fee)  # fmt: skip
+    grant = Grant("t", "G", "c", "", "", Decimal(units), meter="calls")
+    applied = credit_lines([line, extra], [grant], {}, sub=SUB, currency="USD", period=PERIOD,
+                           unit_value=pricing.unit_credit)  # fmt: skip
+
+    asked = min(units, quantity)
+    floor = rate_charge(charge, quantity - asked, 0).amount
+    worth = rated - floor
+    fewest = next(k for k in range(asked + 1)
+                  if rate_charge(charge, quantity - k, 0).amount == floor)  # fmt: skip
+    take = min(worth.quantize(Decimal("0.01"), ROUND_HALF_UP), line.amount + extra.amount)
+    if fewest == 0 or take <= 0:
+        assert applied == []
+        return
+    (credit,) = applied
+    assert (credit.kind, credit.item, credit.quantity) == (CREDIT, "G", Decimal(fewest))
+    assert credit.amount == -take and credit.rated == -worth
+    assert consumed(credit) == fewest
+
+
+@settings(max_examples=200, deadline=None)
+@given(used=st.integers(0, 3000))
+def test_unused_included_units_roll_over_up_to_the_cap_for_the_next_period_only(
+    used: int,
+) -> None:
+    book = unit_book("allowance")
+    plan = book.plan("p")
+    line = InvoiceLine(USAGE, "calls", "", "p", 1, PERIOD.label, "calls", Decimal(used),
+                       "call", "USD", Decimal(0), Decimal(0))  # fmt: skip
+    (carried,) = rollover_grants(SUB, PERIOD, plan, [line])
+    expected = min(max(Decimal(1000) - used, Decimal(0)), Decimal(500))
+    assert (carried.amount, carried.meter, carried.kind) == (expected, "calls", ROLLOVER)
+    assert carried.voided == (expected == 0)
+    following = PERIOD.shifted(1)
+    assert (carried.effective_from, carried.expires_on) == (following.start, following.end)
+    assert carried.usable(SUB, "USD", following) != carried.voided
+    assert not carried.usable(SUB, "USD", PERIOD) and not carried.usable(
+        SUB, "USD", following.shifted(1)
+    )
+    assert carried.grant_id == rollover_grants(SUB, PERIOD, plan, [])[0].grant_id
