@@ -23,6 +23,7 @@ from aggregation.live import LiveUsage, Owner
 from rating.money import trimmed
 from rating.period import Period
 from rating.plans import Entitlement, Plan, PriceBook, scaled
+from rating.variants import VariantError, merged_entitlements
 from subscriptions.model import Terms
 
 
@@ -80,6 +81,21 @@ class Balances:
     def _plan(self, terms: Terms, now: datetime) -> Plan | None:
         return self._book.plan_at(terms.plan_at(now), now.date())
 
+    def _given(self, plan: Plan | None, terms: Terms, day: date) -> tuple[Entitlement, ...]:
+        """The plan's entitlements with what the subscription was given in force on
+        ``day`` (merged as an add-on's are)."""
+        base = plan.entitlements if plan is not None else ()
+        extra = [f.entitlement for f in terms.features if f.in_force(day)]
+        if not extra:
+            return base
+        merged = [e.model_dump() for e in base]
+        for one in extra:
+            try:
+                merged = merged_entitlements(merged, [one])
+            except VariantError:  # a pack of another meter than the plan's feature now counts
+                continue
+        return tuple(Entitlement.model_validate(data) for data in merged)
+
     def answer(self, owner: Owner, feature: str | None = None) -> EntitlementsAnswer | None:
         """Every feature of the subscription (or the one named); None for a subscription
         the worker does not know. A feature its plan does not give is denied."""
@@ -90,7 +106,7 @@ class Balances:
         day = now.date()
         period = Period.of(day, terms.anchor_day).label
         plan = self._plan(terms, now)
-        given = plan.entitlements if plan is not None else ()
+        given = self._given(plan, terms, day)
         if feature is not None:
             given = tuple(e for e in given if e.feature == feature)
         ended = terms.ended_at is not None and now >= terms.ended_at
@@ -130,14 +146,18 @@ class Balances:
             enforcement=entitlement.enforcement,
         )  # fmt: skip
 
-    def _hard_limits(self, plan: Plan) -> list[_Hard]:
-        found = self._hard.get((plan.id, plan.version))
+    def _hard_limits(self, plan: Plan, terms: Terms, day: date) -> list[_Hard]:
+        """The hard limits in force: the plan's (worked out once per version), or, for a
+        subscription given features of its own, its own."""
+        found = None if terms.features else self._hard.get((plan.id, plan.version))
         if found is None:
-            found = self._hard[plan.id, plan.version] = [
+            found = [
                 _Hard(e.meter, scaled(e.limit, self._book.meter(e.meter).scale))
-                for e in plan.entitlements
+                for e in self._given(plan, terms, day)
                 if e.enforcement == "hard" and e.meter is not None and e.limit is not None
             ]
+            if not terms.features:
+                self._hard[plan.id, plan.version] = found
         return found
 
     def judge(self, owners: Iterable[Owner]) -> None:
@@ -153,7 +173,7 @@ class Balances:
             over = {
                 hard.meter: (f"{owner[0]}/{owner[1]} has used its hard limit of meter "
                              f"{hard.meter!r} under {plan.label} this period")
-                for hard in self._hard_limits(plan)
+                for hard in self._hard_limits(plan, terms, now.date())
                 if self.live.meter(owner, period, hard.meter,
                                    self._aggregation[hard.meter]).quantity >= hard.limit
             }  # fmt: skip

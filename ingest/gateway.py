@@ -206,9 +206,18 @@ class Gateway:
 
     async def _every(self, name: str, seconds: float) -> None:
         """Ask the handler ``name`` now and then every ``seconds``, logging what it says; a
-        store that does not answer is asked again next time."""
+        store that does not answer is asked again next time. Outcomes it could not take
+        (the worker restarting) are kept and reported first next time, so what was
+        delivered is not delivered again; only a stop of the gateway itself loses them
+        (and the deliveries are made again, with the same ids)."""
+        unreported: list[Outcome] = []
+        warned = False
         while True:
             try:
+                if unreported:
+                    await self.store.handle(name + DELIVERED,
+                                            _encoder.encode(Outcomes(unreported)))  # fmt: skip
+                    unreported = []
                 answer = await self.store.handle(name, b"")
                 said = msgspec.json.decode(answer.body) if answer.status == 200 else {}
                 outgoing = msgspec.convert(said.pop("deliveries", []), list[Outgoing])
@@ -216,11 +225,16 @@ class Gateway:
                     log.info("%s run: %s", name, {**said, "deliveries": len(outgoing)})
                 if outgoing:
                     # At once: one receiver that hangs does not hold up the others.
-                    made = await asyncio.gather(*(deliver(d) for d in outgoing))
-                    outcomes = Outcomes(list(made))
-                    await self.store.handle(name + DELIVERED, _encoder.encode(outcomes))
+                    unreported = list(await asyncio.gather(*(deliver(d) for d in outgoing)))
+                    await self.store.handle(name + DELIVERED,
+                                            _encoder.encode(Outcomes(unreported)))  # fmt: skip
+                    unreported = []
+                warned = False
             except StoreUnavailableError as error:
-                log.warning("%s run: %s; next in %.0f s", name, error, seconds)
+                # Once per outage: a run every second would say it every second.
+                if not warned:
+                    log.warning("%s run: %s; trying again every %g s", name, error, seconds)
+                warned = True
             await asyncio.sleep(seconds)
 
     def asgi(self, *, own_lifespan: bool = False) -> Starlette:

@@ -23,6 +23,8 @@ from subscriptions.api import (
     Cancellation,
     CouponChange,
     CustomerList,
+    FeatureGrant,
+    FeatureRevocation,
     Imported,
     PlanChange,
     PriceRevision,
@@ -167,6 +169,14 @@ def _subscription_paths() -> dict[str, Any]:
         ),
         "/v1/subscriptions/{subscription}/revise": _change(
             "revisePrices", "Revise every price by a percentage from a day on", "PriceRevision"
+        ),
+        "/v1/subscriptions/{subscription}/grant-feature": _change(
+            "grantFeature",
+            "Give one subscription a feature, or more of a metered one",
+            "FeatureGrant",
+        ),
+        "/v1/subscriptions/{subscription}/revoke-feature": _change(
+            "revokeFeature", "End what was given of a feature from a day on", "FeatureRevocation"
         ),
         "/v1/subscriptions/{subscription}/add-coupon": _change(
             "addCoupon", "Take on a price book coupon from a day on", "CouponChange"
@@ -518,7 +528,8 @@ def document() -> dict[str, Any]:
         [CloudEvent, PlainEvent, Accepted, ProblemDocument, PartlyRefused, LagoEvent,
          CurrentUsage, NewSubscription,
          Imported, SubscriptionList, SubscriptionDetail, PlanChange, AddOnChange, PriceRevision,
-         CouponChange, Cancellation, NewCustomer, CustomerList, BackfillBody, RetractBody,
+         CouponChange, FeatureGrant, FeatureRevocation, Cancellation, NewCustomer,
+         CustomerList, BackfillBody, RetractBody,
          PaymentReport, GrantAsk, EntitlementsAnswer, AlertAsk, WebhookAsk],
         ref_template=_REF,
     )  # fmt: skip

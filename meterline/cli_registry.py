@@ -242,6 +242,60 @@ def _coupon_change(
         coupon, adding, day, book, now=now))  # fmt: skip
 
 
+@subscriptions.command("grant-feature")
+@click.argument("subscription")
+@_TENANT
+@click.option("--feature", required=True, help="The feature's name (its plan's, or its own).")
+@click.option(
+    "--meter",
+    default=None,
+    help="A metered feature: this meter's quantity per period, up to --limit.",
+)
+@click.option("--limit", default=None, help="In the meter's units; adds to the plan's limit.")
+@click.option("--hard", is_flag=True, help="Deny past the limit (instead of billing overage).")
+@click.option("--config", "config", default=None, help="A configuration: a JSON object.")
+@click.option("--off", is_flag=True, help="A boolean feature turned off.")
+@click.option("--on", "day", type=Day(), default=None, help="From this day.  [default: today]")
+@click.option("--until", type=Day(), default=None, help="Until this day (exclusive).")
+def grant_feature(subscription: str, tenant: str, feature: str, meter: str | None,
+                  limit: str | None, hard: bool, config: str | None, off: bool,
+                  day: date | None, until: date | None) -> None:  # fmt: skip
+    """Give one subscription a feature beyond its plan's, or more of a metered one (a
+    one-off pack of calls): answered by GET /v1/entitlements at once, billed nothing."""
+    import json
+
+    from pydantic import ValidationError
+
+    from rating.plans import Entitlement
+    from subscriptions import registry
+
+    kind = "metered" if meter else "config" if config else "boolean"
+    try:
+        entitlement = Entitlement.model_validate({
+            "feature": feature, "kind": kind, "enabled": not off, "meter": meter,
+            "limit": limit, "enforcement": "hard" if hard else "soft",
+            "config": json.loads(config) if config else None,
+        })  # fmt: skip
+    except (ValidationError, json.JSONDecodeError) as error:
+        fail(f"not a feature: {error}")
+    book = load_book(load_settings())
+    _change(tenant, subscription, lambda now, _: registry.feature_grant(
+        entitlement, day, until, book, now=now))  # fmt: skip
+
+
+@subscriptions.command("revoke-feature")
+@click.argument("subscription")
+@_TENANT
+@click.option("--feature", required=True)
+@click.option("--on", "day", type=Day(), default=None, help="From this day.  [default: today]")
+def revoke_feature(subscription: str, tenant: str, feature: str, day: date | None) -> None:
+    """End what was given to one subscription of a feature."""
+    from subscriptions import registry
+
+    _change(tenant, subscription, lambda now, _: registry.feature_revocation(
+        feature, day, now=now))  # fmt: skip
+
+
 @subscriptions.command("cancel")
 @click.argument("subscription")
 @_TENANT

@@ -136,24 +136,28 @@ def composed(
             raise VariantError(f"{add_on_label} and {label} both price {', '.join(sorted(clash))}")
         data["charges"] += added["charges"]
         data["fixed_fees"] += added["fixed_fees"]
-        data["entitlements"] = _entitled(data["entitlements"], added["entitlements"])
+        data["entitlements"] = merged_entitlements(data["entitlements"], added["entitlements"])
     return revised_prices(data, percent) if percent else data
 
 
-def _entitled(given: list[dict[str, Any]], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A plan's entitlements with an add-on's: a pack of a metered feature the plan gives
-    raises its limit (a hard limit stays hard), any other feature of the add-on is its own."""
+def merged_entitlements(
+    given: list[dict[str, Any]], added: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A plan's entitlements (as data) with those an add-on or a subscription's grant
+    adds: more of a metered feature the plan gives raises its limit (a hard limit stays
+    hard), any other feature added is its own."""
     by_feature = {entitlement["feature"]: entitlement for entitlement in given}
     for entitlement in added:
         known = by_feature.get(entitlement["feature"])
-        if known is not None and known["kind"] == entitlement["kind"] == "metered":
-            if known["meter"] != entitlement["meter"]:
+        if known is not None and known.get("kind") == entitlement.get("kind") == "metered":
+            if known.get("meter") != entitlement.get("meter"):
                 raise VariantError(
-                    f"entitlement {entitlement['feature']!r} counts meter {known['meter']!r}, "
-                    f"the add-on's {entitlement['meter']!r}"
+                    f"entitlement {entitlement['feature']!r} counts meter {known.get('meter')!r}, "
+                    f"the addition's {entitlement.get('meter')!r}"
                 )
-            raised = {**known, "limit": known["limit"] + entitlement["limit"]}
-            if "hard" in (known["enforcement"], entitlement["enforcement"]):
+            more = Decimal(str(known["limit"])) + Decimal(str(entitlement["limit"]))
+            raised = {**known, "limit": more}
+            if "hard" in (known.get("enforcement"), entitlement.get("enforcement")):
                 raised["enforcement"] = "hard"
             by_feature[entitlement["feature"]] = raised
         else:

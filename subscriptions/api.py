@@ -16,9 +16,10 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
+from pydantic import ValidationError
 
 from base.problems import ProblemDocument
-from rating.plans import PriceBook
+from rating.plans import Entitlement, PriceBook
 from subscriptions import registry
 from subscriptions.imports import (
     NewCustomer,
@@ -124,6 +125,36 @@ class PlanFrom(msgspec.Struct):
     at: datetime  # when it took effect: a midnight, or the second an immediate change did
 
 
+class FeatureGrant(msgspec.Struct, forbid_unknown_fields=True):
+    """Give the subscription a feature from ``on`` (today by default) until ``until``
+    (exclusive) or for good: an entitlement as the price book writes one, or more of a
+    metered one its plan gives (its ``limit`` adds to the plan's)."""
+
+    feature: str
+    kind: str = "boolean"
+    enabled: bool = True
+    config: dict[str, Any] | None = None
+    meter: str | None = None
+    limit: Decimal | None = None
+    enforcement: str = "soft"
+    on: date | None = None
+    until: date | None = None
+
+
+class FeatureRevocation(msgspec.Struct, forbid_unknown_fields=True):
+    """End what was given of ``feature`` from ``on`` (today by default)."""
+
+    feature: str
+    on: date | None = None
+
+
+class FeatureFrom(msgspec.Struct):
+    feature: str
+    on: date
+    until: date | None
+    entitlement: dict[str, Any]
+
+
 class CouponFrom(msgspec.Struct):
     coupon: str
     on: date  # the first day it applies to
@@ -140,6 +171,7 @@ class SubscriptionView(msgspec.Struct):
     anchor_day: int  # its billing periods start on this day of the month
     plans: list[PlanFrom]  # the plan it started on, then every change, in day order
     coupons: list[CouponFrom]  # the coupons it took on, in the order applied
+    features: list[FeatureFrom]  # what was given to it beyond its plan, in order
 
 
 class HistoryEntry(msgspec.Struct):
@@ -267,6 +299,22 @@ def _operations(
 
         return vary
 
+    def grant(body: bytes) -> Operation:
+        asked = _decoded(body, FeatureGrant)
+        fields = msgspec.structs.asdict(asked)
+        on, until = fields.pop("on"), fields.pop("until")
+        try:
+            entitlement = Entitlement.model_validate(
+                {name: value for name, value in fields.items() if value is not None}
+            )
+        except ValidationError as error:
+            raise LifecycleError(error.errors()[0]["msg"]) from None
+        return registry.feature_grant(entitlement, on, until, book, now=now)
+
+    def revoke(body: bytes) -> Operation:
+        asked = _decoded(body, FeatureRevocation)
+        return registry.feature_revocation(asked.feature, asked.on, now=now)
+
     def cancel(body: bytes) -> Operation:
         asked = _decoded(body, Cancellation)
         at = asked.at if asked.at is None or asked.at.tzinfo else asked.at.replace(tzinfo=UTC)
@@ -278,6 +326,7 @@ def _operations(
 
     return {"change": change, "add-charge": add_on(True), "remove-charge": add_on(False),
             "revise": revise, "add-coupon": coupon(True), "remove-coupon": coupon(False),
+            "grant-feature": grant, "revoke-feature": revoke,
             "cancel": cancel, "renew": renew}  # fmt: skip
 
 
@@ -368,4 +417,5 @@ def view(row: Subscription, now: datetime) -> SubscriptionView:
         row.started_at, row.ended_at, row.anchor_day,
         [started, *(PlanFrom(at.date(), plan, at) for at, plan in row.changes)],
         [CouponFrom(c.coupon, c.day, c.ended) for c in row.coupons],
+        [FeatureFrom(f.feature, f.day, f.ended, f.entitlement) for f in row.features],
     )  # fmt: skip

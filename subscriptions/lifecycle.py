@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from rating.period import LAST_DAY, Period, midnight, plan_at
-from rating.plans import PriceBook, PriceBookError
+from rating.plans import Entitlement, PriceBook, PriceBookError
 from rating.variants import VariantError, check_percent, revised_id, with_add_on, without_add_on
-from subscriptions.model import AppliedCoupon, Customer, Subscription
+from subscriptions.model import AppliedCoupon, Customer, GrantedFeature, Subscription
 
 
 class LifecycleError(ValueError):
@@ -227,6 +227,39 @@ def cancel(row: Subscription, at: datetime, last_finalized: date | None) -> Subs
     if row.ended_at is not None:
         _outside_finalized(row, row.ended_at, last_finalized)
     return replace(row, ended_at=at)
+
+
+def grant_feature(
+    row: Subscription, entitlement: Entitlement, day: date, until: date | None, book: PriceBook
+) -> Subscription:
+    """Give the subscription ``entitlement`` from ``day`` until ``until`` (exclusive) or
+    for good: a feature of its own, or more of a metered one its plan gives (a one-off
+    pack of calls). Entitlements bill nothing, so no invoice, finalized or not, changes."""
+    name = row.name
+    if entitlement.meter is not None and entitlement.meter not in {m.id for m in book.meters}:
+        raise LifecycleError(f"{name}: meter {entitlement.meter!r} is not in the price book")
+    if until is not None and until <= day:
+        raise LifecycleError(f"{name}: a feature ends after it starts ({day} to {until})")
+    if row.ended_at is not None and day >= row.ended_at.astimezone(UTC).date():
+        raise LifecycleError(f"{name} ends {row.ended_at.isoformat()}: renew it first")
+    given = GrantedFeature(day, entitlement.model_dump(mode="json"), until)
+    return replace(row, features=(*row.features, given))
+
+
+def revoke_feature(row: Subscription, feature: str, day: date) -> Subscription:
+    """End what was given of ``feature`` from ``day``; a grant that had not started by then
+    goes entirely."""
+    ending = [
+        f for f in row.features if f.feature == feature and (f.ended is None or f.ended > day)
+    ]
+    if not ending:
+        raise LifecycleError(f"{row.name} was given no {feature!r} that lasts past {day}")
+    kept = tuple(
+        f if f not in ending else replace(f, ended=day)
+        for f in row.features
+        if f not in ending or f.day < day
+    )
+    return replace(row, features=kept)
 
 
 def renew(row: Subscription, last_finalized: date | None) -> Subscription:

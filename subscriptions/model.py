@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from base.events import utc_day
 from rating.period import Period, PlanChanges, plan_at, plan_on
@@ -25,6 +26,24 @@ def version_of(now: datetime) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class GrantedFeature:
+    """A feature given to one subscription from ``day`` until ``ended`` (exclusive) or
+    for good: an entitlement of its own, or, for a metered one its plan gives, more of the
+    limit (``rating.plans.Entitlement`` as data, as the row and the topic carry it)."""
+
+    day: date
+    entitlement: dict[str, Any]
+    ended: date | None = None
+
+    @property
+    def feature(self) -> str:
+        return str(self.entitlement["feature"])
+
+    def in_force(self, day: date) -> bool:
+        return self.day <= day and (self.ended is None or day < self.ended)
+
+
+@dataclass(frozen=True, slots=True)
 class Terms:
     """What the worker prices a subscription's events by, and nothing more (it holds one
     per subscription, a million of them): the plan on each day, the end, the anchor."""
@@ -34,6 +53,7 @@ class Terms:
     version: int
     changes: PlanChanges = ()  # (when it takes effect, plan), in time order
     anchor_day: int = 1  # the day of the month its billing periods start on
+    features: tuple[GrantedFeature, ...] = ()  # given to it beyond its plan's
 
     def plan_on(self, day: date) -> str:
         """The plan as ``day`` begins."""
@@ -65,6 +85,7 @@ class Subscription:
     anchor_day: int = 1  # the day of the month its billing periods start on (1 to 28)
     version: int = 0  # of the stored row this is; the registry sets it when it writes one
     coupons: tuple[AppliedCoupon, ...] = ()  # in the order they were applied
+    features: tuple[GrantedFeature, ...] = ()  # given to it beyond its plan's, in order
 
     @property
     def owner(self) -> Owner:
@@ -97,7 +118,8 @@ class Subscription:
         return Period.labelled(label, self.anchor_day)
 
     def terms(self) -> Terms:
-        return Terms(self.plan, self.ended_at, self.version, self.changes, self.anchor_day)
+        return Terms(self.plan, self.ended_at, self.version, self.changes, self.anchor_day,
+                     self.features)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from rating.period import midnight
-from rating.plans import PriceBook
+from rating.plans import Entitlement, PriceBook
 from subscriptions import lifecycle
 from subscriptions.directory import REFRESH_SECONDS
 from subscriptions.imports import currency_problems
@@ -145,6 +145,32 @@ def coupon_change(coupon: str, adding: bool, day: date | None, book: PriceBook, 
                      lambda _: midnight(first))  # fmt: skip
 
 
+def feature_grant(entitlement: Entitlement, day: date | None, until: date | None,
+                  book: PriceBook, *, now: datetime) -> Operation:  # fmt: skip
+    """Give the subscription a feature (or more of a metered one) from ``day`` (today by
+    default) until ``until``. Entitlements price nothing: no notice is needed."""
+    first = day or now.astimezone(UTC).date()
+    for given in (first, until):
+        if given is not None:
+            lifecycle.check_day(given, "the day")
+
+    def give(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
+        return lifecycle.grant_feature(row, entitlement, first, until, book)
+
+    return Operation("feature granted", give, lambda _: midnight(first))
+
+
+def feature_revocation(feature: str, day: date | None, *, now: datetime) -> Operation:
+    """End what was given of ``feature`` from ``day`` (today by default)."""
+    first = day or now.astimezone(UTC).date()
+    lifecycle.check_day(first, "the day")
+
+    def take(row: Subscription, final: date | None, _: Customer | None) -> Subscription:
+        return lifecycle.revoke_feature(row, feature, first)
+
+    return Operation("feature revoked", take, lambda _: midnight(first))
+
+
 def cancellation(at: datetime | None, at_period_end: bool, *, now: datetime) -> Operation:
     if at is not None and at_period_end:
         raise LifecycleError("give a time (at) or the end of the period, not both")
@@ -234,5 +260,7 @@ def describe(row: Subscription) -> str:
     plans = [f"{plan} from {lifecycle.when(moment)}" for moment, plan in row.changes]
     coupons = [f"coupon {c.coupon} from {c.day}" + (f" to {c.ended}" if c.ended else "")
                for c in row.coupons]  # fmt: skip
+    coupons += [f"feature {f.feature} from {f.day}" + (f" to {f.ended}" if f.ended else "")
+                for f in row.features]  # fmt: skip
     ends = f"ends {row.ended_at.isoformat()}" if row.ended_at else "no end"
     return "; ".join([*plans, *coupons, ends])

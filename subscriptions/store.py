@@ -6,18 +6,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+import msgspec
 import pyarrow as pa
 
 from base.clickhouse import TIMESTAMP, TableStore, as_utc, where_equal
 from rating.period import midnight
-from subscriptions.model import AppliedCoupon, Change, Customer, Owner, Subscription, Terms
+from subscriptions.model import (
+    AppliedCoupon,
+    Change,
+    Customer,
+    GrantedFeature,
+    Owner,
+    Subscription,
+    Terms,
+)
 
 _COLUMNS = ("tenant, subscription, customer, plan, started_at, ended_at, change_days, "
             "change_plans, change_moments, anchor_day, version, coupon_days, coupon_ids, "
-            "coupon_ends")  # fmt: skip
+            "coupon_ends, features")  # fmt: skip
 _CUSTOMER_COLUMNS = ("tenant, customer, name, external_id, tax_rate, currency, address, tax_id, "
                      "payment_terms_days, country, region, tax_exempt")  # fmt: skip
 _NOT_ENDED = date(1970, 1, 1)  # a coupon's end as stored when it has none
+_features = msgspec.json.Encoder()
+_granted = msgspec.json.Decoder(list[GrantedFeature])
 
 
 class SubscriptionStore(TableStore):
@@ -53,6 +64,7 @@ class SubscriptionStore(TableStore):
                     [[c.ended or _NOT_ENDED for c in row.coupons] for row in rows],
                     type=pa.list_(pa.date32()),
                 ),
+                "features": [_features.encode(list(row.features)).decode() for row in rows],
             }
         )
         self._client.insert_arrow(self._table("subscriptions"), table)
@@ -198,7 +210,7 @@ class SubscriptionStore(TableStore):
 
 def _subscription(row: Sequence[object]) -> Subscription:
     tenant, sub, customer, plan, started, ended, days, plans, moments, *rest = row
-    anchor, version, coupon_days, coupon_ids, coupon_ends = rest
+    anchor, version, coupon_days, coupon_ids, coupon_ends, features = rest
     if len(moments) != len(days):  # type: ignore[arg-type]
         moments = [midnight(day) for day in days]  # type: ignore[attr-defined]  # a row from before 0029
     applied = tuple(AppliedCoupon(day, coupon, None if end == _NOT_ENDED else end)
@@ -207,4 +219,5 @@ def _subscription(row: Sequence[object]) -> Subscription:
     return Subscription(
         tenant, sub, customer, plan, as_utc(started), as_utc(ended) if ended else None,  # type: ignore[arg-type]
         tuple(zip(map(as_utc, moments), plans, strict=True)), anchor, version, applied,  # type: ignore[call-overload,arg-type]
+        tuple(_granted.decode(str(features))),
     )  # fmt: skip

@@ -347,6 +347,20 @@ def test_subscriptions_are_managed_over_http_with_an_admin_key(
                  {"add_on": "storage", "on": "2099-01-01"})  # fmt: skip
     assert added.json()["plans"][-1] == {"on": "2099-01-01", "plan": "starter+storage",
                                          "at": "2099-01-01T00:00:00Z"}  # fmt: skip
+    # A feature given to sub-1 alone: 500 more calls than starter's hard 100,000.
+    pack = {"feature": "api", "kind": "metered", "meter": "api_calls", "limit": "500"}
+    granted = call("POST", "/v1/subscriptions/sub-1/grant-feature", pack)
+    assert granted.status_code == 200, granted.text
+    assert [f["feature"] for f in granted.json()["features"]] == ["api"]
+    (api,) = call("GET", "/v1/entitlements/sub-1/api", key=gateway.key).json()["features"]
+    assert (api["limit"], api["enforcement"]) == ("100500", "hard")
+    refused = call("POST", "/v1/subscriptions/sub-1/grant-feature",
+                   {"feature": "api", "kind": "metered", "meter": "api_calls"})  # fmt: skip
+    assert refused.status_code == 422 and "needs meter and limit" in refused.text
+    revoked = call("POST", "/v1/subscriptions/sub-1/revoke-feature", {"feature": "api"})
+    assert revoked.status_code == 200 and revoked.json()["features"] == []  # not yet started
+    (api,) = call("GET", "/v1/entitlements/sub-1/api", key=gateway.key).json()["features"]
+    assert api["limit"] == "100000"
     cancelled = call("POST", "/v1/subscriptions/sub-1/cancel", {"at": "2099-03-01T00:00:00Z"})
     assert cancelled.json()["ended_at"] == "2099-03-01T00:00:00Z", cancelled.text
     assert call("POST", "/v1/subscriptions/sub-1/renew").json()["ended_at"] is None

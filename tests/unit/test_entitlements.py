@@ -15,7 +15,7 @@ from aggregation.entitlements import Balances
 from aggregation.live import LiveUsage
 from aggregation.model import RatedRows, TotalKey
 from rating.plans import PriceBook, PriceBookError
-from subscriptions.model import Terms
+from subscriptions.model import GrantedFeature, Terms
 
 NOW = datetime(2026, 8, 20, 12, tzinfo=UTC)
 PERIOD = date(2026, 8, 1)
@@ -166,3 +166,23 @@ def test_usage_balance_and_overage_are_the_decimal_computation(
     assert Decimal(feature.overage or "") == max(used - limit_units, Decimal(0))
     assert feature.has_access == (used < limit_units)
     assert (("t", "s") in held.denied) == (used >= limit_units)
+
+
+def test_features_given_to_one_subscription_merge_with_its_plans_while_in_force() -> None:
+    given = (
+        GrantedFeature(date(2026, 8, 1), {"feature": "api", "kind": "metered",
+                                          "meter": "calls", "limit": "500"}),
+        GrantedFeature(date(2026, 8, 1), {"feature": "sso", "kind": "boolean"},
+                       date(2026, 9, 1)),
+        GrantedFeature(date(2026, 7, 1), {"feature": "beta", "kind": "boolean"},
+                       date(2026, 8, 1)),  # ended before now
+    )  # fmt: skip
+    terms = {("t", "s"): Terms("basic", None, 1, features=given)}
+    held = Balances(BOOK, terms.get, LiveUsage(), clock=NOW.timestamp)
+    held.judge(held.live.absorb(rows(("calls", "basic", 1200, ""))))
+    features = {f.feature: f for f in held.answer(("t", "s")).features}  # type: ignore[union-attr]
+    assert features["api"].limit == "1500" and features["api"].has_access  # 1000 + 500
+    assert features["api"].enforcement == "hard" and held.denied == {}
+    assert features["sso"].has_access and "beta" not in features
+    held.judge(held.live.absorb(rows(("calls", "basic", 1500, ""))))
+    assert ("t", "s") in held.denied

@@ -12,6 +12,7 @@ import pytest
 from meterline.demo import PRICE_BOOK
 from rating.loading import load_price_book
 from rating.period import midnight
+from rating.plans import Entitlement
 from subscriptions import registry
 from subscriptions.lifecycle import (
     LifecycleError,
@@ -19,10 +20,12 @@ from subscriptions.lifecycle import (
     cancel,
     change_plan,
     earliest_change_day,
+    grant_feature,
     period_end,
     remove_coupon,
     renew,
     revise,
+    revoke_feature,
 )
 from subscriptions.model import AppliedCoupon, Customer, Subscription
 
@@ -209,3 +212,22 @@ def test_an_immediate_upgrade_takes_effect_at_the_next_whole_second_after_its_le
         registry.plan_change("starter", early, BOOK).apply(ROW, None, None)
     with pytest.raises(LifecycleError, match="falls in 2026-09"):
         registry.plan_change("starter", when, BOOK).apply(ROW, date(2026, 9, 1), None)
+
+
+def test_a_feature_is_given_to_one_subscription_and_revoked_from_a_day() -> None:
+    pack = Entitlement(feature="api", kind="metered", meter="api_calls", limit=Decimal(500))
+    given = grant_feature(ROW, pack, date(2026, 9, 1), None, BOOK)
+    (granted,) = given.features
+    assert granted.feature == "api" and granted.in_force(date(2026, 9, 1))
+    assert given.terms().features == given.features
+    revoked = revoke_feature(given, "api", date(2026, 10, 1))
+    assert revoked.features[0].ended == date(2026, 10, 1)
+    assert not revoked.features[0].in_force(date(2026, 10, 1))
+    assert revoke_feature(given, "api", date(2026, 9, 1)).features == ()  # not started yet
+    with pytest.raises(LifecycleError, match="was given no 'sso'"):
+        revoke_feature(given, "sso", date(2026, 9, 1))
+    with pytest.raises(LifecycleError, match="ends after it starts"):
+        grant_feature(ROW, pack, date(2026, 9, 1), date(2026, 9, 1), BOOK)
+    unknown = Entitlement(feature="x", kind="metered", meter="nope", limit=Decimal(1))
+    with pytest.raises(LifecycleError, match="not in the price book"):
+        grant_feature(ROW, unknown, date(2026, 9, 1), None, BOOK)
