@@ -20,7 +20,7 @@ from collections.abc import Sequence, Set
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from aggregation.alerts import AlertRules, crossings
+from aggregation.alerts import AlertRules, CreditOf, crossings
 from aggregation.batch import BatchProcessor
 from aggregation.entitlements import Balances
 from aggregation.live import LiveUsage
@@ -63,6 +63,7 @@ class Aggregator:
         topic: str,
         marks: Marks | None = None,
         alerts: AlertRules | None = None,
+        credit_of: CreditOf | None = None,
     ) -> None:
         self.sink = sink
         self.book = book
@@ -84,6 +85,7 @@ class Aggregator:
         self.live = LiveUsage()
         self.balances = Balances(book, subscriptions.entry, self.live)
         self.alerts = alerts if alerts is not None else AlertRules(lambda _: ())
+        self.credit_of = credit_of  # prepaid credit balances, for their alerts
         self.processor = BatchProcessor(
             self.state,
             self.subscriptions.entries,
@@ -276,7 +278,7 @@ class Aggregator:
             log.critical("cannot process a batch: exiting without acknowledging it", exc_info=True)
             os._exit(EXIT_CANNOT_PROCESS)
         result.crossings = crossings(self.alerts, self.live, result.rated, self.book,
-                                     datetime.now(UTC))  # fmt: skip
+                                     datetime.now(UTC), credit_of=self.credit_of)  # fmt: skip
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 began = time.perf_counter()

@@ -1,7 +1,8 @@
 """Usage alerts, judged in the stream as totals change: a rule's threshold on a meter's
-quantity, on an amount, or on a percentage of an entitlement's limit, for one
-subscription or every subscription on a plan. A rule fires when a batch takes the value
-from below its threshold to at or past it: once per billing period.
+quantity, on an amount, on a percentage of an entitlement's limit, or on a prepaid credit
+balance, for one subscription or every subscription on a plan. A rule fires when a batch
+takes the value from below its threshold to at or past it (a credit balance: from above
+it to at or below it): once per billing period.
 
 Why a crossing fires once, replays and crashes included: its id is a digest of (tenant,
 subscription, rule, rule version, period), the store keeps one row per id, and the
@@ -30,14 +31,21 @@ from rating.plans import PriceBook
 from rating.variants import parse
 
 QUANTITY, AMOUNT, PERCENT = "quantity", "amount", "percent"
-METRICS = (QUANTITY, AMOUNT, PERCENT)
+# A prepaid credit balance less what the period has rated so far: it falls, so it fires
+# when a batch takes it from above the threshold to at or below it.
+CREDIT_BALANCE = "credit_balance"
+METRICS = (QUANTITY, AMOUNT, PERCENT, CREDIT_BALANCE)
+# A subscription's prepaid credit as its current period began: (currency, balance), or
+# None without any (``invoicing.grant_ledger.CreditBalances``).
+CreditOf = Callable[[tuple[str, str]], tuple[str, Decimal] | None]
 SUBSCRIPTION, PLAN = "subscription", "plan"
 RELOAD_SECONDS = 1.0  # how often the worker reads rules changed since its last look
 
 
 class AlertRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``threshold``: in the meter's units (quantity), the plan's currency (amount: of the
-    meter, or of every meter when none is named), or percent of the limit (percent)."""
+    meter, or of every meter when none is named), percent of the limit (percent), or the
+    credit's currency (credit_balance: prepaid credit less what the period rated)."""
 
     tenant: str
     id: str
@@ -61,7 +69,11 @@ def check(rule: AlertRule, book: PriceBook) -> str | None:
         threshold = Decimal(rule.threshold)
     except ArithmeticError:
         return f"threshold {rule.threshold!r} is not a decimal number"
-    if not threshold.is_finite() or threshold <= 0:
+    if (
+        not threshold.is_finite()
+        or threshold < 0
+        or (threshold == 0 and rule.metric != CREDIT_BALANCE)
+    ):
         return f"threshold {rule.threshold!r} is not a positive number"
     known = {meter.id for meter in book.meters}
     if rule.metric == QUANTITY and rule.meter not in known:
@@ -139,6 +151,8 @@ def crossings(
     rated: RatedRows,
     book: PriceBook,
     now: datetime,
+    *,
+    credit_of: CreditOf | None = None,
 ) -> list[Crossing]:
     """The crossings a batch's rated totals make, judged against the live usage before
     the batch (``live`` takes the batch in only once it is durable)."""
@@ -161,16 +175,31 @@ def crossings(
         before = dict(live.totals(owner, period))
         after = {**before, **changed}
         partition = next(iter(changed.values())).partition
+        credit = credit_of(owner) if credit_of is not None else None
         for rule in applying:
             threshold = Decimal(rule.threshold)
-            was = _value(rule, before, book, newest)
-            now_at = _value(rule, after, book, newest)
-            if was is not None and now_at is not None and was < threshold <= now_at:
+            if rule.metric == CREDIT_BALANCE:
+                was, now_at = _left(credit, before), _left(credit, after)
+                crossed = was is not None and now_at is not None and now_at <= threshold < was
+            else:
+                was = _value(rule, before, book, newest)
+                now_at = _value(rule, after, book, newest)
+                crossed = was is not None and now_at is not None and was < threshold <= now_at
+            if crossed and now_at is not None:
                 found.append(Crossing(
                     crossing_id(rule, owner[1], period), rule.tenant, owner[1], rule.id,
                     rule.version, period, rule.metric, threshold, now_at, now, partition,
                 ))  # fmt: skip
     return found
+
+
+def _left(credit: tuple[str, Decimal] | None, totals: dict[TotalKey, Held]) -> Decimal | None:
+    """The credit as the period began less what its totals in that currency rate so far."""
+    if credit is None:
+        return None
+    currency, balance = credit
+    spent = sum(h.amount_nanos for h in totals.values() if h.currency == currency)
+    return balance - from_nanos(spent)
 
 
 def _value(

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from aggregation.aggregator import EXIT_STORE_UNAVAILABLE, Aggregator, tune_garbage_collector
 from aggregation.alert_store import AlertStore
-from aggregation.alerts import AlertRules
+from aggregation.alerts import AlertRules, CreditOf
 from aggregation.dead_letters import forward, is_forwarded_copy, publish_dead_letters
 from aggregation.handlers import Handlers
 from aggregation.internal_web import add_pages
@@ -213,10 +213,13 @@ def run_worker(
     book: PriceBook,
     measures: Sequence[Measure] = (),
     handlers: Handlers | None = None,
+    *,
+    credits: Callable[[Connection], CreditOf] | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT; Faust handles the signals and a graceful stop.
     ``measures`` are what the commands above this stage add to the minute's gauges;
-    ``handlers``, what the commands hand down for the gateway (``aggregation.handlers``)."""
+    ``handlers``, what the commands hand down for the gateway (``aggregation.handlers``);
+    ``credits``, how to read prepaid credit balances (invoicing's), for their alerts."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tune_garbage_collector()
     for name in (settings.events_topic, settings.dead_letter_topic):
@@ -244,6 +247,7 @@ def run_worker(
         PipelineSink(connection), directory, book, window=window, partitions=partitions,
         dedupe_window=dedupe_window, topic=settings.events_topic, marks=marks,
         alerts=AlertRules(AlertStore(connection).rules_written_since),
+        credit_of=credits(connection) if credits is not None else None,
     )  # fmt: skip
     app = create_app(settings, bootstrap_servers, connection, aggregator, book,
                      measures=measures, handlers=handlers)  # fmt: skip

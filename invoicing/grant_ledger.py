@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 
-from base.clickhouse import AMOUNT, TIMESTAMP, TableStore, and_tenant
+from base.clickhouse import AMOUNT, TIMESTAMP, Connection, TableStore, and_tenant
 from invoicing.credits import Grant
+from rating.period import Period
+from subscriptions.store import SubscriptionStore
 
 _COLUMNS = ("tenant, grant_id, customer, subscription, currency, amount, priority, "
             "effective_from, expires_on, kind, price, reason, voided, meter")  # fmt: skip
@@ -79,6 +82,52 @@ class GrantLedger(TableStore):
         found: dict[str, list[Application]] = defaultdict(list)
         for grant, *rest in rows:
             found[grant].append(Application(grant, *rest))
+        return found
+
+
+class CreditBalances:
+    """Each subscription's prepaid credit in currency as its current period began: the
+    grants it may use (its customer's and its own, in effect, not expired or voided) less
+    what invoices of earlier periods took; read again every ``REFRESH_SECONDS`` (they
+    change only when an earlier period is closed or a grant is made). The worker's credit
+    balance alerts subtract the period's live amounts from it."""
+
+    REFRESH_SECONDS = 30.0
+
+    def __init__(self, connection: Connection, clock: Callable[[], float] = time.monotonic):
+        self._connection = connection
+        self._clock = clock
+        self._next = 0.0
+        self._balances: dict[tuple[str, str], tuple[str, Decimal]] = {}
+
+    def __call__(self, owner: tuple[str, str]) -> tuple[str, Decimal] | None:
+        if self._clock() >= self._next:
+            self._balances = self._read(datetime.now(UTC).date())
+            self._next = self._clock() + self.REFRESH_SECONDS
+        return self._balances.get(owner)
+
+    def _read(self, today: date) -> dict[tuple[str, str], tuple[str, Decimal]]:
+        ledger = GrantLedger(self._connection)
+        grants = [g for g in ledger.grants() if not g.meter and not g.voided
+                  and g.effective_from <= today
+                  and (g.expires_on is None or g.expires_on > today)]  # fmt: skip
+        if not grants:
+            return {}
+        applications = ledger.applications()
+        found: dict[tuple[str, str], tuple[str, Decimal]] = {}
+        for sub in SubscriptionStore(self._connection).subscriptions():
+            period = Period.of(today, sub.anchor_day).label
+            left: dict[str, Decimal] = defaultdict(Decimal)
+            for grant in grants:
+                if (grant.tenant, grant.customer) == (sub.tenant, sub.customer) and (
+                    grant.subscription in ("", sub.subscription)
+                ):
+                    taken = sum((a.taken for a in applications.get(grant.grant_id, [])
+                                 if a.period < period), Decimal(0))  # fmt: skip
+                    left[grant.currency] += grant.amount - taken
+            if left:
+                currency = max(left, key=lambda c: left[c])
+                found[sub.owner] = (currency, left[currency])
         return found
 
 

@@ -140,6 +140,7 @@ def worker() -> None:
     METERLINE_CONSUMER_GROUP to share partitions. Needs KAFKA_BOOTSTRAP_SERVERS.
     """
     from aggregation.worker import run_worker
+    from invoicing.grant_ledger import CreditBalances
     from invoicing.ledger import measure_runs
 
     settings = load_settings()
@@ -147,7 +148,7 @@ def worker() -> None:
         fail("the worker needs KAFKA_BOOTSTRAP_SERVERS (`meterline run` starts a broker for you)")
     assert settings.kafka_bootstrap_servers is not None
     run_worker(settings, settings.kafka_bootstrap_servers, load_book(settings), [measure_runs],
-               handlers())  # fmt: skip
+               handlers(), credits=CreditBalances)  # fmt: skip
 
 
 @main.command()

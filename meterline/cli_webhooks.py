@@ -164,11 +164,16 @@ def alerts_group() -> None:
 @click.option("--id", "rule_id", default="", help="The rule's id.  [default: one made up]")
 @click.option("--subscription", default="", help="Watch this subscription.")
 @click.option("--plan", default="", help="Watch every subscription on this plan.")
-@click.option("--metric", type=click.Choice(["quantity", "amount", "percent"]), required=True)
+@click.option(
+    "--metric",
+    type=click.Choice(["quantity", "amount", "percent", "credit_balance"]),
+    required=True,
+)
 @click.option(
     "--threshold",
     required=True,
-    help="In the meter's units (quantity), the plan's currency (amount), or percent.",
+    help="In the meter's units (quantity), the plan's currency (amount, credit_balance), or "
+    "percent.",
 )
 @click.option("--meter", default="", help="quantity and amount: the meter (amount: all if none).")
 @click.option("--feature", default="", help="percent: the metered entitlement.")

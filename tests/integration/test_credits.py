@@ -21,6 +21,7 @@ from base.settings import Settings
 from ingest.store_access import DirectStore
 from invoicing.closing import close_period
 from invoicing.credits import PAID, ROLLOVER, Grant
+from invoicing.grant_ledger import CreditBalances
 from invoicing.invoice import CREDIT, TOP_UP
 from meterline.cli import main
 from meterline.cli_support import handlers, load_settings
@@ -211,3 +212,22 @@ def test_grants_in_units_and_rolled_over_usage_bill_fewer_units(
     balances = {row["grant"]: row for row in json.loads(listed.output)}
     assert Decimal(balances[calls[0].grant_id]["balance"]) == 0
     assert Decimal(balances[carried.grant_id]["balance"]) == 0
+
+
+def test_a_subscriptions_credit_as_its_period_began_is_what_alerts_read(
+    store_environment: Stores, feed: Feed
+) -> None:
+    """What the worker's credit balance alerts start from: the grants a subscription may
+    use less what invoices of earlier periods took of them."""
+    store = store_environment
+    store.sources.grants.write([
+        Grant(TENANT, "G-A", "cust-a", "", "USD", Decimal("10.00"), 0, AUG, reason="welcome"),
+        Grant(TENANT, "G-UNITS", "cust-a", "", "", Decimal(100), 0, AUG, reason="calls",
+              meter="api_calls"),
+    ])  # fmt: skip
+    close_period(store.sources, BOOK, AUG)
+    taken = -sum(x.amount for x in invoices(store, AUG)["a"].lines
+                 if x.kind == CREDIT and x.item == "G-A")  # fmt: skip
+    balances = CreditBalances(store.connection)
+    assert balances((TENANT, "a")) == ("USD", Decimal("10.00") - taken)
+    assert balances((TENANT, "b")) is None  # another customer's

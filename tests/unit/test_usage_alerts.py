@@ -5,6 +5,7 @@ period; quantities, amounts and percentages of a limit; rules per subscription o
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -136,3 +137,25 @@ def test_fires_exactly_when_the_running_total_first_reaches_the_threshold(
                 else [] for i, total in enumerate(running)]  # fmt: skip
     assert fired == expected
     assert sum(map(len, fired)) == (1 if running[-1] >= threshold else 0)
+
+
+def test_a_credit_balance_fires_once_as_the_periods_amount_takes_it_to_the_threshold() -> None:
+    """10 USD of credit as the period began; each call rates 0.50: the balance falls to
+    2 USD at 16 calls, and the rule fires then, once, and not for another currency."""
+    watch = rules(rule("low", "credit_balance", "2", meter=""))
+    live = LiveUsage()
+    credit = {("t", "s"): ("USD", Decimal(10))}
+
+    def fired(quantity: int) -> list[str]:
+        found = [c.rule for c in crossings(watch, live, rated(quantity), BOOK, NOW,
+                                           credit_of=credit.get)]  # fmt: skip
+        live.absorb(rated(quantity))
+        return found
+
+    assert [fired(q) for q in (10, 15, 16, 20)] == [[], [], ["low"], []]
+    (crossing,) = crossings(watch, LiveUsage(), rated(30), BOOK, NOW, credit_of=credit.get)
+    assert crossing.value == Decimal(-5)  # 10 less 15 USD rated
+    assert crossings(watch, LiveUsage(), rated(30), BOOK, NOW,
+                     credit_of={("t", "s"): ("EUR", Decimal(10))}.get) == []  # fmt: skip
+    assert crossings(watch, LiveUsage(), rated(30), BOOK, NOW, credit_of=None) == []
+    assert check(rule("r", "credit_balance", "0", meter=""), BOOK) is None
