@@ -93,14 +93,19 @@ def test_close_and_finalize_killed_part_way_then_rerun_write_each_invoice_once(
     clean = settings_factory(tmp_path / "clean")
     faulty = settings_factory(tmp_path / "faulty",
                               clickhouse_database=clean.clickhouse_database)  # fmt: skip
-    # Prepaid credits for one customer in seven (two grants each, one paid), so that the
-    # kills also land between invoices that share a grant's balance.
+    # Prepaid credits for one customer in seven (two grants each, one paid, and one in
+    # units of calls), so that the kills also land between invoices that share a grant's
+    # balance.
     grants = [
         Grant(sub.tenant, f"G-{sub.customer}-{n}", sub.customer, "", book.plan(sub.plan).currency,
               Decimal(rng.randint(100, 5_000)).scaleb(-2), n, period, None,
               PAID if n else FREE, Decimal(rng.randint(100, 5_000)).scaleb(-2) if n else
               Decimal(0), "kill test")
         for sub in subs[::7] for n in (0, 1)
+    ] + [
+        Grant(sub.tenant, f"G-{sub.customer}-calls", sub.customer, "", "",
+              Decimal(rng.randint(10, 2_000)), 0, period, reason="kill test", meter="api_calls")
+        for sub in subs[::7]
     ]  # fmt: skip
     for settings in (clean, faulty):
         prepare_store(settings, subs)

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from meterline.demo import PRICE_BOOK
@@ -141,6 +141,7 @@ def test_a_period_is_named_by_the_month_it_starts_in() -> None:
 
 
 @settings(max_examples=300, deadline=None)
+@example(second=86_400, nanos=30_000_000_000, commitment_cents=10_000)  # a midnight
 @given(
     second=st.integers(1, SEPTEMBER.seconds - 1),
     nanos=st.integers(0, 10**15),
@@ -164,7 +165,8 @@ def test_an_immediate_change_splits_fees_and_commitment_by_the_second(
                                 changes=((at, "big"),))  # fmt: skip
     assert [s.plan.id for s in found] == ["small", "big"]
     first, then = found
-    assert (first.ends_at, then.starts_at) == (at, at) and first.starts_at is None
+    cut = None if second % 86_400 == 0 else at  # a midnight is a change for a day
+    assert (first.ends_at, then.starts_at) == (cut, cut) and first.starts_at is None
     assert (first.seconds, then.seconds) == (second, SEPTEMBER.seconds - second)
     assert first.start == SEPTEMBER.start and then.end == SEPTEMBER.end
     assert plan_at("small", ((at, "big"),), at - timedelta(microseconds=1)) == "small"
