@@ -83,7 +83,7 @@ class Aggregator:
         # Usage as of the last durable batch, by subscription: entitlements and alerts
         # read it (``live``, ``entitlements``, ``alerts``).
         self.live = LiveUsage()
-        self.balances = Balances(book, subscriptions.entry, self.live)
+        self.balances = Balances(book, subscriptions.entries, self.live)
         self.alerts = alerts if alerts is not None else AlertRules(lambda _: ())
         self.credit_of = credit_of  # prepaid credit balances, for their alerts
         self.processor = BatchProcessor(

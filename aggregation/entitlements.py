@@ -12,14 +12,14 @@ when it is configured to.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import msgspec
 
-from aggregation.live import LiveUsage, Owner
+from aggregation.live import SEVERAL, LiveUsage, Owner
 from rating.money import trimmed
 from rating.period import Period
 from rating.plans import Entitlement, Plan, PriceBook, scaled
@@ -62,12 +62,14 @@ class Balances:
     def __init__(
         self,
         book: PriceBook,
-        terms_of: Callable[[Owner], Terms | None],
+        terms_of: Callable[[Sequence[Owner]], list[Terms | None]],
         live: LiveUsage,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._book = book
+        # Each owner's terms, looked up for many at once (``SubscriptionDirectory.entries``).
         self._terms_of = terms_of
+        self._plans: dict[tuple[str, date], Plan | None] = {}  # (plan id, day) -> in force
         self.live = live
         self._clock = clock
         self._aggregation = {meter.id: meter.aggregation for meter in book.meters}
@@ -79,7 +81,10 @@ class Balances:
         return datetime.fromtimestamp(self._clock(), UTC)
 
     def _plan(self, terms: Terms, now: datetime) -> Plan | None:
-        return self._book.plan_at(terms.plan_at(now), now.date())
+        key = (terms.plan_at(now), now.date())
+        if key not in self._plans:
+            self._plans[key] = self._book.plan_at(*key)
+        return self._plans[key]
 
     def _given(self, plan: Plan | None, terms: Terms, day: date) -> tuple[Entitlement, ...]:
         """The plan's entitlements with what the subscription was given in force on
@@ -99,7 +104,7 @@ class Balances:
     def answer(self, owner: Owner, feature: str | None = None) -> EntitlementsAnswer | None:
         """Every feature of the subscription (or the one named); None for a subscription
         the worker does not know. A feature its plan does not give is denied."""
-        terms = self._terms_of(owner)
+        (terms,) = self._terms_of([owner])
         if terms is None:
             return None
         now = self._now()
@@ -160,25 +165,42 @@ class Balances:
                 self._hard[plan.id, plan.version] = found
         return found
 
-    def judge(self, owners: Iterable[Owner]) -> None:
-        """Judge the hard limits of ``owners`` again from their live usage."""
+    def judge(self, owners: Iterable[Owner] | Mapping[Owner, str]) -> None:
+        """Judge the hard limits of ``owners`` again from their live usage: every limit,
+        or, given the meter each owner's durable batch changed (``LiveUsage.absorb``), only
+        the limit on it, so the common case costs a lookup or two."""
+        changed = owners if isinstance(owners, Mapping) else None
+        owners = list(owners)
+        if not owners:
+            return
         now = self._now()
-        for owner in owners:
-            self.denied.pop(owner, None)
-            terms = self._terms_of(owner)
+        day = now.date()
+        denied = self.denied
+        for owner, terms in zip(owners, self._terms_of(owners), strict=True):
+            meter = changed[owner] if changed is not None else SEVERAL
+            kept = denied.pop(owner, None) if denied else None
+            if kept and meter != SEVERAL:  # a cap on a meter the batch did not change
+                kept = {m: why for m, why in kept.items() if m != meter}
+                if kept:
+                    denied[owner] = kept
             plan = self._plan(terms, now) if terms is not None else None
             if terms is None or plan is None:
                 continue
-            period = Period.of(now.date(), terms.anchor_day).label
+            limits = self._hard_limits(plan, terms, day)
+            if meter != SEVERAL:
+                limits = [hard for hard in limits if hard.meter == meter]
+            if not limits:
+                continue
+            period = Period.of(day, terms.anchor_day).label
             over = {
                 hard.meter: (f"{owner[0]}/{owner[1]} has used its hard limit of meter "
                              f"{hard.meter!r} under {plan.label} this period")
-                for hard in self._hard_limits(plan, terms, now.date())
+                for hard in limits
                 if self.live.meter(owner, period, hard.meter,
                                    self._aggregation[hard.meter]).quantity >= hard.limit
             }  # fmt: skip
             if over:
-                self.denied[owner] = over
+                denied[owner] = {**denied.get(owner, {}), **over}
 
     def refresh(self) -> None:
         """Judge again those over a limit: an upgrade, or a new period, lifts a cap."""

@@ -18,6 +18,7 @@ import msgspec
 from aggregation.model import RatedRows, TotalKey
 
 Owner = tuple[str, str]  # tenant, subscription
+SEVERAL = ""  # a subscription whose batch changed more than one meter (no meter id is "")
 # How totals of one meter combine across the parts a period is split into (plan changes,
 # versions, groups): quantities that add up add; a gauge's parts are not added.
 _HIGHEST = frozenset({"max", "latest", "avg"})
@@ -47,10 +48,12 @@ class LiveUsage:
     def __len__(self) -> int:
         return len(self._held)
 
-    def absorb(self, rows: RatedRows) -> set[Owner]:
-        """Take a durable batch's rated totals; return the subscriptions they changed."""
+    def absorb(self, rows: RatedRows) -> dict[Owner, str]:
+        """Take a durable batch's rated totals; return the subscriptions they changed, each
+        with the meter it changed, or ``SEVERAL`` (a string each, not a set: a batch
+        changes tens of thousands, and a set apiece cost more than the rest of it)."""
         held = self._held
-        changed: set[Owner] = set()
+        changed: dict[Owner, str] = {}
         for key, quantity, amount, currency, partition in zip(
             rows.keys, rows.quantities, rows.amounts_nanos, rows.currencies, rows.partitions,
             strict=True,
@@ -60,7 +63,11 @@ class LiveUsage:
             if totals is None:
                 totals = held[owner] = {}
             totals[key] = Held(quantity, amount, currency, partition)
-            changed.add(owner)
+            meter = changed.get(owner)
+            if meter is None:
+                changed[owner] = key.meter
+            elif meter != key.meter:
+                changed[owner] = SEVERAL
         self.updated = time.time()
         return changed
 

@@ -123,7 +123,9 @@ class DirectStore:
             period, tenant=tenant, subscription=subscription
         )))  # fmt: skip
         terms = found.terms()
-        return Balances(self._book, lambda _: terms, live).answer((tenant, subscription), feature)
+        return Balances(self._book, lambda owners: [terms] * len(owners), live).answer(
+            (tenant, subscription), feature
+        )
 
     async def denied(self) -> Denied:
         # Only a worker knows at once who passed a hard limit; the store is not polled.

@@ -15,6 +15,7 @@ from aggregation.entitlements import Balances
 from aggregation.live import LiveUsage
 from aggregation.model import RatedRows, TotalKey
 from rating.plans import PriceBook, PriceBookError
+from subscriptions.directory import fixed
 from subscriptions.model import GrantedFeature, Terms
 
 NOW = datetime(2026, 8, 20, 12, tzinfo=UTC)
@@ -58,7 +59,7 @@ def rows(*totals: tuple[str, str, int, str]) -> RatedRows:
 
 def balances(plan: str = "basic", ended_at: datetime | None = None) -> Balances:
     terms = {("t", "s"): Terms(plan, ended_at, 1)}
-    return Balances(BOOK, terms.get, LiveUsage(), clock=NOW.timestamp)
+    return Balances(BOOK, fixed(terms), LiveUsage(), clock=NOW.timestamp)
 
 
 def test_each_kind_of_feature_is_answered_with_its_access() -> None:
@@ -88,7 +89,7 @@ def test_a_hard_limit_denies_once_reached_and_a_soft_one_bills_overage() -> None
 
 def test_a_plan_change_lifts_the_cap_when_judged_again() -> None:
     terms = {("t", "s"): Terms("basic", None, 1)}
-    held = Balances(BOOK, terms.get, LiveUsage(), clock=NOW.timestamp)
+    held = Balances(BOOK, fixed(terms), LiveUsage(), clock=NOW.timestamp)
     held.judge(held.live.absorb(rows(("calls", "basic", 1200, ""))))
     assert ("t", "s") in held.denied
     terms[("t", "s")] = Terms("pro", None, 2)
@@ -148,7 +149,7 @@ def test_usage_balance_and_overage_are_the_decimal_computation(
                    "entitlements": [{"feature": "f", "kind": "metered", "meter": "m",
                                      "limit": str(limit_units), "enforcement": "hard"}]}],
     })  # fmt: skip
-    held = Balances(book, {("t", "s"): Terms("p", None, 1)}.get, LiveUsage(), NOW.timestamp)
+    held = Balances(book, fixed({("t", "s"): Terms("p", None, 1)}), LiveUsage(), NOW.timestamp)
     live = RatedRows()
     for number, quantity in enumerate(quantities):  # parts of the period: groups
         live.keys.append(TotalKey("t", "s", "m", PERIOD, "p", 1, str(number)))
@@ -178,7 +179,7 @@ def test_features_given_to_one_subscription_merge_with_its_plans_while_in_force(
                        date(2026, 8, 1)),  # ended before now
     )  # fmt: skip
     terms = {("t", "s"): Terms("basic", None, 1, features=given)}
-    held = Balances(BOOK, terms.get, LiveUsage(), clock=NOW.timestamp)
+    held = Balances(BOOK, fixed(terms), LiveUsage(), clock=NOW.timestamp)
     held.judge(held.live.absorb(rows(("calls", "basic", 1200, ""))))
     features = {f.feature: f for f in held.answer(("t", "s")).features}  # type: ignore[union-attr]
     assert features["api"].limit == "1500" and features["api"].has_access  # 1000 + 500
