@@ -27,7 +27,7 @@ from aggregation.live import LiveUsage
 from aggregation.log_identity import Checkpoint, Judgement, fingerprint, ordinal
 from aggregation.log_probe import probe
 from aggregation.marks import Marks
-from aggregation.model import BatchResult, Record
+from aggregation.model import BatchResult, RatedRows, Record
 from aggregation.sink import PipelineSink
 from aggregation.state import UsageState
 from base import metrics
@@ -106,16 +106,15 @@ class Aggregator:
         self.state.forget_partitions(partitions)
         self.live.forget_partitions(partitions)
         since = datetime.now(UTC) - self.dedupe_window
+        live = RatedRows()  # filled by the read of the totals, for the live usage
         self.state.restore(
             self.sink.load_marks(partitions, since),
-            self.sink.load_totals(partitions, self._oldest_open_period()),
+            self.sink.load_totals(partitions, self._oldest_open_period(), live),
             self.sink.load_refusals(partitions, since),
             self.sink.load_distinct(partitions, self._oldest_open_period()),
             partitions=partitions,
         )
-        self.balances.judge(self.live.absorb(
-            self.sink.load_live(partitions, self._oldest_open_period())
-        ))  # fmt: skip
+        self.balances.judge(self.live.absorb(live))
         log.info(
             "restored state of partitions %s: %d marks, %d totals",
             sorted(partitions), len(self.state.marks), len(self.state.totals),

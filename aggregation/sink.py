@@ -158,42 +158,32 @@ class PipelineSink(TableStore):
             yield Position(partition, ordinal(epoch, offset), index), reason
 
     def load_totals(
-        self, partitions: set[int], since_period: date
+        self, partitions: set[int], since_period: date, live: RatedRows | None = None
     ) -> Iterator[tuple[TotalKey, Total]]:
-        """Totals of the periods from ``since_period`` on: the ones events can still change."""
+        """Totals of the periods from ``since_period`` on: the ones events can still change.
+        Given ``live``, it is filled in the same read with what the live usage holds of each
+        (the quantity it prices, its amount and currency: ``live``)."""
         rows = self._client.query(
             "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
             "aggregate, kafka_partition, log_epoch, kafka_offset, event_index, value_at, "
-            f"events, fees, last_value FROM {self._table('rated_usage')} FINAL "
+            "events, fees, last_value, currency, quantity, amount "
+            f"FROM {self._table('rated_usage')} FINAL "
             "WHERE kafka_partition IN {partitions:Array(UInt32)} "
             "AND period_start >= {since_period:Date}",
             parameters={"partitions": sorted(partitions), "since_period": since_period},
         ).result_rows
         for tenant, subscription, meter, period, plan, version, group, aggregate, *rest in rows:
             key = TotalKey(tenant, subscription, meter, period, plan, version, group)
-            partition, epoch, offset, index, value_at, events, fees, last = rest
+            partition, epoch, offset, index, value_at, events, fees, last, *rated = rest
+            if live is not None:
+                currency, quantity, amount = rated
+                live.keys.append(key)
+                live.currencies.append(currency)
+                live.quantities.append(quantity)
+                live.amounts_nanos.append(int(amount.scaleb(9)))
+                live.partitions.append(partition)
             yield key, Total(aggregate, partition, ordinal(epoch, offset), index, value_at,
                              events, fees, last)  # fmt: skip
-
-    def load_live(self, partitions: set[int], since_period: date) -> RatedRows:
-        """What the live usage holds of the totals of the periods from ``since_period`` on:
-        the quantity each prices, its amount and currency (``live``)."""
-        rows = self._client.query(
-            "SELECT tenant, subscription, meter, period_start, plan, plan_version, group_key, "
-            f"currency, quantity, amount, kafka_partition FROM {self._table('rated_usage')} "
-            "FINAL WHERE kafka_partition IN {partitions:Array(UInt32)} "
-            "AND period_start >= {since_period:Date}",
-            parameters={"partitions": sorted(partitions), "since_period": since_period},
-        ).result_rows
-        live = RatedRows()
-        for tenant, subscription, meter, period, plan, version, group, *rest in rows:
-            currency, quantity, amount, partition = rest
-            live.keys.append(TotalKey(tenant, subscription, meter, period, plan, version, group))
-            live.currencies.append(currency)
-            live.quantities.append(quantity)
-            live.amounts_nanos.append(int(amount.scaleb(9)))
-            live.partitions.append(partition)
-        return live
 
     def load_distinct(
         self, partitions: set[int], since_period: date
