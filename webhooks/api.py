@@ -15,7 +15,7 @@ from base.clickhouse import Connection
 from base.settings import Settings
 from rating.plans import PriceBook
 from webhooks import messages
-from webhooks.delivery import HORIZON, outgoing, record, replay, state
+from webhooks.delivery import HORIZON, deliveries, outgoing, record, replay, state
 from webhooks.signing import new_secret
 from webhooks.store import Endpoint, WebhookStore
 
@@ -107,19 +107,10 @@ def _deliveries(store: WebhookStore, asked: WebhookAsk, now: datetime) -> list[d
     every attempt."""
     found = (store.messages(now - HORIZON, asked.tenant, ids=[asked.message]) if asked.message
              else store.messages(now - HORIZON, asked.tenant))  # fmt: skip
-    endpoints = store.endpoints(asked.tenant)
-    tried = store.attempts(asked.tenant, [m.id for m in found]) if found else {}
-    shown = []
-    for message in found:
-        for endpoint in endpoints:
-            if not endpoint.takes(message):
-                continue
-            attempts = tried.get((message.id, endpoint.endpoint_id), [])
-            shown.append({
-                "message": message.id, "type": message.type, "endpoint": endpoint.endpoint_id,
-                "occurred_at": message.occurred_at.isoformat(),
-                "state": state(attempts)[0],
-                "attempts": [{"at": a.attempted_at.isoformat(), "kind": a.kind,
-                              "status": a.status, "detail": a.detail} for a in attempts],
-            })  # fmt: skip
-    return shown
+    return [
+        {"message": message.id, "type": message.type, "endpoint": endpoint.endpoint_id,
+         "occurred_at": message.occurred_at.isoformat(), "state": state(attempts)[0],
+         "attempts": [{"at": a.attempted_at.isoformat(), "kind": a.kind, "status": a.status,
+                       "detail": a.detail} for a in attempts]}
+        for message, endpoint, attempts in deliveries(store, found, store.endpoints(asked.tenant))
+    ]  # fmt: skip

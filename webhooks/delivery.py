@@ -10,7 +10,7 @@ same id, so a delivery is made at least once and a receiver can drop what it has
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -42,6 +42,18 @@ def _last_replay(attempts: Sequence[Attempt]) -> int:
     return 0
 
 
+def deliveries(
+    store: WebhookStore, found: Iterable[Message], endpoints: Sequence[Endpoint]
+) -> list[tuple[Message, Endpoint, list[Attempt]]]:
+    """Each delivery of ``found`` (every endpoint that takes each message), with its
+    attempts in time order."""
+    messages = list(found)
+    tried = store.attempts(message_ids=[m.id for m in messages]) if messages else {}
+    return [(message, endpoint, tried.get((message.id, endpoint.endpoint_id), []))
+            for message in messages for endpoint in endpoints
+            if endpoint.takes(message)]  # fmt: skip
+
+
 def due(connection: Connection, now: datetime) -> list[tuple[Message, Endpoint]]:
     store = WebhookStore(connection)
     endpoints = store.endpoints()
@@ -52,17 +64,12 @@ def due(connection: Connection, now: datetime) -> list[tuple[Message, Endpoint]]
     replayed = [m for m in store.replayed_since(since) if m not in found]
     for message in store.messages(since, ids=[m for _, m in replayed]) if replayed else ():
         found[message.tenant, message.id] = message
-    tried = store.attempts(message_ids=[m for _, m in found]) if found else {}
     ready = []
-    for message in found.values():
-        for endpoint in endpoints:
-            if not endpoint.takes(message):
-                continue
-            attempts = tried.get((message.id, endpoint.endpoint_id), [])
-            status, failed = state(attempts)
-            when = next_attempt(failed)
-            if status == "pending" and when is not None and when <= now:
-                ready.append((message, endpoint))
+    for message, endpoint, attempts in deliveries(store, found.values(), endpoints):
+        status, failed = state(attempts)
+        when = next_attempt(failed)
+        if status == "pending" and when is not None and when <= now:
+            ready.append((message, endpoint))
     return ready
 
 
